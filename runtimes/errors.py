@@ -1,0 +1,35 @@
+"""Errors of the runtimes: providers and workers."""
+
+from __future__ import annotations
+
+from eventbus.errors import DeepfaasError
+
+
+class ProviderError(DeepfaasError):
+    """A provider could not do what was asked; ``fields`` say which site and why."""
+
+    code = "provider"
+
+
+class ProvisioningError(ProviderError):
+    """Provisioning a runtime failed on a site (the next ranked site may be tried)."""
+
+    code = "provisioning_failed"
+
+
+class CapacityError(ProviderError):
+    """The site lacks the resources asked for (GPU model, count, memory)."""
+
+    code = "no_capacity"
+
+
+class CredentialsError(ProviderError):
+    """The site's credentials are missing or refused."""
+
+    code = "credentials"
+
+
+class FunctionLoadError(DeepfaasError):
+    """A function's code could not be imported or its handler not found."""
+
+    code = "function_load"

@@ -1,0 +1,172 @@
+"""Contracts of the runtimes: function specs, activation records, handler context."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from eventbus.types import CloudEvent
+
+FUNCTION_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+HANDLER_PATTERN: Final = r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:)?[A-Za-z_][A-Za-z0-9_]*$"
+MAX_CODE_BYTES: Final = 1_000_000
+MAX_INLINE_RESULT_BYTES: Final = 1 << 20
+
+
+class FunctionSpec(BaseModel):
+    """What a user registers: the code to run and the resources and limits it runs with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=FUNCTION_NAME_PATTERN, description="lower-case name, unique")
+    handler: str = Field(
+        pattern=HANDLER_PATTERN,
+        description="`module:function` of installed code, or `function` inside `code`",
+    )
+    code: str | None = Field(
+        default=None,
+        max_length=MAX_CODE_BYTES,
+        description="Python source of the handler's module (inline code, as OpenWhisk actions)",
+    )
+    description: str = ""
+    runtime: str = Field(default="python:3.11", pattern=r"^python:3(\.\d+)?$")
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    memory_mb: int = Field(default=256, ge=64, le=262_144)
+    cpu: float = Field(default=1.0, gt=0, le=128)
+    gpu: int = Field(default=0, ge=0, le=16)
+    gpu_model: str | None = None
+    concurrency: int = Field(default=8, ge=1, le=1000, description="invocations at once per worker")
+    min_scale: int = Field(default=0, ge=0, le=100)
+    max_scale: int = Field(default=4, ge=1, le=100)
+    max_attempts: int = Field(default=3, ge=1, le=20, description="tries of an async invocation")
+    env: dict[str, str] = Field(default_factory=dict)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    # managed by the platform
+    version: int = Field(default=1, ge=1)
+    created: datetime | None = None
+    updated: datetime | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FunctionSpec:
+        if self.min_scale > self.max_scale:
+            raise ValueError("min_scale must not exceed max_scale")
+        if self.code is None and ":" not in self.handler:
+            raise ValueError("handler must be `module:function` when no code is given")
+        return self
+
+
+class ActivationStatus(StrEnum):
+    """Where an activation stands; the last four are terminal."""
+
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (ActivationStatus.RUNNING, ActivationStatus.RETRYING)
+
+
+class ActivationRecord(BaseModel):
+    """The record of one invocation, kept in the `activations` KV bucket under its id."""
+
+    id: str
+    function: str
+    version: int
+    status: ActivationStatus
+    mode: str = Field(description="`sync` or `async`")
+    accepted: datetime | None = None
+    start: datetime
+    end: datetime | None = None
+    duration_ms: float | None = None
+    wait_ms: float | None = Field(default=None, description="from accepted to start")
+    init_ms: float | None = Field(default=None, description="worker start-up, on a cold start")
+    cold_start: bool = False
+    attempts: int = 1
+    result: Any = None
+    logs: list[str] = Field(default_factory=list)
+    error: str | None = None
+    error_detail: Any = None
+    cause: str | None = Field(default=None, description="id of the event that caused it")
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler gets beside its input: who it is, its deadline, a logger, its cause."""
+
+    activation_id: str
+    function: str
+    version: int
+    deadline: float
+    logger: logging.Logger
+    event: CloudEvent | None = None
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        """Seconds left before the activation times out."""
+        import time
+
+        return max(0.0, self.deadline - time.time())
+
+
+class GpuRequest(BaseModel):
+    """GPUs a runtime needs; `model`/`vendor` constrain placement when given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = Field(default=0, ge=0, le=16)
+    model: str | None = None
+    vendor: str | None = None
+
+
+class RuntimeSpec(BaseModel):
+    """What a provider provisions: where a function's workers run and with what resources."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=FUNCTION_NAME_PATTERN, description="runtime name, unique per site")
+    function: str = Field(pattern=FUNCTION_NAME_PATTERN)
+    function_version: int = Field(default=1, ge=1)
+    image: str | None = Field(default=None, description="container image (kubernetes)")
+    module: str | None = Field(default=None, description="`module:function` (local, openwhisk)")
+    cpu: float = Field(default=1.0, gt=0)
+    memory_mb: int = Field(default=256, ge=64)
+    gpu: GpuRequest = Field(default_factory=GpuRequest)
+    env: dict[str, str] = Field(default_factory=dict)
+    min_scale: int = Field(default=0, ge=0)
+    max_scale: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=1, ge=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuntimeHandle:
+    """A provisioned runtime on one site, as its provider knows it."""
+
+    site: str
+    kind: str
+    name: str
+    ref: str
+
+
+class RuntimeStatus(BaseModel):
+    """What a provider reports of a runtime: desired and ready replicas, and why not ready."""
+
+    desired: int
+    ready: int
+    message: str = ""
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready >= max(self.desired, 1) if self.desired else True
