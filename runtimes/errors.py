@@ -33,3 +33,33 @@ class FunctionLoadError(DeepfaasError):
     """A function's code could not be imported or its handler not found."""
 
     code = "function_load"
+
+
+class SiteConfigError(DeepfaasError):
+    """The sites file (or one site in it) is invalid."""
+
+    code = "invalid"
+
+
+class TemplateError(DeepfaasError):
+    """A TOSCA template failed to parse or asks for what no site offers; names node/property."""
+
+    code = "invalid"
+
+
+class ModelError(DeepfaasError):
+    """Root of model plug-in errors."""
+
+    code = "model"
+
+
+class ModelNotFoundError(ModelError):
+    """No model plug-in (or version) by that name."""
+
+    code = "not_found"
+
+
+class ModelInputError(ModelError):
+    """Input a model cannot use (corrupt image, wrong shape, missing column)."""
+
+    code = "invalid"
