@@ -84,7 +84,10 @@ class EmbeddedNats:
                     f"nats-server exited with {self.process.returncode}; see "
                     f"{self.store_dir / 'nats.log'}"
                 )
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
                 return
             time.sleep(0.01)
         raise BusUnavailableError(f"nats-server did not listen on {self.url} in {timeout}s")

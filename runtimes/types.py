@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from eventbus.types import CloudEvent
 
 FUNCTION_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-HANDLER_PATTERN: Final = r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:)?[A-Za-z_][A-Za-z0-9_]*$"
+HANDLER_PATTERN: Final = (
+    r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:)?[A-Za-z_][A-Za-z0-9_]*$"
+)
 MAX_CODE_BYTES: Final = 1_000_000
 MAX_INLINE_RESULT_BYTES: Final = 1 << 20
 

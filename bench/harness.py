@@ -1,0 +1,115 @@
+"""Run the real platform (gateway, controller, workers) against a nats-server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from eventbus.server import EmbeddedNats, free_port
+
+
+@dataclass
+class Platform:
+    """A `deepfaas up` process using an external nats-server, and an HTTP client to it."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    nats: EmbeddedNats
+    data_dir: Path
+    log_path: Path
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def log_text(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        logs = self.data_dir / "logs"
+        if logs.is_dir():
+            for path in sorted(logs.iterdir()):
+                text += f"\n--- {path.name}\n" + path.read_text(errors="replace")[-4000:]
+        return text[-20000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platform:
+    """Start `python -m gateway.cli up` with DEEPFAAS_* settings; wait until /readyz says ok."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DEEPFAAS_NATS_URL": nats.url,
+        "DEEPFAAS_EMBEDDED_NATS": "false",
+        "DEEPFAAS_PORT": str(port),
+        "DEEPFAAS_DATA_DIR": str(data_dir),
+        "DEEPFAAS_ACK_WAIT_S": "2",
+        "DEEPFAAS_RETRY_BASE_S": "0.2",
+        "DEEPFAAS_RETRY_MAX_S": "1",
+        "DEEPFAAS_IDLE_RELEASE_S": "30",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({f"DEEPFAAS_{k.upper()}": str(v) for k, v in settings.items()})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "platform.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "up"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    platform = Platform(f"http://127.0.0.1:{port}", process, nats, data_dir, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"platform exited with {process.returncode}:\n{platform.log_text()}")
+        try:
+            if httpx.get(f"{platform.url}/readyz", timeout=1).status_code == 200:
+                return platform
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    platform.stop()
+    raise RuntimeError(f"platform not ready in 30 s:\n{platform.log_text()}")
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` returns something truthy; return it, or fail."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s (last value: {last!r})")
+
+
+def wait_activation(
+    client: httpx.Client, activation_id: str, timeout: float = 20.0
+) -> dict[str, Any]:
+    """Poll an activation until it reaches a final status."""
+
+    def done() -> dict[str, Any] | None:
+        r = client.get(f"/v1/activations/{activation_id}")
+        if r.status_code == 200 and r.json()["status"] not in ("running", "retrying"):
+            return r.json()  # type: ignore[no-any-return]
+        return None
+
+    result: dict[str, Any] = wait_for(done, timeout)
+    return result

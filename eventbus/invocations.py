@@ -1,0 +1,64 @@
+"""The invocation envelope: a CloudEvent per invocation, its id being the activation id."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.js.api import PubAck
+
+from eventbus.codec import to_nats
+from eventbus.connection import Bus
+from eventbus.publish import MSG_ID_HEADER
+from eventbus.types import CloudEvent, invoke_subject, new_id
+
+INVOCATION_TYPE_SUFFIX = "invocation.requested"
+
+
+def new_invocation(
+    bus: Bus,
+    function: str,
+    body: bytes,
+    *,
+    source: str,
+    activation_id: str | None = None,
+    content_type: str = "application/json",
+    mode: str = "async",
+    callback: str | None = None,
+    cause: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> CloudEvent:
+    """An invocation of ``function`` with ``body`` as input, accepted now."""
+    extensions: dict[str, str | int | bool] = {"mode": mode}
+    if callback:
+        extensions["callback"] = callback
+    if cause:
+        extensions["causeid"] = cause
+    if extra:
+        extensions.update(extra)
+    return CloudEvent(
+        id=activation_id or new_id(),
+        source=source,
+        type=bus.event_type(INVOCATION_TYPE_SUFFIX),
+        subject=function,
+        time=datetime.now(UTC),
+        datacontenttype=content_type,
+        data=body,
+        extensions=extensions,
+    )
+
+
+async def enqueue(bus: Bus, invocation: CloudEvent, *, timeout: float = 5.0) -> PubAck:
+    """Put an invocation on its function's work queue; the same activation id is queued once."""
+    if invocation.subject is None:
+        raise ValueError("an invocation names its function in `subject`")
+    headers, body = to_nats(invocation)
+    headers[MSG_ID_HEADER] = invocation.id
+    return await bus.js.publish(
+        invoke_subject(invocation.subject), body, timeout=timeout, headers=headers
+    )
+
+
+def invocation_input(invocation: CloudEvent) -> Any:
+    """The raw input bytes of an invocation."""
+    return invocation.data or b""

@@ -1,0 +1,22 @@
+"""Publishing CloudEvents on JetStream with the event id as the de-duplication key."""
+
+from __future__ import annotations
+
+from nats.js.api import PubAck
+
+from eventbus.codec import to_nats
+from eventbus.connection import Bus
+from eventbus.types import CloudEvent, event_subject
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+async def publish_event(
+    bus: Bus, event: CloudEvent, *, subject: str | None = None, timeout: float = 5.0
+) -> PubAck:
+    """Publish in binary mode; a re-publish of the same id inside the window is a duplicate."""
+    headers, body = to_nats(event)
+    headers[MSG_ID_HEADER] = event.id
+    return await bus.js.publish(
+        subject or event_subject(event.type, bus.prefix), body, timeout=timeout, headers=headers
+    )

@@ -1,0 +1,75 @@
+"""The ASGI application: the native `/v1` API, health, metrics and the OpenAPI docs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eventbus.connection import Bus
+from eventbus.errors import DeepfaasError
+from eventbus.streams import ensure_layout
+from gateway import problems
+from gateway.cache import FunctionCache
+from gateway.invoker import Invoker
+from gateway.limits import BodyLimit
+from gateway.metrics import Metrics
+from gateway.routes import activations, events, functions, invoke, ops
+from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
+from runtimes.activations import ActivationStore
+from runtimes.registry import FunctionRegistry
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """Build the gateway; it connects to NATS when the server starts it."""
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus = await Bus.connect(settings.nats_url, name="gateway", prefix=settings.event_prefix)
+        await ensure_layout(bus.js)
+        cache = FunctionCache(bus)
+        await cache.start()
+        metrics = Metrics()
+        await metrics.start(bus)
+        app.state.gateway = GatewayState(
+            settings=settings,
+            bus=bus,
+            registry=FunctionRegistry(bus),
+            activations=ActivationStore(bus),
+            cache=cache,
+            invoker=Invoker(bus),
+            metrics=metrics,
+        )
+        try:
+            yield
+        finally:
+            await metrics.stop()
+            await cache.stop()
+            await bus.close()
+
+    app = FastAPI(
+        title="deepfaas",
+        version="0.1.0",
+        summary="Event-driven serverless functions for machine-learning work",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.add_exception_handler(DeepfaasError, problems.deepfaas_error_handler)
+    app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
+    app.add_exception_handler(Exception, problems.unexpected_error_handler)
+    for module in (functions, invoke, activations, events, ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,370 @@
+"""`deepfaas`: start the platform, manage functions, invoke them, read activations and events."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="deepfaas: event-driven serverless functions for ML work.", no_args_is_help=True
+)
+fn_app = typer.Typer(
+    help="Register, list, inspect, delete and invoke functions.", no_args_is_help=True
+)
+act_app = typer.Typer(help="Activation records: list, get, logs, result.", no_args_is_help=True)
+events_app = typer.Typer(help="Events on the bus.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: list, replay, delete.", no_args_is_help=True)
+app.add_typer(fn_app, name="fn")
+app.add_typer(act_app, name="activation")
+app.add_typer(events_app, name="events")
+app.add_typer(dlq_app, name="dlq")
+
+console = Console()
+err = Console(stderr=True)
+URL = Annotated[str, typer.Option("--url", envvar="DEEPFAAS_URL", help="gateway URL")]
+JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _client(url: str, timeout: float = 75.0) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=timeout)
+
+
+def _check(response: httpx.Response) -> Any:
+    """The JSON body, or exit 1 with the problem's detail."""
+    if response.is_error:
+        try:
+            body = response.json()
+            detail = body.get("detail") or body
+        except ValueError:
+            detail = response.text
+        err.print(f"[red]error {response.status_code}[/red]: {detail}")
+        raise typer.Exit(1)
+    if not response.content:
+        return None
+    return response.json()
+
+
+def _emit(value: Any, as_json: bool) -> None:
+    if as_json or not isinstance(value, dict | list):
+        sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        console.print_json(orjson.dumps(value).decode())
+
+
+@app.command()
+def up() -> None:
+    """Start the whole platform here: nats-server, controller, workers, gateway (Ctrl-C stops)."""
+    from gateway.up import main_up
+
+    main_up()
+
+
+@app.command()
+def gateway() -> None:
+    """Run only the gateway (DEEPFAAS_NATS_URL names the bus)."""
+    import asyncio
+    import logging
+
+    from gateway.settings import GatewaySettings
+    from gateway.up import run_gateway
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(run_gateway(GatewaySettings()))
+
+
+@app.command()
+def controller() -> None:
+    """Run only the controller with the local provider (DEEPFAAS_NATS_URL names the bus)."""
+    import asyncio
+    import logging
+
+    from gateway.up import run_controller, worker_env
+    from runtimes.settings import ControllerSettings
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = ControllerSettings()
+    from gateway.settings import GatewaySettings
+
+    env = worker_env(
+        GatewaySettings(nats_url=settings.nats_url, event_prefix=settings.event_prefix)
+    )
+    asyncio.run(run_controller(settings, env, Path(settings.state_dir) / "logs"))
+
+
+# -- functions ------------------------------------------------------------------------------
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--env takes KEY=VALUE, not {pair!r}")
+        env[key] = value
+    return env
+
+
+@fn_app.command("deploy")
+def fn_deploy(
+    name: Annotated[str, typer.Argument(help="function name")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Python file with the handler")
+    ] = None,
+    handler: Annotated[
+        str, typer.Option(help="`function` in --file, or `module:function`")
+    ] = "main",
+    spec_file: Annotated[
+        Path | None, typer.Option("--spec", help="function.yaml to start from")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds")] = None,
+    memory: Annotated[int | None, typer.Option(help="MB")] = None,
+    concurrency: Annotated[int | None, typer.Option()] = None,
+    min_scale: Annotated[int | None, typer.Option()] = None,
+    max_scale: Annotated[int | None, typer.Option()] = None,
+    gpu: Annotated[int | None, typer.Option()] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE")] = None,
+    url: URL = DEFAULT_URL,
+    as_json: JSON = False,
+) -> None:
+    """Create or update a function (an update bumps its version)."""
+    body: dict[str, Any] = {}
+    if spec_file is not None:
+        body.update(yaml.safe_load(spec_file.read_text()) or {})
+    if file is not None:
+        body["code"] = file.read_text()
+        body["handler"] = handler
+    elif "handler" not in body:
+        body["handler"] = handler
+    options = {
+        "timeout_s": timeout,
+        "memory_mb": memory,
+        "concurrency": concurrency,
+        "min_scale": min_scale,
+        "max_scale": max_scale,
+        "gpu": gpu,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
+    if env:
+        body["env"] = {**body.get("env", {}), **_parse_env(env)}
+    body.pop("name", None)
+    with _client(url) as client, console.status(f"deploying {name}…"):
+        spec = _check(client.put(f"/v1/functions/{name}", json=body))
+    if as_json:
+        _emit(spec, True)
+    else:
+        console.print(f"[green]deployed[/green] {spec['name']} version {spec['version']}")
+
+
+@fn_app.command("list")
+def fn_list(url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
+    """Every function."""
+    with _client(url) as client:
+        specs = _check(client.get("/v1/functions"))
+    if as_json:
+        _emit(specs, True)
+        return
+    table = Table("name", "version", "handler", "timeout", "concurrency", "scale")
+    for s in specs:
+        table.add_row(
+            s["name"],
+            str(s["version"]),
+            s["handler"],
+            f"{s['timeout_s']:g}s",
+            str(s["concurrency"]),
+            f"{s['min_scale']}..{s['max_scale']}",
+        )
+    console.print(table)
+
+
+@fn_app.command("get")
+def fn_get(name: str, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
+    """One function's spec."""
+    with _client(url) as client:
+        _emit(_check(client.get(f"/v1/functions/{name}")), as_json)
+
+
+@fn_app.command("delete")
+def fn_delete(name: str, url: URL = DEFAULT_URL) -> None:
+    """Delete a function and its queued invocations."""
+    with _client(url) as client:
+        _check(client.delete(f"/v1/functions/{name}"))
+    console.print(f"deleted {name}")
+
+
+@fn_app.command("invoke")
+def fn_invoke(
+    name: str,
+    data: Annotated[str, typer.Option("--data", "-d", help="JSON input, or @file")] = "{}",
+    run_async: Annotated[
+        bool, typer.Option("--async", help="return the activation id at once")
+    ] = False,
+    timeout: Annotated[float | None, typer.Option(help="longest wait, seconds")] = None,
+    url: URL = DEFAULT_URL,
+    as_json: JSON = False,
+) -> None:
+    """Invoke a function and print its result (or the activation id with --async)."""
+    body = Path(data[1:]).read_bytes() if data.startswith("@") else data.encode()
+    params: dict[str, Any] = {"async": "true"} if run_async else {}
+    if timeout:
+        params["timeout"] = timeout
+    with _client(url, timeout=(timeout or 60) + 15) as client, console.status(f"invoking {name}…"):
+        response = client.post(
+            f"/v1/functions/{name}/invoke",
+            content=body,
+            params=params,
+            headers={"content-type": "application/json"},
+        )
+    value = _check(response)
+    if response.status_code == 202 and not as_json:
+        console.print(f"accepted: activation [bold]{value['activation_id']}[/bold]")
+        return
+    _emit(value, as_json)
+
+
+# -- activations ----------------------------------------------------------------------------
+
+
+@act_app.command("list")
+def act_list(
+    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
+    limit: int = 30,
+    url: URL = DEFAULT_URL,
+    as_json: JSON = False,
+) -> None:
+    """The newest activations."""
+    params: dict[str, Any] = {"limit": limit}
+    if function:
+        params["function"] = function
+    with _client(url) as client:
+        items = _check(client.get("/v1/activations", params=params))
+    if as_json:
+        _emit(items, True)
+        return
+    table = Table("id", "function", "version", "status", "duration", "start")
+    for a in items:
+        duration = f"{a['duration_ms']:.1f} ms" if a.get("duration_ms") is not None else "-"
+        table.add_row(a["id"], a["function"], str(a["version"]), a["status"], duration, a["start"])
+    console.print(table)
+
+
+@act_app.command("get")
+def act_get(activation_id: str, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
+    """One activation record."""
+    with _client(url) as client:
+        _emit(_check(client.get(f"/v1/activations/{activation_id}")), as_json)
+
+
+@act_app.command("logs")
+def act_logs(activation_id: str, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
+    """The log lines of an activation."""
+    with _client(url) as client:
+        logs = _check(client.get(f"/v1/activations/{activation_id}/logs"))
+    if as_json:
+        _emit(logs, True)
+    else:
+        for line in logs["logs"]:
+            print(line)
+
+
+@act_app.command("result")
+def act_result(activation_id: str, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
+    """The result of an activation."""
+    with _client(url) as client:
+        _emit(_check(client.get(f"/v1/activations/{activation_id}/result")), as_json)
+
+
+# -- events and dead letters ----------------------------------------------------------------
+
+
+@events_app.command("tail")
+def events_tail(
+    type_prefix: Annotated[str | None, typer.Option("--type", help="event type prefix")] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n", help="stop after N events")] = None,
+    url: URL = DEFAULT_URL,
+    as_json: JSON = False,
+) -> None:
+    """Follow events as they happen (Ctrl-C stops)."""
+    params = {"type": type_prefix} if type_prefix else {}
+    seen = 0
+    try:
+        with (
+            _client(url, timeout=None) as client,
+            client.stream(  # type: ignore[arg-type]
+                "GET", "/v1/events/stream", params=params
+            ) as response,
+        ):
+            if response.is_error:
+                response.read()
+                _check(response)
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = orjson.loads(line[6:])
+                if as_json:
+                    sys.stdout.write(orjson.dumps(event).decode() + "\n")
+                    sys.stdout.flush()
+                else:
+                    console.print(
+                        f"[dim]{event.get('time', '')}[/dim] [bold]{event['type']}[/bold] "
+                        f"{event.get('subject') or ''} "
+                        f"{orjson.dumps(event.get('data')).decode()[:160]}"
+                    )
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+    except KeyboardInterrupt:
+        return
+
+
+@dlq_app.command("list")
+def dlq_list(
+    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
+    url: URL = DEFAULT_URL,
+    as_json: JSON = False,
+) -> None:
+    """Dead letters, newest first."""
+    params = {"function": function} if function else {}
+    with _client(url) as client:
+        items = _check(client.get("/v1/dlq", params=params))
+    if as_json:
+        _emit(items, True)
+        return
+    table = Table("seq", "kind", "target", "attempts", "error", "time")
+    for d in items:
+        table.add_row(
+            str(d["seq"]), d["kind"], d["target"], str(d["attempts"]), d["error"][:80], d["time"]
+        )
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(seq: int, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
+    """Queue a dead-lettered invocation again."""
+    with _client(url) as client:
+        accepted = _check(client.post(f"/v1/dlq/{seq}/replay"))
+    if as_json:
+        _emit(accepted, True)
+    else:
+        console.print(f"replayed as activation [bold]{accepted['activation_id']}[/bold]")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Invoking functions: sync over NATS request-reply, async through the INVOCATIONS queue.
+
+A sync call goes straight to a warm worker (`run.<function>`, a queue group). With no warm
+worker it is queued instead (the controller starts one) and the gateway waits for the result
+on an inbox. A sync call that outruns its wait is queued too, under the same activation id,
+so it completes even if its worker died; the claim in `runtimes.activations` keeps it to one
+run, and the caller gets 202 with the activation id, as OpenWhisk answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import nats.errors
+from eventbus.codec import to_nats
+from nats.aio.msg import Msg
+
+from eventbus.connection import Bus
+from eventbus.invocations import enqueue, new_invocation
+from eventbus.types import CloudEvent, run_subject
+from runtimes.activations import new_activation_id
+from runtimes.types import ActivationRecord, FunctionSpec
+
+log = logging.getLogger(__name__)
+SOURCE = "/gateway"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """A finished activation, or only its id when the wait ran out."""
+
+    activation_id: str
+    record: ActivationRecord | None
+
+
+class Invoker:
+    """Sends invocations on their way."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def invoke_async(
+        self,
+        spec: FunctionSpec,
+        body: bytes,
+        *,
+        content_type: str,
+        callback: str | None = None,
+        cause: str | None = None,
+    ) -> str:
+        """Queue an invocation; return its activation id once JetStream has stored it."""
+        invocation = new_invocation(
+            self.bus,
+            spec.name,
+            body,
+            source=SOURCE,
+            activation_id=new_activation_id(),
+            content_type=content_type,
+            mode="async",
+            callback=callback,
+            cause=cause,
+        )
+        await enqueue(self.bus, invocation)
+        return invocation.id
+
+    async def invoke_sync(
+        self, spec: FunctionSpec, body: bytes, *, content_type: str, wait: float
+    ) -> SyncResult:
+        """Run and wait up to ``wait`` seconds for the record."""
+        invocation = new_invocation(
+            self.bus,
+            spec.name,
+            body,
+            source=SOURCE,
+            activation_id=new_activation_id(),
+            content_type=content_type,
+            mode="sync",
+        )
+        headers, data = to_nats(invocation)
+        try:
+            reply = await self.bus.nc.request(
+                run_subject(spec.name), data, timeout=wait, headers=headers
+            )
+        except nats.errors.NoRespondersError:
+            return await self._queue_and_wait(invocation, wait)
+        except nats.errors.TimeoutError:
+            await self._queue_safety_net(invocation)
+            return SyncResult(invocation.id, None)
+        record = _record(reply)
+        if record is None:  # the worker said `busy`: another run holds it; wait on the queue
+            return await self._queue_and_wait(invocation, wait)
+        return SyncResult(invocation.id, record)
+
+    async def _queue_and_wait(self, invocation: CloudEvent, wait: float) -> SyncResult:
+        inbox = self.bus.nc.new_inbox()
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+        async def _got(msg: Msg) -> None:
+            if not future.done():
+                future.set_result(msg)
+
+        sub = await self.bus.nc.subscribe(inbox, cb=_got, max_msgs=1)
+        try:
+            queued = invocation.model_copy(
+                update={"extensions": {**invocation.extensions, "replyto": inbox}}
+            )
+            await enqueue(self.bus, queued)
+            await self.bus.nc.publish(f"control.wake.{invocation.subject}", b"")
+            try:
+                msg = await asyncio.wait_for(future, wait)
+            except TimeoutError:
+                return SyncResult(invocation.id, None)
+            return SyncResult(invocation.id, _record(msg))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _queue_safety_net(self, invocation: CloudEvent) -> None:
+        try:
+            await enqueue(self.bus, invocation)
+        except Exception as exc:
+            log.warning(
+                "activation %s: could not queue after a sync timeout: %s", invocation.id, exc
+            )
+
+
+def _record(msg: Msg) -> ActivationRecord | None:
+    try:
+        record = ActivationRecord.model_validate_json(msg.data)
+    except ValueError:
+        return None
+    return record

@@ -1,0 +1,91 @@
+"""RFC 9457 problem responses, and the one table from error codes to HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from eventbus.errors import DeepfaasError
+
+PROBLEM_TYPE_BASE = "https://deepfaas.dev/problems/"
+
+#: error code -> HTTP status; everything the gateway answers for our errors goes through here
+STATUS_BY_CODE: dict[str, int] = {
+    "not_found": 404,
+    "conflict": 409,
+    "invalid": 422,
+    "invalid_event": 400,
+    "bad_request": 400,
+    "too_large": 413,
+    "function_load": 422,
+    "unavailable": 503,
+    "bus": 503,
+    "provider": 502,
+    "provisioning_failed": 502,
+    "no_capacity": 503,
+    "credentials": 502,
+    "internal": 500,
+}
+
+TITLES: dict[int, str] = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal error",
+    502: "Function failed",
+    503: "Service unavailable",
+    504: "Function timed out",
+}
+
+
+def problem(status: int, detail: str, *, kind: str | None = None, **extra: Any) -> Response:
+    """A ``application/problem+json`` response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (kind or TITLES.get(status, "error").lower().replace(" ", "-")),
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(
+        orjson.dumps(body, default=str), status_code=status, media_type="application/problem+json"
+    )
+
+
+async def deepfaas_error_handler(_: Request, exc: Exception) -> Response:
+    """Our errors, by their code."""
+    assert isinstance(exc, DeepfaasError)
+    status = STATUS_BY_CODE.get(exc.code, 500)
+    fields = {k: v for k, v in exc.fields.items() if isinstance(v, str | int | float | list | dict)}
+    return problem(status, exc.message, kind=exc.code.replace("_", "-"), **fields)
+
+
+async def validation_error_handler(_: Request, exc: Exception) -> Response:
+    """Request validation (bodies, query parameters) as 422 naming each failing field."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+    return problem(422, detail or "invalid request", kind="invalid", errors=errors)
+
+
+async def http_error_handler(_: Request, exc: Exception) -> Response:
+    """Starlette's own HTTP errors (404 for unknown routes, 405) as problems."""
+    assert isinstance(exc, StarletteHTTPException)
+    return problem(exc.status_code, str(exc.detail))
+
+
+async def unexpected_error_handler(_: Request, exc: Exception) -> Response:
+    """Anything else: a 500 problem, never a stack trace to the client."""
+    return problem(500, f"internal error: {type(exc).__name__}")

@@ -1,0 +1,64 @@
+"""GET /v1/events/stream: live events as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from eventbus.codec import from_nats, to_structured_json
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from nats.aio.msg import Msg
+
+from eventbus.errors import InvalidEventError
+from gateway.state import state_of
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+KEEPALIVE_S = 15.0
+QUEUE_LIMIT = 10_000
+
+
+@router.get("/stream", response_class=StreamingResponse)
+async def stream_events(
+    request: Request,
+    type_prefix: Annotated[
+        str | None, Query(alias="type", description="only events whose type starts so")
+    ] = None,
+    subject: Annotated[str | None, Query(description="only events with this subject")] = None,
+) -> StreamingResponse:
+    """Follow events as they are published (from now on), in CloudEvents JSON format."""
+    state = state_of(request)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
+
+    async def _on(msg: Msg) -> None:
+        try:
+            event = from_nats(msg.headers, msg.data)
+        except InvalidEventError:
+            return
+        if type_prefix and not event.type.startswith(type_prefix):
+            return
+        if subject and event.subject != subject:
+            return
+        frame = b"id: " + event.id.encode() + b"\nevent: " + event.type.encode() + b"\ndata: "
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(frame + to_structured_json(event) + b"\n\n")
+
+    sub = await state.bus.nc.subscribe("events.>", cb=_on)
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            yield b": subscribed\n\n"
+            while not await request.is_disconnected():
+                try:
+                    yield await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    return StreamingResponse(
+        frames(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+    )

@@ -1,0 +1,114 @@
+"""POST /v1/functions/{name}/invoke: sync (result in the body) or async (202 + activation id)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+
+from eventbus.errors import DeepfaasError
+from gateway.models import Accepted
+from gateway.problems import problem
+from gateway.state import state_of
+from runtimes.types import FUNCTION_NAME_PATTERN, ActivationRecord, ActivationStatus
+
+router = APIRouter(prefix="/v1/functions", tags=["invoke"])
+
+
+class BadRequestError(DeepfaasError):
+    """The request itself is malformed."""
+
+    code = "bad_request"
+
+
+@router.post(
+    "/{name}/invoke",
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": {"description": "the function's input"}}},
+        }
+    },
+    responses={
+        200: {"description": "the function's result (sync)"},
+        202: {"model": Accepted, "description": "accepted (async, or a sync run past its wait)"},
+        400: {"description": "malformed JSON body"},
+        404: {"description": "unknown function"},
+        413: {"description": "body over the limit"},
+        422: {"description": "the input failed the function's input model"},
+        502: {"description": "the function raised"},
+        504: {"description": "the function ran past its timeout"},
+    },
+)
+async def invoke(
+    request: Request,
+    name: Annotated[str, Path(pattern=FUNCTION_NAME_PATTERN)],
+    async_: Annotated[bool, Query(alias="async", description="answer 202 at once")] = False,
+    timeout: Annotated[
+        float | None, Query(gt=0, le=3600, description="longest sync wait, seconds")
+    ] = None,
+    callback: Annotated[str | None, Query(description="URL that receives the record")] = None,
+    prefer: Annotated[str | None, Header()] = None,
+    x_callback_url: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Invoke a function with the request body as its input."""
+    state = state_of(request)
+    spec = state.cache.get(name)
+    body = await request.body()
+    content_type = request.headers.get("content-type") or "application/json"
+    if body and "json" in content_type:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequestError(f"the body is not valid JSON: {exc}") from exc
+    callback = callback or x_callback_url
+    if callback is not None and not callback.startswith(("http://", "https://")):
+        raise BadRequestError("the callback must be an http(s) URL")
+    run_async = async_ or (prefer is not None and "respond-async" in prefer.lower()) or callback
+    if run_async:
+        activation_id = await state.invoker.invoke_async(
+            spec, body, content_type=content_type, callback=callback
+        )
+        state.metrics.accepted.labels(name, "async").inc()
+        return _accepted(activation_id)
+    wait = min(timeout or state.settings.sync_wait_s, state.settings.sync_wait_s)
+    outcome = await state.invoker.invoke_sync(spec, body, content_type=content_type, wait=wait)
+    state.metrics.accepted.labels(name, "sync").inc()
+    if outcome.record is None:
+        return _accepted(outcome.activation_id)
+    return sync_response(outcome.record)
+
+
+def _accepted(activation_id: str) -> Response:
+    location = f"/v1/activations/{activation_id}"
+    return Response(
+        orjson.dumps({"activation_id": activation_id, "status": "accepted", "location": location}),
+        status_code=202,
+        media_type="application/json",
+        headers={"location": location, "x-activation-id": activation_id},
+    )
+
+
+def sync_response(record: ActivationRecord) -> Response:
+    """The HTTP answer for a finished activation."""
+    headers = {"x-activation-id": record.id, "x-function-version": str(record.version)}
+    if record.status is ActivationStatus.SUCCESS:
+        return Response(orjson.dumps(record.result), media_type="application/json", headers=headers)
+    common = {"activation_id": record.id, "function": record.function}
+    if record.status is ActivationStatus.INVALID:
+        response = problem(
+            422,
+            record.error or "invalid input",
+            kind="invalid-input",
+            errors=record.error_detail,
+            **common,
+        )
+    elif record.status is ActivationStatus.TIMEOUT:
+        response = problem(504, record.error or "timed out", kind="timeout", **common)
+    else:
+        response = problem(
+            502, record.error or "the function failed", kind="function-error", **common
+        )
+    response.headers.update(headers)
+    return response

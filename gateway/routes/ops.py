@@ -1,0 +1,103 @@
+"""Health, readiness, Prometheus metrics and dead letters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from eventbus.dlq import DeadLetter, delete_dead_letter, get_dead_letter, list_dead_letters
+from eventbus.errors import NotFoundError
+from eventbus.invocations import enqueue, new_invocation
+from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
+from gateway.models import Accepted
+from gateway.state import state_of
+from runtimes.activations import new_activation_id
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, response: Response) -> dict[str, object]:
+    """Ready when NATS is connected and the streams answer."""
+    state = state_of(request)
+    checks: dict[str, object] = {"nats": state.bus.connected}
+    try:
+        await state.bus.js.stream_info(INVOCATIONS_STREAM)
+        await state.bus.js.stream_info(EVENTS_STREAM)
+        checks["jetstream"] = True
+    except Exception as exc:
+        checks["jetstream"] = False
+        checks["error"] = str(exc) or type(exc).__name__
+    ok = bool(checks["nats"]) and bool(checks["jetstream"])
+    if not ok:
+        response.status_code = 503
+    return {"status": "ok" if ok else "unavailable", **checks}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition format."""
+    state = state_of(request)
+    text = await state.metrics.render(state.bus, sorted(state.cache.specs))
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/dlq", response_model=list[DeadLetter], tags=["dead letters"])
+async def list_dlq(
+    request: Request,
+    function: Annotated[str | None, Query(description="only this function's")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[DeadLetter]:
+    """Dead letters, newest first."""
+    return await list_dead_letters(state_of(request).bus, limit=limit, target=function)
+
+
+@router.get("/v1/dlq/{seq}", response_model=DeadLetter, tags=["dead letters"])
+async def get_dlq(request: Request, seq: int) -> DeadLetter:
+    """One dead letter with its error, traceback and original event."""
+    return await get_dead_letter(state_of(request).bus, seq)
+
+
+@router.post(
+    "/v1/dlq/{seq}/replay", status_code=202, response_model=Accepted, tags=["dead letters"]
+)
+async def replay_dlq(request: Request, seq: int) -> Accepted:
+    """Queue the dead letter's invocation again, as a new activation; the letter is removed."""
+    state = state_of(request)
+    letter = await get_dead_letter(state.bus, seq)
+    if letter.kind != "invoke":
+        raise NotFoundError(f"dead letter {seq} is not an invocation", seq=seq)
+    state.cache.get(letter.target)
+    original = letter.cloud_event()
+    invocation = new_invocation(
+        state.bus,
+        letter.target,
+        original.data or b"",
+        source="/gateway/replay",
+        activation_id=new_activation_id(),
+        content_type=original.datacontenttype or "application/json",
+        mode="async",
+        callback=str(original.extensions["callback"])
+        if "callback" in original.extensions
+        else None,
+        cause=str(original.extensions["causeid"]) if "causeid" in original.extensions else None,
+        extra={"replayof": letter.activation_id or original.id},
+    )
+    await enqueue(state.bus, invocation)
+    await delete_dead_letter(state.bus, seq)
+    location = f"/v1/activations/{invocation.id}"
+    return Accepted(activation_id=invocation.id, location=location)
+
+
+@router.delete("/v1/dlq/{seq}", status_code=204, tags=["dead letters"])
+async def delete_dlq(request: Request, seq: int) -> Response:
+    """Discard a dead letter."""
+    await delete_dead_letter(state_of(request).bus, seq)
+    return Response(status_code=204)

@@ -1,0 +1,17 @@
+"""Settings of the gateway process."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from eventbus.settings import BusSettings
+
+
+class GatewaySettings(BusSettings):
+    """The HTTP front door (env prefix ``DEEPFAAS_``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=6 * 1024 * 1024, ge=1024)
+    sync_wait_s: float = Field(default=60.0, gt=0, description="longest wait of a sync invoke")
+    public_url: str | None = Field(default=None, description="base URL clients use, for Location")

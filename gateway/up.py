@@ -1,0 +1,133 @@
+"""`deepfaas up`: the whole platform in one process on its embedded default.
+
+It starts nats-server (JetStream on local disk) unless told to use another, the controller
+with the `local` provider (worker processes), and the gateway, and stops them in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+from pydantic import Field
+
+from eventbus.connection import Bus
+from eventbus.server import EmbeddedNats
+from eventbus.streams import ensure_layout
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from runtimes.controller import Controller
+from runtimes.local import LocalProvider
+from runtimes.settings import ControllerSettings
+
+log = logging.getLogger("deepfaas.up")
+
+
+class UpSettings(GatewaySettings):
+    """Settings of the all-in-one process."""
+
+    data_dir: Path = Path(".deepfaas")
+    embedded_nats: bool = Field(default=True, description="start nats-server here")
+    nats_port: int = 4222
+    idle_release_s: float = 300.0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def worker_env(settings: GatewaySettings) -> dict[str, str]:
+    """What every worker process needs to find the bus (passed down, not read by libraries)."""
+    return {
+        "DEEPFAAS_NATS_URL": settings.nats_url,
+        "DEEPFAAS_EVENT_PREFIX": settings.event_prefix,
+        "DEEPFAAS_ACK_WAIT_S": str(settings.ack_wait_s),
+        "DEEPFAAS_RETRY_BASE_S": str(settings.retry_base_s),
+        "DEEPFAAS_RETRY_MAX_S": str(settings.retry_max_s),
+    }
+
+
+async def run_controller(settings: ControllerSettings, env: dict[str, str], log_dir: Path) -> None:
+    """Run the controller until cancelled."""
+    bus = await Bus.connect(settings.nats_url, name="controller", prefix=settings.event_prefix)
+    await ensure_layout(bus.js)
+    provider = LocalProvider(env=env, log_dir=log_dir, python=settings.worker_python)
+    controller = Controller(bus, provider, settings)
+    await controller.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await controller.stop()
+        await bus.close()
+
+
+async def run_gateway(settings: GatewaySettings) -> None:
+    """Serve the gateway until cancelled or interrupted."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    await uvicorn.Server(config).serve()
+
+
+async def up(settings: UpSettings) -> None:
+    """Start everything; return when interrupted."""
+    nats: EmbeddedNats | None = None
+    if settings.embedded_nats:
+        if not _port_free("127.0.0.1", settings.nats_port):
+            raise SystemExit(
+                f"port {settings.nats_port} is in use: stop what holds it or set DEEPFAAS_NATS_PORT"
+            )
+        nats = EmbeddedNats(store_dir=settings.data_dir / "nats", port=settings.nats_port).start()
+        settings = settings.model_copy(update={"nats_url": nats.url})
+    controller_settings = ControllerSettings(
+        nats_url=settings.nats_url,
+        event_prefix=settings.event_prefix,
+        ack_wait_s=settings.ack_wait_s,
+        state_dir=str(settings.data_dir),
+        idle_release_s=settings.idle_release_s,
+    )
+    env = worker_env(settings)
+    controller = asyncio.create_task(
+        run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
+    )
+    print(
+        f"deepfaas is up\n"
+        f"  API      http://{settings.host}:{settings.port}  (docs: /docs)\n"
+        f"  NATS     {settings.nats_url}\n"
+        f"  data     {settings.data_dir.resolve()}\n"
+        f"  workers  logs in {settings.data_dir.resolve() / 'logs'}\n"
+        f"Press Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        await run_gateway(settings)
+    finally:
+        controller.cancel()
+        await asyncio.gather(controller, return_exceptions=True)
+        if nats is not None:
+            nats.stop()
+
+
+def main_up() -> None:
+    """Entry point of `deepfaas up`."""
+    logging.basicConfig(
+        level=os.environ.get("DEEPFAAS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(up(UpSettings()))

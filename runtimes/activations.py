@@ -1,0 +1,186 @@
+"""Activation records in the `activations` KV bucket, and the claim that makes runs happen once.
+
+A worker *claims* an activation before it runs it: it creates the record (status ``running``
+with a lease) or takes over one whose lease expired (its worker died). The final record is
+written with a compare-and-set on the claim's revision, so only one run can complete it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from eventbus.connection import Bus
+from eventbus.errors import NotFoundError as DeepfaasNotFoundError
+from eventbus.streams import ACTIVATIONS_KV
+from eventbus.types import new_id
+from runtimes.types import ActivationRecord, ActivationStatus
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """This worker owns the activation; write updates at ``revision``."""
+
+    record: ActivationRecord
+    revision: int
+
+
+@dataclass(frozen=True)
+class AlreadyDone:
+    """Another run completed the activation."""
+
+    record: ActivationRecord
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another worker holds a live lease; try again after ``retry_after`` seconds."""
+
+    retry_after: float
+
+
+ClaimResult = Claimed | AlreadyDone | Busy
+
+
+class LostClaimError(Exception):
+    """Another worker took the activation over; this run's result is dropped."""
+
+
+class ActivationStore:
+    """Reads and writes activation records."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self.bus.kv(ACTIVATIONS_KV)
+        return self._kv
+
+    async def get(self, activation_id: str) -> ActivationRecord:
+        """One record, or `NotFoundError`."""
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(activation_id)
+        except (KeyNotFoundError, NotFoundError) as exc:
+            raise DeepfaasNotFoundError(
+                f"activation {activation_id!r} does not exist", activation=activation_id
+            ) from exc
+        if not entry.value:
+            raise DeepfaasNotFoundError(
+                f"activation {activation_id!r} does not exist", activation=activation_id
+            )
+        return ActivationRecord.model_validate_json(entry.value)
+
+    async def claim(self, record: ActivationRecord, *, lease: float) -> ClaimResult:
+        """Claim ``record.id`` for this run (see the module docstring)."""
+        kv = await self._bucket()
+        for _ in range(5):
+            try:
+                revision = await kv.create(record.id, _encode(record, lease))
+                return Claimed(record, revision)
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await kv.get(record.id)
+            except KeyNotFoundError:
+                continue
+            current = ActivationRecord.model_validate_json(entry.value or b"{}")
+            if current.status.terminal:
+                return AlreadyDone(current)
+            lease_left = _lease_until(entry.value or b"") - time.time()
+            if current.status is ActivationStatus.RUNNING and lease_left > 0:
+                return Busy(lease_left)
+            taken = record.model_copy(
+                update={"attempts": current.attempts + 1, "cold_start": record.cold_start}
+            )
+            try:
+                revision = await kv.update(record.id, _encode(taken, lease), last=entry.revision)
+                return Claimed(taken, revision)
+            except KeyWrongLastSequenceError:
+                continue
+        return Busy(0.5)
+
+    async def renew(self, claim: Claimed, *, lease: float) -> Claimed:
+        """Extend the lease; `LostClaimError` if another worker took over."""
+        kv = await self._bucket()
+        try:
+            revision = await kv.update(
+                claim.record.id, _encode(claim.record, lease), last=claim.revision
+            )
+        except KeyWrongLastSequenceError as exc:
+            raise LostClaimError(claim.record.id) from exc
+        return Claimed(claim.record, revision)
+
+    async def finish(
+        self, claim: Claimed, record: ActivationRecord, *, lease: float = 0
+    ) -> Claimed:
+        """Write the record (final, or ``retrying``) over the claim; `LostClaimError` on a race."""
+        kv = await self._bucket()
+        try:
+            revision = await kv.update(record.id, _encode(record, lease), last=claim.revision)
+        except KeyWrongLastSequenceError as exc:
+            raise LostClaimError(record.id) from exc
+        return Claimed(record, revision)
+
+    async def put(self, record: ActivationRecord) -> None:
+        """Write a record unconditionally (for records no worker claims, e.g. refused input)."""
+        kv = await self._bucket()
+        await kv.put(record.id, _encode(record, 0))
+
+    async def recent(
+        self, *, limit: int = 30, function: str | None = None, scan: int = 2000
+    ) -> list[ActivationRecord]:
+        """The newest records first, read from the tail of the bucket's stream."""
+        kv = await self._bucket()
+        info = await self.bus.js.stream_info(f"KV_{ACTIVATIONS_KV}")
+        first, last = int(info.state.first_seq), int(info.state.last_seq)
+        seen: set[str] = set()
+        found: list[ActivationRecord] = []
+        seq = last
+        while seq >= max(first, last - scan) and seq > 0 and len(found) < limit:
+            try:
+                msg = await self.bus.js.get_msg(f"KV_{ACTIVATIONS_KV}", seq, direct=True)
+            except NotFoundError:
+                seq -= 1
+                continue
+            seq -= 1
+            key = (msg.subject or "").removeprefix(f"$KV.{ACTIVATIONS_KV}.")
+            if key in seen or not msg.data:
+                continue
+            seen.add(key)
+            record = ActivationRecord.model_validate_json(msg.data)
+            if function is None or record.function == function:
+                found.append(record)
+        del kv
+        return found
+
+
+def new_activation_id() -> str:
+    """A fresh, time-ordered activation id."""
+    return new_id()
+
+
+def now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def _encode(record: ActivationRecord, lease: float) -> bytes:
+    # The lease travels beside the record so that readers of the record model never see it.
+    body = record.model_dump_json().encode()
+    return body[:-1] + f',"lease_until":{time.time() + lease if lease else 0}}}'.encode()
+
+
+def _lease_until(value: bytes) -> float:
+    import orjson
+
+    try:
+        return float(orjson.loads(value).get("lease_until") or 0)
+    except (ValueError, TypeError):
+        return 0.0

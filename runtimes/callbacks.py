@@ -1,0 +1,37 @@
+"""Posting an activation's record to the callback URL its caller gave."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+
+from runtimes.types import ActivationRecord
+
+log = logging.getLogger(__name__)
+
+
+async def post_callback(url: str, record: ActivationRecord, *, tries: int = 3) -> bool:
+    """POST the record as JSON, retrying with backoff on errors and 5xx; True when delivered."""
+    body = record.model_dump_json().encode()
+    headers = {
+        "content-type": "application/json",
+        "x-activation-id": record.id,
+        "x-activation-status": record.status.value,
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        for attempt in range(1, tries + 1):
+            try:
+                response = await client.post(url, content=body, headers=headers)
+                if response.status_code < 500:
+                    if response.is_error:
+                        log.warning(
+                            "callback %s for %s refused: %s", url, record.id, response.status_code
+                        )
+                    return response.is_success
+            except httpx.HTTPError as exc:
+                log.debug("callback %s for %s failed: %s", url, record.id, exc)
+            await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+    log.warning("callback %s for activation %s not delivered after %d tries", url, record.id, tries)
+    return False

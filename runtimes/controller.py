@@ -1,0 +1,238 @@
+"""The control loop: keeps each function's workers between min and max scale, by demand.
+
+It watches the `functions` KV bucket, provisions a runtime per function version through the
+local provider, rolls workers on an update (new version ready before the old is released),
+scales with queue depth and in-flight work, and releases idle workers down to ``min_scale``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from nats.aio.msg import Msg
+
+from eventbus.connection import Bus
+from eventbus.streams import FUNCTIONS_KV, ensure_consumer, queue_depth
+from runtimes.local import LocalProvider, parse_announcement
+from runtimes.settings import ControllerSettings
+from runtimes.types import FunctionSpec, GpuRequest, RuntimeHandle, RuntimeSpec
+
+log = logging.getLogger(__name__)
+HEARTBEAT_FRESH_S = 3.0
+ROLLOUT_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _Managed:
+    spec: FunctionSpec
+    handle: RuntimeHandle
+    last_active: float = field(default_factory=time.time)
+    retiring: list[RuntimeHandle] = field(default_factory=list)
+    rollout: asyncio.Task[None] | None = None
+
+
+def runtime_spec(spec: FunctionSpec) -> RuntimeSpec:
+    """The runtime a function version needs."""
+    return RuntimeSpec(
+        name=f"{spec.name}-v{spec.version}",
+        function=spec.name,
+        function_version=spec.version,
+        module=spec.handler,
+        cpu=spec.cpu,
+        memory_mb=spec.memory_mb,
+        gpu=GpuRequest(count=spec.gpu, model=spec.gpu_model),
+        env=spec.env,
+        min_scale=spec.min_scale,
+        max_scale=spec.max_scale,
+        concurrency=spec.concurrency,
+    )
+
+
+class Controller:
+    """Scales local workers for every registered function."""
+
+    def __init__(self, bus: Bus, provider: LocalProvider, settings: ControllerSettings) -> None:
+        self.bus = bus
+        self.provider = provider
+        self.settings = settings
+        self.functions: dict[str, _Managed] = {}
+        self.heartbeats: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._subs: list[Any] = []
+        self._synced = asyncio.Event()
+
+    async def start(self) -> None:
+        """Subscribe to worker announcements and start watching specs and demand."""
+        nc = self.bus.nc
+        self._subs = [
+            await nc.subscribe("control.ready.*", cb=self._on_ready),
+            await nc.subscribe("control.heartbeat.*", cb=self._on_heartbeat),
+            await nc.subscribe("control.wake.*", cb=self._on_wake),
+            await nc.subscribe("control.instances.*", cb=self._on_instances),
+        ]
+        self._tasks = [
+            asyncio.create_task(self._watch_specs(), name="watch-specs"),
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), 10)
+
+    async def stop(self) -> None:
+        """Stop the loops and every worker."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        await self.provider.close()
+
+    # -- specs --------------------------------------------------------------------------------
+
+    async def _watch_specs(self) -> None:
+        kv = await self.bus.kv(FUNCTIONS_KV)
+        while True:
+            try:
+                watcher = await kv.watchall()
+                async for entry in watcher:
+                    if entry is None:  # end of the initial values
+                        self._synced.set()
+                        continue
+                    if entry.operation in ("DEL", "PURGE") or not entry.value:
+                        await self._remove(entry.key)
+                    else:
+                        await self._apply(FunctionSpec.model_validate_json(entry.value))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # bus restarts end the watch: start it again
+                log.warning("function watch ended (%s); watching again", exc)
+                await asyncio.sleep(0.5)
+
+    async def _apply(self, spec: FunctionSpec) -> None:
+        await ensure_consumer(self.bus.js, spec.name, ack_wait=self.settings.ack_wait_s)
+        managed = self.functions.get(spec.name)
+        if managed is None:
+            handle = await self.provider.provision(runtime_spec(spec))
+            self.functions[spec.name] = _Managed(spec=spec, handle=handle)
+            log.info("function %s v%d registered", spec.name, spec.version)
+            return
+        if spec.version == managed.spec.version:
+            return
+        old, old_spec = managed.handle, managed.spec
+        replicas = max(self.provider.replicas(old), spec.min_scale)
+        handle = await self.provider.provision(runtime_spec(spec))
+        await self.provider.scale(handle, replicas)
+        managed.spec, managed.handle = spec, handle
+        managed.retiring.append(old)
+        log.info("function %s: rolling v%d -> v%d", spec.name, old_spec.version, spec.version)
+        managed.rollout = asyncio.create_task(self._retire(managed, old, handle, replicas))
+
+    async def _retire(
+        self, managed: _Managed, old: RuntimeHandle, new: RuntimeHandle, replicas: int
+    ) -> None:
+        """Release the old runtime once the new one is ready (rolling update)."""
+        deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+        while replicas and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                status = await self.provider.status(new)
+                if status.ready >= max(1, min(replicas, status.desired)):
+                    break
+            await asyncio.sleep(0.05)
+        await self.provider.release(old)
+        with contextlib.suppress(ValueError):
+            managed.retiring.remove(old)
+
+    async def _remove(self, name: str) -> None:
+        managed = self.functions.pop(name, None)
+        if managed is None:
+            return
+        for handle in [managed.handle, *managed.retiring]:
+            await self.provider.release(handle)
+        log.info("function %s removed", name)
+
+    # -- demand -------------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_s)
+            for managed in list(self.functions.values()):
+                try:
+                    await self._reconcile(managed)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("reconcile %s: %s", managed.spec.name, exc)
+
+    async def _reconcile(self, managed: _Managed) -> None:
+        spec = managed.spec
+        waiting, in_flight = await queue_depth(self.bus.js, spec.name)
+        demand = waiting + max(in_flight, self._sync_inflight(spec.name))
+        now = time.time()
+        if demand > 0:
+            managed.last_active = now
+        desired = min(spec.max_scale, max(spec.min_scale, math.ceil(demand / spec.concurrency)))
+        current = self.provider.replicas(managed.handle)
+        if desired > current:
+            log.info("%s: scaling %d -> %d (demand %d)", spec.name, current, desired, demand)
+            await self.provider.scale(managed.handle, desired)
+        elif desired < current and now - managed.last_active >= self.settings.idle_release_s:
+            log.info("%s: idle, scaling %d -> %d", spec.name, current, desired)
+            await self.provider.scale(managed.handle, desired)
+
+    def _sync_inflight(self, function: str) -> int:
+        now = time.time()
+        beats = self.heartbeats.get(function, {})
+        return sum(
+            int(body.get("inflight", 0))
+            for seen, body in beats.values()
+            if now - seen < HEARTBEAT_FRESH_S
+        )
+
+    # -- announcements ------------------------------------------------------------------------
+
+    async def _on_ready(self, msg: Msg) -> None:
+        body = parse_announcement(msg.data)
+        self.provider.mark_ready(int(body.get("pid", 0)))
+        self._beat(body)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        self._beat(parse_announcement(msg.data))
+
+    def _beat(self, body: dict[str, Any]) -> None:
+        function, worker = str(body.get("function", "")), str(body.get("worker", ""))
+        beats = self.heartbeats.setdefault(function, {})
+        beats[worker] = (time.time(), body)
+        if int(body.get("inflight", 0)) and function in self.functions:
+            self.functions[function].last_active = time.time()
+        for key in [k for k, (seen, _) in beats.items() if time.time() - seen > 30]:
+            del beats[key]
+
+    async def _on_wake(self, msg: Msg) -> None:
+        name = msg.subject.rsplit(".", 1)[-1]
+        managed = self.functions.get(name)
+        if managed is not None and self.provider.replicas(managed.handle) == 0:
+            managed.last_active = time.time()
+            await self.provider.scale(managed.handle, 1)
+
+    async def _on_instances(self, msg: Msg) -> None:
+        name = msg.subject.rsplit(".", 1)[-1]
+        managed = self.functions.get(name)
+        if managed is None or not msg.reply:
+            if msg.reply:
+                await msg.respond(b"[]")
+            return
+        beats = self.heartbeats.get(name, {})
+        by_pid = {int(b.get("pid", 0)): b for _, b in beats.values()}
+        items = []
+        for handle in [managed.handle, *managed.retiring]:
+            for inst in self.provider.instances(handle):
+                beat = by_pid.get(inst["pid"], {})
+                items.append({**inst, "inflight": beat.get("inflight", 0), "site": handle.site})
+        await msg.respond(orjson.dumps(items))

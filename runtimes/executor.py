@@ -1,0 +1,232 @@
+"""Running one invocation of a loaded function: validate, call with a deadline, capture logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+import logging
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from runtimes.loader import LoadedFunction
+from runtimes.types import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
+
+MAX_LOG_LINES = 1000
+MAX_LOG_LINE = 4096
+
+
+class _Sink:
+    """Log lines of one activation; writes are joined into lines as print() splits them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.partial: dict[str, str] = {}
+
+    def write(self, stream: str, text: str) -> None:
+        buffered = self.partial.pop(stream, "") + text
+        *complete, rest = buffered.split("\n")
+        for line in complete:
+            self.add(stream, line)
+        if rest:
+            self.partial[stream] = rest
+
+    def add(self, stream: str, line: str) -> None:
+        if len(self.lines) > MAX_LOG_LINES:
+            return
+        if len(self.lines) == MAX_LOG_LINES:
+            self.lines.append(f"{_stamp()} {stream}: [log truncated at {MAX_LOG_LINES} lines]")
+            return
+        self.lines.append(f"{_stamp()} {stream}: {line[:MAX_LOG_LINE]}")
+
+    def close(self) -> list[str]:
+        for stream, rest in list(self.partial.items()):
+            self.add(stream, rest)
+        self.partial.clear()
+        return self.lines
+
+
+_sink: contextvars.ContextVar[_Sink | None] = contextvars.ContextVar(
+    "deepfaas_log_sink", default=None
+)
+
+
+@dataclass
+class Outcome:
+    """What one run produced."""
+
+    status: ActivationStatus
+    result: Any = None
+    error: str | None = None
+    error_detail: Any = None
+    logs: list[str] = field(default_factory=list)
+    start: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration_ms: float = 0.0
+
+    @property
+    def retryable(self) -> bool:
+        """Only a handler that raised is worth another try; bad input or timeouts are not."""
+        return self.status is ActivationStatus.ERROR
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class _CapturingStream(io.TextIOBase):
+    """Sends writes to the current activation's log when there is one, else to the real stream."""
+
+    def __init__(self, original: TextIO, name: str) -> None:
+        self.original = original
+        self.stream_name = name
+
+    def write(self, text: str) -> int:
+        sink = _sink.get()
+        if sink is None:
+            return self.original.write(text)
+        sink.write(self.stream_name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+
+class _SinkHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = _sink.get()
+        if sink is not None:
+            sink.add("stderr", f"{record.levelname} {record.getMessage()}")
+
+
+_installed = False
+
+
+def install_capture() -> None:
+    """Route print() and function loggers into activation logs (once per process)."""
+    global _installed
+    if _installed:
+        return
+    sys.stdout = _CapturingStream(sys.stdout, "stdout")
+    sys.stderr = _CapturingStream(sys.stderr, "stderr")
+    fn_logger = logging.getLogger("deepfaas.fn")
+    fn_logger.addHandler(_SinkHandler())
+    fn_logger.setLevel(logging.DEBUG)
+    fn_logger.propagate = False
+    _installed = True
+
+
+class Executor:
+    """Runs invocations of one function with its timeout; sync handlers run in threads."""
+
+    def __init__(self, loaded: LoadedFunction, *, threads: int) -> None:
+        self.loaded = loaded
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fn")
+        self.abandoned = 0
+        install_capture()
+
+    def decode_input(self, body: bytes, content_type: str | None) -> Any:
+        """JSON bodies become values; anything else is passed as bytes."""
+        if not body:
+            return {}
+        if content_type is None or "json" in content_type:
+            return orjson.loads(body)
+        return body
+
+    async def run(self, body: bytes, content_type: str | None, ctx: Context) -> Outcome:
+        """Validate the input, run the handler before its deadline, shape the result."""
+        sink = _Sink()
+        token = _sink.set(sink)
+        started = time.perf_counter()
+        outcome = Outcome(status=ActivationStatus.SUCCESS)
+        try:
+            outcome = await self._run(body, content_type, ctx, outcome)
+        finally:
+            _sink.reset(token)
+            outcome.duration_ms = (time.perf_counter() - started) * 1000
+            outcome.logs = sink.close()
+        return outcome
+
+    async def _run(
+        self, body: bytes, content_type: str | None, ctx: Context, out: Outcome
+    ) -> Outcome:
+        loaded = self.loaded
+        try:
+            value = self.decode_input(body, content_type)
+            if loaded.input_adapter is not None:
+                value = loaded.input_adapter.validate_python(value)
+        except orjson.JSONDecodeError as exc:
+            out.status, out.error = ActivationStatus.INVALID, f"input is not valid JSON: {exc}"
+            return out
+        except ValidationError as exc:
+            out.status = ActivationStatus.INVALID
+            out.error = "input failed validation: " + "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            out.error_detail = orjson.loads(exc.json(include_url=False))
+            return out
+        args = (value, ctx) if loaded.takes_context else (value,)
+        timeout = max(0.001, ctx.deadline - time.time())
+        try:
+            if loaded.is_async:
+                result = await asyncio.wait_for(loaded.handler(*args), timeout)
+            else:
+                call = contextvars.copy_context().run
+                future = asyncio.get_running_loop().run_in_executor(
+                    self.pool, call, loaded.handler, *args
+                )
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(future), timeout)
+                except TimeoutError:
+                    self.abandoned += 1
+                    future.add_done_callback(self._reclaimed)
+                    raise
+        except TimeoutError:
+            out.status = ActivationStatus.TIMEOUT
+            out.error = f"the function ran past its timeout of {loaded.spec.timeout_s:g} s"
+            return out
+        except Exception as exc:
+            out.status = ActivationStatus.ERROR
+            out.error = f"{type(exc).__name__}: {exc}"
+            out.error_detail = "".join(traceback.format_exception(exc))
+            return out
+        try:
+            out.result = self._dump(result)
+            size = len(orjson.dumps(out.result))
+        except (TypeError, ValueError, ValidationError) as exc:
+            out.status = ActivationStatus.ERROR
+            out.error = f"the function's result is not JSON-serialisable: {exc}"
+            out.result = None
+            return out
+        if size > MAX_INLINE_RESULT_BYTES:
+            out.status = ActivationStatus.ERROR
+            out.error = (
+                f"the result is {size} bytes, over the {MAX_INLINE_RESULT_BYTES}-byte "
+                "inline limit: "
+                "write large outputs to storage and return a reference"
+            )
+            out.result = None
+        return out
+
+    def _dump(self, result: Any) -> Any:
+        adapter = self.loaded.output_adapter
+        if isinstance(result, BaseModel):
+            return result.model_dump(mode="json")
+        if adapter is not None:
+            return adapter.dump_python(adapter.validate_python(result), mode="json")
+        return orjson.loads(orjson.dumps(result))
+
+    def _reclaimed(self, _: object) -> None:
+        self.abandoned -= 1
+
+    def close(self) -> None:
+        """Stop the thread pool without waiting for abandoned runs."""
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,437 @@
+"""The worker process: hosts one function version, serves sync requests and async invocations.
+
+Sync requests arrive on ``run.<function>`` (a queue group shared by the function's workers);
+async invocations are pulled from the function's durable consumer on INVOCATIONS. Both kinds
+claim their activation before running it (see `runtimes.activations`), so a redelivered or
+replayed invocation never runs twice to completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import nats.errors
+import orjson
+from nats.aio.msg import Msg
+
+from eventbus.codec import from_nats
+from eventbus.connection import Bus
+from eventbus.dlq import dead_letter
+from eventbus.errors import InvalidEventError
+from eventbus.publish import publish_event
+from eventbus.streams import consumer_name, ensure_consumer
+from eventbus.types import INVOCATIONS_STREAM, CloudEvent, invoke_subject, run_subject
+from runtimes.activations import (
+    ActivationStore,
+    AlreadyDone,
+    Busy,
+    Claimed,
+    LostClaimError,
+)
+from runtimes.callbacks import post_callback
+from runtimes.executor import Executor, Outcome
+from runtimes.loader import LoadedFunction
+from runtimes.settings import WorkerSettings
+from runtimes.types import ActivationRecord, ActivationStatus, Context
+
+log = logging.getLogger(__name__)
+SYNC_QUEUE = "workers"
+EVENT_RESULT_LIMIT = 256 * 1024
+
+
+class Worker:
+    """Serves one function version until stopped."""
+
+    def __init__(
+        self, bus: Bus, loaded: LoadedFunction, settings: WorkerSettings, *, started: float
+    ) -> None:
+        self.bus = bus
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.settings = settings
+        self.store = ActivationStore(bus)
+        self.executor = Executor(loaded, threads=self.spec.concurrency + 2)
+        self.started = started
+        self.init_ms = (time.time() - started) * 1000
+        self.cold = True
+        self.inflight = 0
+        self.last_busy = time.time()
+        self.completed = 0
+        self._slots = asyncio.Semaphore(self.spec.concurrency)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._sync_sub: Any = None
+        self._pull_sub: Any = None
+        self._loops: list[asyncio.Task[Any]] = []
+        self.fn_logger = logging.getLogger(f"deepfaas.fn.{self.spec.name}")
+
+    @property
+    def lease(self) -> float:
+        return self.settings.ack_wait_s
+
+    async def start(self) -> None:
+        """Subscribe to both paths and announce readiness."""
+        name = self.spec.name
+        await ensure_consumer(self.bus.js, name, ack_wait=self.lease)
+        self._sync_sub = await self.bus.nc.subscribe(
+            run_subject(name), queue=SYNC_QUEUE, cb=self._on_sync
+        )
+        self._pull_sub = await self.bus.js.pull_subscribe(
+            invoke_subject(name), durable=consumer_name(name), stream=INVOCATIONS_STREAM
+        )
+        self.init_ms = (time.time() - self.started) * 1000
+        self._loops = [
+            asyncio.create_task(self._pull_loop(), name="pull"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        await self._announce("ready")
+        log.info(
+            "worker %s serving %s v%d (init %.0f ms)",
+            self.settings.worker_id,
+            name,
+            self.spec.version,
+            self.init_ms,
+        )
+
+    async def stop(self) -> None:
+        """Stop taking work, finish what is in flight (bounded), release subscriptions."""
+        self._stopping.set()
+        if self._sync_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sync_sub.unsubscribe()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.settings.drain_timeout_s)
+        if self._pull_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._pull_sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self._announce("stopped")
+        self.executor.close()
+
+    async def wait_stopped(self) -> None:
+        """Block until `stop` is requested."""
+        await self._stopping.wait()
+
+    # -- intake ---------------------------------------------------------------------------
+
+    async def _on_sync(self, msg: Msg) -> None:
+        try:
+            invocation = from_nats(msg.headers, msg.data)
+        except InvalidEventError as exc:
+            await msg.respond(orjson.dumps({"status": "invalid", "error": str(exc)}))
+            return
+        self._spawn(self._handle(invocation, reply=msg))
+
+    async def _pull_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            batch = max(1, self.spec.concurrency - len(self._tasks))
+            try:
+                msgs = await self._pull_sub.fetch(batch=batch, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                self._slots.release()
+                continue
+            except asyncio.CancelledError:
+                self._slots.release()
+                raise
+            except Exception as exc:  # connection loss: the client reconnects by itself
+                self._slots.release()
+                log.debug("fetch failed: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            self._slots.release()
+            for msg in msgs:
+                self._spawn(self._from_queue(msg))
+
+    async def _from_queue(self, msg: Msg) -> None:
+        try:
+            invocation = from_nats(msg.headers, msg.data)
+        except InvalidEventError as exc:
+            log.error("dropping an invalid invocation message: %s", exc)
+            await msg.term()
+            return
+        await self._handle(invocation, queued=msg)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one invocation -------------------------------------------------------------------
+
+    async def _handle(
+        self, invocation: CloudEvent, *, reply: Msg | None = None, queued: Msg | None = None
+    ) -> None:
+        async with self._slots:
+            self.inflight += 1
+            self.last_busy = time.time()
+            try:
+                await self._run_claimed(invocation, reply, queued)
+            except Exception:
+                log.exception("activation %s: unexpected failure", invocation.id)
+                if queued is not None:
+                    await queued.nak(delay=self._backoff(1))
+            finally:
+                self.inflight -= 1
+                self.last_busy = time.time()
+
+    async def _run_claimed(
+        self, invocation: CloudEvent, reply: Msg | None, queued: Msg | None
+    ) -> None:
+        now = datetime.now(UTC)
+        mode = str(invocation.extensions.get("mode", "sync" if reply else "async"))
+        record = ActivationRecord(
+            id=invocation.id,
+            function=self.spec.name,
+            version=self.spec.version,
+            status=ActivationStatus.RUNNING,
+            mode=mode,
+            accepted=invocation.time,
+            start=now,
+            wait_ms=_ms_between(invocation.time, now),
+            cause=_str_or_none(invocation.extensions.get("causeid")),
+            worker=self.settings.worker_id,
+        )
+        claim = await self.store.claim(record, lease=self.lease)
+        if isinstance(claim, AlreadyDone):
+            await self._emit_completion(claim.record)
+            await self._answer(claim.record, invocation, reply, queued)
+            return
+        if isinstance(claim, Busy):
+            if queued is not None:
+                await queued.nak(delay=claim.retry_after + 0.05)
+            elif reply is not None:
+                await reply.respond(orjson.dumps({"status": "busy", "id": invocation.id}))
+            return
+        if claim.record.attempts > self.spec.max_attempts:
+            lost = claim.record.model_copy(
+                update={
+                    "status": ActivationStatus.ERROR,
+                    "end": now,
+                    "error": "the worker running it was lost on every try",
+                }
+            )
+            await self._complete(claim, lost, invocation, reply, queued, dead=True)
+            return
+        cold = self.cold
+        self.cold = False
+        executed = await self._execute(invocation, claim, queued)
+        if executed is None:
+            return  # another worker took the activation over; it answers
+        outcome, claim = executed
+        final = claim.record.model_copy(
+            update={
+                "status": outcome.status,
+                "start": outcome.start,
+                "end": datetime.now(UTC),
+                "duration_ms": round(outcome.duration_ms, 3),
+                "result": outcome.result,
+                "logs": outcome.logs,
+                "error": outcome.error,
+                "error_detail": outcome.error_detail,
+                "cold_start": cold,
+                "init_ms": round(self.init_ms, 3) if cold else None,
+            }
+        )
+        # Only async invocations retry and dead-letter: a sync caller is answered either way.
+        is_async = queued is not None and mode == "async"
+        if outcome.retryable and is_async and final.attempts < self.spec.max_attempts:
+            retrying = final.model_copy(update={"status": ActivationStatus.RETRYING})
+            try:
+                await self.store.finish(claim, retrying)
+            except LostClaimError:
+                return
+            delay = self._backoff(final.attempts)
+            log.warning(
+                "activation %s failed (try %d of %d), retrying in %.1f s: %s",
+                final.id,
+                final.attempts,
+                self.spec.max_attempts,
+                delay,
+                final.error,
+            )
+            await queued.nak(delay=delay)
+            return
+        dead = is_async and final.status is not ActivationStatus.SUCCESS
+        await self._complete(claim, final, invocation, reply, queued, dead=dead)
+
+    async def _execute(
+        self, invocation: CloudEvent, claim: Claimed, queued: Msg | None
+    ) -> tuple[Outcome, Claimed] | None:
+        ctx = Context(
+            activation_id=invocation.id,
+            function=self.spec.name,
+            version=self.spec.version,
+            deadline=time.time() + self.spec.timeout_s,
+            logger=self.fn_logger,
+            event=invocation,
+            attempt=claim.record.attempts,
+        )
+        run = asyncio.create_task(
+            self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)
+        )
+        holder = [claim]
+        keeper = asyncio.create_task(self._keep_lease(holder, queued, run))
+        try:
+            outcome = await run
+        except asyncio.CancelledError:
+            if keeper.done() and not keeper.cancelled() and keeper.exception() is not None:
+                return None
+            raise
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LostClaimError):
+                await keeper
+        return outcome, holder[0]
+
+    async def _keep_lease(
+        self, holder: list[Claimed], queued: Msg | None, run: asyncio.Task[Outcome]
+    ) -> None:
+        interval = max(0.05, self.lease / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if queued is not None:
+                with contextlib.suppress(Exception):
+                    await queued.in_progress()
+            try:
+                holder[0] = await self.store.renew(holder[0], lease=self.lease)
+            except LostClaimError:
+                log.warning(
+                    "activation %s was taken over; cancelling this run", holder[0].record.id
+                )
+                run.cancel()
+                raise
+
+    async def _complete(
+        self,
+        claim: Claimed,
+        final: ActivationRecord,
+        invocation: CloudEvent,
+        reply: Msg | None,
+        queued: Msg | None,
+        *,
+        dead: bool,
+    ) -> None:
+        try:
+            await self.store.finish(claim, final)
+        except LostClaimError:
+            log.warning("activation %s finished elsewhere; dropping this result", final.id)
+            if queued is not None:
+                await queued.ack()
+            return
+        emit = self._emit_completion(final)
+        if dead:
+            await asyncio.gather(
+                emit,
+                dead_letter(
+                    self.bus,
+                    kind="invoke",
+                    target=self.spec.name,
+                    event=invocation,
+                    error=final.error or final.status.value,
+                    traceback=final.error_detail if isinstance(final.error_detail, str) else None,
+                    attempts=final.attempts,
+                    activation_id=final.id,
+                ),
+            )
+        else:
+            await emit
+        self.completed += 1
+        await self._answer(final, invocation, reply, queued)
+        callback = invocation.extensions.get("callback")
+        if isinstance(callback, str) and callback:
+            self._spawn(post_callback(callback, final, tries=self.settings.callback_tries))
+
+    async def _answer(
+        self,
+        record: ActivationRecord,
+        invocation: CloudEvent,
+        reply: Msg | None,
+        queued: Msg | None,
+    ) -> None:
+        if reply is not None:
+            await reply.respond(record.model_dump_json().encode())
+        replyto = invocation.extensions.get("replyto")
+        if isinstance(replyto, str) and replyto:
+            with contextlib.suppress(Exception):
+                await self.bus.nc.publish(replyto, record.model_dump_json().encode())
+        if queued is not None:
+            await queued.ack()
+
+    async def _emit_completion(self, record: ActivationRecord) -> None:
+        ok = record.status is ActivationStatus.SUCCESS
+        data: dict[str, Any] = {
+            "activation_id": record.id,
+            "function": record.function,
+            "version": record.version,
+            "status": record.status.value,
+            "mode": record.mode,
+            "duration_ms": record.duration_ms,
+            "wait_ms": record.wait_ms,
+            "init_ms": record.init_ms,
+            "cold_start": record.cold_start,
+            "attempts": record.attempts,
+            "cause": record.cause,
+            "error": record.error,
+        }
+        if ok and len(orjson.dumps(record.result)) <= EVENT_RESULT_LIMIT:
+            data["result"] = record.result
+        suffix = "completed" if ok else "failed"
+        event = CloudEvent.create(
+            id=f"{record.id}-{suffix}",
+            type=self.bus.event_type(f"activation.{suffix}"),
+            source=f"/functions/{record.function}",
+            subject=record.id,
+            data=data,
+        )
+        try:
+            await publish_event(self.bus, event)
+        except Exception as exc:  # the record is the source of truth; the event is a notice
+            log.warning("activation %s: completion event not published: %s", record.id, exc)
+
+    def _backoff(self, attempt: int) -> float:
+        base, cap = self.settings.retry_base_s, self.settings.retry_max_s
+        return float(min(cap, base * (2 ** max(0, attempt - 1))))
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._announce("heartbeat")
+            if self.executor.abandoned > self.spec.concurrency:
+                log.error("too many timed-out runs still hold threads; restarting this worker")
+                self._stopping.set()
+                return
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def _announce(self, kind: str) -> None:
+        body = {
+            "worker": self.settings.worker_id,
+            "pid": os.getpid(),
+            "function": self.spec.name,
+            "version": self.spec.version,
+            "inflight": self.inflight,
+            "capacity": self.spec.concurrency,
+            "completed": self.completed,
+            "idle_s": 0.0 if self.inflight else round(time.time() - self.last_busy, 3),
+            "init_ms": round(self.init_ms, 3),
+        }
+        with contextlib.suppress(Exception):
+            await self.bus.nc.publish(f"control.{kind}.{self.spec.name}", orjson.dumps(body))
+
+
+def _ms_between(earlier: datetime | None, later: datetime) -> float | None:
+    if earlier is None:
+        return None
+    return round((later - earlier).total_seconds() * 1000, 3)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

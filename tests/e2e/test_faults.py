@@ -1,0 +1,145 @@
+"""Failures mid-flight: killed workers, a restarted nats-server, raising and slow handlers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.harness import Platform, wait_activation, wait_for
+from tests.e2e.functions import FAILING, RECORDING, SLEEPY
+from tests.e2e.test_invoke import deploy
+
+
+def ready_instances(client: httpx.Client, name: str, count: int = 1) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        items = client.get(f"/v1/functions/{name}/instances").json()
+        live = [i for i in items if i["ready"] and not i["stopping"]]
+        return live if len(live) >= count else None
+
+    result: list[dict[str, Any]] = wait_for(ready, timeout=30)
+    return result
+
+
+def test_killed_worker_is_redelivered_and_completes_once(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    deploy(client, "recorder", RECORDING, min_scale=1, max_scale=1, concurrency=4)
+    [worker] = ready_instances(client, "recorder")
+    out = tmp_path / "done.txt"
+    r = client.post(
+        "/v1/functions/recorder/invoke?async=true", json={"s": 3, "path": str(out), "tag": "a"}
+    )
+    activation_id = r.json()["activation_id"]
+    wait_for(lambda: client.get(f"/v1/activations/{activation_id}").status_code == 200)
+    assert client.get(f"/v1/activations/{activation_id}").json()["status"] == "running"
+    os.kill(worker["pid"], signal.SIGKILL)
+    record = wait_activation(client, activation_id, timeout=40)
+    assert record["status"] == "success", record
+    assert record["attempts"] == 2
+    assert record["result"] == {"tag": "a", "pid_attempt": 2}
+    assert out.read_text() == "a\n"
+    [replacement] = ready_instances(client, "recorder")
+    assert replacement["pid"] != worker["pid"]
+
+
+def test_raising_handler_retries_with_backoff_then_one_dead_letter(client: httpx.Client) -> None:
+    deploy(client, "failing", FAILING, max_attempts=3)
+    r = client.post("/v1/functions/failing/invoke?async=true", json={"why": "testing"})
+    activation_id = r.json()["activation_id"]
+    record = wait_activation(client, activation_id, timeout=30)
+    assert record["status"] == "error" and record["attempts"] == 3
+    assert record["error"] == "ValueError: boom: testing"
+    assert (
+        "Traceback" in record["error_detail"]
+        and 'raise ValueError("boom: "' in record["error_detail"]
+    )
+    assert any("about to fail, attempt 3" in line for line in record["logs"])
+    # backoff 0.2 s then 0.4 s between the three tries
+    accepted = record["accepted"]
+    took = _seconds(record["end"]) - _seconds(accepted)
+    assert took >= 0.6
+    letters = wait_for(lambda: client.get("/v1/dlq", params={"function": "failing"}).json())
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["activation_id"] == activation_id and letter["attempts"] == 3
+    assert "ValueError: boom" in letter["traceback"]
+    assert letter["event"]["subject"] == "failing"
+    replayed = client.post(f"/v1/dlq/{letter['seq']}/replay")
+    assert replayed.status_code == 202
+    again = wait_activation(client, replayed.json()["activation_id"], timeout=30)
+    assert again["status"] == "error" and again["attempts"] == 3
+    letters = wait_for(
+        lambda: [
+            d
+            for d in client.get("/v1/dlq", params={"function": "failing"}).json()
+            if d["activation_id"] == again["id"]
+        ]
+    )
+    assert len(client.get("/v1/dlq", params={"function": "failing"}).json()) == 1
+
+
+def test_sync_failure_answers_502_without_dead_letter(client: httpx.Client) -> None:
+    deploy(client, "failsync", FAILING)
+    r = client.post("/v1/functions/failsync/invoke", json={"why": "sync"})
+    assert r.status_code == 502
+    body = r.json()
+    assert body["detail"] == "ValueError: boom: sync" and body["activation_id"]
+    assert client.get("/v1/dlq", params={"function": "failsync"}).json() == []
+
+
+def test_timeout_marks_the_activation_and_the_worker_keeps_serving(client: httpx.Client) -> None:
+    deploy(client, "slowsync", SLEEPY, handler="blocking", timeout_s=1, concurrency=2, max_scale=1)
+    r = client.post("/v1/functions/slowsync/invoke", json={"s": 4})
+    assert r.status_code == 504, r.text
+    record = client.get(f"/v1/activations/{r.headers['x-activation-id']}").json()
+    assert record["status"] == "timeout" and "timeout of 1 s" in record["error"]
+    fast = client.post("/v1/functions/slowsync/invoke", json={"s": 0})
+    assert fast.status_code == 200 and fast.json() == {"slept": 0}
+    deploy(client, "slowasync", SLEEPY, timeout_s=0.5)
+    r = client.post("/v1/functions/slowasync/invoke?async=true", json={"s": 3})
+    record = wait_activation(client, r.json()["activation_id"])
+    assert record["status"] == "timeout" and record["attempts"] == 1
+
+
+def test_restarted_nats_server_loses_no_accepted_invocation(
+    client: httpx.Client, platform: Platform
+) -> None:
+    deploy(client, "sleeper", SLEEPY, min_scale=1, max_scale=2, concurrency=4)
+    ready_instances(client, "sleeper")
+    ids = [
+        client.post("/v1/functions/sleeper/invoke?async=true", json={"s": 0.3}).json()[
+            "activation_id"
+        ]
+        for _ in range(20)
+    ]
+    platform.nats.stop()
+    time.sleep(1.0)
+    platform.nats.start()
+    for activation_id in ids:
+        record = _wait_through_outage(client, activation_id)
+        assert record["status"] == "success", record
+
+
+def _wait_through_outage(client: httpx.Client, activation_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        try:
+            r = client.get(f"/v1/activations/{activation_id}")
+        except httpx.HTTPError:
+            return None
+        if r.status_code == 200 and r.json()["status"] not in ("running", "retrying"):
+            return r.json()  # type: ignore[no-any-return]
+        return None
+
+    result: dict[str, Any] = wait_for(done, timeout=60, interval=0.2)
+    return result
+
+
+def _seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,139 @@
+"""Register a function and invoke it over HTTP, sync and async, as a user would."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from bench.harness import wait_activation, wait_for
+from tests.e2e.functions import HELLO, NOOP
+
+
+def deploy(client: httpx.Client, name: str, code: str, **spec: Any) -> dict[str, Any]:
+    r = client.put(f"/v1/functions/{name}", json={"handler": "main", "code": code, **spec})
+    assert r.status_code in (200, 201), r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_function_crud(client: httpx.Client) -> None:
+    created = deploy(client, "crud", NOOP)
+    assert created["version"] == 1
+    updated = deploy(client, "crud", NOOP, timeout_s=5)
+    assert updated["version"] == 2 and updated["timeout_s"] == 5
+    assert client.get("/v1/functions/crud").json()["version"] == 2
+    assert "crud" in [f["name"] for f in client.get("/v1/functions").json()]
+    again = client.post("/v1/functions", json={"name": "crud", "handler": "main", "code": NOOP})
+    assert again.status_code == 409
+    assert again.headers["content-type"] == "application/problem+json"
+    assert client.delete("/v1/functions/crud").status_code == 204
+    assert client.get("/v1/functions/crud").status_code == 404
+
+
+def test_sync_invoke_returns_result_and_records_activation(client: httpx.Client) -> None:
+    deploy(client, "hello", HELLO)
+    r = client.post("/v1/functions/hello/invoke", json={"name": "Ada", "times": 2})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"greeting": "Hello Ada! Hello Ada!", "version": 1}
+    activation_id = r.headers["x-activation-id"]
+    record = client.get(f"/v1/activations/{activation_id}").json()
+    assert record["status"] == "success"
+    assert record["function"] == "hello" and record["version"] == 1
+    assert record["duration_ms"] >= 0 and record["wait_ms"] is not None
+    logs = client.get(f"/v1/activations/{activation_id}/logs").json()["logs"]
+    assert any("stdout: hello called for Ada" in line for line in logs)
+    assert any(activation_id in line for line in logs)
+    result = client.get(f"/v1/activations/{activation_id}/result").json()
+    assert result["success"] is True and result["result"]["greeting"].startswith("Hello Ada")
+    listed = client.get("/v1/activations", params={"function": "hello"}).json()
+    assert activation_id in [a["id"] for a in listed]
+
+
+def test_first_invocation_is_a_cold_start_with_init_time(client: httpx.Client) -> None:
+    deploy(client, "coldstart", NOOP)
+    r = client.post("/v1/functions/coldstart/invoke", json={"x": 1})
+    assert r.status_code == 200, r.text
+    first = client.get(f"/v1/activations/{r.headers['x-activation-id']}").json()
+    assert first["cold_start"] is True and first["init_ms"] > 0
+    r = client.post("/v1/functions/coldstart/invoke", json={"x": 2})
+    second = client.get(f"/v1/activations/{r.headers['x-activation-id']}").json()
+    assert second["cold_start"] is False and second["init_ms"] is None
+
+
+def test_async_invoke_with_query_and_prefer_header(client: httpx.Client) -> None:
+    deploy(client, "hello", HELLO)
+    r = client.post("/v1/functions/hello/invoke?async=true", json={"name": "Grace"})
+    assert r.status_code == 202
+    assert r.headers["location"] == f"/v1/activations/{r.json()['activation_id']}"
+    record = wait_activation(client, r.json()["activation_id"])
+    assert record["status"] == "success" and record["mode"] == "async"
+    assert record["result"]["greeting"] == "Hello Grace!"
+    r = client.post(
+        "/v1/functions/hello/invoke", json={"name": "Linus"}, headers={"Prefer": "respond-async"}
+    )
+    assert r.status_code == 202
+    assert (
+        wait_activation(client, r.json()["activation_id"])["result"]["greeting"] == "Hello Linus!"
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            got.append(orjson.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/done", got
+    server.shutdown()
+    server.server_close()
+
+
+def test_async_callback_receives_the_record(
+    client: httpx.Client, receiver: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, got = receiver
+    deploy(client, "hello", HELLO)
+    r = client.post("/v1/functions/hello/invoke", params={"callback": url}, json={"name": "Cb"})
+    assert r.status_code == 202
+    wait_for(lambda: got)
+    assert got[0]["id"] == r.json()["activation_id"]
+    assert got[0]["status"] == "success" and got[0]["result"]["greeting"] == "Hello Cb!"
+
+
+def test_completion_events_reach_the_metrics(client: httpx.Client) -> None:
+    deploy(client, "hello", HELLO)
+    assert client.post("/v1/functions/hello/invoke", json={"name": "M"}).status_code == 200
+
+    def counted() -> bool:
+        text = client.get("/metrics").text
+        return 'deepfaas_invocations_total{function="hello",status="success"}' in text
+
+    wait_for(counted)
+    text = client.get("/metrics").text
+    assert "deepfaas_activation_duration_seconds_bucket" in text
+    assert 'deepfaas_queue_waiting{function="hello"}' in text
+
+
+def test_health_readiness_and_openapi(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ok" and ready["nats"] is True
+    spec = client.get("/openapi.json").json()
+    assert "/v1/functions/{name}/invoke" in spec["paths"]
+    assert client.get("/docs").status_code == 200
