@@ -32,6 +32,7 @@ from runtimes.activations import (
     AlreadyDone,
     Busy,
     Claimed,
+    ClaimResult,
     LostClaimError,
 )
 from runtimes.callbacks import post_callback
@@ -175,7 +176,7 @@ class Worker:
             self.inflight += 1
             self.last_busy = time.time()
             try:
-                await self._run_claimed(invocation, reply, queued)
+                await self._claim_and_run(invocation, reply, queued)
             except Exception:
                 log.exception("activation %s: unexpected failure", invocation.id)
                 if queued is not None:
@@ -184,7 +185,7 @@ class Worker:
                 self.inflight -= 1
                 self.last_busy = time.time()
 
-    async def _run_claimed(
+    async def _claim_and_run(
         self, invocation: CloudEvent, reply: Msg | None, queued: Msg | None
     ) -> None:
         now = datetime.now(UTC)
@@ -201,16 +202,14 @@ class Worker:
             cause=_str_or_none(invocation.extensions.get("causeid")),
             worker=self.settings.worker_id,
         )
-        claim = await self.store.claim(record, lease=self.lease)
-        if isinstance(claim, AlreadyDone):
-            await self._emit_completion(claim.record)
-            await self._answer(claim.record, invocation, reply, queued)
+        if reply is not None:
+            # A sync request carries a fresh id that nothing else holds: claim while it runs.
+            pending = asyncio.create_task(self.store.claim(record, lease=self.lease))
+            await self._run(invocation, pending, mode, reply, queued)
             return
-        if isinstance(claim, Busy):
-            if queued is not None:
-                await queued.nak(delay=claim.retry_after + 0.05)
-            elif reply is not None:
-                await reply.respond(orjson.dumps({"status": "busy", "id": invocation.id}))
+        claim = await self.store.claim(record, lease=self.lease)
+        if not isinstance(claim, Claimed):
+            await self._settle_duplicate(claim, invocation, reply, queued)
             return
         if claim.record.attempts > self.spec.max_attempts:
             lost = claim.record.model_copy(
@@ -220,14 +219,73 @@ class Worker:
                     "error": "the worker running it was lost on every try",
                 }
             )
-            await self._complete(claim, lost, invocation, reply, queued, dead=True)
+            await self._complete(claim, lost, invocation, reply, queued, dead=mode == "async")
             return
+        await self._run(invocation, claim, mode, reply, queued)
+
+    async def _settle_duplicate(
+        self,
+        claim: AlreadyDone | Busy,
+        invocation: CloudEvent,
+        reply: Msg | None,
+        queued: Msg | None,
+    ) -> None:
+        """Answer for an activation that is done already, or held by a live run elsewhere."""
+        if isinstance(claim, AlreadyDone):
+            await self._emit_completion(claim.record)
+            await self._answer(claim.record, invocation, reply, queued)
+        elif queued is not None:
+            await queued.nak(delay=claim.retry_after + 0.05)
+        elif reply is not None:
+            await reply.respond(orjson.dumps({"status": "busy", "id": invocation.id}))
+
+    async def _run(
+        self,
+        invocation: CloudEvent,
+        claim_source: Claimed | asyncio.Task[ClaimResult],
+        mode: str,
+        reply: Msg | None,
+        queued: Msg | None,
+    ) -> None:
         cold = self.cold
         self.cold = False
-        executed = await self._execute(invocation, claim, queued)
-        if executed is None:
+        attempt = claim_source.record.attempts if isinstance(claim_source, Claimed) else 1
+        ctx = Context(
+            activation_id=invocation.id,
+            function=self.spec.name,
+            version=self.spec.version,
+            deadline=time.time() + self.spec.timeout_s,
+            logger=self.fn_logger,
+            event=invocation,
+            attempt=attempt,
+        )
+        run = asyncio.create_task(
+            self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)
+        )
+        holder: list[ClaimResult] = []
+        keeper = asyncio.create_task(self._keep_lease(claim_source, holder, queued, run))
+        outcome: Outcome | None = None
+        try:
+            outcome = await run
+        except asyncio.CancelledError:
+            if not (keeper.done() and not keeper.cancelled() and keeper.exception()):
+                raise
+        finally:
+            if isinstance(claim_source, asyncio.Task):
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(claim_source)  # known before anything is written
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LostClaimError):
+                await keeper
+        if not holder and isinstance(claim_source, asyncio.Task):
+            holder.append(claim_source.result())
+        claim = holder[0] if holder else claim_source
+        if not isinstance(claim, Claimed):
+            if isinstance(claim, AlreadyDone | Busy):
+                await self._settle_duplicate(claim, invocation, reply, queued)
+            return
+        if outcome is None:
             return  # another worker took the activation over; it answers
-        outcome, claim = executed
         final = claim.record.model_copy(
             update={
                 "status": outcome.status,
@@ -244,7 +302,12 @@ class Worker:
         )
         # Only async invocations retry and dead-letter: a sync caller is answered either way.
         is_async = queued is not None and mode == "async"
-        if outcome.retryable and is_async and final.attempts < self.spec.max_attempts:
+        if (
+            queued is not None
+            and outcome.retryable
+            and is_async
+            and final.attempts < self.spec.max_attempts
+        ):
             retrying = final.model_copy(update={"status": ActivationStatus.RETRYING})
             try:
                 await self.store.finish(claim, retrying)
@@ -264,50 +327,30 @@ class Worker:
         dead = is_async and final.status is not ActivationStatus.SUCCESS
         await self._complete(claim, final, invocation, reply, queued, dead=dead)
 
-    async def _execute(
-        self, invocation: CloudEvent, claim: Claimed, queued: Msg | None
-    ) -> tuple[Outcome, Claimed] | None:
-        ctx = Context(
-            activation_id=invocation.id,
-            function=self.spec.name,
-            version=self.spec.version,
-            deadline=time.time() + self.spec.timeout_s,
-            logger=self.fn_logger,
-            event=invocation,
-            attempt=claim.record.attempts,
-        )
-        run = asyncio.create_task(
-            self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)
-        )
-        holder = [claim]
-        keeper = asyncio.create_task(self._keep_lease(holder, queued, run))
-        try:
-            outcome = await run
-        except asyncio.CancelledError:
-            if keeper.done() and not keeper.cancelled() and keeper.exception() is not None:
-                return None
-            raise
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LostClaimError):
-                await keeper
-        return outcome, holder[0]
-
     async def _keep_lease(
-        self, holder: list[Claimed], queued: Msg | None, run: asyncio.Task[Outcome]
+        self,
+        source: Claimed | asyncio.Task[ClaimResult],
+        holder: list[ClaimResult],
+        queued: Msg | None,
+        run: asyncio.Task[Outcome],
     ) -> None:
+        claim = await source if isinstance(source, asyncio.Task) else source
+        holder.append(claim)
+        if not isinstance(claim, Claimed):
+            run.cancel()  # a duplicate of an activation that is done or held elsewhere
+            raise LostClaimError(claim)
         interval = max(0.05, self.lease / 3)
         while True:
             await asyncio.sleep(interval)
             if queued is not None:
                 with contextlib.suppress(Exception):
                     await queued.in_progress()
+            current = holder[0]
+            assert isinstance(current, Claimed)
             try:
-                holder[0] = await self.store.renew(holder[0], lease=self.lease)
+                holder[0] = await self.store.renew(current, lease=self.lease)
             except LostClaimError:
-                log.warning(
-                    "activation %s was taken over; cancelling this run", holder[0].record.id
-                )
+                log.warning("activation %s was taken over; cancelling this run", current.record.id)
                 run.cancel()
                 raise
 
@@ -321,17 +364,9 @@ class Worker:
         *,
         dead: bool,
     ) -> None:
-        try:
-            await self.store.finish(claim, final)
-        except LostClaimError:
-            log.warning("activation %s finished elsewhere; dropping this result", final.id)
-            if queued is not None:
-                await queued.ack()
-            return
-        emit = self._emit_completion(final)
+        writes: list[Any] = [self.store.finish(claim, final), self._emit_completion(final)]
         if dead:
-            await asyncio.gather(
-                emit,
+            writes.append(
                 dead_letter(
                     self.bus,
                     kind="invoke",
@@ -341,10 +376,19 @@ class Worker:
                     traceback=final.error_detail if isinstance(final.error_detail, str) else None,
                     attempts=final.attempts,
                     activation_id=final.id,
-                ),
+                )
             )
-        else:
-            await emit
+        # The record, its completion event and a dead letter are written at once; the event
+        # and the letter are idempotent (their ids derive from the activation id).
+        written = await asyncio.gather(*writes, return_exceptions=True)
+        if isinstance(written[0], LostClaimError):
+            log.warning("activation %s finished elsewhere; dropping this result", final.id)
+            if queued is not None:
+                await queued.ack()
+            return
+        for result in written:
+            if isinstance(result, BaseException):
+                raise result
         self.completed += 1
         await self._answer(final, invocation, reply, queued)
         callback = invocation.extensions.get("callback")
@@ -358,12 +402,13 @@ class Worker:
         reply: Msg | None,
         queued: Msg | None,
     ) -> None:
+        body = record.model_dump_json().encode()
         if reply is not None:
-            await reply.respond(record.model_dump_json().encode())
+            await reply.respond(body)
         replyto = invocation.extensions.get("replyto")
         if isinstance(replyto, str) and replyto:
             with contextlib.suppress(Exception):
-                await self.bus.nc.publish(replyto, record.model_dump_json().encode())
+                await self.bus.nc.publish(replyto, body)
         if queued is not None:
             await queued.ack()
 
