@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 DAY = 86_400.0
 FUNCTIONS_KV = "functions"
 ACTIVATIONS_KV = "activations"
+TRIGGERS_KV = "triggers"
+SUBSCRIPTIONS_KV = "subscriptions"
+DELIVERIES_KV = "deliveries"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ async def ensure_layout(js: JetStreamContext, layout: Layout | None = None) -> N
             await js.update_stream(config)
     buckets = [
         KeyValueConfig(bucket=FUNCTIONS_KV, history=10, replicas=layout.replicas),
+        KeyValueConfig(bucket=TRIGGERS_KV, history=5, replicas=layout.replicas),
+        KeyValueConfig(bucket=SUBSCRIPTIONS_KV, history=5, replicas=layout.replicas),
+        KeyValueConfig(
+            bucket=DELIVERIES_KV, history=1, ttl=layout.activations_ttl, replicas=layout.replicas
+        ),
         KeyValueConfig(
             bucket=ACTIVATIONS_KV,
             history=1,
