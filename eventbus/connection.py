@@ -24,6 +24,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream()
         self.prefix = prefix
         self._kv: dict[str, KeyValue] = {}
+        self.closing = False
 
     @classmethod
     async def connect(
@@ -36,8 +37,11 @@ class Bus:
     ) -> Bus:
         """Connect, retrying until ``connect_timeout``; once up, reconnect forever."""
 
+        bus: Bus | None = None
+
         async def _on_disconnect() -> None:
-            log.warning("disconnected from NATS %s", url)
+            if bus is None or not bus.closing:
+                log.warning("disconnected from NATS %s", url)
 
         async def _on_reconnect() -> None:
             log.info("reconnected to NATS %s", url)
@@ -62,7 +66,8 @@ class Bus:
                     reconnected_cb=_on_reconnect,
                     error_cb=_on_error,
                 )
-                return cls(nc, prefix)
+                bus = cls(nc, prefix)
+                return bus
             except Exception as exc:  # nats raises several unrelated types here
                 last = exc
                 await asyncio.sleep(0.2)
@@ -86,6 +91,7 @@ class Bus:
 
     async def close(self) -> None:
         """Drain (flush pending publishes, let handlers finish) and close."""
+        self.closing = True
         if self.nc.is_closed:
             return
         try:

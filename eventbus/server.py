@@ -70,6 +70,7 @@ class EmbeddedNats:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the platform, which stops nats-server last
         )
         log.close()
         self.wait_ready(timeout)

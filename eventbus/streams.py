@@ -42,33 +42,24 @@ class Layout:
 
 
 def _streams(layout: Layout) -> list[StreamConfig]:
-    common = {
-        "storage": StorageType.FILE,
-        "num_replicas": layout.replicas,
-        "duplicate_window": layout.duplicate_window,
-        "allow_direct": True,
-    }
+    def stream(
+        name: str, subject: str, retention: RetentionPolicy, max_age: float | None
+    ) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=retention,
+            max_age=max_age,
+            storage=StorageType.FILE,
+            num_replicas=layout.replicas,
+            duplicate_window=layout.duplicate_window,
+            allow_direct=True,
+        )
+
     return [
-        StreamConfig(
-            name=EVENTS_STREAM,
-            subjects=["events.>"],
-            retention=RetentionPolicy.LIMITS,
-            max_age=layout.events_max_age,
-            **common,
-        ),
-        StreamConfig(
-            name=INVOCATIONS_STREAM,
-            subjects=["invoke.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            **common,
-        ),
-        StreamConfig(
-            name=DLQ_STREAM,
-            subjects=["dlq.>"],
-            retention=RetentionPolicy.LIMITS,
-            max_age=layout.dlq_max_age,
-            **common,
-        ),
+        stream(EVENTS_STREAM, "events.>", RetentionPolicy.LIMITS, layout.events_max_age),
+        stream(INVOCATIONS_STREAM, "invoke.>", RetentionPolicy.WORK_QUEUE, None),
+        stream(DLQ_STREAM, "dlq.>", RetentionPolicy.LIMITS, layout.dlq_max_age),
     ]
 
 

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eventbus.connection import Bus
@@ -61,7 +60,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Event-driven serverless functions for machine-learning work",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         docs_url="/docs",
         openapi_url="/openapi.json",
     )

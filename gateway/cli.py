@@ -34,7 +34,7 @@ JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-def _client(url: str, timeout: float = 75.0) -> httpx.Client:
+def _client(url: str, timeout: float | None = 75.0) -> httpx.Client:
     return httpx.Client(base_url=url, timeout=timeout)
 
 
@@ -253,10 +253,12 @@ def act_list(
     if as_json:
         _emit(items, True)
         return
-    table = Table("id", "function", "version", "status", "duration", "start")
+    table = Table("function", "version", "status", "duration", "start")
+    table.add_column("id", no_wrap=True)
     for a in items:
         duration = f"{a['duration_ms']:.1f} ms" if a.get("duration_ms") is not None else "-"
-        table.add_row(a["id"], a["function"], str(a["version"]), a["status"], duration, a["start"])
+        start = a["start"][11:23]
+        table.add_row(a["function"], str(a["version"]), a["status"], duration, start, a["id"])
     console.print(table)
 
 
@@ -302,9 +304,7 @@ def events_tail(
     try:
         with (
             _client(url, timeout=None) as client,
-            client.stream(  # type: ignore[arg-type]
-                "GET", "/v1/events/stream", params=params
-            ) as response,
+            client.stream("GET", "/v1/events/stream", params=params) as response,
         ):
             if response.is_error:
                 response.read()
@@ -363,7 +363,14 @@ def dlq_replay(seq: int, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app(standalone_mode=True)
+    except httpx.ConnectError as exc:
+        err.print(f"[red]cannot reach the gateway[/red] ({exc}): is `make run` running?")
+        raise SystemExit(2) from None
+    except httpx.HTTPError as exc:
+        err.print(f"[red]request failed[/red]: {exc}")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

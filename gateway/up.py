@@ -7,9 +7,12 @@ with the `local` provider (worker processes), and the gateway, and stops them in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -38,6 +41,7 @@ class UpSettings(GatewaySettings):
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
         try:
             sock.bind((host, port))
         except OSError:
@@ -70,6 +74,22 @@ async def run_controller(settings: ControllerSettings, env: dict[str, str], log_
         await bus.close()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: `up` stops the parts in order itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        yield
+
+    def _on_signal(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
 async def run_gateway(settings: GatewaySettings) -> None:
     """Serve the gateway until cancelled or interrupted."""
     config = uvicorn.Config(
@@ -82,7 +102,7 @@ async def run_gateway(settings: GatewaySettings) -> None:
         access_log=False,
         lifespan="on",
     )
-    await uvicorn.Server(config).serve()
+    await _Server(config).serve()
 
 
 async def up(settings: UpSettings) -> None:

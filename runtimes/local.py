@@ -243,6 +243,7 @@ class LocalProvider:
     def _start(self, spec: RuntimeSpec) -> _Instance:
         env = {**os.environ, **self.env, **spec.env}
         env["DEEPFAAS_FUNCTION"] = spec.function
+        env["DEEPFAAS_PARENT_PID"] = str(os.getpid())
         env["DEEPFAAS_VERSION"] = str(spec.function_version)
         gpus = self._assign_gpus(spec)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)

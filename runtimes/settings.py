@@ -19,6 +19,7 @@ class WorkerSettings(BusSettings):
     heartbeat_s: float = 1.0
     drain_timeout_s: float = 30.0
     callback_tries: int = 3
+    parent_pid: int | None = Field(default=None, description="exit when this process is gone")
 
 
 class ControllerSettings(BusSettings):

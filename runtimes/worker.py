@@ -64,6 +64,7 @@ class Worker:
         self.inflight = 0
         self.last_busy = time.time()
         self.completed = 0
+        self.orphaned = False
         self._slots = asyncio.Semaphore(self.spec.concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -452,6 +453,12 @@ class Worker:
             await self._announce("heartbeat")
             if self.executor.abandoned > self.spec.concurrency:
                 log.error("too many timed-out runs still hold threads; restarting this worker")
+                self._stopping.set()
+                return
+            parent = self.settings.parent_pid
+            if parent is not None and os.getppid() != parent:
+                log.warning("the process that started this worker is gone; stopping")
+                self.orphaned = True
                 self._stopping.set()
                 return
             await asyncio.sleep(self.settings.heartbeat_s)

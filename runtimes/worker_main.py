@@ -51,7 +51,7 @@ async def serve(settings: WorkerSettings, started: float) -> int:
         waiter = asyncio.create_task(worker.wait_stopped())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        restart = waiter.done() and not stop.is_set()
+        restart = waiter.done() and not stop.is_set() and not worker.orphaned
         await worker.stop()
         waiter.cancel()
         stopper.cancel()
@@ -62,7 +62,13 @@ async def serve(settings: WorkerSettings, started: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``--function``/``--version`` (or DEEPFAAS_FUNCTION) and serve."""
-    started = time.time()
+    # From the process's creation, so interpreter start-up and imports count as init time.
+    try:
+        import psutil
+
+        started = psutil.Process().create_time()
+    except Exception:
+        started = time.time()
     parser = argparse.ArgumentParser(prog="python -m runtimes", description=__doc__)
     parser.add_argument("--function", help="function to serve (or DEEPFAAS_FUNCTION)")
     parser.add_argument("--version", type=int, help="function version expected")

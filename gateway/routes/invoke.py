@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Annotated
 
 import orjson
@@ -14,6 +15,7 @@ from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN, ActivationRecord, ActivationStatus
 
 router = APIRouter(prefix="/v1/functions", tags=["invoke"])
+FORM = "application/x-www-form-urlencoded"
 
 
 class BadRequestError(DeepfaasError):
@@ -55,13 +57,7 @@ async def invoke(
     """Invoke a function with the request body as its input."""
     state = state_of(request)
     spec = state.cache.get(name)
-    body = await request.body()
-    content_type = request.headers.get("content-type") or "application/json"
-    if body and "json" in content_type:
-        try:
-            orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequestError(f"the body is not valid JSON: {exc}") from exc
+    body, content_type = normalise_body(await request.body(), request.headers.get("content-type"))
     callback = callback or x_callback_url
     if callback is not None and not callback.startswith(("http://", "https://")):
         raise BadRequestError("the callback must be an http(s) URL")
@@ -78,6 +74,28 @@ async def invoke(
     if outcome.record is None:
         return _accepted(outcome.activation_id)
     return sync_response(outcome.record)
+
+
+def normalise_body(body: bytes, content_type: str | None) -> tuple[bytes, str]:
+    """JSON stays JSON (400 if malformed); forms become JSON objects; other types stay bytes.
+
+    `curl -d` sends form-encoded content by default: a body that parses as JSON is taken as
+    JSON whatever it is labelled, as OpenWhisk does.
+    """
+    kind = (content_type or "application/json").split(";")[0].strip().lower()
+    if not body:
+        return body, "application/json"
+    if "json" in kind or kind in (FORM, "text/plain"):
+        try:
+            orjson.loads(body)
+            return body, "application/json"
+        except orjson.JSONDecodeError as exc:
+            if "json" in kind:
+                raise BadRequestError(f"the body is not valid JSON: {exc}") from exc
+        if kind == FORM:
+            pairs = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            return orjson.dumps(dict(pairs)), "application/json"
+    return body, content_type or "application/octet-stream"
 
 
 def _accepted(activation_id: str) -> Response:

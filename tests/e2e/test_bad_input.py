@@ -100,3 +100,12 @@ def test_bad_requests_do_not_disturb_good_ones(client: httpx.Client) -> None:
         results = list(pool.map(lambda f: f(client), calls))
     assert sorted(r.status_code for r in results[:30]) == [400] * 10 + [404] * 10 + [422] * 10
     assert all(r.status_code == 200 and r.json()["greeting"] == "Hello ok!" for r in results[30:])
+
+
+def test_curl_style_bodies_are_taken_as_json_or_forms(client: httpx.Client) -> None:
+    deploy(client, "echo", NOOP)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    r = client.post("/v1/functions/echo/invoke", content=b'{"a": 1}', headers=form)
+    assert r.status_code == 200 and r.json() == {"a": 1}
+    r = client.post("/v1/functions/echo/invoke", content=b"a=1&b=two", headers=form)
+    assert r.status_code == 200 and r.json() == {"a": "1", "b": "two"}
