@@ -1,0 +1,136 @@
+"""What only the S3 backend does: presigned URLs, error translation, listing order.
+
+moto's server mode stands in for MinIO and other S3 endpoints (no MinIO server can run here).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+import urllib3
+from minio.datatypes import Object
+from minio.error import S3Error, ServerError
+
+from eventbus.storage import (
+    BucketNotEmptyError,
+    InvalidArgumentError,
+    NoSuchKeyError,
+    S3Storage,
+    StorageError,
+    StorageUnavailableError,
+)
+from eventbus.storage.s3_responses import in_key_order, translate_error
+
+from .helpers import read_all
+
+
+async def test_presigned_get_and_put(s3: S3Storage) -> None:
+    await s3.create_bucket("bkt")
+    await s3.put("bkt", "dir/a file.txt", b"downloadable")
+    get_url = await s3.presigned_get_url("bkt", "dir/a file.txt", expires=timedelta(minutes=5))
+    put_url = await s3.presigned_put_url("bkt", "up/loaded.bin")
+    async with httpx.AsyncClient() as client:
+        got = await client.get(get_url)
+        assert got.status_code == 200 and got.content == b"downloadable"
+        # moto stores an empty body unless the content type is given
+        headers = {"Content-Type": "application/octet-stream"}
+        put = await client.put(put_url, content=b"uploaded", headers=headers)
+        assert put.status_code == 200
+    _, chunks = await s3.get("bkt", "up/loaded.bin")
+    assert await read_all(chunks) == b"uploaded"
+    with pytest.raises(InvalidArgumentError):
+        await s3.presigned_get_url("bkt", "k", expires=timedelta(days=8))
+
+
+async def test_unreachable_endpoint_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the probe is closed
+    store = S3Storage(
+        f"127.0.0.1:{port}",
+        access_key="k",
+        secret_key="s",
+        secure=False,
+        region="us-east-1",
+        http_client=urllib3.PoolManager(retries=False),
+    )
+    try:
+        with pytest.raises(StorageUnavailableError) as caught:
+            await store.list_buckets()
+        assert caught.value.code == "unavailable"
+        with pytest.raises(StorageUnavailableError):
+            await store.put("bkt", "k", b"x")
+    finally:
+        await store.close()
+
+
+def test_bad_construction() -> None:
+    with pytest.raises(InvalidArgumentError):
+        S3Storage("127.0.0.1:9000", part_size=1024)
+    with pytest.raises(InvalidArgumentError):
+        S3Storage("http://127.0.0.1:9000/path")
+
+
+def s3_error(code: str, status: int = 400) -> S3Error:
+    response = urllib3.HTTPResponse(status=status)
+    return S3Error(response, code, "message", "/bkt/k", "req", "host")
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (s3_error("NoSuchKey", 404), NoSuchKeyError),
+        (s3_error("BucketNotEmpty", 409), BucketNotEmptyError),
+        (s3_error("SlowDown", 503), StorageUnavailableError),
+        (s3_error("SomethingNew", 503), StorageUnavailableError),
+        (s3_error("AccessDenied", 403), StorageError),
+        (ServerError("bad gateway", 502), StorageUnavailableError),
+        (urllib3.exceptions.MaxRetryError(None, "/", None), StorageUnavailableError),  # type: ignore[arg-type]
+        (ConnectionRefusedError(), StorageUnavailableError),
+    ],
+)
+def test_error_translation(error: Exception, expected: type[StorageError]) -> None:
+    translated = translate_error(error, "bkt", "k")
+    assert type(translated) is expected
+    assert (translated.bucket, translated.key) == ("bkt", "k")
+
+
+def obj(name: str) -> Object:
+    return Object("bkt", name, etag="e", size=1)
+
+
+def prefix(name: str) -> Object:
+    return Object("bkt", name)  # how the SDK hands over a common prefix
+
+
+def test_pages_are_merged_into_key_order() -> None:
+    pages = [obj("a"), obj("c"), obj("e"), prefix("b/"), prefix("d/")]
+    pages += [obj("f"), obj("h"), prefix("g/")]
+    merged = [(name, item is not None) for name, item in in_key_order(pages)]
+    assert merged == [
+        ("a", True),
+        ("b/", False),
+        ("c", True),
+        ("d/", False),
+        ("e", True),
+        ("f", True),
+        ("g/", False),
+        ("h", True),
+    ]
+
+
+def test_merging_never_buffers_more_than_a_page() -> None:
+    consumed = 0
+
+    def endless() -> Iterator[Object]:
+        nonlocal consumed
+        while True:
+            consumed += 1
+            yield obj(f"key{consumed:08d}")
+
+    first = next(iter(in_key_order(endless())))
+    assert first[0] == "key00000001" and consumed == 1001
