@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 
 import nats.errors
-from eventbus.codec import to_nats
 from nats.aio.msg import Msg
 
+from eventbus.codec import to_nats
 from eventbus.connection import Bus
 from eventbus.invocations import enqueue, new_invocation
 from eventbus.types import CloudEvent, run_subject

@@ -7,11 +7,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from eventbus.codec import from_nats, to_structured_json
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
 
+from eventbus.codec import from_nats, to_structured_json
 from eventbus.errors import InvalidEventError
 from gateway.state import state_of
 
