@@ -13,6 +13,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli_subscriptions import sub_app
+
 app = typer.Typer(
     help="deepfaas: event-driven serverless functions for ML work.", no_args_is_help=True
 )
@@ -26,6 +28,7 @@ app.add_typer(fn_app, name="fn")
 app.add_typer(act_app, name="activation")
 app.add_typer(events_app, name="events")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(sub_app, name="sub")
 
 console = Console()
 err = Console(stderr=True)

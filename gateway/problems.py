@@ -34,6 +34,7 @@ STATUS_BY_CODE: dict[str, int] = {
 
 TITLES: dict[int, str] = {
     400: "Bad request",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",

@@ -19,6 +19,7 @@ import uvicorn
 from pydantic import Field
 
 from eventbus.connection import Bus
+from eventbus.delivery import Deliverer
 from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
@@ -90,6 +91,24 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+async def run_deliverer(settings: GatewaySettings) -> None:
+    """Deliver events to the subscriptions' sinks until cancelled."""
+    bus = await Bus.connect(settings.nats_url, name="deliverer", prefix=settings.event_prefix)
+    await ensure_layout(bus.js)
+    deliverer = Deliverer(
+        bus,
+        ack_wait=settings.ack_wait_s,
+        base_delay=settings.retry_base_s,
+        max_delay=settings.retry_max_s,
+    )
+    await deliverer.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await deliverer.stop()
+        await bus.close()
+
+
 async def run_gateway(settings: GatewaySettings) -> None:
     """Serve the gateway until cancelled or interrupted."""
     config = uvicorn.Config(
@@ -126,6 +145,7 @@ async def up(settings: UpSettings) -> None:
     controller = asyncio.create_task(
         run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
     )
+    deliverer = asyncio.create_task(run_deliverer(settings), name="deliverer")
     print(
         f"deepfaas is up\n"
         f"  API      http://{settings.host}:{settings.port}  (docs: /docs)\n"
@@ -139,7 +159,8 @@ async def up(settings: UpSettings) -> None:
         await run_gateway(settings)
     finally:
         controller.cancel()
-        await asyncio.gather(controller, return_exceptions=True)
+        deliverer.cancel()
+        await asyncio.gather(controller, deliverer, return_exceptions=True)
         if nats is not None:
             nats.stop()
 

@@ -7,12 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
 
 from eventbus.codec import from_nats, to_structured_json
-from eventbus.errors import InvalidEventError
+from eventbus.errors import InvalidEventError, ValidationFailedError
+from eventbus.filters import compile_filters
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -27,10 +29,24 @@ async def stream_events(
         str | None, Query(alias="type", description="only events whose type starts so")
     ] = None,
     subject: Annotated[str | None, Query(description="only events with this subject")] = None,
+    filter_json: Annotated[
+        str | None,
+        Query(
+            alias="filter",
+            description="CloudEvents Subscriptions API filters as JSON (a list is an implicit all)",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Follow events as they are published (from now on), in CloudEvents JSON format."""
     state = state_of(request)
     queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
+    accept = None
+    if filter_json is not None:
+        try:
+            parsed = orjson.loads(filter_json)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationFailedError(f"filter is not JSON: {exc}", field="filter") from exc
+        accept = compile_filters(parsed if isinstance(parsed, list) else [parsed])
 
     async def _on(msg: Msg) -> None:
         try:
@@ -40,6 +56,8 @@ async def stream_events(
         if type_prefix and not event.type.startswith(type_prefix):
             return
         if subject and event.subject != subject:
+            return
+        if accept is not None and not accept(event):
             return
         frame = b"id: " + event.id.encode() + b"\nevent: " + event.type.encode() + b"\ndata: "
         with contextlib.suppress(asyncio.QueueFull):

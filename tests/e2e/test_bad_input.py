@@ -109,3 +109,11 @@ def test_curl_style_bodies_are_taken_as_json_or_forms(client: httpx.Client) -> N
     assert r.status_code == 200 and r.json() == {"a": 1}
     r = client.post("/v1/functions/echo/invoke", content=b"a=1&b=two", headers=form)
     assert r.status_code == 200 and r.json() == {"a": "1", "b": "two"}
+
+
+def test_event_stream_refuses_an_invalid_filter(client: httpx.Client) -> None:
+    body = _problem(
+        client.get("/v1/events/stream", params={"filter": '[{"exakt": {"a": "b"}}]'}), 422
+    )
+    assert "exakt" in body["detail"]
+    _problem(client.get("/v1/events/stream", params={"filter": "{not json"}), 422)

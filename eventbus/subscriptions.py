@@ -1,0 +1,334 @@
+"""Subscriptions (after the CloudEvents Subscriptions API) and their delivery state, in KV.
+
+A subscription names a sink: an HTTP(S) webhook, or ``nats:<subject>`` on this bus. It
+matches events by ``source`` (exact), ``types`` (any of) and ``filters`` (the Subscriptions
+API filter dialects, see `eventbus.filters`); all three must match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import NotFoundError as JsNotFoundError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from eventbus.connection import Bus
+from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
+from eventbus.filters import compile_filters
+from eventbus.streams import DELIVERIES_KV, SUBSCRIPTIONS_KV
+from eventbus.types import EVENTS_STREAM, CloudEvent, new_id
+
+log = logging.getLogger(__name__)
+SUBSCRIPTION_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+NATS_SINK_SCHEME: Final = "nats:"
+#: first subject tokens a NATS sink may not publish on: the platform's own streams and APIs
+RESERVED_SUBJECT_ROOTS: Final = frozenset({"events", "invoke", "run", "dlq", "control", "_INBOX"})
+_HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_SUBJECT_TOKEN: Final = re.compile(r"^[\x21-\x29\x2b-\x2d\x2f-\x3d\x3f-\x7e]+$")  # no . * >
+
+ERROR_TEXT_LIMIT: Final = 500
+
+Matcher = Callable[[CloudEvent], bool]
+
+
+def consumer_name(subscription_id: str) -> str:
+    """The durable consumer on EVENTS that feeds one subscription."""
+    return f"sub-{subscription_id}"
+
+
+def nats_sink_subject(sink: str) -> str:
+    """The subject of a ``nats:<subject>`` sink, checked; `ValueError` names what is wrong."""
+    subject = sink[len(NATS_SINK_SCHEME) :]
+    tokens = subject.split(".")
+    if not subject or not all(_SUBJECT_TOKEN.match(token) for token in tokens):
+        raise ValueError(
+            f"NATS sink subject {subject!r} must be dot-separated tokens of printable ASCII "
+            "without spaces or wildcards"
+        )
+    if tokens[0] in RESERVED_SUBJECT_ROOTS or tokens[0].startswith("$"):
+        raise ValueError(
+            f"NATS sink subject {subject!r} is reserved by the platform "
+            f"({', '.join(sorted(RESERVED_SUBJECT_ROOTS))}, $…): publishing there could loop"
+        )
+    return subject
+
+
+class ProtocolSettings(BaseModel):
+    """HTTP settings of the Subscriptions API: method and extra headers (also sent on NATS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["POST", "PUT"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            lower = name.lower()
+            if not _HEADER_NAME.match(name) or lower.startswith("ce-") or lower == "content-type":
+                raise ValueError(
+                    f"header {name!r} is not a valid extra header (ce-* and Content-Type are "
+                    "the event's own)"
+                )
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"header {name!r} has a line break in its value")
+        return value
+
+
+class DeliveryConfig(BaseModel):
+    """How hard to try: tries before a dead letter, backoff (deliverer defaults if unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tries: int = Field(default=5, ge=1, le=100)
+    backoff_base_s: float | None = Field(default=None, ge=0, le=3600)
+    backoff_max_s: float | None = Field(default=None, ge=0, le=86_400)
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="per HTTP request")
+
+
+class Subscription(BaseModel):
+    """A sink and what it wants: the CloudEvents Subscriptions API resource, HTTP and NATS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=SUBSCRIPTION_ID_PATTERN)
+    source: str | None = Field(default=None, min_length=1)
+    types: list[str] = Field(default_factory=list)
+    filters: list[dict[str, Any]] = Field(default_factory=list)
+    sink: str = Field(min_length=1, max_length=2048)
+    protocol: Literal["HTTP", "NATS"] | None = None
+    protocolsettings: ProtocolSettings = Field(default_factory=ProtocolSettings)
+    config: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    enabled: bool = True
+    created: datetime | None = None
+    updated: datetime | None = None
+
+    @field_validator("types")
+    @classmethod
+    def _check_types(cls, value: list[str]) -> list[str]:
+        if any(not t for t in value):
+            raise ValueError("an event type in `types` is empty")
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _check_filters(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            compile_filters(value)
+        except ValidationFailedError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("sink")
+    @classmethod
+    def _check_sink(cls, value: str) -> str:
+        if value.startswith(NATS_SINK_SCHEME):
+            nats_sink_subject(value)
+            return value
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                f"sink {value!r} must be an http(s):// URL with a host, or nats:<subject>"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _set_protocol(self) -> Subscription:
+        kind: Literal["HTTP", "NATS"] = "NATS" if self.sink.startswith(NATS_SINK_SCHEME) else "HTTP"
+        if self.protocol not in (None, kind):
+            raise ValueError(f"protocol {self.protocol} does not fit sink {self.sink!r} ({kind})")
+        self.protocol = kind
+        return self
+
+    @property
+    def key(self) -> str:
+        """The id (set once stored)."""
+        if self.id is None:
+            raise ValueError("the subscription has no id yet")
+        return self.id
+
+    def matcher(self) -> Matcher:
+        """A predicate for the events this subscription wants."""
+        source, types, accept = self.source, frozenset(self.types), compile_filters(self.filters)
+
+        def matches(event: CloudEvent) -> bool:
+            if source is not None and event.source != source:
+                return False
+            if types and event.type not in types:
+                return False
+            return accept(event)
+
+        return matches
+
+
+class DeliveryState(BaseModel):
+    """What happened to a subscription's deliveries (counts since it was created)."""
+
+    delivered: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    last_event_id: str | None = None
+    last_attempt: datetime | None = None
+    last_delivery: datetime | None = None
+    last_error: str | None = None
+    last_error_time: datetime | None = None
+
+
+class SubscriptionStore:
+    """Create, read, replace and delete subscriptions in the `subscriptions` KV bucket."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._state_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def get(self, subscription_id: str) -> Subscription:
+        """One subscription, or `NotFoundError`."""
+        kv = await self.bus.kv(SUBSCRIPTIONS_KV)
+        try:
+            entry = await kv.get(subscription_id)
+        except KeyNotFoundError as exc:
+            raise _not_found(subscription_id) from exc
+        if not entry.value:
+            raise _not_found(subscription_id)
+        return Subscription.model_validate_json(entry.value)
+
+    async def list(self) -> list[Subscription]:
+        """Every subscription, oldest first."""
+        kv = await self.bus.kv(SUBSCRIPTIONS_KV)
+        try:
+            keys = await kv.keys()
+        except Exception:  # nats-py raises NoKeysError on an empty bucket
+            return []
+        found: list[Subscription] = []
+        for key in keys:
+            with contextlib.suppress(NotFoundError):
+                found.append(await self.get(key))
+        return sorted(found, key=lambda s: (s.created or datetime.min.replace(tzinfo=UTC), s.key))
+
+    async def create(self, subscription: Subscription) -> Subscription:
+        """Store a new subscription (a fresh id unless it names one); `ConflictError` if taken."""
+        stored, _ = await self._write(subscription.id or new_id(), subscription, create_only=True)
+        return stored
+
+    async def put(
+        self, subscription_id: str, subscription: Subscription
+    ) -> tuple[Subscription, bool]:
+        """Create or replace; ``(stored, created)``. The creation time is kept on replace."""
+        if subscription.id not in (None, subscription_id):
+            raise ValidationFailedError(
+                f"the body names {subscription.id!r} but the path names {subscription_id!r}",
+                field="id",
+            )
+        return await self._write(subscription_id, subscription, create_only=False)
+
+    async def delete(self, subscription_id: str) -> None:
+        """Delete a subscription, its consumer (stopping delivery) and its delivery state."""
+        await self.get(subscription_id)
+        kv = await self.bus.kv(SUBSCRIPTIONS_KV)
+        await kv.delete(subscription_id)
+        with contextlib.suppress(JsNotFoundError):
+            await self.bus.js.delete_consumer(EVENTS_STREAM, consumer_name(subscription_id))
+        state = await self.bus.kv(DELIVERIES_KV)
+        with contextlib.suppress(KeyNotFoundError):
+            await state.delete(subscription_id)
+
+    async def delivery_state(self, subscription_id: str) -> DeliveryState:
+        """The delivery counters (zeros before the first delivery)."""
+        kv = await self.bus.kv(DELIVERIES_KV)
+        try:
+            entry = await kv.get(subscription_id)
+        except KeyNotFoundError:
+            return DeliveryState()
+        return DeliveryState.model_validate_json(entry.value or b"{}")
+
+    async def delivery_states(self, ids: Sequence[str]) -> dict[str, DeliveryState]:
+        """Delivery counters of several subscriptions at once."""
+        states = await asyncio.gather(*(self.delivery_state(i) for i in ids))
+        return dict(zip(ids, states, strict=True))
+
+    async def record_attempt(
+        self, subscription_id: str, event_id: str, *, ok: bool, error: str | None, dead: bool
+    ) -> None:
+        """Count one delivery attempt (compare-and-set; a notice, so failures are only logged)."""
+        now = datetime.now(UTC)
+        try:
+            kv = await self.bus.kv(DELIVERIES_KV)
+            async with self._state_locks[subscription_id]:
+                for _ in range(10):
+                    try:
+                        entry = await kv.get(subscription_id)
+                        state = DeliveryState.model_validate_json(entry.value or b"{}")
+                        revision: int | None = entry.revision
+                    except KeyNotFoundError:
+                        state, revision = DeliveryState(), None
+                    state.last_event_id, state.last_attempt = event_id, now
+                    if ok:
+                        state.delivered += 1
+                        state.last_delivery = now
+                    else:
+                        state.failed += 1
+                        state.dead_lettered += int(dead)
+                        state.last_error = (error or "failed")[:ERROR_TEXT_LIMIT]
+                        state.last_error_time = now
+                    value = state.model_dump_json().encode()
+                    try:
+                        if revision is None:
+                            await kv.create(subscription_id, value)
+                        else:
+                            await kv.update(subscription_id, value, last=revision)
+                        return
+                    except KeyWrongLastSequenceError:
+                        continue  # another deliverer wrote first: read again
+        except Exception as exc:
+            log.warning("subscription %s: delivery state not written: %s", subscription_id, exc)
+
+    async def _write(
+        self, subscription_id: str, subscription: Subscription, *, create_only: bool
+    ) -> tuple[Subscription, bool]:
+        kv = await self.bus.kv(SUBSCRIPTIONS_KV)
+        now = datetime.now(UTC)
+        try:
+            entry = await kv.get(subscription_id)
+            current = Subscription.model_validate_json(entry.value) if entry.value else None
+            revision: int | None = entry.revision
+        except KeyNotFoundError:
+            current, revision = None, None
+        if current is not None and create_only:
+            raise ConflictError(
+                f"subscription {subscription_id!r} exists already", subscription=subscription_id
+            )
+        stored = subscription.model_copy(
+            update={
+                "id": subscription_id,
+                "created": current.created if current else now,
+                "updated": now,
+            }
+        )
+        value = stored.model_dump_json().encode()
+        try:
+            if revision is None:
+                await kv.create(subscription_id, value)
+            else:
+                await kv.update(subscription_id, value, last=revision)
+        except KeyWrongLastSequenceError as exc:
+            raise ConflictError(
+                f"subscription {subscription_id!r} changed concurrently; retry",
+                subscription=subscription_id,
+            ) from exc
+        return stored, current is None
+
+
+def _not_found(subscription_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"subscription {subscription_id!r} does not exist", subscription=subscription_id
+    )

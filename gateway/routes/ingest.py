@@ -1,0 +1,98 @@
+"""POST /v1/events: any service puts a CloudEvent (HTTP binding, either mode) on the bus."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import nats.errors
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from eventbus.errors import BusUnavailableError
+from eventbus.http_codec import from_http
+from eventbus.publish import publish_event
+from eventbus.types import event_subject
+from gateway.problems import problem
+from gateway.state import state_of
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+#: first subject tokens of the platform's own events (``events.<domain>.…``)
+PLATFORM_DOMAINS: Final = frozenset(
+    {"activation", "invocation", "trigger", "runtime", "storage", "catalog"}
+)
+#: platform domains whose events describe things outside the platform: others may post them
+OPEN_DOMAINS: Final = frozenset({"storage", "catalog"})
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "A CloudEvent: structured (`application/cloudevents+json`) or binary "
+        "(`ce-*` headers, data as the body, its media type as Content-Type).",
+        "content": {
+            "application/cloudevents+json": {"schema": {"type": "object"}},
+            "*/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+class Accepted(BaseModel):
+    """The event is on the bus (or was already: ``duplicate``)."""
+
+    id: str
+    type: str
+    subject: str = Field(description="the NATS subject it was published on")
+    stream_seq: int = Field(description="its sequence in the EVENTS stream")
+    duplicate: bool = Field(description="the same id was accepted within the last 2 minutes")
+
+
+def reserved_reason(event_type: str, prefix: str) -> str | None:
+    """Why a posted event type would forge the platform's own events, or None when it may pass."""
+    lowered, own = event_type.lower(), prefix.lower() + "."
+    if lowered.startswith(own):
+        domain = lowered[len(own) :].split(".", 1)[0]
+        if domain not in OPEN_DOMAINS:
+            return (
+                f"event type {event_type!r} is reserved: only the platform emits "
+                f"{prefix}.{domain}.* events (others may post {prefix}.storage.* and "
+                f"{prefix}.catalog.*)"
+            )
+        return None
+    subject = event_subject(event_type, prefix)
+    domain = subject.split(".")[1].lower()
+    if domain in PLATFORM_DOMAINS:
+        return (
+            f"event type {event_type!r} would be published on {subject}, where the platform's "
+            f"own {domain} events go: choose a type that does not start with {domain!r}"
+        )
+    return None
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Accepted,
+    openapi_extra=_BODY_DOC,
+    responses={400: {"description": "not a valid CloudEvent"}, 403: {"description": "reserved"}},
+)
+async def post_event(request: Request) -> Accepted | Response:
+    """Publish a CloudEvent on EVENTS; a re-post of the same id within 2 minutes is a duplicate."""
+    state = state_of(request)
+    event = from_http(request.headers, await request.body())  # InvalidEventError: 400
+    reason = reserved_reason(event.type, state.bus.prefix)
+    if reason is not None:
+        return problem(403, reason, kind="reserved-type", event_type=event.type)
+    subject = event_subject(event.type, state.bus.prefix)
+    try:
+        ack = await publish_event(state.bus, event, subject=subject)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
+        raise BusUnavailableError(f"the bus did not take the event: {exc}") from exc
+    return Accepted(
+        id=event.id,
+        type=event.type,
+        subject=subject,
+        stream_seq=int(ack.seq),
+        duplicate=bool(ack.duplicate),
+    )
