@@ -192,7 +192,14 @@ def rank(_: float) -> list[str]:
     return [f"rank 1,000 sites: p50 {figures['p50_ms']:.3f} ms, p99 {figures['p99_ms']:.3f} ms"]
 
 
-SUITES = {"core": core, "rank": rank}
+def dispatch(seconds: float) -> list[str]:
+    """Events dispatched/s with 1 and with 10,000 triggers."""
+    from bench import dispatch_bench
+
+    return dispatch_bench.run(seconds)
+
+
+SUITES = {"core": core, "dispatch": dispatch, "rank": rank}
 
 
 def main() -> None:

@@ -18,7 +18,16 @@ from gateway.cache import FunctionCache
 from gateway.invoker import Invoker
 from gateway.limits import BodyLimit
 from gateway.metrics import Metrics
-from gateway.routes import activations, events, functions, ingest, invoke, ops, subscriptions
+from gateway.routes import (
+    activations,
+    events,
+    functions,
+    ingest,
+    invoke,
+    ops,
+    subscriptions,
+    triggers,
+)
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from runtimes.activations import ActivationStore
@@ -67,7 +76,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
     app.add_exception_handler(Exception, problems.unexpected_error_handler)
-    for module in (functions, invoke, activations, events, ingest, subscriptions, ops):
+    for module in (functions, invoke, activations, events, ingest, subscriptions, triggers, ops):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

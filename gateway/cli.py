@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli_subscriptions import sub_app
+from gateway.cli_triggers import dispatcher_command, trigger_app
 
 app = typer.Typer(
     help="deepfaas: event-driven serverless functions for ML work.", no_args_is_help=True
@@ -29,6 +30,8 @@ app.add_typer(act_app, name="activation")
 app.add_typer(events_app, name="events")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(sub_app, name="sub")
+app.add_typer(trigger_app, name="trigger")
+app.command("dispatcher")(dispatcher_command)
 
 console = Console()
 err = Console(stderr=True)

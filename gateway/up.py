@@ -20,6 +20,7 @@ from pydantic import Field
 
 from eventbus.connection import Bus
 from eventbus.delivery import Deliverer
+from eventbus.dispatcher import run_dispatcher
 from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
@@ -146,6 +147,12 @@ async def up(settings: UpSettings) -> None:
         run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
     )
     deliverer = asyncio.create_task(run_deliverer(settings), name="deliverer")
+    dispatcher = asyncio.create_task(
+        run_dispatcher(
+            settings.nats_url, prefix=settings.event_prefix, ack_wait=settings.ack_wait_s
+        ),
+        name="dispatcher",
+    )
     print(
         f"deepfaas is up\n"
         f"  API      http://{settings.host}:{settings.port}  (docs: /docs)\n"
@@ -160,7 +167,8 @@ async def up(settings: UpSettings) -> None:
     finally:
         controller.cancel()
         deliverer.cancel()
-        await asyncio.gather(controller, deliverer, return_exceptions=True)
+        dispatcher.cancel()
+        await asyncio.gather(controller, deliverer, dispatcher, return_exceptions=True)
         if nats is not None:
             nats.stop()
 

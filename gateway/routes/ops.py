@@ -72,7 +72,7 @@ async def replay_dlq(request: Request, seq: int) -> Accepted:
     """Queue the dead letter's invocation again, as a new activation; the letter is removed."""
     state = state_of(request)
     letter = await get_dead_letter(state.bus, seq)
-    if letter.kind != "invoke":
+    if letter.kind not in ("invoke", "dispatch"):
         raise NotFoundError(f"dead letter {seq} is not an invocation", seq=seq)
     state.cache.get(letter.target)
     original = letter.cloud_event()

@@ -1,0 +1,324 @@
+"""Triggers: an event filter bound to a function, with static parameters and an output target.
+
+Stored as JSON in the `triggers` KV bucket, keyed by name; every update bumps the version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+import string
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import unquote_plus
+
+import orjson
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from eventbus.codec import to_structured_json
+from eventbus.connection import Bus
+from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
+from eventbus.filters import FilterList, compile_filters, storage_filters
+from eventbus.invocations import new_invocation
+from eventbus.streams import TRIGGERS_KV
+from eventbus.types import CloudEvent
+
+TRIGGER_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+FUNCTION_REF_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+#: what an output key template may use
+TEMPLATE_FIELDS: Final = frozenset({"key", "stem", "ext", "bucket", "id", "trigger"})
+#: the storage event type the shortcuts select when no `event_types` are given
+DEFAULT_STORAGE_TYPE_SUFFIX: Final = "storage.object.created"
+
+
+def check_key_template(template: str) -> str:
+    """Return the template if it uses only ``{key}``-style fields from `TEMPLATE_FIELDS`."""
+    if not template.strip():
+        raise ValueError("the key template must not be empty")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad key template {template!r}: {exc}") from exc
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS or spec or conversion:
+            allowed = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
+            raise ValueError(f"key template field {{{name}}} is not one of {allowed}")
+    return template
+
+
+def render_key(template: str, *, key: str, bucket: str, event_id: str, trigger: str) -> str:
+    """Render an output key: ``{stem}`` is the key less its extension, ``{ext}`` has the dot."""
+    stem, ext = posixpath.splitext(key)
+    return template.format(key=key, stem=stem, ext=ext, bucket=bucket, id=event_id, trigger=trigger)
+
+
+class OutputTarget(BaseModel):
+    """Where the function's result goes: a bucket and a key template (OSCAR's output storage)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str = Field(pattern=BUCKET_PATTERN, description="output bucket")
+    key_template: str = Field(
+        default="{key}",
+        max_length=1024,
+        description="fields: {key} {stem} {ext} {bucket} {id} {trigger}",
+    )
+
+    @field_validator("key_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_key_template(value)
+
+
+class Trigger(BaseModel):
+    """A filter on events bound to a function; each match enqueues one invocation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TRIGGER_NAME_PATTERN, description="lower-case name, unique")
+    function: str = Field(pattern=FUNCTION_REF_PATTERN, description="the function to invoke")
+    description: str = ""
+    filters: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="CloudEvents Subscriptions API filters (implicit `all`)",
+    )
+    bucket: str | None = Field(default=None, min_length=1, description="storage: bucket")
+    key_prefix: str | None = Field(default=None, min_length=1, description="storage: key prefix")
+    key_suffix: str | None = Field(default=None, min_length=1, description="storage: key suffix")
+    event_types: list[str] = Field(
+        default_factory=list,
+        description="full event types; with storage shortcuts the default is object created",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="static parameters")
+    output: OutputTarget | None = None
+    enabled: bool = True
+    # managed by the platform
+    version: int = Field(default=1, ge=1)
+    created: datetime | None = None
+    updated: datetime | None = None
+
+    @field_validator("filters")
+    @classmethod
+    def _compile(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            compile_filters(value)
+        except ValidationFailedError as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("event_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        if any(not t for t in value):
+            raise ValueError("event types must be non-empty strings")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> Trigger:
+        if not (self.filters or self.has_storage_shortcut or self.event_types):
+            raise ValueError(
+                "a trigger needs filters or a storage shortcut (bucket, key_prefix, key_suffix, "
+                "event_types)"
+            )
+        return self
+
+    @property
+    def has_storage_shortcut(self) -> bool:
+        """Whether bucket, key prefix or key suffix is set."""
+        return bool(self.bucket or self.key_prefix or self.key_suffix)
+
+    def effective_filters(self, prefix: str) -> FilterList:
+        """The filters plus those of the shortcuts, for an event type prefix."""
+        types = self.event_types
+        if not types and self.has_storage_shortcut:
+            types = [f"{prefix}.{DEFAULT_STORAGE_TYPE_SUFFIX}"]
+        shortcuts = storage_filters(
+            bucket=self.bucket,
+            key_prefix=self.key_prefix,
+            key_suffix=self.key_suffix,
+            event_types=types,
+        )
+        return [*self.filters, *shortcuts]
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Trigger:
+        """Validate outside input; `ValidationFailedError` names the failing part."""
+        filters = data.get("filters")
+        if filters is not None:
+            compile_filters(filters)  # raises with the path of the bad filter
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            errors = orjson.loads(exc.json(include_url=False))
+            detail = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors
+            )
+            raise ValidationFailedError(f"invalid trigger: {detail}", errors=errors) from exc
+
+
+def activation_id_for(event_id: str, trigger: str) -> str:
+    """The activation id of one (event, trigger): 32 hex digits of a SHA-256."""
+    return hashlib.sha256(f"{event_id}\0{trigger}".encode()).hexdigest()[:32]
+
+
+def storage_object(event: CloudEvent) -> dict[str, Any] | None:
+    """``{bucket, key, size, etag, content_type}`` of a storage event, else ``None``."""
+    bucket = event.extensions.get("bucket")
+    record: dict[str, Any] = {}
+    with contextlib.suppress(orjson.JSONDecodeError, UnicodeDecodeError):
+        data = event.json_data() if event.data else None
+        if isinstance(data, dict) and isinstance(data.get("Records"), list) and data["Records"]:
+            data = data["Records"][0]
+        if isinstance(data, dict) and isinstance(data.get("s3"), dict):
+            record = data["s3"]
+    s3_bucket = _dict_at(record, "bucket")
+    s3_object = _dict_at(record, "object")
+    name = str(bucket) if bucket is not None else s3_bucket.get("name")
+    key = event.subject if bucket is not None and event.subject else None
+    if key is None and isinstance(s3_object.get("key"), str):
+        key = unquote_plus(s3_object["key"])  # records carry the key query-escaped
+    if not isinstance(name, str) or not key:
+        return None
+    etag = s3_object.get("eTag")
+    return {
+        "bucket": name,
+        "key": key,
+        "size": s3_object.get("size"),
+        "etag": etag.strip('"') if isinstance(etag, str) else None,
+        "content_type": s3_object.get("contentType"),
+    }
+
+
+def _dict_at(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def invocation_for(
+    bus: Bus,
+    event: CloudEvent,
+    trigger: Trigger,
+    *,
+    event_json: bytes | None = None,
+    obj: dict[str, Any] | None = None,
+) -> CloudEvent:
+    """The invocation a trigger makes of an event: params, the event, the object, the target."""
+    body: dict[str, Any] = {
+        **trigger.params,
+        "event": orjson.Fragment(event_json or to_structured_json(event)),
+    }
+    if obj is not None:
+        body["object"] = obj
+    extra = {"trigger": trigger.name}
+    if trigger.output is not None:
+        extra["outbucket"] = trigger.output.bucket
+        extra["outkey"] = render_key(
+            trigger.output.key_template,
+            key=obj["key"] if obj else event.subject or "",
+            bucket=obj["bucket"] if obj else "",
+            event_id=event.id,
+            trigger=trigger.name,
+        )
+    return new_invocation(
+        bus,
+        trigger.function,
+        orjson.dumps(body),
+        source=f"/triggers/{trigger.name}",
+        activation_id=activation_id_for(event.id, trigger.name),
+        mode="async",
+        cause=event.id,
+        extra=extra,
+    )
+
+
+class TriggerStore:
+    """Create, read, update and delete triggers in the `triggers` KV bucket."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def get(self, name: str) -> Trigger:
+        """The trigger, or `NotFoundError`."""
+        trigger, _ = await self._read(name)
+        if trigger is None:
+            raise NotFoundError(f"trigger {name!r} does not exist", trigger=name)
+        return trigger
+
+    async def list(self, *, function: str | None = None) -> list[Trigger]:
+        """Every trigger (of one function, if given), sorted by name."""
+        kv = await self.bus.kv(TRIGGERS_KV)
+        try:
+            keys = await kv.keys()
+        except Exception:  # nats-py raises NoKeysError on an empty bucket
+            return []
+        found = []
+        for key in sorted(keys):
+            trigger, _ = await self._read(key)
+            if trigger is not None and (function is None or trigger.function == function):
+                found.append(trigger)
+        return found
+
+    async def put(self, trigger: Trigger, *, create_only: bool = False) -> Trigger:
+        """Create, or replace with the version bumped; `ConflictError` on a concurrent change."""
+        current, revision = await self._read(trigger.name)
+        if current is not None and create_only:
+            raise ConflictError(f"trigger {trigger.name!r} exists already", trigger=trigger.name)
+        now = datetime.now(UTC)
+        stored = trigger.model_copy(
+            update={
+                "version": current.version + 1 if current else 1,
+                "created": current.created if current else now,
+                "updated": now,
+            }
+        )
+        await self._write(stored, revision)
+        return stored
+
+    async def set_enabled(self, name: str, enabled: bool) -> Trigger:
+        """Enable or disable a trigger (an update: the version is bumped)."""
+        current, revision = await self._read(name)
+        if current is None:
+            raise NotFoundError(f"trigger {name!r} does not exist", trigger=name)
+        stored = current.model_copy(
+            update={
+                "enabled": enabled,
+                "version": current.version + 1,
+                "updated": datetime.now(UTC),
+            }
+        )
+        await self._write(stored, revision)
+        return stored
+
+    async def delete(self, name: str) -> None:
+        """Delete the trigger; `NotFoundError` when absent."""
+        await self.get(name)
+        kv = await self.bus.kv(TRIGGERS_KV)
+        await kv.delete(name)
+
+    async def _read(self, name: str) -> tuple[Trigger | None, int | None]:
+        kv = await self.bus.kv(TRIGGERS_KV)
+        try:
+            entry = await kv.get(name)
+        except KeyNotFoundError:
+            return None, None
+        if not entry.value:
+            return None, entry.revision
+        return Trigger.model_validate_json(entry.value), entry.revision
+
+    async def _write(self, trigger: Trigger, revision: int | None) -> None:
+        kv = await self.bus.kv(TRIGGERS_KV)
+        value = trigger.model_dump_json().encode()
+        try:
+            if revision is None:
+                await kv.create(trigger.name, value)
+            else:
+                await kv.update(trigger.name, value, last=revision)
+        except KeyWrongLastSequenceError as exc:
+            raise ConflictError(
+                f"trigger {trigger.name!r} changed concurrently; retry", trigger=trigger.name
+            ) from exc

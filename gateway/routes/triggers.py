@@ -1,0 +1,122 @@
+"""/v1/triggers: bind event filters to functions (create, read, update, delete, enable).
+
+A trigger naming a function that does not exist is refused with 422 (the body refers to
+something missing; the trigger itself is what the path names), as OpenWhisk refuses rules
+naming missing actions. A function deleted later leaves its triggers in place: their matches
+are reported as `trigger.skipped` events and dead letters of kind `dispatch`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventbus.errors import NotFoundError, ValidationFailedError
+from eventbus.triggers import TRIGGER_NAME_PATTERN, OutputTarget, Trigger, TriggerStore
+from gateway.state import state_of
+
+router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
+NamePath = Path(pattern=TRIGGER_NAME_PATTERN, description="trigger name")
+
+
+class TriggerIn(BaseModel):
+    """A trigger as sent by a client; filters are checked by the route, naming the bad part."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, description="taken from the path on PUT")
+    function: str
+    description: str = ""
+    filters: list[dict[str, Any]] = Field(
+        default_factory=list, description="CloudEvents Subscriptions API filters (implicit all)"
+    )
+    bucket: str | None = None
+    key_prefix: str | None = None
+    key_suffix: str | None = None
+    event_types: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    output: OutputTarget | None = None
+    enabled: bool = True
+    # managed by the platform: accepted (a GET body can be sent back) and ignored
+    version: int | None = None
+    created: datetime | None = None
+    updated: datetime | None = None
+
+
+def _store(request: Request) -> TriggerStore:
+    return TriggerStore(state_of(request).bus)
+
+
+async def _trigger_from(request: Request, body: TriggerIn, name: str | None) -> Trigger:
+    data = body.model_dump(exclude_unset=True, exclude={"version", "created", "updated"})
+    if name is not None:
+        if data.get("name") not in (None, name):
+            raise ValidationFailedError(
+                f"the body names {data['name']!r} but the path names {name!r}", field="name"
+            )
+        data["name"] = name
+    trigger = Trigger.parse(data)
+    try:
+        await state_of(request).registry.get(trigger.function)
+    except NotFoundError as exc:
+        raise ValidationFailedError(
+            f"function {trigger.function!r} does not exist: create it before its triggers",
+            field="function",
+        ) from exc
+    return trigger
+
+
+@router.get("", response_model=list[Trigger])
+async def list_triggers(
+    request: Request,
+    function: Annotated[str | None, Query(description="only this function's")] = None,
+) -> list[Trigger]:
+    """Every trigger, sorted by name."""
+    return await _store(request).list(function=function)
+
+
+@router.post("", status_code=201, response_model=Trigger)
+async def create_trigger(request: Request, body: TriggerIn, response: Response) -> Trigger:
+    """Create a trigger; 409 when the name is taken, 422 for a bad filter or missing function."""
+    trigger = await _store(request).put(await _trigger_from(request, body, None), create_only=True)
+    response.headers["location"] = f"/v1/triggers/{trigger.name}"
+    return trigger
+
+
+@router.put("/{name}", response_model=Trigger)
+async def put_trigger(
+    request: Request, body: TriggerIn, response: Response, name: str = NamePath
+) -> Trigger:
+    """Create or replace a trigger; every update bumps its version (201 when new)."""
+    trigger = await _store(request).put(await _trigger_from(request, body, name))
+    if trigger.version == 1:
+        response.status_code = 201
+    return trigger
+
+
+@router.get("/{name}", response_model=Trigger)
+async def get_trigger(request: Request, name: str = NamePath) -> Trigger:
+    """One trigger."""
+    return await _store(request).get(name)
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_trigger(request: Request, name: str = NamePath) -> Response:
+    """Delete a trigger; events from now on no longer match it."""
+    await _store(request).delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/enable", response_model=Trigger)
+async def enable_trigger(request: Request, name: str = NamePath) -> Trigger:
+    """Let the trigger invoke its function again."""
+    return await _store(request).set_enabled(name, True)
+
+
+@router.post("/{name}/disable", response_model=Trigger)
+async def disable_trigger(request: Request, name: str = NamePath) -> Trigger:
+    """Stop invoking; matches are reported as `trigger.skipped` events instead."""
+    return await _store(request).set_enabled(name, False)

@@ -1,0 +1,395 @@
+"""The trigger store and the dispatcher against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from nats.js.errors import NotFoundError as JsNotFoundError
+
+from eventbus.codec import from_nats, to_nats
+from eventbus.connection import Bus
+from eventbus.dispatcher import STATS_SUBJECT, Dispatcher
+from eventbus.dlq import list_dead_letters
+from eventbus.errors import ConflictError, NotFoundError
+from eventbus.publish import MSG_ID_HEADER, publish_event
+from eventbus.streams import FUNCTIONS_KV, ensure_layout
+from eventbus.triggers import OutputTarget, Trigger, TriggerStore, activation_id_for
+from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM, CloudEvent, new_id
+
+PREFIX = "io.deepfaas"
+CREATED = f"{PREFIX}.storage.object.created"
+SKIPPED = f"{PREFIX}.trigger.skipped"
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    """A connection to a server whose streams and buckets start empty for each test."""
+    bus = await Bus.connect(nats_url, name="test", prefix=PREFIX)
+    for stream in (EVENTS_STREAM, INVOCATIONS_STREAM, DLQ_STREAM, "KV_triggers", "KV_functions"):
+        with contextlib.suppress(JsNotFoundError):
+            await bus.js.delete_stream(stream)
+    await ensure_layout(bus.js)
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+async def dispatcher(bus: Bus) -> AsyncIterator[Dispatcher]:
+    started = Dispatcher(bus, ack_wait=2, retry_base=0.05, retry_max=0.2)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+async def add_function(bus: Bus, name: str) -> None:
+    kv = await bus.kv(FUNCTIONS_KV)
+    await kv.put(name, orjson.dumps({"name": name, "handler": "main"}))
+
+
+async def stored(
+    bus: Bus, stream: str, prefix: str = ""
+) -> list[tuple[str, dict[str, str], bytes]]:
+    """(subject, headers, body) of every message a stream holds, oldest first."""
+    info = await bus.js.stream_info(stream)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        with contextlib.suppress(JsNotFoundError):
+            msg = await bus.js.get_msg(stream, seq)
+            if msg.subject.startswith(prefix):
+                found.append((msg.subject, dict(msg.headers or {}), msg.data or b""))
+    return found
+
+
+async def invocations(bus: Bus) -> list[tuple[str, dict[str, str], CloudEvent]]:
+    return [(s, h, from_nats(h, b)) for s, h, b in await stored(bus, INVOCATIONS_STREAM)]
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            assert value, "condition not met in time"
+            return value
+        await asyncio.sleep(0.02)
+
+
+async def settled(d: Dispatcher, seen: int) -> None:
+    """Wait until the dispatcher has handled ``seen`` deliveries, then a moment more."""
+
+    async def done() -> bool:
+        return d.stats["events_seen"] >= seen
+
+    await eventually(done)
+    await asyncio.sleep(0.1)
+
+
+async def knows(d: Dispatcher, *names: str, version: int = 1) -> None:
+    """Wait until the dispatcher's KV watch has indexed these triggers (at this version)."""
+
+    async def indexed() -> bool:
+        return all(n in d.index and d.triggers[n].version >= version for n in names)
+
+    await eventually(indexed)
+
+
+async def _forgot(d: Dispatcher, name: str) -> bool:
+    return name not in d.index and name not in d.triggers
+
+
+def storage_event(key: str = "in/cat.jpg", bucket: str = "images", **kw: Any) -> CloudEvent:
+    record = {
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {
+            "bucket": {"name": bucket},
+            "object": {
+                "key": key.replace("/", "%2F"),
+                "size": 7,
+                "eTag": '"e7"',
+                "contentType": "image/jpeg",
+            },
+        },
+    }
+    return CloudEvent.create(
+        type=kw.pop("type", CREATED),
+        source=f"/storage/local/{bucket}",
+        subject=key,
+        extensions={"bucket": bucket},
+        data=record,
+        **kw,
+    )
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+async def test_trigger_store_crud(bus: Bus) -> None:
+    store = TriggerStore(bus)
+    created = await store.put(Trigger(name="t", function="f", bucket="images"), create_only=True)
+    assert created.version == 1 and created.created is not None and created.enabled
+    with pytest.raises(ConflictError):
+        await store.put(Trigger(name="t", function="f", bucket="x1"), create_only=True)
+    updated = await store.put(Trigger(name="t", function="g", bucket="x1"))
+    assert (updated.version, updated.function, updated.created) == (2, "g", created.created)
+    disabled = await store.set_enabled("t", False)
+    assert disabled.version == 3 and not disabled.enabled
+    await store.put(Trigger(name="u", function="f", event_types=["a.b"]))
+    assert [t.name for t in await store.list()] == ["t", "u"]
+    assert [t.name for t in await store.list(function="f")] == ["u"]
+    await store.delete("t")
+    with pytest.raises(NotFoundError):
+        await store.get("t")
+    with pytest.raises(NotFoundError):
+        await store.delete("t")
+    with pytest.raises(NotFoundError):
+        await store.set_enabled("t", True)
+    again = await store.put(Trigger(name="t", function="f", bucket="images"), create_only=True)
+    assert again.version == 1
+
+
+# -- dispatching ------------------------------------------------------------------------------
+
+
+async def test_one_invocation_per_event_and_matching_trigger(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    for fn in ("resize", "index"):
+        await add_function(bus, fn)
+    store = TriggerStore(bus)
+    await store.put(
+        Trigger(
+            name="thumbs",
+            function="resize",
+            bucket="images",
+            key_suffix=".jpg",
+            params={"width": 128, "event": "overwritten"},
+            output=OutputTarget(bucket="thumbs", key_template="{stem}-128{ext}"),
+        )
+    )
+    await store.put(
+        Trigger(
+            name="catalog", function="index", filters=[{"prefix": {"type": f"{PREFIX}.storage."}}]
+        )
+    )
+    await store.put(Trigger(name="pngs", function="resize", bucket="images", key_suffix=".png"))
+    await knows(dispatcher, "thumbs", "catalog", "pngs")
+    ev = storage_event()
+    await publish_event(bus, ev)
+    await settled(dispatcher, 1)
+    found = {
+        inv.extensions["trigger"]: (subject, headers, inv)
+        for subject, headers, inv in await invocations(bus)
+    }
+    assert set(found) == {"thumbs", "catalog"}
+    subject, headers, inv = found["thumbs"]
+    assert subject == "invoke.resize" and inv.subject == "resize"
+    assert inv.id == activation_id_for(ev.id, "thumbs") == headers[MSG_ID_HEADER]
+    assert len(inv.id) == 32 and inv.id != activation_id_for(ev.id, "catalog")
+    assert (
+        inv.type == f"{PREFIX}.invocation.requested" and inv.datacontenttype == "application/json"
+    )
+    assert inv.extensions == {
+        "mode": "async",
+        "causeid": ev.id,
+        "trigger": "thumbs",
+        "outbucket": "thumbs",
+        "outkey": "in/cat-128.jpg",
+    }
+    body = orjson.loads(inv.data or b"")
+    assert body["width"] == 128
+    assert body["event"]["id"] == ev.id and body["event"]["bucket"] == "images"
+    assert (
+        body["event"]["type"] == CREATED
+        and body["event"]["data"]["s3"]["bucket"]["name"] == "images"
+    )
+    assert body["object"] == {
+        "bucket": "images",
+        "key": "in/cat.jpg",
+        "size": 7,
+        "etag": "e7",
+        "content_type": "image/jpeg",
+    }
+    assert "outbucket" not in found["catalog"][2].extensions
+    assert dispatcher.counters() == {
+        "events_seen": 1,
+        "events_matched": 1,
+        "invocations_enqueued": 2,
+    }
+
+
+async def test_a_redelivered_or_replayed_event_enqueues_nothing_new(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    await add_function(bus, "resize")
+    await TriggerStore(bus).put(Trigger(name="thumbs", function="resize", bucket="images"))
+    await knows(dispatcher, "thumbs")
+    ev = storage_event()
+    await publish_event(bus, ev)
+    await settled(dispatcher, 1)
+    assert len(await invocations(bus)) == 1
+    # The same event stored again under another message id (a producer's retry, a replay).
+    headers, body = to_nats(ev)
+    await bus.js.publish(
+        "events.storage.object.created", body, headers={**headers, MSG_ID_HEADER: "again"}
+    )
+    await settled(dispatcher, 2)
+    # A dispatcher that lost its acks sees every event once more.
+    await dispatcher.stop()
+    await bus.js.delete_consumer(EVENTS_STREAM, "dispatcher")
+    fresh = Dispatcher(bus, ack_wait=2)
+    await fresh.start()
+    try:
+        await settled(fresh, 2)
+    finally:
+        await fresh.stop()
+    assert len(await invocations(bus)) == 1
+    assert dispatcher.stats["invocations_duplicate"] == 1
+    assert fresh.counters()["invocations_duplicate"] == 2
+    assert "invocations_enqueued" not in fresh.counters()
+
+
+async def test_disabled_trigger_and_missing_function_are_visible(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    await add_function(bus, "resize")
+    store = TriggerStore(bus)
+    await store.put(Trigger(name="off", function="resize", bucket="images", enabled=False))
+    await store.put(Trigger(name="orphan", function="gone", bucket="images"))
+    await store.put(Trigger(name="on", function="resize", bucket="images"))
+    await knows(dispatcher, "off", "orphan", "on")
+    ev = storage_event()
+    await publish_event(bus, ev)
+    await settled(dispatcher, 2)  # the event and one of the skip notices at least
+    assert [inv.extensions["trigger"] for _, _, inv in await invocations(bus)] == ["on"]
+
+    async def notices() -> list[dict[str, Any]]:
+        found = await stored(bus, EVENTS_STREAM, "events.trigger.skipped")
+        return [orjson.loads(body) for _, _, body in found] if len(found) == 2 else []
+
+    by_trigger = {n["trigger"]: n for n in await eventually(notices)}
+    assert by_trigger["off"] == {
+        "trigger": "off",
+        "function": "resize",
+        "reason": "disabled",
+        "event_id": ev.id,
+        "event_type": CREATED,
+        "activation_id": activation_id_for(ev.id, "off"),
+    }
+    assert by_trigger["orphan"]["reason"] == "function_missing"
+    letters = await list_dead_letters(bus)
+    assert [(d.kind, d.target) for d in letters] == [("dispatch", "gone")]
+    assert letters[0].activation_id == activation_id_for(ev.id, "orphan")
+    replayable = letters[0].cloud_event()
+    assert replayable.subject == "gone" and replayable.extensions["causeid"] == ev.id
+    counters = dispatcher.counters()
+    assert counters["skipped_disabled"] == 1 and counters["skipped_function_missing"] == 1
+    assert counters["invocations_enqueued"] == 1
+    reply = await bus.nc.request(STATS_SUBJECT, b"", timeout=2)
+    assert orjson.loads(reply.data)["skipped_disabled"] == 1
+
+
+async def test_trigger_and_function_changes_apply_while_running(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    store = TriggerStore(bus)
+    await store.put(Trigger(name="late", function="later", bucket="images"))
+    await add_function(bus, "later")
+    await knows(dispatcher, "late")
+    await publish_event(bus, storage_event("a.jpg"))
+    await settled(dispatcher, 1)
+    assert len(await invocations(bus)) == 1
+    await store.set_enabled("late", False)
+    await knows(dispatcher, "late", version=2)
+    await publish_event(bus, storage_event("b.jpg"))
+    await eventually(lambda: _has(dispatcher, "skipped_disabled"))
+    await store.delete("late")
+    await eventually(lambda: _forgot(dispatcher, "late"))
+    await publish_event(bus, storage_event("c.jpg"))
+    await eventually(lambda: _has(dispatcher, "events_unmatched"))
+    assert len(await invocations(bus)) == 1 and "late" not in dispatcher.index
+
+
+async def _has(d: Dispatcher, counter: str) -> bool:
+    return d.stats[counter] > 0
+
+
+async def test_activation_events_can_trigger_but_not_their_own_function(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    for fn in ("train", "report"):
+        await add_function(bus, fn)
+    store = TriggerStore(bus)
+    done = f"{PREFIX}.activation.completed"
+    await store.put(Trigger(name="after-train", function="report", event_types=[done]))
+    await store.put(Trigger(name="self", function="train", event_types=[done]))
+    await knows(dispatcher, "after-train", "self")
+    completed = CloudEvent.create(
+        type=done, source="/functions/train", subject="a1", data={"function": "train"}
+    )
+    await publish_event(bus, completed)
+    await eventually(lambda: _has(dispatcher, "skipped_loop"))
+    assert [inv.extensions["trigger"] for _, _, inv in await invocations(bus)] == ["after-train"]
+    # Bookkeeping events nobody asked for are acknowledged without decoding.
+    await publish_event(
+        bus, CloudEvent.create(type=f"{PREFIX}.activation.failed", source="/functions/x")
+    )
+    await eventually(lambda: _has(dispatcher, "events_unmatched"))
+
+
+async def test_invalid_event_is_terminated_and_counted(bus: Bus, dispatcher: Dispatcher) -> None:
+    await bus.js.publish("events.junk", b"not an event")
+    await eventually(lambda: _has(dispatcher, "events_invalid"))
+    info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_enqueue_failure_is_retried_until_it_succeeds(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    await add_function(bus, "resize")
+    await TriggerStore(bus).put(Trigger(name="thumbs", function="resize", bucket="images"))
+    await knows(dispatcher, "thumbs")
+    await bus.js.delete_stream(INVOCATIONS_STREAM)  # nothing can be enqueued for now
+    ev = storage_event()
+    await publish_event(bus, ev)
+    await eventually(lambda: _has(dispatcher, "events_retried"))
+    await ensure_layout(bus.js)
+    await eventually(lambda: _has(dispatcher, "invocations_enqueued"))
+    [(_, _, inv)] = await invocations(bus)
+    assert inv.id == activation_id_for(ev.id, "thumbs")
+    info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
+    await eventually(lambda: _no_ack_pending(bus))
+    assert info.num_pending == 0
+
+
+async def _no_ack_pending(bus: Bus) -> bool:
+    info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
+    return info.num_ack_pending == 0
+
+
+async def test_events_published_before_start_are_dispatched_and_index_loaded(bus: Bus) -> None:
+    await add_function(bus, "resize")
+    for i in range(50):
+        await TriggerStore(bus).put(Trigger(name=f"t{i}", function="resize", bucket=f"bucket{i}"))
+    events = [storage_event(f"{i}.jpg", bucket=f"bucket{i % 50}", id=new_id()) for i in range(100)]
+    for ev in events:
+        await publish_event(bus, ev)
+    started = Dispatcher(bus)
+    await started.start()
+    try:
+        assert len(started.index) == 50
+        await eventually(lambda: _count(started, "invocations_enqueued", 100))
+    finally:
+        await started.stop()
+    ids = {inv.id for _, _, inv in await invocations(bus)}
+    assert ids == {activation_id_for(ev.id, f"t{i % 50}") for i, ev in enumerate(events)}
+
+
+async def _count(d: Dispatcher, counter: str, n: int) -> bool:
+    return d.stats[counter] >= n
