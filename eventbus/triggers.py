@@ -208,12 +208,17 @@ def invocation_for(
     obj: dict[str, Any] | None = None,
 ) -> CloudEvent:
     """The invocation a trigger makes of an event: params, the event, the object, the target."""
-    body: dict[str, Any] = {
-        **trigger.params,
-        "event": orjson.Fragment(event_json or to_structured_json(event)),
-    }
+    body: dict[str, Any] = dict(trigger.params)
     if obj is not None:
         body["object"] = obj
+    else:
+        # As OpenWhisk merges a trigger's payload into its parameters, a JSON-object payload's
+        # fields are handed over at the top level (over the static params); storage events
+        # carry an `object` instead.
+        data = _json_object(event)
+        if data:
+            body.update(data)
+    body["event"] = orjson.Fragment(event_json or to_structured_json(event))
     extra = {"trigger": trigger.name}
     if trigger.output is not None:
         extra["outbucket"] = trigger.output.bucket
@@ -234,6 +239,16 @@ def invocation_for(
         cause=event.id,
         extra=extra,
     )
+
+
+def _json_object(event: CloudEvent) -> dict[str, Any] | None:
+    if not event.data or (event.datacontenttype and "json" not in event.datacontenttype):
+        return None
+    try:
+        value = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class TriggerStore:

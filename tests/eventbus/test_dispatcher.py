@@ -393,3 +393,30 @@ async def test_events_published_before_start_are_dispatched_and_index_loaded(bus
 
 async def _count(d: Dispatcher, counter: str, n: int) -> bool:
     return d.stats[counter] >= n
+
+
+async def test_a_json_object_payload_is_merged_over_the_static_params(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    await add_function(bus, "greet")
+    store = TriggerStore(bus)
+    await store.put(
+        Trigger(
+            name="hello",
+            function="greet",
+            filters=[{"exact": {"type": "org.example.hello"}}],
+            params={"greeting": "Hi", "name": "nobody"},
+        )
+    )
+    await asyncio.sleep(0.3)  # the index learns of triggers through a KV watch
+    event = CloudEvent.create(type="org.example.hello", source="/t", data={"name": "Ada"})
+    await publish_event(bus, event, subject="events.org.example.hello")
+
+    async def queued() -> int:
+        return int((await bus.js.stream_info(INVOCATIONS_STREAM)).state.messages)
+
+    await eventually(queued)
+    [(_, _, invocation)] = await invocations(bus)
+    body = invocation.json_data()
+    assert body["greeting"] == "Hi" and body["name"] == "Ada"
+    assert body["event"]["id"] == event.id and body["event"]["data"] == {"name": "Ada"}
