@@ -10,14 +10,19 @@ import httpx
 import orjson
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
+from gateway.cli_common import DEFAULT_URL, JSON, URL, console, err
+from gateway.cli_common import check as _check
+from gateway.cli_common import client as _client
+from gateway.cli_common import emit as _emit
 from gateway.cli_subscriptions import sub_app
 from gateway.cli_triggers import dispatcher_command, trigger_app
 
 app = typer.Typer(
-    help="deepfaas: event-driven serverless functions for ML work.", no_args_is_help=True
+    help="deepfaas: event-driven serverless functions for ML work.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 fn_app = typer.Typer(
     help="Register, list, inspect, delete and invoke functions.", no_args_is_help=True
@@ -32,38 +37,6 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(sub_app, name="sub")
 app.add_typer(trigger_app, name="trigger")
 app.command("dispatcher")(dispatcher_command)
-
-console = Console()
-err = Console(stderr=True)
-URL = Annotated[str, typer.Option("--url", envvar="DEEPFAAS_URL", help="gateway URL")]
-JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def _client(url: str, timeout: float | None = 75.0) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=timeout)
-
-
-def _check(response: httpx.Response) -> Any:
-    """The JSON body, or exit 1 with the problem's detail."""
-    if response.is_error:
-        try:
-            body = response.json()
-            detail = body.get("detail") or body
-        except ValueError:
-            detail = response.text
-        err.print(f"[red]error {response.status_code}[/red]: {detail}")
-        raise typer.Exit(1)
-    if not response.content:
-        return None
-    return response.json()
-
-
-def _emit(value: Any, as_json: bool) -> None:
-    if as_json or not isinstance(value, dict | list):
-        sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        console.print_json(orjson.dumps(value).decode())
 
 
 @app.command()

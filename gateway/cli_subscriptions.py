@@ -2,62 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from gateway.cli_common import DEFAULT_URL, JSON, URL, console, parse_filters
+from gateway.cli_common import check as _check
+from gateway.cli_common import client as _client
+from gateway.cli_common import emit as _emit
 
 sub_app = typer.Typer(
     help="Event subscriptions: deliver matching events to a webhook or a NATS subject.",
     no_args_is_help=True,
 )
-
-console = Console()
-err = Console(stderr=True)
-URL = Annotated[str, typer.Option("--url", envvar="DEEPFAAS_URL", help="gateway URL")]
-JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def _client(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=30.0)
-
-
-def _check(response: httpx.Response) -> Any:
-    """The JSON body, or exit 1 with the problem's detail."""
-    if response.is_error:
-        try:
-            detail = response.json().get("detail") or response.text
-        except ValueError:
-            detail = response.text
-        err.print(f"[red]error {response.status_code}[/red]: {detail}")
-        raise typer.Exit(1)
-    return response.json() if response.content else None
-
-
-def _emit(value: Any, as_json: bool) -> None:
-    if as_json or not isinstance(value, dict | list):
-        sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        console.print_json(orjson.dumps(value).decode())
-
-
-def _filters(texts: list[str]) -> list[Any]:
-    """Each --filter is a JSON filter object or list (or @file); together an implicit `all`."""
-    found: list[Any] = []
-    for text in texts:
-        raw = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise typer.BadParameter(f"--filter is not JSON: {exc}") from exc
-        found.extend(value if isinstance(value, list) else [value])
-    return found
 
 
 @sub_app.command("create")
@@ -82,7 +41,11 @@ def sub_create(
     as_json: JSON = False,
 ) -> None:
     """Subscribe a sink to the events that match."""
-    body: dict[str, Any] = {"sink": sink, "types": types or [], "filters": _filters(filters or [])}
+    body: dict[str, Any] = {
+        "sink": sink,
+        "types": types or [],
+        "filters": parse_filters(filters or []),
+    }
     if source:
         body["source"] = source
     if sub_id:

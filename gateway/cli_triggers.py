@@ -1,51 +1,21 @@
-"""`deepfaas trigger`: bind event filters to functions from the command line.
-
-`gateway.cli` registers `trigger_app`; so this module does not import `gateway.cli` (that
-would be circular) and keeps its own copies of the few HTTP helpers.
-"""
+"""`deepfaas trigger`: bind event filters to functions from the command line."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from gateway.cli_common import DEFAULT_URL, JSON, URL, console, parse_filters
+from gateway.cli_common import check as _check
+from gateway.cli_common import client as _client
+from gateway.cli_common import emit as _emit
 
 trigger_app = typer.Typer(
     help="Triggers: run a function when a matching event arrives.", no_args_is_help=True
 )
-console = Console()
-err = Console(stderr=True)
-URL = Annotated[str, typer.Option("--url", envvar="DEEPFAAS_URL", help="gateway URL")]
-JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def _client(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=30.0)
-
-
-def _check(response: httpx.Response) -> Any:
-    """The JSON body, or exit 1 with the problem's detail."""
-    if response.is_error:
-        try:
-            body = response.json()
-            detail = body.get("detail") or body
-        except ValueError:
-            detail = response.text
-        err.print(f"[red]error {response.status_code}[/red]: {detail}")
-        raise typer.Exit(1)
-    return response.json() if response.content else None
-
-
-def _emit(value: Any, as_json: bool) -> None:
-    if as_json:
-        typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
-    else:
-        console.print_json(orjson.dumps(value).decode())
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -60,17 +30,6 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             params[key] = value
     return params
-
-
-def _parse_filters(texts: list[str]) -> list[dict[str, Any]]:
-    filters: list[dict[str, Any]] = []
-    for text in texts:
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise typer.BadParameter(f"--filter takes JSON, not {text!r}: {exc}") from exc
-        filters.extend(value if isinstance(value, list) else [value])
-    return filters
 
 
 @trigger_app.command("create")
@@ -108,7 +67,7 @@ def trigger_create(
     if event_type:
         body["event_types"] = event_type
     if filters:
-        body["filters"] = _parse_filters(filters)
+        body["filters"] = parse_filters(filters)
     if param:
         body["params"] = _parse_params(param)
     if output_bucket:
