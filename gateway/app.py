@@ -25,11 +25,13 @@ from gateway.routes import (
     ingest,
     invoke,
     ops,
+    storage,
     subscriptions,
     triggers,
 )
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
+from gateway.storage_settings import create_storage
 from runtimes.activations import ActivationStore
 from runtimes.registry import FunctionRegistry
 
@@ -48,6 +50,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await cache.start()
         metrics = Metrics()
         await metrics.start(bus)
+        store = create_storage(settings)
         app.state.gateway = GatewayState(
             settings=settings,
             bus=bus,
@@ -56,10 +59,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             cache=cache,
             invoker=Invoker(bus),
             metrics=metrics,
+            storage=store,
         )
         try:
             yield
         finally:
+            await store.close()
             await metrics.stop()
             await cache.stop()
             await bus.close()
@@ -76,7 +81,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
     app.add_exception_handler(Exception, problems.unexpected_error_handler)
-    for module in (functions, invoke, activations, events, ingest, subscriptions, triggers, ops):
+    routers = (functions, invoke, activations, events, ingest, subscriptions, triggers, storage)
+    for module in (*routers, ops):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/buckets",)
+    )
     return app

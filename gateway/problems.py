@@ -30,6 +30,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "no_capacity": 503,
     "credentials": 502,
     "internal": 500,
+    "storage": 500,
+    "unsupported": 501,
 }
 
 TITLES: dict[int, str] = {
@@ -40,8 +42,10 @@ TITLES: dict[int, str] = {
     409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",
+    416: "Range not satisfiable",
     422: "Unprocessable content",
     500: "Internal error",
+    501: "Not implemented",
     502: "Function failed",
     503: "Service unavailable",
     504: "Function timed out",

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from eventbus.settings import BusSettings
+from gateway.storage_settings import StorageSettings
 
 
-class GatewaySettings(BusSettings):
+class GatewaySettings(BusSettings, StorageSettings):
     """The HTTP front door (env prefix ``DEEPFAAS_``)."""
 
     host: str = "127.0.0.1"

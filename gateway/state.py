@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from eventbus.connection import Bus
+from eventbus.storage import Storage
 from gateway.cache import FunctionCache
 from gateway.invoker import Invoker
 from gateway.metrics import Metrics
@@ -26,6 +27,7 @@ class GatewayState:
     cache: FunctionCache
     invoker: Invoker
     metrics: Metrics
+    storage: Storage
 
 
 def state_of(request: Request) -> GatewayState:

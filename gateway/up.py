@@ -25,6 +25,7 @@ from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.storage_settings import run_storage_bridge
 from runtimes.controller import Controller
 from runtimes.local import LocalProvider
 from runtimes.settings import ControllerSettings
@@ -35,7 +36,6 @@ log = logging.getLogger("deepfaas.up")
 class UpSettings(GatewaySettings):
     """Settings of the all-in-one process."""
 
-    data_dir: Path = Path(".deepfaas")
     embedded_nats: bool = Field(default=True, description="start nats-server here")
     nats_port: int = 4222
     idle_release_s: float = 300.0
@@ -153,6 +153,10 @@ async def up(settings: UpSettings) -> None:
         ),
         name="dispatcher",
     )
+    background = [controller, deliverer, dispatcher]
+    if settings.storage_events == "bridge":
+        bridge = run_storage_bridge(settings, settings.nats_url, settings.event_prefix)
+        background.append(asyncio.create_task(bridge, name="minio-bridge"))
     print(
         f"deepfaas is up\n"
         f"  API      http://{settings.host}:{settings.port}  (docs: /docs)\n"
@@ -165,10 +169,9 @@ async def up(settings: UpSettings) -> None:
     try:
         await run_gateway(settings)
     finally:
-        controller.cancel()
-        deliverer.cancel()
-        dispatcher.cancel()
-        await asyncio.gather(controller, deliverer, dispatcher, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         if nats is not None:
             nats.stop()
 
