@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
+from eventbus.storage.settings import create_storage
 from eventbus.streams import ensure_layout
 from gateway import problems
 from gateway.cache import FunctionCache
@@ -31,7 +32,6 @@ from gateway.routes import (
 )
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
-from gateway.storage_settings import create_storage
 from runtimes.activations import ActivationStore
 from runtimes.registry import FunctionRegistry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from eventbus.settings import BusSettings
-from gateway.storage_settings import StorageSettings
+from eventbus.storage.settings import StorageSettings
 
 
 class GatewaySettings(BusSettings, StorageSettings):

@@ -11,72 +11,15 @@ an upload is announced once).
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Literal
-
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus.connection import Bus
 from eventbus.minio_bridge import (
-    DEFAULT_STREAM,
-    DEFAULT_SUBJECT,
     MinioBridge,
     StorageReconciler,
 )
-from eventbus.storage import LocalStorage, S3Storage, Storage
+from eventbus.storage.settings import StorageSettings, create_storage
 from eventbus.storage_events import StorageLedger
 from eventbus.streams import ensure_layout
-
-
-class StorageSettings(BaseSettings):
-    """Where objects live and who announces their changes (env prefix ``DEEPFAAS_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="DEEPFAAS_", extra="ignore")
-
-    data_dir: Path = Path(".deepfaas")
-    storage_backend: Literal["local", "s3"] = "local"
-    storage_root: Path | None = Field(
-        default=None, description="local backend folder (default <data_dir>/storage)"
-    )
-    storage_s3_endpoint: str | None = Field(default=None, description="host[:port] of S3")
-    storage_s3_access_key: SecretStr | None = None
-    storage_s3_secret_key: SecretStr | None = None
-    storage_s3_secure: bool = Field(default=True, description="HTTPS to the S3 endpoint")
-    storage_s3_region: str | None = None
-    storage_events: Literal["platform", "bridge"] = Field(
-        default="platform", description="who emits storage events: the gateway or MinIO"
-    )
-    storage_bridge_stream: str = DEFAULT_STREAM
-    storage_bridge_subject: str = DEFAULT_SUBJECT
-    storage_reconcile_s: float = Field(
-        default=300.0, ge=0, description="seconds between reconciler passes (0: off)"
-    )
-    storage_reconcile_min_age_s: float = Field(default=60.0, ge=0)
-
-    @model_validator(mode="after")
-    def _bridge_needs_s3(self) -> StorageSettings:
-        if self.storage_events == "bridge" and self.storage_backend != "s3":
-            raise ValueError("storage_events=bridge needs storage_backend=s3 (MinIO)")
-        return self
-
-
-def create_storage(settings: StorageSettings) -> Storage:
-    """The storage backend the settings choose."""
-    if settings.storage_backend == "local":
-        root = settings.storage_root or settings.data_dir / "storage"
-        return LocalStorage(root)
-    if not settings.storage_s3_endpoint:
-        raise ValueError("storage_backend=s3 needs DEEPFAAS_STORAGE_S3_ENDPOINT")
-    access = settings.storage_s3_access_key
-    secret = settings.storage_s3_secret_key
-    return S3Storage(
-        settings.storage_s3_endpoint,
-        access_key=access.get_secret_value() if access else None,
-        secret_key=secret.get_secret_value() if secret else None,
-        secure=settings.storage_s3_secure,
-        region=settings.storage_s3_region,
-    )
 
 
 def gateway_emits_events(settings: StorageSettings) -> bool:

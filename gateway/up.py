@@ -39,6 +39,7 @@ class UpSettings(GatewaySettings):
     embedded_nats: bool = Field(default=True, description="start nats-server here")
     nats_port: int = 4222
     idle_release_s: float = 300.0
+    dispatcher: bool = Field(default=True, description="run the trigger dispatcher here")
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -53,13 +54,24 @@ def _port_free(host: str, port: int) -> bool:
 
 def worker_env(settings: GatewaySettings) -> dict[str, str]:
     """What every worker process needs to find the bus (passed down, not read by libraries)."""
-    return {
+    root = settings.storage_root or settings.data_dir / "storage"
+    env = {
+        "DEEPFAAS_DATA_DIR": str(settings.data_dir.resolve()),
+        "DEEPFAAS_STORAGE_BACKEND": settings.storage_backend,
+        "DEEPFAAS_STORAGE_ROOT": str(root.resolve()),
+        "DEEPFAAS_STORAGE_EVENTS": settings.storage_events,
+        "DEEPFAAS_STORAGE_S3_SECURE": str(settings.storage_s3_secure).lower(),
         "DEEPFAAS_NATS_URL": settings.nats_url,
         "DEEPFAAS_EVENT_PREFIX": settings.event_prefix,
         "DEEPFAAS_ACK_WAIT_S": str(settings.ack_wait_s),
         "DEEPFAAS_RETRY_BASE_S": str(settings.retry_base_s),
         "DEEPFAAS_RETRY_MAX_S": str(settings.retry_max_s),
     }
+    if settings.storage_s3_endpoint:
+        env["DEEPFAAS_STORAGE_S3_ENDPOINT"] = settings.storage_s3_endpoint
+    if settings.storage_s3_region:
+        env["DEEPFAAS_STORAGE_S3_REGION"] = settings.storage_s3_region
+    return env
 
 
 async def run_controller(settings: ControllerSettings, env: dict[str, str], log_dir: Path) -> None:
@@ -147,13 +159,12 @@ async def up(settings: UpSettings) -> None:
         run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
     )
     deliverer = asyncio.create_task(run_deliverer(settings), name="deliverer")
-    dispatcher = asyncio.create_task(
-        run_dispatcher(
+    background = [controller, deliverer]
+    if settings.dispatcher:
+        dispatch = run_dispatcher(
             settings.nats_url, prefix=settings.event_prefix, ack_wait=settings.ack_wait_s
-        ),
-        name="dispatcher",
-    )
-    background = [controller, deliverer, dispatcher]
+        )
+        background.append(asyncio.create_task(dispatch, name="dispatcher"))
     if settings.storage_events == "bridge":
         bridge = run_storage_bridge(settings, settings.nats_url, settings.event_prefix)
         background.append(asyncio.create_task(bridge, name="minio-bridge"))

@@ -198,6 +198,9 @@ class Executor:
             out.error = f"{type(exc).__name__}: {exc}"
             out.error_detail = "".join(traceback.format_exception(exc))
             return out
+        if isinstance(result, bytes | bytearray) and ctx.output is not None:
+            out.result = bytes(result)  # written to the trigger's output target as is
+            return out
         try:
             out.result = self._dump(result)
             size = len(orjson.dumps(out.result))

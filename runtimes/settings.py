@@ -8,9 +8,10 @@ import socket
 from pydantic import Field
 
 from eventbus.settings import BusSettings
+from eventbus.storage.settings import StorageSettings
 
 
-class WorkerSettings(BusSettings):
+class WorkerSettings(BusSettings, StorageSettings):
     """One worker process: which function it serves and how it reports."""
 
     function: str

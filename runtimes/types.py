@@ -99,6 +99,9 @@ class ActivationRecord(BaseModel):
     error: str | None = None
     error_detail: Any = None
     cause: str | None = Field(default=None, description="id of the event that caused it")
+    output: dict[str, Any] | None = Field(
+        default=None, description="where the result was written (bucket, key, size, etag)"
+    )
     worker: str | None = None
 
 
@@ -113,6 +116,10 @@ class Context:
     logger: logging.Logger
     event: CloudEvent | None = None
     attempt: int = 1
+    #: the platform's object store (`eventbus.storage.Storage`), when the worker has one
+    storage: Any = None
+    #: where a trigger wants the result written: {"bucket": ..., "key": ...}
+    output: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:

@@ -25,6 +25,9 @@ from eventbus.connection import Bus
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.publish import publish_event
+from eventbus.storage import Storage
+from eventbus.storage.settings import create_storage
+from eventbus.storage_events import emit_created
 from eventbus.streams import consumer_name, ensure_consumer
 from eventbus.types import INVOCATIONS_STREAM, CloudEvent, invoke_subject, run_subject
 from runtimes.activations import (
@@ -72,6 +75,7 @@ class Worker:
         self._pull_sub: Any = None
         self._loops: list[asyncio.Task[Any]] = []
         self.fn_logger = logging.getLogger(f"deepfaas.fn.{self.spec.name}")
+        self.storage: Storage | None = None
 
     @property
     def lease(self) -> float:
@@ -80,6 +84,10 @@ class Worker:
     async def start(self) -> None:
         """Subscribe to both paths and announce readiness."""
         name = self.spec.name
+        try:
+            self.storage = create_storage(self.settings)
+        except Exception as exc:  # functions without storage still run
+            log.warning("no object store for this worker: %s", exc)
         await ensure_consumer(self.bus.js, name, ack_wait=self.lease)
         self._sync_sub = await self.bus.nc.subscribe(
             run_subject(name), queue=SYNC_QUEUE, cb=self._on_sync
@@ -118,6 +126,9 @@ class Worker:
         with contextlib.suppress(Exception):
             await self._announce("stopped")
         self.executor.close()
+        if self.storage is not None:
+            with contextlib.suppress(Exception):
+                await self.storage.close()
 
     async def wait_stopped(self) -> None:
         """Block until `stop` is requested."""
@@ -259,6 +270,8 @@ class Worker:
             logger=self.fn_logger,
             event=invocation,
             attempt=attempt,
+            storage=self.storage,
+            output=_output_target(invocation),
         )
         run = asyncio.create_task(
             self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)
@@ -301,6 +314,22 @@ class Worker:
                 "init_ms": round(self.init_ms, 3) if cold else None,
             }
         )
+        if final.status is ActivationStatus.SUCCESS and ctx.output and outcome.result is not None:
+            try:
+                written = await self._write_output(ctx.output, outcome.result)
+                update: dict[str, Any] = {"output": written}
+                if isinstance(outcome.result, bytes):
+                    update["result"] = {"output": written}
+                final = final.model_copy(update=update)
+            except Exception as exc:
+                outcome.status = ActivationStatus.ERROR
+                final = final.model_copy(
+                    update={
+                        "status": ActivationStatus.ERROR,
+                        "error": f"could not write the result to {ctx.output['bucket']}/"
+                        f"{ctx.output['key']}: {exc}",
+                    }
+                )
         # Only async invocations retry and dead-letter: a sync caller is answered either way.
         is_async = queued is not None and mode == "async"
         if (
@@ -327,6 +356,21 @@ class Worker:
             return
         dead = is_async and final.status is not ActivationStatus.SUCCESS
         await self._complete(claim, final, invocation, reply, queued, dead=dead)
+
+    async def _write_output(self, target: dict[str, str], result: Any) -> dict[str, Any]:
+        """Write a result as JSON to the trigger's output target and announce it."""
+        if self.storage is None:
+            raise RuntimeError("this worker has no object store configured")
+        if isinstance(result, bytes):
+            body, content_type = result, _sniff(result)
+        else:
+            body, content_type = orjson.dumps(result), "application/json"
+        info = await self.storage.put(
+            target["bucket"], target["key"], body, content_type=content_type
+        )
+        if self.settings.storage_events == "platform":
+            await emit_created(self.bus, self.storage, info)
+        return {"bucket": info.bucket, "key": info.key, "size": info.size, "etag": info.etag}
 
     async def _keep_lease(
         self,
@@ -428,6 +472,7 @@ class Worker:
             "attempts": record.attempts,
             "cause": record.cause,
             "error": record.error,
+            "output": record.output,
         }
         if ok and len(orjson.dumps(record.result)) <= EVENT_RESULT_LIMIT:
             data["result"] = record.result
@@ -477,6 +522,26 @@ class Worker:
         }
         with contextlib.suppress(Exception):
             await self.bus.nc.publish(f"control.{kind}.{self.spec.name}", orjson.dumps(body))
+
+
+def _sniff(data: bytes) -> str:
+    for magic, kind in (
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF8", "image/gif"),
+        (b"%PDF", "application/pdf"),
+    ):
+        if data.startswith(magic):
+            return kind
+    return "application/octet-stream"
+
+
+def _output_target(invocation: CloudEvent) -> dict[str, str] | None:
+    bucket = invocation.extensions.get("outbucket")
+    key = invocation.extensions.get("outkey")
+    if isinstance(bucket, str) and isinstance(key, str) and bucket and key:
+        return {"bucket": bucket, "key": key}
+    return None
 
 
 def _ms_between(earlier: datetime | None, later: datetime) -> float | None:
