@@ -26,6 +26,7 @@ from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.publish import publish_event
 from eventbus.storage import Storage
+from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
 from eventbus.storage.settings import create_storage
 from eventbus.storage_events import emit_created
 from eventbus.streams import consumer_name, ensure_consumer
@@ -365,9 +366,17 @@ class Worker:
             body, content_type = result, _sniff(result)
         else:
             body, content_type = orjson.dumps(result), "application/json"
-        info = await self.storage.put(
-            target["bucket"], target["key"], body, content_type=content_type
-        )
+        try:
+            info = await self.storage.put(
+                target["bucket"], target["key"], body, content_type=content_type
+            )
+        except NoSuchBucketError:
+            # An output bucket appears with its first output, as OSCAR creates its buckets.
+            with contextlib.suppress(BucketExistsError):
+                await self.storage.create_bucket(target["bucket"])
+            info = await self.storage.put(
+                target["bucket"], target["key"], body, content_type=content_type
+            )
         if self.settings.storage_events == "platform":
             await emit_created(self.bus, self.storage, info)
         return {"bucket": info.bucket, "key": info.key, "size": info.size, "etag": info.etag}
