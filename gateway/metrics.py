@@ -73,17 +73,38 @@ class Metrics:
             ["function"],
             registry=self.registry,
         )
+        self.skipped = Counter(
+            "deepfaas_trigger_skipped",
+            "Trigger matches that invoked nothing (disabled trigger, missing function, loop)",
+            ["trigger", "function", "reason"],
+            registry=self.registry,
+        )
         self._sub: Any = None
+        self._skip_sub: Any = None
 
     async def start(self, bus: Bus) -> None:
         """Follow `events.activation.*` (a plain subscription: it sees what JetStream stores)."""
         self._sub = await bus.nc.subscribe("events.activation.*", cb=self._on_event)
+        self._skip_sub = await bus.nc.subscribe("events.trigger.skipped", cb=self._on_skipped)
 
     async def stop(self) -> None:
         """Stop following events."""
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        for sub in (self._sub, self._skip_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _on_skipped(self, msg: Msg) -> None:
+        try:
+            data = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(data, dict):
+            self.skipped.labels(
+                str(data.get("trigger", "")),
+                str(data.get("function", "")),
+                str(data.get("reason", "")),
+            ).inc()
 
     async def _on_event(self, msg: Msg) -> None:
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Platform, wait_activation
+from bench.harness import Platform, wait_activation, wait_for
 from eventbus.connection import Bus
 from eventbus.publish import publish_event
 from eventbus.triggers import activation_id_for
@@ -111,3 +111,32 @@ def test_an_event_on_the_bus_runs_the_function(client: httpx.Client, platform: P
     assert record["status"] == "success", record
     assert record["cause"] == event.id and record["mode"] == "async"
     assert record["result"] == {"width": 128, "key": "in/cat.jpg", "event_id": event.id}
+
+
+def test_a_disabled_trigger_match_is_counted_in_the_metrics(
+    client: httpx.Client, platform: Platform
+) -> None:
+    deploy(client, "quiet", ECHO)
+    r = client.post(
+        "/v1/triggers",
+        json={
+            "name": "muted",
+            "function": "quiet",
+            "event_types": ["org.example.muted"],
+            "filters": [{"exact": {"type": "org.example.muted"}}],
+            "enabled": False,
+        },
+    )
+    assert r.status_code == 201, r.text
+    time.sleep(0.3)
+    event = CloudEvent.create(type="org.example.muted", source="/t", data={})
+    asyncio.run(_publish(platform.nats.url, event))
+
+    def counted() -> bool:
+        text = client.get("/metrics").text
+        return (
+            'deepfaas_trigger_skipped_total{function="quiet",reason="disabled",trigger="muted"} 1.0'
+            in text
+        )
+
+    wait_for(counted, timeout=15)
