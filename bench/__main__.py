@@ -199,7 +199,14 @@ def dispatch(seconds: float) -> list[str]:
     return dispatch_bench.run(seconds)
 
 
-SUITES = {"core": core, "dispatch": dispatch, "rank": rank}
+def storage(seconds: float) -> list[str]:
+    """Upload-to-function-start latency and 1 GiB upload throughput."""
+    from bench import storage_bench
+
+    return storage_bench.run(seconds)
+
+
+SUITES = {"core": core, "dispatch": dispatch, "storage": storage, "rank": rank}
 
 
 def main() -> None:
