@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
-import nats.errors
 import orjson
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -23,6 +22,7 @@ from nats.js.errors import BadRequestError, KeyNotFoundError
 
 from eventbus.codec import from_nats, to_structured_json
 from eventbus.connection import Bus
+from eventbus.consume import fetch_batch
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.filters import FilterIndex
@@ -201,15 +201,8 @@ class Dispatcher:
 
     async def _consume(self) -> None:
         while not self._stopping.is_set():
-            try:
-                msgs = await self._pull.fetch(batch=self.batch, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection loss: the client reconnects by itself
-                log.debug("fetch failed: %s", exc)
-                await asyncio.sleep(0.2)
+            msgs = await fetch_batch(self._pull, self.batch)
+            if not msgs:
                 continue
             self._in_hand = asyncio.gather(*(self._handle(msg) for msg in msgs))
             try:

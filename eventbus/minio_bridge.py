@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import nats.errors
 import orjson
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from eventbus.connection import Bus
+from eventbus.consume import fetch_batch
 from eventbus.dlq import dead_letter
 from eventbus.publish import publish_event
 from eventbus.storage.errors import InvalidNotificationError, NoSuchBucketError, NoSuchKeyError
@@ -148,15 +148,7 @@ class MinioBridge:
         while not self._stopping.is_set():
             self._fetching = True
             try:
-                msgs = await self._pull.fetch(batch=self.batch, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection loss: the client reconnects by itself
-                log.debug("fetch failed: %s", exc)
-                await asyncio.sleep(0.2)
-                continue
+                msgs = await fetch_batch(self._pull, self.batch)
             finally:
                 self._fetching = False
             for msg in msgs:  # in order: a put and a delete of one key must not swap
