@@ -143,3 +143,24 @@ def _seconds(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_sync_call_past_its_wait_answers_202_and_still_completes_once(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    deploy(client, "slowrec", RECORDING, min_scale=1, max_scale=1, concurrency=2)
+    ready_instances(client, "slowrec")
+    out = tmp_path / "done.txt"
+    r = client.post(
+        "/v1/functions/slowrec/invoke",
+        params={"timeout": 0.5},
+        json={"s": 2, "path": str(out), "tag": "late"},
+    )
+    assert r.status_code == 202, r.text
+    activation_id = r.json()["activation_id"]
+    assert r.headers["x-activation-id"] == activation_id
+    record = wait_activation(client, activation_id, timeout=30)
+    assert record["status"] == "success" and record["attempts"] == 1
+    assert record["result"]["tag"] == "late"
+    time.sleep(3)  # the queued safety-net copy has been looked at by now
+    assert out.read_text() == "late\n"
