@@ -24,11 +24,8 @@ from eventbus.codec import from_nats
 from eventbus.connection import Bus
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
-from eventbus.publish import publish_event
 from eventbus.storage import Storage
-from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
 from eventbus.storage.settings import create_storage
-from eventbus.storage_events import emit_created
 from eventbus.streams import consumer_name, ensure_consumer
 from eventbus.types import INVOCATIONS_STREAM, CloudEvent, invoke_subject, run_subject
 from runtimes.activations import (
@@ -42,12 +39,12 @@ from runtimes.activations import (
 from runtimes.callbacks import post_callback
 from runtimes.executor import Executor, Outcome
 from runtimes.loader import LoadedFunction
+from runtimes.results import emit_completion, output_target, write_output
 from runtimes.settings import WorkerSettings
 from runtimes.types import ActivationRecord, ActivationStatus, Context
 
 log = logging.getLogger(__name__)
 SYNC_QUEUE = "workers"
-EVENT_RESULT_LIMIT = 256 * 1024
 
 
 class Worker:
@@ -245,7 +242,7 @@ class Worker:
     ) -> None:
         """Answer for an activation that is done already, or held by a live run elsewhere."""
         if isinstance(claim, AlreadyDone):
-            await self._emit_completion(claim.record)
+            await emit_completion(self.bus, claim.record)
             await self._answer(claim.record, invocation, reply, queued)
         elif queued is not None:
             await queued.nak(delay=claim.retry_after + 0.05)
@@ -272,7 +269,7 @@ class Worker:
             event=invocation,
             attempt=attempt,
             storage=self.storage,
-            output=_output_target(invocation),
+            output=output_target(invocation),
         )
         run = asyncio.create_task(
             self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)
@@ -317,7 +314,13 @@ class Worker:
         )
         if final.status is ActivationStatus.SUCCESS and ctx.output and outcome.result is not None:
             try:
-                written = await self._write_output(ctx.output, outcome.result)
+                written = await write_output(
+                    self.bus,
+                    self.storage,
+                    ctx.output,
+                    outcome.result,
+                    announce=self.settings.storage_events == "platform",
+                )
                 update: dict[str, Any] = {"output": written}
                 if isinstance(outcome.result, bytes):
                     update["result"] = {"output": written}
@@ -358,29 +361,6 @@ class Worker:
         dead = is_async and final.status is not ActivationStatus.SUCCESS
         await self._complete(claim, final, invocation, reply, queued, dead=dead)
 
-    async def _write_output(self, target: dict[str, str], result: Any) -> dict[str, Any]:
-        """Write a result as JSON to the trigger's output target and announce it."""
-        if self.storage is None:
-            raise RuntimeError("this worker has no object store configured")
-        if isinstance(result, bytes):
-            body, content_type = result, _sniff(result)
-        else:
-            body, content_type = orjson.dumps(result), "application/json"
-        try:
-            info = await self.storage.put(
-                target["bucket"], target["key"], body, content_type=content_type
-            )
-        except NoSuchBucketError:
-            # An output bucket appears with its first output, as OSCAR creates its buckets.
-            with contextlib.suppress(BucketExistsError):
-                await self.storage.create_bucket(target["bucket"])
-            info = await self.storage.put(
-                target["bucket"], target["key"], body, content_type=content_type
-            )
-        if self.settings.storage_events == "platform":
-            await emit_created(self.bus, self.storage, info)
-        return {"bucket": info.bucket, "key": info.key, "size": info.size, "etag": info.etag}
-
     async def _keep_lease(
         self,
         source: Claimed | asyncio.Task[ClaimResult],
@@ -418,7 +398,7 @@ class Worker:
         *,
         dead: bool,
     ) -> None:
-        writes: list[Any] = [self.store.finish(claim, final), self._emit_completion(final)]
+        writes: list[Any] = [self.store.finish(claim, final), emit_completion(self.bus, final)]
         if dead:
             writes.append(
                 dead_letter(
@@ -466,38 +446,6 @@ class Worker:
         if queued is not None:
             await queued.ack()
 
-    async def _emit_completion(self, record: ActivationRecord) -> None:
-        ok = record.status is ActivationStatus.SUCCESS
-        data: dict[str, Any] = {
-            "activation_id": record.id,
-            "function": record.function,
-            "version": record.version,
-            "status": record.status.value,
-            "mode": record.mode,
-            "duration_ms": record.duration_ms,
-            "wait_ms": record.wait_ms,
-            "init_ms": record.init_ms,
-            "cold_start": record.cold_start,
-            "attempts": record.attempts,
-            "cause": record.cause,
-            "error": record.error,
-            "output": record.output,
-        }
-        if ok and len(orjson.dumps(record.result)) <= EVENT_RESULT_LIMIT:
-            data["result"] = record.result
-        suffix = "completed" if ok else "failed"
-        event = CloudEvent.create(
-            id=f"{record.id}-{suffix}",
-            type=self.bus.event_type(f"activation.{suffix}"),
-            source=f"/functions/{record.function}",
-            subject=record.id,
-            data=data,
-        )
-        try:
-            await publish_event(self.bus, event)
-        except Exception as exc:  # the record is the source of truth; the event is a notice
-            log.warning("activation %s: completion event not published: %s", record.id, exc)
-
     def _backoff(self, attempt: int) -> float:
         base, cap = self.settings.retry_base_s, self.settings.retry_max_s
         return float(min(cap, base * (2 ** max(0, attempt - 1))))
@@ -531,26 +479,6 @@ class Worker:
         }
         with contextlib.suppress(Exception):
             await self.bus.nc.publish(f"control.{kind}.{self.spec.name}", orjson.dumps(body))
-
-
-def _sniff(data: bytes) -> str:
-    for magic, kind in (
-        (b"\x89PNG\r\n\x1a\n", "image/png"),
-        (b"\xff\xd8\xff", "image/jpeg"),
-        (b"GIF8", "image/gif"),
-        (b"%PDF", "application/pdf"),
-    ):
-        if data.startswith(magic):
-            return kind
-    return "application/octet-stream"
-
-
-def _output_target(invocation: CloudEvent) -> dict[str, str] | None:
-    bucket = invocation.extensions.get("outbucket")
-    key = invocation.extensions.get("outkey")
-    if isinstance(bucket, str) and isinstance(key, str) and bucket and key:
-        return {"bucket": bucket, "key": key}
-    return None
 
 
 def _ms_between(earlier: datetime | None, later: datetime) -> float | None:

@@ -1,0 +1,100 @@
+"""What a finished activation leaves behind: its output object and its completion event."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Final
+
+import orjson
+
+from eventbus.connection import Bus
+from eventbus.publish import publish_event
+from eventbus.storage import Storage
+from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
+from eventbus.storage_events import emit_created
+from eventbus.types import CloudEvent
+from runtimes.types import ActivationRecord, ActivationStatus
+
+log = logging.getLogger(__name__)
+EVENT_RESULT_LIMIT: Final = 256 * 1024
+
+
+async def write_output(
+    bus: Bus, storage: Storage | None, target: dict[str, str], result: Any, *, announce: bool
+) -> dict[str, Any]:
+    """Write a result (JSON, or bytes as they are) to a trigger's output target."""
+    if storage is None:
+        raise RuntimeError("this worker has no object store configured")
+    if isinstance(result, bytes):
+        body, content_type = result, sniff(result)
+    else:
+        body, content_type = orjson.dumps(result), "application/json"
+    try:
+        info = await storage.put(target["bucket"], target["key"], body, content_type=content_type)
+    except NoSuchBucketError:
+        # An output bucket appears with its first output, as OSCAR creates its buckets.
+        with contextlib.suppress(BucketExistsError):
+            await storage.create_bucket(target["bucket"])
+        info = await storage.put(target["bucket"], target["key"], body, content_type=content_type)
+    if announce:
+        await emit_created(bus, storage, info)
+    return {"bucket": info.bucket, "key": info.key, "size": info.size, "etag": info.etag}
+
+
+def completion_event(bus: Bus, record: ActivationRecord) -> CloudEvent:
+    """`activation.completed` or `.failed`, its id derived from the activation id."""
+    ok = record.status is ActivationStatus.SUCCESS
+    data: dict[str, Any] = {
+        "activation_id": record.id,
+        "function": record.function,
+        "version": record.version,
+        "status": record.status.value,
+        "mode": record.mode,
+        "duration_ms": record.duration_ms,
+        "wait_ms": record.wait_ms,
+        "init_ms": record.init_ms,
+        "cold_start": record.cold_start,
+        "attempts": record.attempts,
+        "cause": record.cause,
+        "error": record.error,
+        "output": record.output,
+    }
+    if ok and len(orjson.dumps(record.result)) <= EVENT_RESULT_LIMIT:
+        data["result"] = record.result
+    suffix = "completed" if ok else "failed"
+    return CloudEvent.create(
+        id=f"{record.id}-{suffix}",
+        type=bus.event_type(f"activation.{suffix}"),
+        source=f"/functions/{record.function}",
+        subject=record.id,
+        data=data,
+    )
+
+
+async def emit_completion(bus: Bus, record: ActivationRecord) -> None:
+    """Publish the completion event; the record is the source of truth, the event a notice."""
+    try:
+        await publish_event(bus, completion_event(bus, record))
+    except Exception as exc:
+        log.warning("activation %s: completion event not published: %s", record.id, exc)
+
+
+def sniff(data: bytes) -> str:
+    for magic, kind in (
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF8", "image/gif"),
+        (b"%PDF", "application/pdf"),
+    ):
+        if data.startswith(magic):
+            return kind
+    return "application/octet-stream"
+
+
+def output_target(invocation: CloudEvent) -> dict[str, str] | None:
+    bucket = invocation.extensions.get("outbucket")
+    key = invocation.extensions.get("outkey")
+    if isinstance(bucket, str) and isinstance(key, str) and bucket and key:
+        return {"bucket": bucket, "key": key}
+    return None
