@@ -282,6 +282,10 @@ def ls(
     bucket, prefix = split_target(target)
     with _client(url) as client:
         objects, prefixes = _list_all(client, bucket, prefix, None if recursive else "/")
+        if not objects and prefixes == [prefix + "/"]:
+            # `ls bucket/folder` means the folder's contents, as `ls` of a directory does
+            prefix += "/"
+            objects, prefixes = _list_all(client, bucket, prefix, None if recursive else "/")
     if as_json:
         body = {"objects": objects, "prefixes": prefixes}
         sys.stdout.write(orjson.dumps(body).decode() + "\n")

@@ -305,6 +305,10 @@ def test_cli_upload_ls_download(platform: Platform, bucket: str, tmp_path: Path)
     assert expected == sorted(o["key"] for o in orjson.loads(listed.stdout)["objects"])
     folders = runner.invoke(storage_app, ["ls", f"{bucket}/runs/1/", *url, "--json"])
     assert orjson.loads(folders.stdout)["prefixes"] == ["runs/1/data/"]
+    folder = runner.invoke(storage_app, ["ls", f"{bucket}/runs/1/data", *url, "--json"])
+    assert sorted(o["key"] for o in orjson.loads(folder.stdout)["objects"]) == sorted(
+        f"runs/1/data/{n}" for n in files
+    )
 
     dest = tmp_path / "out"
     got = runner.invoke(storage_app, ["download", f"{bucket}/runs/1/data", str(dest), *url])
