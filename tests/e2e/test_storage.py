@@ -305,9 +305,14 @@ def test_cli_upload_ls_download(platform: Platform, bucket: str, tmp_path: Path)
     assert expected == sorted(o["key"] for o in orjson.loads(listed.stdout)["objects"])
     folders = runner.invoke(storage_app, ["ls", f"{bucket}/runs/1/", *url, "--json"])
     assert orjson.loads(folders.stdout)["prefixes"] == ["runs/1/data/"]
-    folder = runner.invoke(storage_app, ["ls", f"{bucket}/runs/1/data", *url, "--json"])
-    assert sorted(o["key"] for o in orjson.loads(folder.stdout)["objects"]) == sorted(
-        f"runs/1/data/{n}" for n in files
+    folder = orjson.loads(
+        runner.invoke(storage_app, ["ls", f"{bucket}/runs/1/data", *url, "--json"]).stdout
+    )  # no trailing slash: the folder's contents, one level
+    assert sorted(o["key"] for o in folder["objects"]) == sorted(
+        f"runs/1/data/{n}" for n in files if "/" not in n
+    )
+    assert folder["prefixes"] == sorted(
+        {f"runs/1/data/{n.split('/')[0]}/" for n in files if "/" in n}
     )
 
     dest = tmp_path / "out"
