@@ -59,6 +59,7 @@ def completion_event(bus: Bus, record: ActivationRecord) -> CloudEvent:
         "cause": record.cause,
         "error": record.error,
         "output": record.output,
+        "annotations": record.annotations,
     }
     if ok and len(orjson.dumps(record.result)) <= EVENT_RESULT_LIMIT:
         data["result"] = record.result

@@ -103,6 +103,10 @@ class ActivationRecord(BaseModel):
         default=None, description="where the result was written (bucket, key, size, etag)"
     )
     worker: str | None = None
+    annotations: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the handler said about its run (e.g. the model version that served it)",
+    )
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,10 @@ class Context:
     storage: Any = None
     #: where a trigger wants the result written: {"bucket": ..., "key": ...}
     output: dict[str, str] | None = None
+    #: the worker's bus connection (`eventbus.connection.Bus`): KV, events, calls to other functions
+    bus: Any = None
+    #: key/values the handler sets; they land in the activation record's ``annotations``
+    annotations: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:

@@ -270,6 +270,7 @@ class Worker:
             attempt=attempt,
             storage=self.storage,
             output=output_target(invocation),
+            bus=self.bus,
         )
         run = asyncio.create_task(
             self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)
@@ -310,6 +311,7 @@ class Worker:
                 "error_detail": outcome.error_detail,
                 "cold_start": cold,
                 "init_ms": round(self.init_ms, 3) if cold else None,
+                "annotations": dict(ctx.annotations),
             }
         )
         if final.status is ActivationStatus.SUCCESS and ctx.output and outcome.result is not None:
