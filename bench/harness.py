@@ -59,6 +59,7 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
         "DEEPFAAS_RETRY_BASE_S": "0.2",
         "DEEPFAAS_RETRY_MAX_S": "1",
         "DEEPFAAS_IDLE_RELEASE_S": "30",
+        "DEEPFAAS_BUILTINS": "",  # tests register what they use; `builtins="inference"` adds
         "PYTHONUNBUFFERED": "1",
     }
     env.update({f"DEEPFAAS_{k.upper()}": str(v) for k, v in settings.items()})

@@ -24,6 +24,7 @@ from eventbus.dispatcher import run_dispatcher
 from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
+from gateway.builtins import register_builtins
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge
 from runtimes.controller import Controller
@@ -40,6 +41,10 @@ class UpSettings(GatewaySettings):
     nats_port: int = 4222
     idle_release_s: float = 300.0
     dispatcher: bool = Field(default=True, description="run the trigger dispatcher here")
+    builtins: str = Field(
+        default="inference,retrain,rank,deploy",
+        description="built-in functions to register at start if absent (comma-separated)",
+    )
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -154,6 +159,7 @@ async def up(settings: UpSettings) -> None:
         state_dir=str(settings.data_dir),
         idle_release_s=settings.idle_release_s,
     )
+    await _register_builtins(settings)
     env = worker_env(settings)
     controller = asyncio.create_task(
         run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
@@ -185,6 +191,18 @@ async def up(settings: UpSettings) -> None:
         await asyncio.gather(*background, return_exceptions=True)
         if nats is not None:
             nats.stop()
+
+
+async def _register_builtins(settings: UpSettings) -> None:
+    names = [name.strip() for name in settings.builtins.split(",") if name.strip()]
+    if not names:
+        return
+    bus = await Bus.connect(settings.nats_url, name="builtins", prefix=settings.event_prefix)
+    try:
+        await ensure_layout(bus.js)
+        await register_builtins(bus, names)
+    finally:
+        await bus.close()
 
 
 def main_up() -> None:

@@ -17,9 +17,12 @@ from typing import Any, TextIO
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from eventbus.errors import DeepfaasError
 from runtimes.loader import LoadedFunction
 from runtimes.types import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
 
+#: error codes that mean "this input cannot succeed": the activation is `invalid`, not retried
+INPUT_ERROR_CODES = frozenset({"invalid", "not_found", "bad_request"})
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE = 4096
 
@@ -193,6 +196,16 @@ class Executor:
             out.status = ActivationStatus.TIMEOUT
             out.error = f"the function ran past its timeout of {loaded.spec.timeout_s:g} s"
             return out
+        except DeepfaasError as exc:
+            # A handler's own verdict on its input (bad data, unknown model or version) is
+            # final: another try would fail the same way.
+            final = exc.code in INPUT_ERROR_CODES
+            out.status = ActivationStatus.INVALID if final else ActivationStatus.ERROR
+            out.error = str(exc) if final else f"{type(exc).__name__}: {exc}"
+            out.error_detail = (
+                _jsonable(exc.fields) if final else "".join(traceback.format_exception(exc))
+            )
+            return out
         except Exception as exc:
             out.status = ActivationStatus.ERROR
             out.error = f"{type(exc).__name__}: {exc}"
@@ -233,3 +246,10 @@ class Executor:
     def close(self) -> None:
         """Stop the thread pool without waiting for abandoned runs."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _jsonable(fields: dict[str, Any]) -> Any:
+    try:
+        return orjson.loads(orjson.dumps(fields, default=str))
+    except TypeError:
+        return {key: str(value) for key, value in fields.items()}

@@ -1,0 +1,127 @@
+"""What a warm inference worker keeps: loaded model versions, and a batcher for each.
+
+A worker loads a version once (plug-in import, artifact read, checksum, `load`) and keeps it in
+memory; which version serves a call is read from the catalog on every batch, so a promotion is
+seen by the very next invocation without a restart. Inputs that arrive while a batch runs wait
+and go together in the next one: one thread hop for the lot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from runtimes.catalog import CatalogStore, ModelVersion, VersionState
+from runtimes.errors import ModelNotFoundError
+from runtimes.models import LoadedModelPlugin, load_model_plugin
+
+log = logging.getLogger(__name__)
+KEEP_VERSIONS = 4
+MAX_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answer (or the error it raised) and the size of the batch it ran in."""
+
+    result: dict[str, Any] | None
+    error: BaseException | None
+    batch: int
+
+
+class Batcher:
+    """Runs waiting predictions of one loaded version together, in one worker thread."""
+
+    def __init__(self, plugin: LoadedModelPlugin, model: Any, max_batch: int = MAX_BATCH) -> None:
+        self.plugin = plugin
+        self.model = model
+        self.max_batch = max_batch
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[Prediction]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def predict(self, args: dict[str, Any]) -> Prediction:
+        """Queue one input; resolve when its batch has run."""
+        future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+            try:
+                answers = await asyncio.to_thread(self._run, [args for args, _ in batch])
+            except BaseException as exc:  # the thread itself failed: every caller hears it
+                answers = [Prediction(None, exc, len(batch))] * len(batch)
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if not future.done():
+                    future.set_result(answer)
+
+    def _run(self, batch: list[dict[str, Any]]) -> list[Prediction]:
+        answers = []
+        for args in batch:
+            try:
+                answers.append(
+                    Prediction(self.plugin.predict(self.model, **args), None, len(batch))
+                )
+            except Exception as exc:
+                answers.append(Prediction(None, exc, len(batch)))
+        return answers
+
+
+class ModelServer:
+    """Resolves the version to serve and keeps up to `KEEP_VERSIONS` of them loaded."""
+
+    def __init__(self, catalog: CatalogStore) -> None:
+        self.catalog = catalog
+        self._plugins: dict[str, LoadedModelPlugin] = {}
+        self._loaded: OrderedDict[tuple[str, int], Batcher] = OrderedDict()
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    async def resolve(self, name: str, pinned: int | None) -> ModelVersion:
+        """The pinned version, or the module's promoted one; retired versions are refused."""
+        if pinned is None:
+            return await self.catalog.promoted(name)
+        version = await self.catalog.get_version(name, pinned)
+        if version.state is VersionState.RETIRED:
+            raise ModelNotFoundError(
+                f"version {pinned} of {name!r} is retired: {version.reason or 'no reason given'}",
+                model=name,
+                version=pinned,
+            )
+        return version
+
+    async def batcher(self, version: ModelVersion) -> tuple[Batcher, bool]:
+        """The loaded version (loading it on first use); True if this call loaded it."""
+        key = (version.module, version.version)
+        ready = self._loaded.get(key)
+        if ready is not None:
+            self._loaded.move_to_end(key)
+            return ready, False
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            ready = self._loaded.get(key)
+            if ready is not None:
+                return ready, False
+            module = await self.catalog.get_module(version.module)
+            plugin = await self._plugin(module.plugin_name)
+            artifact = await self.catalog.read_artifact(version)
+            model = await asyncio.to_thread(plugin.load, artifact)
+            ready = Batcher(plugin, model)
+            self._loaded[key] = ready
+            while len(self._loaded) > KEEP_VERSIONS:
+                dropped, _ = self._loaded.popitem(last=False)
+                self._locks.pop(dropped, None)
+            log.info("loaded %s v%d (%d bytes)", version.module, version.version, len(artifact))
+            return ready, True
+
+    async def _plugin(self, name: str) -> LoadedModelPlugin:
+        plugin = self._plugins.get(name)
+        if plugin is None:
+            plugin = await asyncio.to_thread(load_model_plugin, name)
+            self._plugins[name] = plugin
+        return plugin

@@ -1,0 +1,57 @@
+"""Train a new version of a catalog module, record it as a candidate, run the promotion gate."""
+
+from __future__ import annotations
+
+import asyncio
+
+from functions.retrain.data import gather
+from functions.retrain.models import RetrainInput, RetrainOutput
+from runtimes.catalog import CatalogStore, Lineage
+from runtimes.models import TrainResult, load_model_plugin
+from runtimes.types import Context
+
+
+async def handle(inp: RetrainInput, ctx: Context) -> RetrainOutput:
+    """Gather the data, train in a thread, store the version, gate it."""
+    if ctx.bus is None:
+        raise RuntimeError("retrain needs the platform's bus (run it on a deepfaas worker)")
+    name = inp.name
+    ctx.annotations["model"] = name
+    catalog = CatalogStore(ctx.bus, ctx.storage)
+    module = await catalog.get_module(name)
+    plugin = await asyncio.to_thread(load_model_plugin, module.plugin_name)
+    training = await gather(inp, ctx.storage)
+    args = {**inp.args, **training.args}
+    result: TrainResult
+    if inp.default:
+        result = await asyncio.to_thread(plugin.train_default)
+    else:
+        result = await asyncio.to_thread(lambda: plugin.train(**args))
+    ctx.logger.info("%s trained in %.2f s: %s", name, result.seconds, result.metrics)
+    lineage = Lineage(
+        data={**training.lineage, **result.data},
+        plugin_version=result.plugin_version,
+        activation=ctx.activation_id,
+        train_args={k: v for k, v in inp.args.items() if k not in ("data", "images")},
+    )
+    version = await catalog.add_version(
+        name, result.artifact, metrics=result.metrics, lineage=lineage, metric=result.metric
+    )
+    ctx.annotations["model_version"] = version.version
+    if inp.promote == "gate" and version.state.value == "candidate":
+        decision, version = await catalog.gate(name, version.version)
+        reason = decision.reason
+    else:
+        reason = version.reason or "kept as a candidate (promote: never)"
+    ctx.annotations["state"] = version.state.value
+    ctx.logger.info("%s v%d is %s: %s", name, version.version, version.state.value, reason)
+    return RetrainOutput(
+        model=name,
+        version=version.version,
+        state=version.state.value,
+        promoted=version.state.value == "promoted",
+        reason=reason,
+        metrics=result.metrics,
+        seconds=round(result.seconds, 3),
+        data=lineage.data,
+    )

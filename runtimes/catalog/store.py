@@ -1,0 +1,387 @@
+"""The catalog in JetStream KV (`modules.<name>`, `versions.<name>.<n>`), artifacts in storage.
+
+Every change is compare-and-set on the KV entry, then announced as a catalog CloudEvent whose id
+is derived from the change (a retried write re-announces under the same id, so JetStream drops
+the duplicate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from eventbus.connection import Bus
+from eventbus.errors import ConflictError
+from eventbus.publish import publish_event
+from eventbus.storage import Storage
+from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
+from eventbus.types import CloudEvent
+from runtimes.catalog.gate import decide
+from runtimes.catalog.types import (
+    ARTIFACT_BUCKET,
+    CATALOG_KV,
+    Artifact,
+    GateDecision,
+    Lineage,
+    ModelVersion,
+    Module,
+    ModuleSpec,
+    VersionState,
+)
+from runtimes.errors import ModelError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+_TRIES = 20
+
+
+class CatalogStore:
+    """Browse, publish, version, promote, retire and roll back catalog modules."""
+
+    def __init__(self, bus: Bus, storage: Storage | None, *, bucket: str = ARTIFACT_BUCKET) -> None:
+        self.bus = bus
+        self.storage = storage
+        self.bucket = bucket
+
+    # -- modules -------------------------------------------------------------------------------
+
+    async def list_modules(
+        self, query: str | None = None, keyword: str | None = None, framework: str | None = None
+    ) -> list[Module]:
+        """Modules by name; ``query`` searches name/title/description/keywords, case-blind."""
+        kv = await self._kv()
+        modules = []
+        for key in sorted(await _keys(kv, "modules.")):
+            module = await self._read(kv, key, Module)
+            if module is not None and _matches(module[0], query, keyword, framework):
+                modules.append(module[0])
+        return modules
+
+    async def get_module(self, name: str) -> Module:
+        """A module, or `ModelNotFoundError`."""
+        found = await self._read(await self._kv(), _module_key(name), Module)
+        if found is None:
+            raise ModelNotFoundError(f"no module {name!r} in the catalog", model=name)
+        return found[0]
+
+    async def publish(self, spec: ModuleSpec, *, replace: bool = False) -> Module:
+        """Add a module (`ConflictError` if it exists, unless ``replace``); keeps its versions."""
+        kv = await self._kv()
+        now = datetime.now(UTC)
+        found = await self._read(kv, _module_key(spec.name), Module)
+        if found is not None and not replace:
+            raise ConflictError(f"module {spec.name!r} is in the catalog already", model=spec.name)
+
+        def change(current: Module | None) -> Module:
+            kept: dict[str, Any] = {"created": now}
+            if current is not None:
+                kept = current.model_dump(include={"promoted", "latest", "promotions", "created"})
+            return Module.model_validate({**spec.model_dump(), **kept, "updated": now})
+
+        module, revision = await self._cas(kv, _module_key(spec.name), Module, change)
+        kind = "module.updated" if found is not None else "module.published"
+        await self._announce(kind, module, None, f"{spec.name}-{kind}-{revision}")
+        return module
+
+    async def delete_module(self, name: str) -> None:
+        """Remove a module and its version records (artifacts stay, for audit)."""
+        kv = await self._kv()
+        module = await self.get_module(name)
+        for key in await _keys(kv, f"versions.{name}."):
+            await kv.delete(key)
+        await kv.delete(_module_key(name))
+        await self._announce("module.deleted", module, None, f"{name}-deleted-{module.updated}")
+
+    # -- versions ------------------------------------------------------------------------------
+
+    async def list_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a module, oldest first."""
+        kv = await self._kv()
+        await self.get_module(name)
+        versions = []
+        for key in await _keys(kv, f"versions.{name}."):
+            found = await self._read(kv, key, ModelVersion)
+            if found is not None:
+                versions.append(found[0])
+        return sorted(versions, key=lambda v: v.version)
+
+    async def get_version(self, name: str, version: int) -> ModelVersion:
+        """One version, or `ModelNotFoundError` naming the versions that exist."""
+        found = await self._read(await self._kv(), _version_key(name, version), ModelVersion)
+        if found is None:
+            known = [v.version for v in await self.list_versions(name)]
+            raise ModelNotFoundError(
+                f"module {name!r} has no version {version} (versions: {known or 'none'})",
+                model=name,
+                version=version,
+                known=known,
+            )
+        return found[0]
+
+    async def promoted(self, name: str) -> ModelVersion:
+        """The version inference serves by default; `ModelNotFoundError` if none is promoted."""
+        module = await self.get_module(name)
+        if module.promoted is None:
+            raise ModelNotFoundError(
+                f"module {name!r} has no promoted version yet (train one first)", model=name
+            )
+        return await self.get_version(name, module.promoted)
+
+    async def add_version(
+        self,
+        name: str,
+        artifact: bytes,
+        *,
+        metrics: dict[str, float],
+        lineage: Lineage,
+        metric: str | None = None,
+    ) -> ModelVersion:
+        """Store an artifact and record it as a new `candidate`; idempotent per activation."""
+        kv = await self._kv()
+        module = await self.get_module(name)
+        if lineage.activation:
+            for existing in await self.list_versions(name):
+                if existing.lineage.activation == lineage.activation:
+                    return existing  # a retried training run: the version exists already
+
+        def bump(current: Module | None) -> Module:
+            if current is None:
+                raise ModelNotFoundError(f"no module {name!r} in the catalog", model=name)
+            return current.model_copy(update={"latest": current.latest + 1})
+
+        module, _ = await self._cas(kv, _module_key(name), Module, bump)
+        number = module.latest
+        stored = await self._put_artifact(name, number, artifact)
+        now = datetime.now(UTC)
+        version = ModelVersion(
+            module=name,
+            version=number,
+            artifact=stored,
+            metrics=metrics,
+            metric=metric or module.metric,
+            lineage=lineage.model_copy(update={"parent": lineage.parent or module.promoted}),
+            created=now,
+            updated=now,
+        )
+        await kv.create(_version_key(name, number), version.model_dump_json().encode())
+        await self._announce("model.version.created", module, version, f"{name}-v{number}-created")
+        return version
+
+    async def promote(self, name: str, version: int, *, reason: str = "promoted") -> ModelVersion:
+        """Serve ``version`` from now on; the one it replaces goes back to `candidate`."""
+        target = await self.get_version(name, version)
+        if target.state is VersionState.RETIRED:
+            raise ConflictError(
+                f"version {version} of {name!r} is retired; it cannot be promoted",
+                model=name,
+                version=version,
+            )
+        kv = await self._kv()
+        previous: list[int | None] = []
+
+        def point(current: Module | None) -> Module:
+            if current is None:
+                raise ModelNotFoundError(f"no module {name!r} in the catalog", model=name)
+            previous[:] = [current.promoted]
+            return current.model_copy(
+                update={
+                    "promoted": version,
+                    "promotions": [*current.promotions, version][-100:],
+                    "updated": datetime.now(UTC),
+                }
+            )
+
+        module, revision = await self._cas(kv, _module_key(name), Module, point)
+        old = previous[0] if previous else None
+        if old is not None and old != version:
+            await self._set_state(name, old, VersionState.CANDIDATE, f"superseded by {version}")
+        promoted = await self._set_state(name, version, VersionState.PROMOTED, reason)
+        await self._announce(
+            "model.version.promoted", module, promoted, f"{name}-v{version}-promoted-{revision}"
+        )
+        return promoted
+
+    async def retire(self, name: str, version: int, *, reason: str = "retired") -> ModelVersion:
+        """Withdraw a version; retiring the promoted one needs another promoted first."""
+        module = await self.get_module(name)
+        if module.promoted == version:
+            raise ConflictError(
+                f"version {version} of {name!r} is the promoted one: promote or roll back to "
+                "another version first",
+                model=name,
+                version=version,
+            )
+        retired = await self._set_state(name, version, VersionState.RETIRED, reason)
+        await self._announce("model.version.retired", module, retired, f"{name}-v{version}-retired")
+        return retired
+
+    async def rollback(self, name: str, to: int | None = None) -> ModelVersion:
+        """Promote ``to``, or the version promoted before the current one (not retired)."""
+        module = await self.get_module(name)
+        if to is None:
+            for number in reversed(module.promotions):
+                if number == module.promoted:
+                    continue
+                candidate = await self.get_version(name, number)
+                if candidate.state is not VersionState.RETIRED:
+                    to = number
+                    break
+            if to is None:
+                raise ConflictError(
+                    f"module {name!r} has no earlier promoted version to roll back to", model=name
+                )
+        return await self.promote(name, to, reason=f"rolled back from {module.promoted}")
+
+    async def gate(self, name: str, version: int) -> tuple[GateDecision, ModelVersion]:
+        """Promote a candidate if the gate allows, else leave it a candidate with the reason."""
+        module = await self.get_module(name)
+        candidate = await self.get_version(name, version)
+        current = await self.get_version(name, module.promoted) if module.promoted else None
+        decision = decide(candidate, current, module.tolerance)
+        if decision.promote:
+            return decision, await self.promote(name, version, reason=decision.reason)
+        rejected = await self._set_state(name, version, VersionState.CANDIDATE, decision.reason)
+        await self._announce(
+            "model.version.rejected", module, rejected, f"{name}-v{version}-rejected"
+        )
+        return decision, rejected
+
+    async def read_artifact(self, version: ModelVersion) -> bytes:
+        """The artifact's bytes, checked against the recorded checksum."""
+        if self.storage is None:
+            raise ModelError("this process has no object store to read artifacts from")
+        _, stream = await self.storage.get(version.artifact.bucket, version.artifact.key)
+        data = b"".join([chunk async for chunk in stream])
+        if hashlib.sha256(data).hexdigest() != version.artifact.sha256:
+            raise ModelError(
+                f"artifact of {version.module} v{version.version} does not match its checksum",
+                model=version.module,
+                version=version.version,
+            )
+        return data
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _kv(self) -> KeyValue:
+        return await self.bus.kv(CATALOG_KV)
+
+    async def _put_artifact(self, name: str, number: int, artifact: bytes) -> Artifact:
+        if self.storage is None:
+            raise ModelError("this process has no object store to keep artifacts in")
+        key = f"{name}/v{number}/model.bin"
+        try:
+            info = await self.storage.put(self.bucket, key, artifact)
+        except NoSuchBucketError:
+            with contextlib.suppress(BucketExistsError):
+                await self.storage.create_bucket(self.bucket)
+            info = await self.storage.put(self.bucket, key, artifact)
+        sha = hashlib.sha256(artifact).hexdigest()
+        return Artifact(bucket=info.bucket, key=info.key, size=info.size, sha256=sha)
+
+    async def _set_state(
+        self, name: str, version: int, state: VersionState, reason: str
+    ) -> ModelVersion:
+        kv = await self._kv()
+
+        def change(current: ModelVersion | None) -> ModelVersion:
+            if current is None:
+                raise ModelNotFoundError(
+                    f"module {name!r} has no version {version}", model=name, version=version
+                )
+            return current.model_copy(
+                update={"state": state, "reason": reason, "updated": datetime.now(UTC)}
+            )
+
+        updated, _ = await self._cas(kv, _version_key(name, version), ModelVersion, change)
+        return updated
+
+    async def _read(self, kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return model.model_validate_json(entry.value), entry.revision or 0
+
+    async def _cas(
+        self, kv: KeyValue, key: str, model: type[M], change: Callable[[M | None], M]
+    ) -> tuple[M, int]:
+        for _ in range(_TRIES):
+            found = await self._read(kv, key, model)
+            updated = change(found[0] if found else None)
+            value = updated.model_dump_json().encode()
+            try:
+                if found is None:
+                    revision = await kv.create(key, value)
+                else:
+                    revision = await kv.update(key, value, last=found[1])
+            except KeyWrongLastSequenceError:
+                continue
+            return updated, revision
+        raise ConflictError(f"catalog entry {key!r} keeps changing; retry", key=key)
+
+    async def _announce(
+        self, kind: str, module: Module, version: ModelVersion | None, event_id: str
+    ) -> None:
+        data: dict[str, Any] = {
+            "module": module.name,
+            "promoted": module.promoted,
+            "latest": module.latest,
+        }
+        if version is not None:
+            data["version"] = version.model_dump(mode="json")
+        event = CloudEvent.create(
+            id=f"catalog-{event_id}",
+            type=self.bus.event_type(f"catalog.{kind}"),
+            source=f"/catalog/modules/{module.name}",
+            subject=module.name if version is None else f"{module.name}/v{version.version}",
+            data=data,
+        )
+        await _retry(lambda: publish_event(self.bus, event), what=event.type)
+
+
+def _module_key(name: str) -> str:
+    return f"modules.{name}"
+
+
+def _version_key(name: str, version: int) -> str:
+    return f"versions.{name}.{version}"
+
+
+async def _keys(kv: KeyValue, prefix: str) -> list[str]:
+    # nats-py 2.16's `keys(filters=…)` finds nothing on nats-server 2.15: filter here instead.
+    try:
+        keys = await kv.keys()
+    except Exception:  # nats-py raises NoKeysError on an empty bucket
+        return []
+    return [key for key in keys if key.startswith(prefix)]
+
+
+def _matches(module: Module, query: str | None, keyword: str | None, framework: str | None) -> bool:
+    if framework and module.framework.lower() != framework.lower():
+        return False
+    if keyword and keyword.lower() not in (k.lower() for k in module.keywords):
+        return False
+    if query:
+        text = " ".join([module.name, module.title, module.description, *module.keywords])
+        return query.lower() in text.lower()
+    return True
+
+
+async def _retry(call: Callable[[], Awaitable[Any]], *, what: str, tries: int = 3) -> None:
+    for attempt in range(1, tries + 1):
+        try:
+            await call()
+            return
+        except Exception as exc:
+            if attempt == tries:
+                log.warning("could not publish %s: %s", what, exc)

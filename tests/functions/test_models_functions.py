@@ -1,0 +1,165 @@
+"""The inference and retrain handlers on a real bus (nats-server) and the local storage backend.
+
+The handlers get the same `Context` a worker gives them (bus, storage, annotations); the
+worker itself is exercised end to end in tests/e2e/test_models_loop.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventbus.connection import Bus
+from eventbus.storage.local import LocalStorage
+from eventbus.streams import ensure_layout
+from functions.inference.handler import handle as infer
+from functions.inference.models import InferenceInput
+from functions.retrain.handler import handle as retrain
+from functions.retrain.models import RetrainInput
+from runtimes.catalog import CatalogStore, ModuleSpec
+from runtimes.errors import ModelInputError, ModelNotFoundError
+from runtimes.types import Context
+from tests.models.samples import csv_bytes, digits, npy, png
+
+
+@pytest.fixture
+async def env(nats_url: str, tmp_path: Path) -> AsyncIterator[tuple[Bus, LocalStorage]]:
+    bus = await Bus.connect(nats_url, name="test-functions", prefix="io.test")
+    await ensure_layout(bus.js)
+    storage = LocalStorage(tmp_path / "store")
+    yield bus, storage
+    await storage.close()
+    await bus.close()
+
+
+def ctx(env: tuple[Bus, LocalStorage], name: str) -> Context:
+    return Context(
+        activation_id=uuid.uuid4().hex,
+        function=name,
+        version=1,
+        deadline=time.time() + 120,
+        logger=logging.getLogger("test"),
+        bus=env[0],
+        storage=env[1],
+    )
+
+
+@pytest.fixture
+async def module(env: tuple[Bus, LocalStorage]) -> str:
+    name = f"d{uuid.uuid4().hex[:8]}"
+    await CatalogStore(*env).publish(ModuleSpec(name=name, plugin="digits"))
+    c = ctx(env, "retrain")
+    out = await retrain(RetrainInput(model=name, default=True), c)
+    assert out.promoted and out.version == 1 and out.metrics["accuracy"] > 0.95
+    assert c.annotations == {"model": name, "model_version": 1, "state": "promoted"}
+    return name
+
+
+async def test_inference_serves_the_promoted_version_and_a_pinned_one(
+    env: tuple[Bus, LocalStorage], module: str
+) -> None:
+    data = digits()
+    c = ctx(env, "inference")
+    out = await infer(InferenceInput(model=module, data=png(data.x[4])), c)
+    assert out.version == 1 and out.result["predictions"][0]["label"] == data.y[4]
+    assert c.annotations["model_version"] == 1 and c.annotations["loaded"] is True
+
+    csv = csv_bytes(data.x, data.y)
+    trained = await retrain(RetrainInput(model=module, data=csv, promote="never"), ctx(env, "r"))
+    assert (trained.version, trained.state, trained.promoted) == (2, "candidate", False)
+    again = await infer(InferenceInput(model=module, data=png(data.x[4])), ctx(env, "i"))
+    assert again.version == 1  # a candidate is not served unless pinned
+    pinned = await infer(
+        InferenceInput(model=module, version=2, data=npy(data.x[:3])), ctx(env, "i")
+    )
+    assert pinned.version == 2 and len(pinned.result["predictions"]) == 3
+
+
+async def test_stored_inputs_and_stored_training_sets(
+    env: tuple[Bus, LocalStorage], module: str
+) -> None:
+    _, storage = env
+    data = digits()
+    await storage.create_bucket("train")
+    for i in range(200):
+        await storage.put("train", f"set-a/{data.y[i]}/{i}.png", png(data.x[i]))
+    await storage.put("train", "set-a/notes.txt", b"not an image")
+    marker = await storage.put("train", "set-a/_READY", b"")
+    out = await retrain(
+        RetrainInput.model_validate(
+            {"model": module, "object": {"bucket": marker.bucket, "key": marker.key}}
+        ),
+        ctx(env, "retrain"),
+    )
+    assert out.data["images"] == 200 and out.data["skipped"] == 1
+    assert out.version == 2
+
+    await storage.create_bucket("inputs")
+    info = await storage.put("inputs", "a/b/digit.png", png(data.x[9]))
+    answer = await infer(
+        InferenceInput.model_validate(
+            {"model": module, "object": {"bucket": info.bucket, "key": info.key}}
+        ),
+        ctx(env, "inference"),
+    )
+    assert answer.input is not None and answer.input.key == "a/b/digit.png"
+
+
+async def test_waiting_inputs_are_batched(env: tuple[Bus, LocalStorage], module: str) -> None:
+    data = digits()
+    contexts = [ctx(env, "inference") for _ in range(24)]
+    outs = await asyncio.gather(
+        *(
+            infer(InferenceInput(model=module, data=png(data.x[i])), c)
+            for i, c in enumerate(contexts)
+        )
+    )
+    assert [o.result["predictions"][0]["label"] for o in outs] == list(data.y[:24])
+    assert max(c.annotations["batch"] for c in contexts) > 1
+
+
+@pytest.mark.parametrize(
+    ("inp", "error", "message"),
+    [
+        ({"data": b"\x89PNG\r\n\x1a\n broken"}, ModelInputError, "image"),
+        ({"data": b"1,2,3\n4,5,6\n", "args": {"format": "csv"}}, ModelInputError, "64"),
+        ({"version": 99}, ModelNotFoundError, "no version 99"),
+        ({"model": "no-such-model"}, ModelNotFoundError, "no module 'no-such-model'"),
+    ],
+)
+async def test_bad_inference_input_is_a_clear_error_and_stops_nothing(
+    env: tuple[Bus, LocalStorage], module: str, inp: dict[str, Any], error: type, message: str
+) -> None:
+    data = digits()
+    body = {"model": module, "data": png(data.x[0]), **inp}
+    with pytest.raises(error, match=message):
+        await infer(InferenceInput.model_validate(body), ctx(env, "inference"))
+    ok = await infer(InferenceInput(model=module, data=png(data.x[0])), ctx(env, "inference"))
+    assert ok.result["predictions"][0]["label"] == data.y[0]
+
+
+async def test_bad_training_data_is_a_clear_error(
+    env: tuple[Bus, LocalStorage], module: str
+) -> None:
+    data = digits()
+    no_label = csv_bytes(data.x)  # no label column
+    with pytest.raises(ModelInputError, match="label"):
+        await retrain(RetrainInput(model=module, data=no_label), ctx(env, "retrain"))
+    _, storage = env
+    await storage.create_bucket("train-two")
+    info = await storage.put("train-two", "x/picture.png", png(data.x[0]))
+    with pytest.raises(ModelInputError, match="_READY"):
+        await retrain(
+            RetrainInput.model_validate(
+                {"model": module, "object": {"bucket": "train-two", "key": info.key}}
+            ),
+            ctx(env, "retrain"),
+        )
+    assert (await CatalogStore(*env).get_module(module)).latest == 1  # nothing was added
