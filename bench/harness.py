@@ -24,9 +24,23 @@ class Platform:
     nats: EmbeddedNats
     data_dir: Path
     log_path: Path
+    #: the default namespace's `uuid:key`, which `deepfaas up` wrote to `<data_dir>/auth`
+    auth: str = ""
 
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+    @property
+    def basic_auth(self) -> tuple[str, str]:
+        key_id, _, secret = self.auth.partition(":")
+        return key_id, secret
+
+    @property
+    def auth_url(self) -> str:
+        """The URL with the default key as its userinfo (httpx and `bench.loadgen` send it)."""
+        return self.url.replace("http://", f"http://{self.auth}@", 1)
+
+    def client(self, timeout: float = 30.0, auth: str | None = None) -> httpx.Client:
+        """A client sending the default key (or ``auth``, another `uuid:key`)."""
+        key_id, _, secret = (auth or self.auth).partition(":")
+        return httpx.Client(base_url=self.url, timeout=timeout, auth=(key_id, secret))
 
     def log_text(self) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -81,6 +95,7 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
             raise RuntimeError(f"platform exited with {process.returncode}:\n{platform.log_text()}")
         try:
             if httpx.get(f"{platform.url}/readyz", timeout=1).status_code == 200:
+                platform.auth = (data_dir / "auth").read_text().strip()
                 return platform
         except httpx.HTTPError:
             pass

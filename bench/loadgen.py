@@ -7,6 +7,7 @@ what it measures; the same generator drives every target, so figures compare fai
 from __future__ import annotations
 
 import asyncio
+import base64
 import multiprocessing
 import statistics
 import time
@@ -68,11 +69,19 @@ async def _http_worker(
 
 
 async def _http_run(
-    host: str, port: int, path: str, body: bytes, concurrency: int, seconds: float, warmup: float
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    auth: str = "",
 ) -> tuple[list[float], int, float]:
     request = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        + (f"Authorization: {auth}\r\n" if auth else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     if warmup:
         await asyncio.gather(
@@ -171,9 +180,14 @@ def http_load(
     seconds: float,
     warmup: float = 0.5,
 ) -> LoadResult:
-    """POST ``body`` to ``url+path`` from ``concurrency`` keep-alive connections."""
-    host, port = url.removeprefix("http://").split(":")
-    run = _in_child("http", (host, int(port), path, body, concurrency, seconds, warmup))
+    """POST ``body`` to ``url+path`` from ``concurrency`` keep-alive connections.
+
+    A ``http://uuid:key@host:port`` URL sends that API key (HTTP Basic) with every request.
+    """
+    userinfo, _, hostport = url.removeprefix("http://").rpartition("@")
+    host, port = hostport.split(":")
+    auth = f"Basic {base64.b64encode(userinfo.encode()).decode()}" if userinfo else ""
+    run = _in_child("http", (host, int(port), path, body, concurrency, seconds, warmup, auth))
     return _result(name, concurrency, run)
 
 

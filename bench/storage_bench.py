@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import shutil
 import socket
@@ -64,8 +65,8 @@ def run(seconds: float) -> list[str]:
         try:
             plat = start_platform(nats, root / "platform")
             _deploy(plat)
-            lines = asyncio.run(_latency(plat.url, nats.url, n))
-            lines.append(_throughput(plat.url, root / "files"))
+            lines = asyncio.run(_latency(plat.auth_url, nats.url, n))
+            lines.append(_throughput(plat.auth_url, root / "files"))
             return lines
         finally:
             if plat is not None:
@@ -255,10 +256,13 @@ def _throughput(url: str, folder: Path) -> str:
 
 def _sendfile_put(url: str, path: str, source: Path) -> float:
     """PUT ``source`` with a Content-Length over one connection; seconds to the full answer."""
-    host, port = url.removeprefix("http://").split(":")
+    userinfo, _, hostport = url.removeprefix("http://").rpartition("@")
+    host, port = hostport.split(":")
     size = source.stat().st_size
+    auth = base64.b64encode(userinfo.encode()).decode()
     head = (
         f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
+        f"Authorization: Basic {auth}\r\n"
         f"Content-Length: {size}\r\nConnection: close\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=600) as sock, source.open("rb") as f:

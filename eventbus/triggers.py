@@ -22,11 +22,13 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.filters import FilterList, compile_filters, storage_filters
 from eventbus.invocations import new_invocation
+from eventbus.namespaces import QUALIFIED_NAME_PATTERN
 from eventbus.streams import TRIGGERS_KV
 from eventbus.types import CloudEvent
 
-TRIGGER_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-FUNCTION_REF_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+#: internal names: ``<namespace>=<name>`` outside the default namespace (`eventbus.namespaces`)
+TRIGGER_NAME_PATTERN: Final = QUALIFIED_NAME_PATTERN
+FUNCTION_REF_PATTERN: Final = QUALIFIED_NAME_PATTERN
 BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 #: what an output key template may use
 TEMPLATE_FIELDS: Final = frozenset({"key", "stem", "ext", "bucket", "id", "trigger"})

@@ -14,18 +14,25 @@ from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ensure_layout
-from gateway import problems
+from gateway import openwhisk, problems
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.keys import KeyStore
+from gateway.auth.middleware import AuthMiddleware
+from gateway.auth.oidc import OidcVerifier
+from gateway.auth.quota import Quotas
 from gateway.cache import FunctionCache
 from gateway.invoker import Invoker
 from gateway.limits import BodyLimit
 from gateway.metrics import Metrics
 from gateway.routes import (
     activations,
+    auth_keys,
     events,
     functions,
     ingest,
     invoke,
     ops,
+    runtimes,
     storage,
     subscriptions,
     triggers,
@@ -51,6 +58,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         metrics = Metrics()
         await metrics.start(bus)
         store = create_storage(settings)
+        app.state.auth = Authenticator(
+            KeyStore(bus),
+            OidcVerifier(settings) if settings.oidc_issuer else None,
+            Quotas(settings.ns_rate_per_s, settings.ns_burst, settings.ns_concurrency),
+        )
         app.state.gateway = GatewayState(
             settings=settings,
             bus=bus,
@@ -81,10 +93,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
     app.add_exception_handler(Exception, problems.unexpected_error_handler)
-    routers = (functions, invoke, activations, events, ingest, subscriptions, triggers, storage)
+    routers = (
+        functions,
+        invoke,
+        activations,
+        events,
+        ingest,
+        subscriptions,
+        triggers,
+        storage,
+        runtimes,
+    )
     for module in (*routers, ops):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/buckets",)
     )
+    app.include_router(auth_keys.router)
+    for ow_router in openwhisk.ROUTERS:
+        app.include_router(ow_router)
+    app.add_middleware(AuthMiddleware)
     return app

@@ -12,7 +12,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from gateway import cli_storage
+from gateway import cli_auth, cli_storage
 from gateway.cli_common import DEFAULT_URL, JSON, URL, console, err
 from gateway.cli_common import check as _check
 from gateway.cli_common import client as _client
@@ -39,6 +39,7 @@ app.add_typer(sub_app, name="sub")
 app.add_typer(trigger_app, name="trigger")
 app.command("dispatcher")(dispatcher_command)
 cli_storage.register(app)
+cli_auth.register(app)
 
 
 @app.command()

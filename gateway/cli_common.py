@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import orjson
 import typer
 from rich.console import Console
+
+try:  # typer 0.29 carries its own click; the context `--auth` sets lives there
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import get_current_context  # type: ignore[no-redef]
 
 console = Console()
 err = Console(stderr=True)
@@ -17,9 +24,26 @@ JSON = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-def client(url: str, timeout: float | None = 75.0) -> httpx.Client:
-    """An HTTP client for the gateway at ``url``."""
-    return httpx.Client(base_url=url, timeout=timeout)
+def credential() -> str | None:
+    """The `uuid:key` the CLI sends: `--auth`, $DEEPFAAS_AUTH, or `<data dir>/auth`."""
+    ctx = get_current_context(silent=True)
+    given = ctx.find_root().obj if ctx is not None else None
+    if isinstance(given, dict) and given.get("auth"):
+        return str(given["auth"])
+    if os.environ.get("DEEPFAAS_AUTH"):
+        return os.environ["DEEPFAAS_AUTH"].strip()
+    path = Path(os.environ.get("DEEPFAAS_DATA_DIR", ".deepfaas")) / "auth"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def client(url: str, timeout: float | httpx.Timeout | None = 75.0) -> httpx.Client:
+    """An HTTP client for the gateway at ``url``, sending the CLI's credential."""
+    found = credential()
+    if found and found.lower().startswith("bearer "):
+        headers = {"authorization": found}
+        return httpx.Client(base_url=url, timeout=timeout, headers=headers)
+    auth = tuple(found.split(":", 1)) if found and ":" in found else None
+    return httpx.Client(base_url=url, timeout=timeout, auth=auth)  # type: ignore[arg-type]
 
 
 def check(response: httpx.Response) -> Any:

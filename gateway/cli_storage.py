@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gateway.cli_common import DEFAULT_URL, JSON, URL, check, console, err
+from gateway.cli_common import DEFAULT_URL, JSON, URL, check, client, console, err
 
 CHUNK: Final = 1024 * 1024
 
@@ -51,7 +51,7 @@ class TransferError(Exception):
 
 
 def _client(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=300.0, write=300.0))
+    return client(url, timeout=httpx.Timeout(30.0, read=300.0, write=300.0))
 
 
 def _detail(response: httpx.Response) -> str:

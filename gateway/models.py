@@ -29,6 +29,7 @@ class ActivationSummary(BaseModel):
 
     id: str
     function: str
+    namespace: str = "default"
     version: int
     status: ActivationStatus
     mode: str

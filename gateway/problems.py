@@ -32,10 +32,14 @@ STATUS_BY_CODE: dict[str, int] = {
     "internal": 500,
     "storage": 500,
     "unsupported": 501,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "too_many_requests": 429,
 }
 
 TITLES: dict[int, str] = {
     400: "Bad request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
@@ -44,6 +48,7 @@ TITLES: dict[int, str] = {
     415: "Unsupported media type",
     416: "Range not satisfiable",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal error",
     501: "Not implemented",
     502: "Function failed",
@@ -66,11 +71,13 @@ def problem(status: int, detail: str, *, kind: str | None = None, **extra: Any) 
     )
 
 
-async def deepfaas_error_handler(_: Request, exc: Exception) -> Response:
+async def deepfaas_error_handler(request: Request, exc: Exception) -> Response:
     """Our errors, by their code."""
     assert isinstance(exc, DeepfaasError)
     status = STATUS_BY_CODE.get(exc.code, 500)
     fields = {k: v for k, v in exc.fields.items() if isinstance(v, str | int | float | list | dict)}
+    if request.url.path.startswith("/api/v1/"):
+        fields["error"] = exc.message  # where OpenWhisk's clients read the reason
     return problem(status, exc.message, kind=exc.code.replace("_", "-"), **fields)
 
 

@@ -6,9 +6,10 @@ from pydantic import Field
 
 from eventbus.settings import BusSettings
 from eventbus.storage.settings import StorageSettings
+from gateway.auth.settings import AuthSettings
 
 
-class GatewaySettings(BusSettings, StorageSettings):
+class GatewaySettings(BusSettings, StorageSettings, AuthSettings):
     """The HTTP front door (env prefix ``DEEPFAAS_``)."""
 
     host: str = "127.0.0.1"

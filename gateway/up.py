@@ -24,6 +24,7 @@ from eventbus.dispatcher import run_dispatcher
 from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
+from gateway.auth.bootstrap import auth_file, ensure_first_key
 from gateway.builtins import register_builtins
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge
@@ -83,7 +84,7 @@ async def run_controller(settings: ControllerSettings, env: dict[str, str], log_
     """Run the controller until cancelled."""
     bus = await Bus.connect(settings.nats_url, name="controller", prefix=settings.event_prefix)
     await ensure_layout(bus.js)
-    provider = LocalProvider(env=env, log_dir=log_dir, python=settings.worker_python)
+    provider = LocalProvider.from_settings(settings, env=env, log_dir=log_dir)
     controller = Controller(bus, provider, settings)
     await controller.start()
     try:
@@ -160,6 +161,7 @@ async def up(settings: UpSettings) -> None:
         idle_release_s=settings.idle_release_s,
     )
     await _register_builtins(settings)
+    first_key = await _first_key(settings)
     env = worker_env(settings)
     controller = asyncio.create_task(
         run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
@@ -180,6 +182,7 @@ async def up(settings: UpSettings) -> None:
         f"  NATS     {settings.nats_url}\n"
         f"  data     {settings.data_dir.resolve()}\n"
         f"  workers  logs in {settings.data_dir.resolve() / 'logs'}\n"
+        f"{_key_lines(first_key, settings)}"
         f"Press Ctrl-C to stop.",
         flush=True,
     )
@@ -203,6 +206,25 @@ async def _register_builtins(settings: UpSettings) -> None:
         await register_builtins(bus, names)
     finally:
         await bus.close()
+
+
+async def _first_key(settings: UpSettings) -> str | None:
+    bus = await Bus.connect(settings.nats_url, name="auth-bootstrap", prefix=settings.event_prefix)
+    try:
+        return await ensure_first_key(bus, settings.data_dir)
+    finally:
+        await bus.close()
+
+
+def _key_lines(credential: str | None, settings: UpSettings) -> str:
+    path = auth_file(settings.data_dir).resolve()
+    if credential is None:
+        return f"  auth     the default namespace's API key is in {path}\n"
+    return (
+        f"  auth     API key of namespace 'default' (shown once; also in {path}, mode 0600):\n"
+        f"           {credential}\n"
+        f'           curl -u "$(cat {path})" ...   or   deepfaas --auth ... / DEEPFAAS_AUTH\n'
+    )
 
 
 def main_up() -> None:

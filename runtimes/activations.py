@@ -8,6 +8,7 @@ written with a compare-and-set on the claim's revision, so only one run can comp
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -134,9 +135,14 @@ class ActivationStore:
         await kv.put(record.id, _encode(record, 0))
 
     async def recent(
-        self, *, limit: int = 30, function: str | None = None, scan: int = 2000
+        self,
+        *,
+        limit: int = 30,
+        function: str | None = None,
+        scan: int = 2000,
+        where: Callable[[ActivationRecord], bool] | None = None,
     ) -> list[ActivationRecord]:
-        """The newest records first, read from the tail of the bucket's stream."""
+        """The newest records first (those ``where`` accepts), from the bucket stream's tail."""
         kv = await self._bucket()
         info = await self.bus.js.stream_info(f"KV_{ACTIVATIONS_KV}")
         first, last = int(info.state.first_seq), int(info.state.last_seq)
@@ -155,7 +161,9 @@ class ActivationStore:
                 continue
             seen.add(key)
             record = ActivationRecord.model_validate_json(msg.data)
-            if function is None or record.function == function:
+            if (function is None or record.function == function) and (
+                where is None or where(record)
+            ):
                 found.append(record)
         del kv
         return found

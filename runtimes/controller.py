@@ -3,6 +3,8 @@
 It watches the `functions` KV bucket, provisions a runtime per function version through the
 local provider, rolls workers on an update (new version ready before the old is released),
 scales with queue depth and in-flight work, and releases idle workers down to ``min_scale``.
+A GPU runtime with no GPU free stays pending (its status says why) and its invocations fail
+after ``gpu_wait_s`` (`runtimes.pending`). ``control.runtimes`` answers each runtime's state.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nats.aio.msg import Msg
 from eventbus.connection import Bus
 from eventbus.streams import FUNCTIONS_KV, ensure_consumer, queue_depth
 from runtimes.local import LocalProvider, parse_announcement
+from runtimes.pending import PendingInvocations
 from runtimes.settings import ControllerSettings
 from runtimes.types import FunctionSpec, GpuRequest, RuntimeHandle, RuntimeSpec
 
@@ -36,6 +39,7 @@ class _Managed:
     last_active: float = field(default_factory=time.time)
     retiring: list[RuntimeHandle] = field(default_factory=list)
     rollout: asyncio.Task[None] | None = None
+    pending_since: float | None = None
 
 
 def runtime_spec(spec: FunctionSpec) -> RuntimeSpec:
@@ -67,6 +71,7 @@ class Controller:
         self._tasks: list[asyncio.Task[Any]] = []
         self._subs: list[Any] = []
         self._synced = asyncio.Event()
+        self.pending = PendingInvocations(bus, settings.gpu_wait_s)
 
     async def start(self) -> None:
         """Subscribe to worker announcements and start watching specs and demand."""
@@ -76,7 +81,10 @@ class Controller:
             await nc.subscribe("control.heartbeat.*", cb=self._on_heartbeat),
             await nc.subscribe("control.wake.*", cb=self._on_wake),
             await nc.subscribe("control.instances.*", cb=self._on_instances),
+            await nc.subscribe("control.stem", cb=self._on_stem),
+            await nc.subscribe("control.runtimes", cb=self._on_runtimes),
         ]
+        await self.provider.start()
         self._tasks = [
             asyncio.create_task(self._watch_specs(), name="watch-specs"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
@@ -92,6 +100,7 @@ class Controller:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        await self.pending.close()
         await self.provider.close()
 
     # -- specs --------------------------------------------------------------------------------
@@ -119,7 +128,7 @@ class Controller:
         await ensure_consumer(self.bus.js, spec.name, ack_wait=self.settings.ack_wait_s)
         managed = self.functions.get(spec.name)
         if managed is None:
-            handle = await self.provider.provision(runtime_spec(spec))
+            handle = await self.provider.provision(runtime_spec(spec), pending_ok=True)
             self.functions[spec.name] = _Managed(spec=spec, handle=handle)
             log.info("function %s v%d registered", spec.name, spec.version)
             return
@@ -127,7 +136,7 @@ class Controller:
             return
         old, old_spec = managed.handle, managed.spec
         replicas = max(self.provider.replicas(old), spec.min_scale)
-        handle = await self.provider.provision(runtime_spec(spec))
+        handle = await self.provider.provision(runtime_spec(spec), pending_ok=True)
         await self.provider.scale(handle, replicas)
         managed.spec, managed.handle = spec, handle
         managed.retiring.append(old)
@@ -137,12 +146,18 @@ class Controller:
     async def _retire(
         self, managed: _Managed, old: RuntimeHandle, new: RuntimeHandle, replicas: int
     ) -> None:
-        """Release the old runtime once the new one is ready (rolling update)."""
+        """Release the old runtime once the new one is ready (rolling update).
+
+        When the new one waits for GPUs that the old one holds, there is no room to surge: the
+        old one goes first (its in-flight work drains) and invocations queue meanwhile.
+        """
         deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
         while replicas and time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 status = await self.provider.status(new)
                 if status.ready >= max(1, min(replicas, status.desired)):
+                    break
+                if self.provider.describe(new)["pending"] and self.provider.describe(old)["gpus"]:
                     break
             await asyncio.sleep(0.05)
         await self.provider.release(old)
@@ -155,6 +170,7 @@ class Controller:
             return
         for handle in [managed.handle, *managed.retiring]:
             await self.provider.release(handle)
+        await self.pending.forget(name)
         log.info("function %s removed", name)
 
     # -- demand -------------------------------------------------------------------------------
@@ -185,6 +201,20 @@ class Controller:
         elif desired < current and now - managed.last_active >= self.settings.idle_release_s:
             log.info("%s: idle, scaling %d -> %d", spec.name, current, desired)
             await self.provider.scale(managed.handle, desired)
+        await self._check_pending(managed)
+
+    async def _check_pending(self, managed: _Managed) -> None:
+        """While no worker can start for want of a GPU, fail invocations past the bounded wait."""
+        state = self.provider.describe(managed.handle)
+        if not state["pending"] or state["ready"] or managed.retiring:
+            if managed.pending_since is not None:
+                managed.pending_since = None
+                await self.pending.forget(managed.spec.name)
+            return
+        if managed.pending_since is None:
+            managed.pending_since = time.time()
+            log.warning("%s: pending: %s", managed.spec.name, state["pending"])
+        await self.pending.expire(managed.spec, state["pending"])
 
     def _sync_inflight(self, function: str) -> int:
         now = time.time()
@@ -201,6 +231,9 @@ class Controller:
         body = parse_announcement(msg.data)
         self.provider.mark_ready(int(body.get("pid", 0)))
         self._beat(body)
+
+    async def _on_stem(self, msg: Msg) -> None:
+        self.provider.mark_ready(int(parse_announcement(msg.data).get("pid", 0)))
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         self._beat(parse_announcement(msg.data))
@@ -236,3 +269,51 @@ class Controller:
                 beat = by_pid.get(inst["pid"], {})
                 items.append({**inst, "inflight": beat.get("inflight", 0), "site": handle.site})
         await msg.respond(orjson.dumps(items))
+
+    async def _on_runtimes(self, msg: Msg) -> None:
+        """Answer each function's runtime state (or one function's, named in the body)."""
+        if not msg.reply:
+            return
+        only = msg.data.decode(errors="replace").strip()
+        blocks = [
+            self.runtime_state(managed)
+            for name, managed in sorted(self.functions.items())
+            if not only or name == only
+        ]
+        body: dict[str, Any] = {"runtimes": blocks}
+        if self.provider.pool is not None:
+            body["prewarmed"] = {"size": self.provider.pool.size, "ready": self.provider.pool.ready}
+        await msg.respond(orjson.dumps(body))
+
+    def runtime_state(self, managed: _Managed) -> dict[str, Any]:
+        """One function's runtime: replicas, status and the reason when not ready."""
+        spec, state = managed.spec, self.provider.describe(managed.handle)
+        if state["pending"] and not state["ready"]:
+            status, reason = "pending", state["pending"]
+        elif state["desired"] == 0 and state["workers"] == 0:
+            status, reason = "idle", "scaled to zero"
+        elif state["ready"] >= state["desired"] and not managed.retiring:
+            status, reason = "ready", ""
+        else:
+            status = "scaling"
+            reason = (
+                state["pending"]
+                or state["last_error"]
+                or ("rolling update" if managed.retiring else "workers starting")
+            )
+        since = managed.pending_since
+        return {
+            "function": spec.name,
+            "version": spec.version,
+            "site": managed.handle.site,
+            "status": status,
+            "reason": reason,
+            "desired": state["desired"],
+            "workers": state["workers"],
+            "ready": state["ready"],
+            "min_scale": spec.min_scale,
+            "max_scale": spec.max_scale,
+            "gpus": state["gpus"],
+            "pending_since": since,
+            "retiring": len(managed.retiring),
+        }

@@ -1,4 +1,10 @@
-"""The `local` provider: worker processes on this machine, restarted when they die."""
+"""The `local` provider: worker processes on this machine, restarted when they die.
+
+CPU workers come from the prewarmed pool (`runtimes.pool`) when it has a stem, else they are
+spawned. GPU workers are spawned with their own ``CUDA_VISIBLE_DEVICES`` and only when a GPU
+of the asked model is free: otherwise the runtime stays *pending* with a "no GPU" reason and
+nothing runs on the CPU in its place.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,42 +22,14 @@ from typing import Any
 import orjson
 
 from runtimes.errors import CapacityError, ProvisioningError
+from runtimes.gpus import Gpu, gpu_inventory
+from runtimes.pool import StemPool, spawn_worker, stop_process
+from runtimes.settings import ControllerSettings
 from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 
 log = logging.getLogger(__name__)
 EXIT_LOAD_FAILED = 3
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """One GPU of this machine, as nvidia-smi reports it."""
-
-    index: int
-    model: str
-    memory_mb: int
-
-
-def discover_gpus(nvidia_smi: str | None = None) -> list[Gpu]:
-    """GPUs visible through nvidia-smi; none when it is absent or fails."""
-    exe = nvidia_smi or shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 3 and parts[0].isdigit():
-            gpus.append(Gpu(int(parts[0]), parts[1], int(float(parts[2] or 0))))
-    return gpus
+__all__ = ["EXIT_LOAD_FAILED", "Gpu", "LocalProvider", "parse_announcement"]
 
 
 @dataclass
@@ -62,6 +39,7 @@ class _Instance:
     gpus: tuple[int, ...] = ()
     ready: bool = False
     stopping: bool = False
+    prewarmed: bool = False
 
 
 @dataclass
@@ -72,6 +50,7 @@ class _Runtime:
     failures: int = 0
     retry_at: float = 0.0
     last_error: str = ""
+    pending: str = ""
 
 
 class LocalProvider:
@@ -88,27 +67,44 @@ class LocalProvider:
         log_dir: Path | None = None,
         gpus: list[Gpu] | None = None,
         supervise_s: float = 0.2,
+        prewarm: int = 0,
     ) -> None:
         self.site = site
         self.env = dict(env or {})
         self.python = python or sys.executable
         self.log_dir = log_dir
-        self.gpus = discover_gpus() if gpus is None else gpus
+        self.gpus = gpu_inventory(None) if gpus is None else gpus
         self.supervise_s = supervise_s
+        self.pool: StemPool | None = None
+        if prewarm > 0:
+            base = {**os.environ, **self.env, "DEEPFAAS_PARENT_PID": str(os.getpid())}
+            self.pool = StemPool(prewarm, self.python, base, log_dir, site)
         self._runtimes: dict[str, _Runtime] = {}
         self._supervisor: asyncio.Task[None] | None = None
 
+    @classmethod
+    def from_settings(
+        cls, settings: ControllerSettings, *, env: dict[str, str], log_dir: Path | None
+    ) -> LocalProvider:
+        """The provider a controller process runs: pool size and GPU inventory from settings."""
+        return cls(
+            env=env,
+            log_dir=log_dir,
+            python=settings.worker_python,
+            gpus=gpu_inventory(settings.gpus),
+            prewarm=settings.prewarm,
+        )
+
     # -- Provider protocol ------------------------------------------------------------------
 
-    async def provision(self, spec: RuntimeSpec) -> RuntimeHandle:
-        """Register the runtime and start its minimum replicas."""
-        if spec.gpu.count > len(self._matching_gpus(spec)):
-            raise CapacityError(
-                f"site {self.site!r} has {len(self._matching_gpus(spec))} GPU(s) of model "
-                f"{spec.gpu.model or 'any'}; {spec.gpu.count} asked",
-                site=self.site,
-                runtime=spec.name,
-            )
+    async def provision(self, spec: RuntimeSpec, *, pending_ok: bool = False) -> RuntimeHandle:
+        """Register the runtime and start its minimum replicas.
+
+        A GPU runtime this site can never hold raises `CapacityError` (so placement tries the
+        next site), unless ``pending_ok``: then it is kept pending, visibly, for the controller.
+        """
+        if spec.gpu.count > len(self._matching_gpus(spec)) and not pending_ok:
+            raise CapacityError(self._no_gpu_reason(spec), site=self.site, runtime=spec.name)
         runtime = self._runtimes.get(spec.name)
         if runtime is None:
             runtime = _Runtime(spec=spec, replicas=spec.min_scale)
@@ -123,7 +119,8 @@ class LocalProvider:
         """Desired replicas and those whose worker announced readiness."""
         runtime = self._get(handle)
         ready = sum(1 for i in runtime.instances if i.ready and not i.stopping)
-        return RuntimeStatus(desired=runtime.replicas, ready=ready, message=runtime.last_error)
+        message = runtime.pending or runtime.last_error
+        return RuntimeStatus(desired=runtime.replicas, ready=ready, message=message)
 
     async def scale(self, handle: RuntimeHandle, replicas: int) -> None:
         """Start or stop workers to reach ``replicas`` (bounded by the spec's max_scale)."""
@@ -140,8 +137,16 @@ class LocalProvider:
 
     # -- local extras -----------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Start supervising and fill the prewarmed pool."""
+        self._ensure_supervisor()
+        if self.pool is not None:
+            self.pool.refill()
+
     def mark_ready(self, pid: int) -> None:
-        """A worker said it is ready (the controller relays `control.ready` messages)."""
+        """A worker (or a stem) said it is ready; the controller relays `control.*` messages."""
+        if self.pool is not None and self.pool.mark_ready(pid):
+            return
         for runtime in self._runtimes.values():
             for inst in runtime.instances:
                 if inst.process.pid == pid:
@@ -160,23 +165,39 @@ class LocalProvider:
                 "uptime_s": round(time.time() - i.started, 3),
                 "gpus": list(i.gpus),
                 "version": runtime.spec.function_version,
+                "prewarmed": i.prewarmed,
             }
             for i in runtime.instances
             if i.process.poll() is None
         ]
+
+    def describe(self, handle: RuntimeHandle) -> dict[str, Any]:
+        """Replica counts and why the runtime is not at them (pending GPU, failing loads)."""
+        runtime = self._get(handle)
+        live = [i for i in runtime.instances if i.process.poll() is None and not i.stopping]
+        return {
+            "desired": runtime.replicas,
+            "workers": len(live),
+            "ready": sum(1 for i in live if i.ready),
+            "pending": runtime.pending,
+            "last_error": runtime.last_error,
+            "gpus": sorted(g for i in live for g in i.gpus),
+        }
 
     def replicas(self, handle: RuntimeHandle) -> int:
         """The replica count asked for now."""
         return self._get(handle).replicas
 
     async def close(self) -> None:
-        """Release every runtime and stop supervising."""
+        """Release every runtime, stop the stems and stop supervising."""
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         for name in list(self._runtimes):
             await self.release(RuntimeHandle(self.site, self.kind, name, name))
+        if self.pool is not None:
+            await self.pool.close()
 
     # -- internals --------------------------------------------------------------------------
 
@@ -202,6 +223,11 @@ class LocalProvider:
             for runtime in list(self._runtimes.values()):
                 self._reap(runtime)
                 self._converge(runtime)
+            if self.pool is not None:
+                try:
+                    self.pool.refill()
+                except ProvisioningError as exc:
+                    log.warning("cannot refill the prewarmed pool: %s", exc)
 
     def _reap(self, runtime: _Runtime) -> None:
         for inst in list(runtime.instances):
@@ -229,9 +255,14 @@ class LocalProvider:
 
     def _converge(self, runtime: _Runtime) -> None:
         live = [i for i in runtime.instances if not i.stopping]
+        runtime.pending = ""
         if len(live) < runtime.replicas and time.time() >= runtime.retry_at:
             for _ in range(runtime.replicas - len(live)):
-                runtime.instances.append(self._start(runtime.spec))
+                gpus = self._free_gpus(runtime.spec)
+                if gpus is None:
+                    runtime.pending = self._no_gpu_reason(runtime.spec)
+                    break
+                runtime.instances.append(self._start(runtime.spec, gpus))
         elif len(live) > runtime.replicas:
             # Stop the youngest first; the oldest are warm.
             for inst in sorted(live, key=lambda i: i.started, reverse=True)[
@@ -240,57 +271,44 @@ class LocalProvider:
                 inst.stopping = True
                 asyncio.get_running_loop().create_task(self._stop(inst))
 
-    def _start(self, spec: RuntimeSpec) -> _Instance:
+    def _start(self, spec: RuntimeSpec, gpus: tuple[int, ...]) -> _Instance:
+        if not gpus and self.pool is not None:
+            stem = self.pool.assign(spec.function, spec.function_version, spec.env)
+            if stem is not None:
+                log.info("%s: prewarmed worker pid %d assigned", spec.name, stem.process.pid)
+                return _Instance(process=stem.process, started=stem.started, prewarmed=True)
         env = {**os.environ, **self.env, **spec.env}
         env["DEEPFAAS_FUNCTION"] = spec.function
         env["DEEPFAAS_PARENT_PID"] = str(os.getpid())
         env["DEEPFAAS_VERSION"] = str(spec.function_version)
-        gpus = self._assign_gpus(spec)
+        env["DEEPFAAS_STEM"] = "false"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-        out: Any = subprocess.DEVNULL
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = (self.log_dir / f"{spec.name}.log").open("ab")
-        try:
-            process = subprocess.Popen(
-                [self.python, "-m", "runtimes"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ProvisioningError(f"cannot start a worker: {exc}", site=self.site) from exc
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
-        log.info("%s: started worker pid %d", spec.name, process.pid)
+        env["DEEPFAAS_SPAWNED_AT"] = repr(time.time())  # init time counts from here
+        log_path = self.log_dir / f"{spec.name}.log" if self.log_dir is not None else None
+        process = spawn_worker(self.python, env, log_path, site=self.site)
+        log.info("%s: started worker pid %d (gpus %s)", spec.name, process.pid, list(gpus))
         return _Instance(process=process, started=time.time(), gpus=gpus)
 
-    def _assign_gpus(self, spec: RuntimeSpec) -> tuple[int, ...]:
+    def _free_gpus(self, spec: RuntimeSpec) -> tuple[int, ...] | None:
+        """GPU indexes for one more worker, or None when not enough of the model are free."""
         if spec.gpu.count <= 0:
             return ()
         used = {g for r in self._runtimes.values() for i in r.instances for g in i.gpus}
         free = [g.index for g in self._matching_gpus(spec) if g.index not in used]
-        if len(free) < spec.gpu.count:
-            # Over-subscribe rather than run a GPU function on the CPU silently.
-            free = [g.index for g in self._matching_gpus(spec)]
-        return tuple(free[: spec.gpu.count])
+        return tuple(free[: spec.gpu.count]) if len(free) >= spec.gpu.count else None
+
+    def _no_gpu_reason(self, spec: RuntimeSpec) -> str:
+        matching = self._matching_gpus(spec)
+        used = {g for r in self._runtimes.values() for i in r.instances for g in i.gpus}
+        free = sum(1 for g in matching if g.index not in used)
+        return (
+            f"no GPU free: {spec.gpu.count} x {spec.gpu.model or 'any model'} asked; "
+            f"site {self.site!r} has {len(matching)} such GPU(s), {free} free"
+        )
 
     async def _stop(self, inst: _Instance, grace: float = 35.0) -> None:
         inst.stopping = True
-        if inst.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            inst.process.terminate()
-        deadline = time.monotonic() + grace
-        while inst.process.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if inst.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                inst.process.kill()
-            await asyncio.to_thread(inst.process.wait)
+        await stop_process(inst.process, grace)
 
 
 def parse_announcement(data: bytes) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from eventbus.namespaces import QUALIFIED_NAME_PATTERN, namespace_of
 from eventbus.types import CloudEvent
 
 FUNCTION_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -25,7 +26,9 @@ class FunctionSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=FUNCTION_NAME_PATTERN, description="lower-case name, unique")
+    name: str = Field(
+        pattern=QUALIFIED_NAME_PATTERN, description="lower-case name (`ns=name` outside default)"
+    )
     handler: str = Field(
         pattern=HANDLER_PATTERN,
         description="`module:function` of installed code, or `function` inside `code`",
@@ -83,6 +86,7 @@ class ActivationRecord(BaseModel):
 
     id: str
     function: str
+    namespace: str = Field(default="", description="the function's namespace (from its name)")
     version: int
     status: ActivationStatus
     mode: str = Field(description="`sync` or `async`")
@@ -107,6 +111,12 @@ class ActivationRecord(BaseModel):
         default_factory=dict,
         description="what the handler said about its run (e.g. the model version that served it)",
     )
+
+    @model_validator(mode="after")
+    def _namespace(self) -> ActivationRecord:
+        if not self.namespace:
+            self.namespace = namespace_of(self.function)
+        return self
 
 
 @dataclass(frozen=True)
@@ -152,8 +162,8 @@ class RuntimeSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=FUNCTION_NAME_PATTERN, description="runtime name, unique per site")
-    function: str = Field(pattern=FUNCTION_NAME_PATTERN)
+    name: str = Field(pattern=QUALIFIED_NAME_PATTERN, description="runtime name, unique per site")
+    function: str = Field(pattern=QUALIFIED_NAME_PATTERN)
     function_version: int = Field(default=1, ge=1)
     image: str | None = Field(default=None, description="container image (kubernetes)")
     module: str | None = Field(default=None, description="`module:function` (local, openwhisk)")

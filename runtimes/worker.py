@@ -51,7 +51,13 @@ class Worker:
     """Serves one function version until stopped."""
 
     def __init__(
-        self, bus: Bus, loaded: LoadedFunction, settings: WorkerSettings, *, started: float
+        self,
+        bus: Bus,
+        loaded: LoadedFunction,
+        settings: WorkerSettings,
+        *,
+        started: float,
+        storage: Storage | None = None,
     ) -> None:
         self.bus = bus
         self.loaded = loaded
@@ -73,7 +79,7 @@ class Worker:
         self._pull_sub: Any = None
         self._loops: list[asyncio.Task[Any]] = []
         self.fn_logger = logging.getLogger(f"deepfaas.fn.{self.spec.name}")
-        self.storage: Storage | None = None
+        self.storage: Storage | None = storage  # a stem cell opens it before its assignment
 
     @property
     def lease(self) -> float:
@@ -82,10 +88,11 @@ class Worker:
     async def start(self) -> None:
         """Subscribe to both paths and announce readiness."""
         name = self.spec.name
-        try:
-            self.storage = create_storage(self.settings)
-        except Exception as exc:  # functions without storage still run
-            log.warning("no object store for this worker: %s", exc)
+        if self.storage is None:
+            try:
+                self.storage = create_storage(self.settings)
+            except Exception as exc:  # functions without storage still run
+                log.warning("no object store for this worker: %s", exc)
         await ensure_consumer(self.bus.js, name, ack_wait=self.lease)
         self._sync_sub = await self.bus.nc.subscribe(
             run_subject(name), queue=SYNC_QUEUE, cb=self._on_sync

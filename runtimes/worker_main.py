@@ -1,16 +1,29 @@
-"""Entry point of a worker process: settings, connection, the function, signals."""
+"""Entry point of a worker process: settings, connection, the function, signals.
+
+A worker started with ``DEEPFAAS_STEM=true`` is a stem cell of the prewarmed pool: it does
+everything that needs no function first (imports, bus, storage, KV buckets), says so on
+``control.stem``, then waits for one JSON line on stdin naming the function to become.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib
 import logging
+import os
 import signal
 import sys
 import time
+from typing import Any
+
+import orjson
 
 from eventbus.connection import Bus
-from eventbus.streams import ensure_layout
+from eventbus.storage import Storage
+from eventbus.storage.settings import create_storage
+from eventbus.streams import ACTIVATIONS_KV, FUNCTIONS_KV, ensure_layout
 from runtimes.errors import FunctionLoadError
 from runtimes.loader import failing_function, load_function
 from runtimes.registry import FunctionRegistry
@@ -19,15 +32,35 @@ from runtimes.worker import Worker
 
 log = logging.getLogger("deepfaas.worker")
 EXIT_RESTART = 75
+EXIT_BAD_SETTINGS = 2
+LOG_FORMAT = "%(asctime)s worker[{name}] %(levelname)s %(name)s: %(message)s"
 
 
 async def serve(settings: WorkerSettings, started: float) -> int:
     """Run a worker until SIGTERM/SIGINT; the exit code tells the provider what happened."""
     bus = await Bus.connect(
-        settings.nats_url, name=f"worker-{settings.function}", prefix=settings.event_prefix
+        settings.nats_url,
+        name=f"worker-{settings.function or 'stem'}",
+        prefix=settings.event_prefix,
     )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await ensure_layout(bus.js)
+        storage: Storage | None = None
+        if settings.stem:
+            storage = _open_storage(settings)
+            _preload(settings.preload)
+            await bus.kv(FUNCTIONS_KV)
+            await bus.kv(ACTIVATIONS_KV)
+            assignment = await _wait_for_assignment(bus, settings, stop)
+            if assignment is None:
+                if storage is not None:
+                    await storage.close()
+                return 0
+            settings, started = _become(settings, assignment)
         spec = await FunctionRegistry(bus).get(settings.function)
         if settings.version is not None and spec.version != settings.version:
             log.info(
@@ -42,11 +75,7 @@ async def serve(settings: WorkerSettings, started: float) -> int:
             # Serve anyway: every invocation then fails with the reason instead of waiting.
             log.error("cannot load %s: %s", settings.function, exc)
             loaded = failing_function(spec, exc)
-        worker = Worker(bus, loaded, settings, started=started)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        worker = Worker(bus, loaded, settings, started=started, storage=storage)
         await worker.start()
         waiter = asyncio.create_task(worker.wait_stopped())
         stopper = asyncio.create_task(stop.wait())
@@ -60,30 +89,111 @@ async def serve(settings: WorkerSettings, started: float) -> int:
         await bus.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``--function``/``--version`` (or DEEPFAAS_FUNCTION) and serve."""
-    # From the process's creation, so interpreter start-up and imports count as init time.
+def _open_storage(settings: WorkerSettings) -> Storage | None:
+    try:
+        return create_storage(settings)
+    except Exception as exc:  # functions without storage still run
+        log.warning("no object store for this worker: %s", exc)
+        return None
+
+
+def _preload(modules: list[str]) -> None:
+    """Import what the functions this stem may become will need (e.g. numpy, torch)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            log.warning("stem cannot preload %s: %s", module, exc)
+
+
+async def _wait_for_assignment(
+    bus: Bus, settings: WorkerSettings, stop: asyncio.Event
+) -> dict[str, Any] | None:
+    """The provider's assignment line from stdin; None on EOF (provider gone) or a signal."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+    )
+    line_task = asyncio.create_task(reader.readline())
+    stop_task = asyncio.create_task(stop.wait())
+    body = orjson.dumps({"pid": os.getpid(), "worker": settings.worker_id})
+    try:
+        while not (line_task.done() or stop_task.done()):
+            with contextlib.suppress(Exception):
+                await bus.nc.publish("control.stem", body)
+            await asyncio.wait(
+                {line_task, stop_task},
+                timeout=settings.heartbeat_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+    finally:
+        stop_task.cancel()
+        if not line_task.done():
+            line_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await line_task
+        transport.close()
+    if line_task.cancelled() or not line_task.result():
+        return None
+    value = orjson.loads(line_task.result())
+    return value if isinstance(value, dict) else None
+
+
+def _become(settings: WorkerSettings, assignment: dict[str, Any]) -> tuple[WorkerSettings, float]:
+    """Settings of the function a stem was told to serve, and when it was told (init start)."""
+    os.environ.update({str(k): str(v) for k, v in dict(assignment.get("env") or {}).items()})
+    function = str(assignment["function"])
+    version = assignment.get("version")
+    settings = settings.model_copy(
+        update={
+            "function": function,
+            "version": int(version) if version is not None else None,
+            "stem": False,
+        }
+    )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT.format(name=function)))
+    log.info("stem %d becomes %s v%s", os.getpid(), function, version)
+    return settings, float(assignment.get("at") or time.time())
+
+
+def _created_at(default: float) -> float:
     try:
         import psutil
 
-        started = psutil.Process().create_time()
+        return float(psutil.Process().create_time())
     except Exception:
-        started = time.time()
+        return default
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``--function``/``--version`` (or DEEPFAAS_FUNCTION) and serve."""
+    started = time.time()
     parser = argparse.ArgumentParser(prog="python -m runtimes", description=__doc__)
     parser.add_argument("--function", help="function to serve (or DEEPFAAS_FUNCTION)")
     parser.add_argument("--version", type=int, help="function version expected")
+    parser.add_argument("--stem", action="store_true", help="start as a prewarmed stem cell")
     args = parser.parse_args(argv)
     overrides: dict[str, object] = {}
     if args.function:
         overrides["function"] = args.function
     if args.version:
         overrides["version"] = args.version
+    if args.stem:
+        overrides["stem"] = True
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    # From the spawn, so interpreter start-up and imports count as init time (a stem's init
+    # time starts at its assignment instead).
+    started = settings.spawned_at or _created_at(started)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.__stderr__,
-        format=f"%(asctime)s worker[{settings.function}] %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT.format(name=settings.function or "stem"),
     )
+    if not settings.function and not settings.stem:
+        log.error("no function to serve: pass --function or set DEEPFAAS_FUNCTION")
+        return EXIT_BAD_SETTINGS
     try:
         import uvloop
 

@@ -1,4 +1,4 @@
-"""/v1/activations: records of invocations, their logs and results."""
+"""/v1/activations: records of invocations, their logs and results (the caller's namespace)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,29 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from eventbus.errors import NotFoundError
+from eventbus.namespaces import local_name
+from gateway.auth.access import namespace, qualified
 from gateway.models import ActivationResult, ActivationSummary
 from gateway.state import state_of
 from runtimes.types import ActivationRecord, ActivationStatus
 
 router = APIRouter(prefix="/v1/activations", tags=["activations"])
+
+
+def local(record: ActivationRecord) -> ActivationRecord:
+    """The record as its namespace sees it (the function's bare name)."""
+    return record.model_copy(update={"function": local_name(record.function)})
+
+
+async def own_record(request: Request, activation_id: str) -> ActivationRecord:
+    """The caller's activation record; 404 for missing ones and for other namespaces' alike."""
+    record = await state_of(request).activations.get(activation_id)
+    if record.namespace != namespace(request):
+        raise NotFoundError(
+            f"activation {activation_id!r} does not exist", activation=activation_id
+        )
+    return record
 
 
 @router.get("", response_model=list[ActivationSummary])
@@ -20,26 +38,32 @@ async def list_activations(
     limit: Annotated[int, Query(ge=1, le=200)] = 30,
 ) -> list[ActivationRecord]:
     """The newest activations first."""
-    return await state_of(request).activations.recent(limit=limit, function=function)
+    ns = namespace(request)
+    found = await state_of(request).activations.recent(
+        limit=limit,
+        function=qualified(request, function) if function else None,
+        where=lambda r: r.namespace == ns,
+    )
+    return [local(r) for r in found]
 
 
 @router.get("/{activation_id}", response_model=ActivationRecord)
 async def get_activation(request: Request, activation_id: str) -> ActivationRecord:
     """One activation record (404 until a worker has started it)."""
-    return await state_of(request).activations.get(activation_id)
+    return local(await own_record(request, activation_id))
 
 
 @router.get("/{activation_id}/logs")
 async def get_logs(request: Request, activation_id: str) -> dict[str, list[str]]:
     """The log lines the activation printed or logged."""
-    record = await state_of(request).activations.get(activation_id)
+    record = await own_record(request, activation_id)
     return {"logs": record.logs}
 
 
 @router.get("/{activation_id}/result", response_model=ActivationResult)
 async def get_result(request: Request, activation_id: str) -> ActivationResult:
     """The activation's result and whether it succeeded."""
-    record = await state_of(request).activations.get(activation_id)
+    record = await own_record(request, activation_id)
     return ActivationResult(
         id=record.id,
         status=record.status,

@@ -9,6 +9,8 @@ import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from eventbus.errors import DeepfaasError
+from eventbus.namespaces import local_name
+from gateway.auth.access import qualified
 from gateway.models import Accepted
 from gateway.problems import problem
 from gateway.state import state_of
@@ -56,7 +58,7 @@ async def invoke(
 ) -> Response:
     """Invoke a function with the request body as its input."""
     state = state_of(request)
-    spec = state.cache.get(name)
+    spec = state.cache.get(qualified(request, name))
     body, content_type = normalise_body(await request.body(), request.headers.get("content-type"))
     callback = callback or x_callback_url
     if callback is not None and not callback.startswith(("http://", "https://")):
@@ -113,7 +115,7 @@ def sync_response(record: ActivationRecord) -> Response:
     headers = {"x-activation-id": record.id, "x-function-version": str(record.version)}
     if record.status is ActivationStatus.SUCCESS:
         return Response(orjson.dumps(record.result), media_type="application/json", headers=headers)
-    common = {"activation_id": record.id, "function": record.function}
+    common = {"activation_id": record.id, "function": local_name(record.function)}
     if record.status is ActivationStatus.INVALID:
         response = problem(
             422,

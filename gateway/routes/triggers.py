@@ -15,11 +15,27 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventbus.errors import NotFoundError, ValidationFailedError
-from eventbus.triggers import TRIGGER_NAME_PATTERN, OutputTarget, Trigger, TriggerStore
+from eventbus.namespaces import (
+    DEFAULT_NAMESPACE,
+    NAMESPACE_PATTERN,
+    SEPARATOR,
+    belongs,
+    is_name,
+    local_name,
+)
+from eventbus.triggers import OutputTarget, Trigger, TriggerStore
+from gateway.auth.access import namespace, qualified
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
-NamePath = Path(pattern=TRIGGER_NAME_PATTERN, description="trigger name")
+NamePath = Path(pattern=NAMESPACE_PATTERN, description="trigger name")
+
+
+def local(trigger: Trigger) -> Trigger:
+    """The trigger as its namespace sees it (bare names)."""
+    return trigger.model_copy(
+        update={"name": local_name(trigger.name), "function": local_name(trigger.function)}
+    )
 
 
 class TriggerIn(BaseModel):
@@ -58,12 +74,26 @@ async def _trigger_from(request: Request, body: TriggerIn, name: str | None) -> 
                 f"the body names {data['name']!r} but the path names {name!r}", field="name"
             )
         data["name"] = name
+    for field in ("name", "function"):
+        if isinstance(data.get(field), str):
+            if not is_name(data[field]):
+                raise ValidationFailedError(
+                    f"{field}: {data[field]!r} is not a valid name ([a-z0-9][a-z0-9_-]*)",
+                    field=field,
+                )
+            data[field] = qualified(request, data[field])
+    ns = namespace(request)
+    if ns != DEFAULT_NAMESPACE:
+        # the bus is shared: outside default, a trigger sees only events about its namespace
+        confine = {"prefix": {"subject": f"{ns}{SEPARATOR}"}}
+        data["filters"] = [confine, *[f for f in data.get("filters", []) if f != confine]]
     trigger = Trigger.parse(data)
     try:
         await state_of(request).registry.get(trigger.function)
     except NotFoundError as exc:
         raise ValidationFailedError(
-            f"function {trigger.function!r} does not exist: create it before its triggers",
+            f"function {local_name(trigger.function)!r} does not exist: "
+            "create it before its triggers",
             field="function",
         ) from exc
     return trigger
@@ -75,15 +105,17 @@ async def list_triggers(
     function: Annotated[str | None, Query(description="only this function's")] = None,
 ) -> list[Trigger]:
     """Every trigger, sorted by name."""
-    return await _store(request).list(function=function)
+    ns = namespace(request)
+    found = await _store(request).list(function=qualified(request, function) if function else None)
+    return [local(t) for t in found if belongs(t.name, ns)]
 
 
 @router.post("", status_code=201, response_model=Trigger)
 async def create_trigger(request: Request, body: TriggerIn, response: Response) -> Trigger:
     """Create a trigger; 409 when the name is taken, 422 for a bad filter or missing function."""
     trigger = await _store(request).put(await _trigger_from(request, body, None), create_only=True)
-    response.headers["location"] = f"/v1/triggers/{trigger.name}"
-    return trigger
+    response.headers["location"] = f"/v1/triggers/{local_name(trigger.name)}"
+    return local(trigger)
 
 
 @router.put("/{name}", response_model=Trigger)
@@ -94,29 +126,29 @@ async def put_trigger(
     trigger = await _store(request).put(await _trigger_from(request, body, name))
     if trigger.version == 1:
         response.status_code = 201
-    return trigger
+    return local(trigger)
 
 
 @router.get("/{name}", response_model=Trigger)
 async def get_trigger(request: Request, name: str = NamePath) -> Trigger:
     """One trigger."""
-    return await _store(request).get(name)
+    return local(await _store(request).get(qualified(request, name)))
 
 
 @router.delete("/{name}", status_code=204)
 async def delete_trigger(request: Request, name: str = NamePath) -> Response:
     """Delete a trigger; events from now on no longer match it."""
-    await _store(request).delete(name)
+    await _store(request).delete(qualified(request, name))
     return Response(status_code=204)
 
 
 @router.post("/{name}/enable", response_model=Trigger)
 async def enable_trigger(request: Request, name: str = NamePath) -> Trigger:
     """Let the trigger invoke its function again."""
-    return await _store(request).set_enabled(name, True)
+    return local(await _store(request).set_enabled(qualified(request, name), True))
 
 
 @router.post("/{name}/disable", response_model=Trigger)
 async def disable_trigger(request: Request, name: str = NamePath) -> Trigger:
     """Stop invoking; matches are reported as `trigger.skipped` events instead."""
-    return await _store(request).set_enabled(name, False)
+    return local(await _store(request).set_enabled(qualified(request, name), False))

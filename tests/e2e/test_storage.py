@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.client
 import os
@@ -264,7 +265,13 @@ def test_unsafe_keys_are_refused_before_anything_is_written(
     url = urlsplit(platform.url)
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
     try:  # http.client sends the path as it is: no dot segments are removed on the way
-        conn.request("PUT", f"/v1/buckets/{bucket}/objects/{raw_key}", body=b"evil")
+        auth = "Basic " + base64.b64encode(platform.auth.encode()).decode()
+        conn.request(
+            "PUT",
+            f"/v1/buckets/{bucket}/objects/{raw_key}",
+            body=b"evil",
+            headers={"authorization": auth},
+        )
         response = conn.getresponse()
         status, text = response.status, response.read().decode()
     finally:
@@ -292,7 +299,7 @@ def test_cli_upload_ls_download(platform: Platform, bucket: str, tmp_path: Path)
         (source / name).write_bytes(content)
     single = tmp_path / "single.json"
     single.write_bytes(b"{}")
-    runner = CliRunner()
+    runner = CliRunner(env={"DEEPFAAS_AUTH": platform.auth})
     url = ["--url", platform.url]
 
     uploaded = runner.invoke(

@@ -186,7 +186,7 @@ def test_a_failing_webhook_shows_in_its_state_and_the_dlq(
 
 
 def test_the_sub_cli(platform: Platform, receiver: Receiver) -> None:
-    runner = CliRunner()
+    runner = CliRunner(env={"DEEPFAAS_AUTH": platform.auth})
     url = ["--url", platform.url]
     created = runner.invoke(
         sub_app,

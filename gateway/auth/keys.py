@@ -1,0 +1,140 @@
+"""API keys in OpenWhisk's `uuid:key` form, stored hashed in the `auth_keys` KV bucket.
+
+The uuid is the lookup id (the KV key); the secret is 64 random letters and digits, stored
+only as HMAC-SHA256 under a per-key random salt. Secrets this long need no slow hash: the
+salt stops precomputation and the entropy stops guessing. Every check reads KV, so a revoked
+key is refused from the next request on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import uuid
+from datetime import UTC, datetime
+
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from eventbus.connection import Bus
+from eventbus.errors import NotFoundError
+from eventbus.namespaces import is_name
+from gateway.auth.errors import AuthError
+from gateway.auth.types import ApiKey, KeyInfo, Principal
+
+AUTH_KV = "auth_keys"
+SECRET_ALPHABET = string.ascii_letters + string.digits
+SECRET_LENGTH = 64
+_DUMMY_SALT = secrets.token_bytes(16)
+
+
+def new_secret() -> str:
+    """A fresh random key secret."""
+    return "".join(secrets.choice(SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+
+
+def digest(secret: str, salt: bytes) -> str:
+    """The stored form of a secret."""
+    return hmac.new(salt, secret.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_credential(text: str) -> tuple[str, str]:
+    """``(uuid, secret)`` of a ``uuid:key`` credential; `AuthError` if it is not one."""
+    key_id, sep, secret = text.strip().partition(":")
+    try:
+        uuid.UUID(key_id)
+    except ValueError as exc:
+        raise AuthError("the credential must be `uuid:key`") from exc
+    if not sep or not secret:
+        raise AuthError("the credential must be `uuid:key`")
+    return key_id.lower(), secret
+
+
+class KeyStore:
+    """Create, list, revoke and check API keys."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self.bus.js.key_value(AUTH_KV)
+            except BucketNotFoundError:
+                self._kv = await self.bus.js.create_key_value(
+                    KeyValueConfig(bucket=AUTH_KV, history=1)
+                )
+        return self._kv
+
+    async def create(self, namespace: str, description: str = "") -> tuple[KeyInfo, str]:
+        """A new key for ``namespace``; returns it and its ``uuid:key`` credential (shown once)."""
+        if not is_name(namespace):
+            raise ValueError(f"not a valid namespace: {namespace!r}")
+        key_id, secret, salt = str(uuid.uuid4()), new_secret(), secrets.token_bytes(16)
+        stored = ApiKey(
+            uuid=key_id,
+            namespace=namespace,
+            description=description,
+            created=datetime.now(UTC),
+            salt=salt.hex(),
+            digest=digest(secret, salt),
+        )
+        await (await self._bucket()).create(key_id, stored.model_dump_json().encode())
+        return KeyInfo.model_validate(stored.model_dump()), f"{key_id}:{secret}"
+
+    async def get(self, key_id: str) -> ApiKey:
+        """The stored key, or `NotFoundError`."""
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(key_id)
+        except KeyNotFoundError as exc:
+            raise NotFoundError(f"key {key_id!r} does not exist", key=key_id) from exc
+        if not entry.value:
+            raise NotFoundError(f"key {key_id!r} does not exist", key=key_id)
+        return ApiKey.model_validate_json(entry.value)
+
+    async def list(self, namespace: str | None = None) -> list[KeyInfo]:
+        """Every key (of one namespace), oldest first, without secrets."""
+        kv = await self._bucket()
+        try:
+            ids = await kv.keys()
+        except NoKeysError:
+            return []
+        found = []
+        for key_id in ids:
+            try:
+                stored = await self.get(key_id)
+            except NotFoundError:
+                continue
+            if namespace is None or stored.namespace == namespace:
+                found.append(KeyInfo.model_validate(stored.model_dump()))
+        return sorted(found, key=lambda k: k.created)
+
+    async def revoke(self, key_id: str) -> KeyInfo:
+        """Mark the key revoked; it is refused from the next request on."""
+        stored = await self.get(key_id)
+        if stored.revoked is None:
+            stored = stored.model_copy(update={"revoked": datetime.now(UTC)})
+            await (await self._bucket()).put(key_id, stored.model_dump_json().encode())
+        return KeyInfo.model_validate(stored.model_dump())
+
+    async def namespaces(self) -> set[str]:
+        """Namespaces that hold at least one live key."""
+        return {k.namespace for k in await self.list() if k.revoked is None}
+
+    async def verify(self, credential: str) -> Principal:
+        """The caller of a ``uuid:key`` credential; `AuthError` for anything not live and right."""
+        key_id, secret = parse_credential(credential)
+        try:
+            stored = await self.get(key_id)
+        except NotFoundError:
+            hmac.compare_digest(digest(secret, _DUMMY_SALT), "0" * 64)  # same work either way
+            raise AuthError("unknown or revoked API key") from None
+        good = hmac.compare_digest(digest(secret, bytes.fromhex(stored.salt)), stored.digest)
+        if not good or stored.revoked is not None:
+            raise AuthError("unknown or revoked API key")
+        return Principal(namespace=stored.namespace, subject=key_id, method="basic")

@@ -1,0 +1,48 @@
+"""Which routes need no credential, and which are the default namespace's alone."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from eventbus.namespaces import DEFAULT_NAMESPACE
+
+PUBLIC_PATHS: Final = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+#: catalog browsing: anonymous GET/HEAD; other methods need a key
+ANONYMOUS_READ_PREFIXES: Final = ("/v1/catalog", "/v2/models")
+#: platform-wide resources (storage, the bus, dead letters, runtimes): the operator's only
+DEFAULT_ONLY_PREFIXES: Final = (
+    "/v1/buckets",
+    "/v1/subscriptions",
+    "/v1/events",
+    "/v1/dlq",
+    "/v1/runtimes",
+    "/v1/deployments",
+)
+_DEFAULT_ONLY = re.compile(r"^/v1/functions/[^/]+/runtime/?$")
+_INVOKE = re.compile(r"^(/v1/functions/[^/]+/invoke|/api/v1/namespaces/[^/]+/actions/[^/]+)/?$")
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def is_anonymous(method: str, path: str) -> bool:
+    """Whether the request may go through without a credential."""
+    if path in PUBLIC_PATHS:
+        return True
+    return method in ("GET", "HEAD") and _under(path, ANONYMOUS_READ_PREFIXES)
+
+
+def allowed(namespace: str, path: str) -> bool:
+    """Whether a caller of ``namespace`` may use ``path`` at all."""
+    if namespace == DEFAULT_NAMESPACE:
+        return True
+    return not (_under(path, DEFAULT_ONLY_PREFIXES) or _DEFAULT_ONLY.match(path))
+
+
+def is_invocation(method: str, path: str) -> bool:
+    """Whether the request runs a function (counted against the namespace's concurrency)."""
+    return method == "POST" and bool(_INVOKE.match(path))

@@ -1,0 +1,17 @@
+"""Errors of the OpenWhisk API; `gateway.problems` maps their codes."""
+
+from __future__ import annotations
+
+from eventbus.errors import DeepfaasError
+
+
+class BadRequestError(DeepfaasError):
+    """Input OpenWhisk answers with 400 (bad names, unknown kinds, limits out of bounds)."""
+
+    code = "bad_request"
+
+
+class TooLargeError(DeepfaasError):
+    """A payload or result over its limit (413)."""
+
+    code = "too_large"

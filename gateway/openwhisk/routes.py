@@ -1,0 +1,13 @@
+"""Every router of the OpenWhisk API, in the order the app mounts them."""
+
+from __future__ import annotations
+
+from gateway.openwhisk import actions, activations, namespaces, rules, triggers
+
+ROUTERS = (
+    namespaces.router,
+    actions.router,
+    activations.router,
+    triggers.router,
+    rules.router,
+)

@@ -1,0 +1,69 @@
+"""What OpenWhisk has and our native objects do not: action parameters, and triggers.
+
+Kept in the `openwhisk` KV bucket under ``action.<internal name>`` and ``trigger.<internal
+name>``; the action itself is the native function, a rule is a native trigger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from eventbus.connection import Bus
+
+OPENWHISK_KV = "openwhisk"
+
+
+class OpenWhiskStore:
+    """JSON documents by kind and internal name."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self.bus.js.key_value(OPENWHISK_KV)
+            except BucketNotFoundError:
+                self._kv = await self.bus.js.create_key_value(
+                    KeyValueConfig(bucket=OPENWHISK_KV, history=1)
+                )
+        return self._kv
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The document, or None."""
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(f"{kind}.{name}")
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        found: dict[str, Any] = orjson.loads(entry.value)
+        return found
+
+    async def put(self, kind: str, name: str, doc: dict[str, Any]) -> None:
+        """Write the document."""
+        await (await self._bucket()).put(f"{kind}.{name}", orjson.dumps(doc))
+
+    async def delete(self, kind: str, name: str) -> None:
+        """Forget the document (absent is fine)."""
+        kv = await self._bucket()
+        with contextlib.suppress(KeyNotFoundError):
+            await kv.delete(f"{kind}.{name}")
+
+    async def names(self, kind: str) -> list[str]:
+        """Internal names of every document of one kind."""
+        kv = await self._bucket()
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return []
+        prefix = f"{kind}."
+        return sorted(k[len(prefix) :] for k in keys if k.startswith(prefix))

@@ -1,0 +1,96 @@
+"""What a DEEPaaS-style request carries: a file (`data`) and arguments, from JSON, form or query."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from eventbus.errors import NotFoundError, ValidationFailedError
+from eventbus.storage import Storage
+from eventbus.storage.errors import BucketExistsError
+from functions.inference.models import INLINE_LIMIT, StoredObject
+from runtimes.models import LoadedModelPlugin, discover_models, load_model_plugin
+
+STAGING_BUCKET: Final = "deepfaas-staging"
+#: query parameters the platform reads itself; everything else is a model argument
+RESERVED: Final = frozenset({"version", "wait"})
+
+
+@dataclass
+class ModelRequest:
+    """The uploaded bytes (if any), their file name, and the other arguments."""
+
+    data: bytes | None = None
+    filename: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+async def read_model_request(request: Request) -> ModelRequest:
+    """Arguments from the query string, then a JSON or multipart/form body over them."""
+    out = ModelRequest(args={k: v for k, v in request.query_params.items() if k not in RESERVED})
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form()
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                content = await value.read()
+                if key == "data":
+                    out.data, out.filename = content, value.filename
+                else:
+                    out.args[key] = content
+            else:
+                out.args[key] = value
+        return out
+    body = await request.body()
+    if not body:
+        return out
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailedError(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ValidationFailedError("the JSON body must be an object of arguments")
+    data = parsed.pop("data", None)
+    if isinstance(data, str):
+        try:
+            out.data = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValidationFailedError("`data` is not valid base64", loc=["body", "data"]) from exc
+    elif data is not None:
+        raise ValidationFailedError("`data` must be a base64 string", loc=["body", "data"])
+    out.filename = parsed.pop("filename", None) if isinstance(parsed.get("filename"), str) else None
+    out.args.update(parsed)
+    return out
+
+
+def installed_plugin(name: str) -> LoadedModelPlugin | None:
+    """The plug-in if it is installed in the gateway process (to check arguments early)."""
+    if name not in discover_models():
+        return None
+    try:
+        return load_model_plugin(name)
+    except NotFoundError:
+        return None
+
+
+async def stage(storage: Storage, data: bytes, filename: str | None, prefix: str) -> StoredObject:
+    """Write a large input to the staging bucket; the function reads it from there."""
+    try:
+        await storage.create_bucket(STAGING_BUCKET)
+    except BucketExistsError:
+        pass
+    key = f"{prefix}/{uuid.uuid4().hex}/{(filename or 'input').rsplit('/', 1)[-1]}"
+    info = await storage.put(STAGING_BUCKET, key, data, size=len(data))
+    return StoredObject(bucket=STAGING_BUCKET, key=key, size=len(data), etag=info.etag)
+
+
+def inline_or_staged(data: bytes) -> bool:
+    """Whether ``data`` may travel inside the message."""
+    return len(data) <= INLINE_LIMIT

@@ -1,0 +1,222 @@
+"""/v2/models: the DEEPaaS v2 model API over the catalog and the `inference` function.
+
+Clients of DEEPaaS work unchanged: list and describe models, predict from JSON (`data` as
+base64) or a multipart upload (`data` file field), train asynchronously and poll. Plug-ins
+installed in the gateway get their own documented routes so `/docs` shows their arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel
+
+from eventbus.errors import ValidationFailedError
+from functions.inference.models import InferenceInput
+from gateway.auth.access import qualified
+from gateway.routes import models_train
+from gateway.routes.catalog import catalog_of
+from gateway.routes.invoke import sync_response
+from gateway.routes.model_input import (
+    inline_or_staged,
+    installed_plugin,
+    read_model_request,
+    stage,
+)
+from gateway.state import state_of
+from runtimes.catalog.types import Module
+from runtimes.errors import ModelNotFoundError
+from runtimes.models import MODEL_NAME_PATTERN, discover_models, load_model_plugin
+from runtimes.types import ActivationStatus
+
+router = APIRouter(prefix="/v2/models", tags=["models"])
+Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN)]
+INFERENCE = "inference"
+
+
+class ModelLink(BaseModel):
+    """A DEEPaaS link."""
+
+    rel: str
+    href: str
+
+
+class ModelMeta(BaseModel, extra="allow"):
+    """A model as DEEPaaS describes it: id, name, links, and its metadata."""
+
+    id: str
+    name: str
+    links: list[ModelLink]
+
+
+class ModelList(BaseModel):
+    """`GET /v2/models/`."""
+
+    models: list[ModelMeta]
+
+
+class Prediction(BaseModel, extra="allow"):
+    """A DEEPaaS prediction answer, with the version that made it."""
+
+    status: str
+    predictions: Any
+    model: str
+    version: int
+
+
+def describe(module: Module) -> ModelMeta:
+    """A catalog module in DEEPaaS's shape."""
+    meta = module.model_dump(mode="json", exclude={"name"})
+    href = f"/v2/models/{module.name}/"
+    links = [ModelLink(rel="self", href=href), ModelLink(rel="train", href=f"{href}train/")]
+    return ModelMeta(id=module.name, name=module.name, links=links, **meta)
+
+
+async def known_module(request: Request, name: str) -> Module:
+    """The catalog module ``name``; a 404 naming the known ones if there is none."""
+    modules = await catalog_of(request).list_modules()
+    for module in modules:
+        if module.name == name:
+            return module
+    known = [m.name for m in modules]
+    raise ModelNotFoundError(
+        f"no model {name!r} (known: {', '.join(known) or 'none'})", model=name, known=known
+    )
+
+
+@router.get("/", response_model=ModelList)
+@router.get("", include_in_schema=False)
+async def list_models(request: Request) -> ModelList:
+    """The catalog's modules, as DEEPaaS lists models."""
+    return ModelList(models=[describe(m) for m in await catalog_of(request).list_modules()])
+
+
+@router.get("/{name}/", response_model=ModelMeta)
+@router.get("/{name}", include_in_schema=False)
+async def get_model(request: Request, name: Name) -> ModelMeta:
+    """One model's metadata."""
+    return describe(await known_module(request, name))
+
+
+async def predict(
+    request: Request,
+    name: Name,
+    version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
+) -> Response:
+    """Predict synchronously with the promoted (or pinned) version through `inference`."""
+    state = state_of(request)
+    module = await known_module(request, name)
+    given = await read_model_request(request)
+    plugin = installed_plugin(module.plugin_name)
+    if plugin is not None:
+        plugin.validate_predict_args({**given.args, "data": given.data, "filename": given.filename})
+    if given.data is None:
+        raise ValidationFailedError("no input: send a `data` file or base64 `data`")
+    spec = state.cache.get(qualified(request, INFERENCE))
+    inp: dict[str, Any] = {
+        "model": name,
+        "version": version,
+        "filename": given.filename,
+        "args": given.args,
+    }
+    if inline_or_staged(given.data):
+        inp["data"] = given.data
+    else:
+        inp["object"] = await stage(state.storage, given.data, given.filename, "v2")
+    body = InferenceInput.model_validate(inp).model_dump_json(exclude_none=True).encode()
+    outcome = await state.invoker.invoke_sync(
+        spec, body, content_type="application/json", wait=state.settings.sync_wait_s
+    )
+    if outcome.record is None:
+        return Response(
+            orjson.dumps({"status": "accepted", "activation_id": outcome.activation_id}),
+            status_code=202,
+            media_type="application/json",
+            headers={"x-activation-id": outcome.activation_id},
+        )
+    record = outcome.record
+    if record.status is not ActivationStatus.SUCCESS or not isinstance(record.result, dict):
+        return sync_response(record)
+    result = record.result
+    answer = Prediction(
+        status="OK", predictions=result.get("result"), model=name, version=result["version"]
+    )
+    return Response(
+        answer.model_dump_json().encode(),
+        media_type="application/json",
+        headers={"x-model-version": str(answer.version), "x-activation-id": record.id},
+    )
+
+
+def _body_docs(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """An OpenAPI requestBody: the arguments as JSON (base64 `data`) or a multipart form."""
+    json_schema: dict[str, Any] = schema or {"type": "object"}
+    form = {**json_schema, "properties": dict(json_schema.get("properties", {}))}
+    if "data" in form["properties"]:
+        form["properties"]["data"] = {
+            **form["properties"]["data"],
+            "type": "string",
+            "format": "binary",
+        }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": json_schema},
+                "multipart/form-data": {"schema": form},
+            },
+        }
+    }
+
+
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": Prediction, "description": "the predictions and the version that made them"},
+    202: {"description": "still running past the wait; poll /v1/activations/{id}"},
+    404: {"description": "unknown model, or no promoted version"},
+    422: {"description": "invalid arguments or input (the reason says which)"},
+    502: {"description": "the model failed"},
+}
+
+
+def _documented_routes() -> None:
+    """One documented predict route per plug-in installed here, then the generic one."""
+    for plugin_name in sorted(discover_models()):
+        try:
+            plugin = load_model_plugin(plugin_name)
+        except Exception:  # a broken plug-in must not stop the gateway; it is logged on use
+            continue
+
+        async def fixed(
+            request: Request,
+            version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
+            _name: str = plugin_name,
+        ) -> Response:
+            return await predict(request, _name, version)
+
+        fixed.__doc__ = f"Predict with `{plugin_name}` ({plugin.metadata.description})."
+        for path, shown in ((f"/{plugin_name}/predict/", True), (f"/{plugin_name}/predict", False)):
+            router.add_api_route(
+                path,
+                fixed,
+                methods=["POST"],
+                include_in_schema=shown,
+                name=f"predict_{plugin_name}",
+                openapi_extra=_body_docs(plugin.predict_schema()),
+                responses=PREDICT_RESPONSES,
+            )
+        models_train.document(plugin_name, plugin.train_schema())
+    for path, shown in (("/{name}/predict/", True), ("/{name}/predict", False)):
+        router.add_api_route(
+            path,
+            predict,
+            methods=["POST"],
+            include_in_schema=shown,
+            openapi_extra=_body_docs(None),
+            responses=PREDICT_RESPONSES,
+        )
+
+
+_documented_routes()
+router.include_router(models_train.router)

@@ -1,0 +1,135 @@
+"""No namespace reads or touches another's objects: every route, native and OpenWhisk."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from bench.harness import Platform, wait_activation
+
+MARKER = "isolation-marker-7f3a"
+CODE = f"def main(args):\n    print('{MARKER}')\n    return {{'secret': '{MARKER}'}}\n"
+OW = "/api/v1/namespaces"
+
+
+@pytest.fixture(scope="module")
+def owned(platform: Platform) -> Iterator[dict[str, str]]:
+    """Objects of the default namespace, each holding the marker somewhere."""
+    with platform.client() as c:
+        r = c.put(f"{OW}/_/actions/iso-fn", json={"exec": {"kind": "python:3", "code": CODE}})
+        assert r.status_code == 200, r.text
+        done = c.post(f"{OW}/_/actions/iso-fn?blocking=true", json={})
+        assert done.status_code == 200, done.text
+        trigger = {
+            "function": "iso-fn",
+            "event_types": ["com.example.iso"],
+            "params": {"m": MARKER},
+        }
+        assert c.put("/v1/triggers/iso-trig", json=trigger).status_code == 201
+        assert c.put(f"{OW}/_/triggers/iso-ow", json={}).status_code == 200
+        rule = c.put(f"{OW}/_/rules/iso-rule", json={"trigger": "iso-ow", "action": "iso-fn"})
+        assert rule.status_code == 200
+        assert c.put("/v1/buckets/iso-bucket").status_code in (200, 201)
+        assert c.put("/v1/buckets/iso-bucket/objects/o.txt", content=MARKER).status_code == 201
+        sub = c.post("/v1/subscriptions", json={"sink": "nats:iso.sink", "types": ["x.y"]})
+        key = c.post("/v1/auth/keys", json={"namespace": "intruder"}).json()
+        yield {
+            "name": "iso-fn",
+            "activation_id": done.headers["x-openwhisk-activation-id"],
+            "subscription_id": sub.json().get("id", "none") if sub.status_code == 201 else "none",
+            "bucket": "iso-bucket",
+            "key": "o.txt",
+            "key_id": platform.auth.split(":")[0],
+            "intruder": key["key"],
+        }
+
+
+def fill(path: str, owned: dict[str, str], ns: str) -> str:
+    """The route's path with the default namespace's objects in its parameters."""
+    values = {**owned, "ns": ns, "seq": "1"}
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1).split(":")[0]
+        return values.get(name, "iso-rule" if "rule" in path else "iso-ow")
+
+    return re.sub(r"\{([^}]+)\}", one, path)
+
+
+def routes(client: httpx.Client) -> list[tuple[str, str]]:
+    spec = client.get("/openapi.json").json()
+    found = []
+    for path, item in spec["paths"].items():
+        for method in item:
+            if method in ("get", "put", "post", "delete", "head", "patch"):
+                found.append((method.upper(), path))
+    return found
+
+
+def test_every_route_refuses_a_foreign_key(platform: Platform, owned: dict[str, str]) -> None:
+    with platform.client() as admin:
+        every = routes(admin)
+    assert len(every) > 40
+    public = {"/healthz", "/readyz", "/metrics"}
+    tried = 0
+    with platform.client(auth=owned["intruder"], timeout=10) as intruder:
+        for method, path in every:
+            if path in public or path.startswith(("/v1/catalog", "/v2/models")):
+                continue
+            for ns in ("default", "_"):
+                if "{ns}" not in path and ns == "_":
+                    continue
+                url = fill(path, owned, ns)
+                r = intruder.request(method, url, json={})
+                tried += 1
+                assert MARKER not in r.text, (method, url, r.text)
+                assert owned["activation_id"] not in r.text or owned["activation_id"] in url
+                if "{ns}" in path and ns == "default":  # another's namespace: refused
+                    assert r.status_code in (403, 422), (method, url, r.text)
+                elif "{ns}" not in path and "{" in path:  # names default's object: not found
+                    assert r.status_code in (400, 403, 404, 405, 422), (method, url, r.text)
+                else:  # lists, and writes into the intruder's own namespace
+                    assert r.status_code < 500, (method, url, r.text)
+                    assert '"namespace":"default"' not in r.text, (method, url, r.text)
+    assert tried > 40
+
+
+def test_default_objects_survive_the_sweep(platform: Platform, owned: dict[str, str]) -> None:
+    test_every_route_refuses_a_foreign_key(platform, owned)
+    with platform.client() as admin:
+        assert admin.get("/v1/functions/iso-fn").status_code == 200
+        assert admin.get("/v1/triggers/iso-trig").json()["enabled"] is True
+        assert admin.get(f"{OW}/_/rules/iso-rule").json()["status"] == "active"
+        assert admin.get(f"{OW}/_/triggers/iso-ow").status_code == 200
+        assert admin.get("/v1/buckets/iso-bucket/objects/o.txt").text == MARKER
+        assert admin.get(f"/v1/activations/{owned['activation_id']}").status_code == 200
+        keys = admin.get("/v1/auth/keys", params={"namespace": "default"}).json()
+        assert all(k["revoked"] is None for k in keys if k["uuid"] == owned["key_id"])
+
+
+def test_the_intruder_sees_only_its_own(platform: Platform, owned: dict[str, str]) -> None:
+    with platform.client(auth=owned["intruder"]) as intruder:
+        code = {"exec": {"kind": "python:3", "code": "def main(a):\n    return {'me': 1}\n"}}
+        assert intruder.put(f"{OW}/_/actions/iso-fn", json=code).status_code == 200
+        r = intruder.post("/v1/functions/iso-fn/invoke", json={})
+        assert r.json() == {"me": 1}
+        record = wait_activation(intruder, r.headers["x-activation-id"])
+        assert record["function"] == "iso-fn" and record["namespace"] == "intruder"
+        spy = {"name": "spy", "function": "iso-fn", "bucket": "iso-bucket"}
+        made = intruder.post("/v1/triggers", json=spy)
+        assert made.status_code == 201, made.text
+        assert made.json()["filters"][0] == {"prefix": {"subject": "intruder="}}
+        names = [f["name"] for f in intruder.get("/v1/functions").json()]
+        assert names == ["iso-fn"]
+        acts = intruder.get("/v1/activations").json()
+        assert {a["id"] for a in acts} == {record["id"]}
+        assert {a["namespace"] for a in acts} == {"intruder"}
+        assert [a["namespace"] for a in intruder.get(f"{OW}/_/activations").json()] == ["intruder"]
+    with platform.client() as admin:  # the same name in two namespaces: two functions
+        assert admin.post("/v1/functions/iso-fn/invoke", json={}).json() == {"secret": MARKER}
+        time.sleep(0.1)
+        ids = {a["id"] for a in admin.get("/v1/activations", params={"limit": 200}).json()}
+        assert record["id"] not in ids

@@ -1,0 +1,86 @@
+"""Limits with clear answers: rate and concurrency per namespace (429), sizes (413)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.harness import Platform, start_platform
+from eventbus.server import EmbeddedNats
+
+NS = "/api/v1/namespaces/_"
+SLOW = "import time\ndef main(args):\n    time.sleep(1.5)\n    return {'ok': 1}\n"
+BIG = "def main(args):\n    return {'blob': 'x' * 5000}\n"
+
+
+@pytest.fixture(scope="module")
+def limited(
+    nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    started = start_platform(
+        nats_server,
+        Path(tmp_path_factory.mktemp("limited")),
+        ns_rate_per_s=2,
+        ns_burst=12,
+        ns_concurrency=1,
+        max_result_bytes=1000,
+        max_body_bytes=65536,
+    )
+    yield started
+    started.stop()
+
+
+def key_for(platform: Platform, namespace: str) -> str:
+    with platform.client() as admin:
+        r = admin.post("/v1/auth/keys", json={"namespace": namespace})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+
+def test_over_the_rate_is_429_with_retry_after(limited: Platform) -> None:
+    with limited.client(auth=key_for(limited, "rate")) as c:
+        answers = [c.get("/v1/functions") for _ in range(20)]
+    codes = [r.status_code for r in answers]
+    assert codes[:12] == [200] * 12 and 429 in codes[12:], codes
+    refused = next(r for r in answers if r.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "rate" in refused.json()["detail"]
+
+
+def test_over_the_concurrency_is_429(limited: Platform) -> None:
+    with limited.client(auth=key_for(limited, "busy")) as c:
+        code = {"exec": {"kind": "python:3", "code": SLOW}}
+        assert c.put(f"{NS}/actions/slow", json=code).status_code == 200
+        c.post(f"{NS}/actions/slow?blocking=true", json={})  # warm a worker
+        first: list[httpx.Response] = []
+        runner = threading.Thread(
+            target=lambda: first.append(c.post(f"{NS}/actions/slow?blocking=true", json={}))
+        )
+        runner.start()
+        try:
+            second = None
+            for _ in range(20):
+                second = c.post(f"{NS}/actions/slow?blocking=true", json={})
+                if second.status_code == 429:
+                    break
+            assert second is not None and second.status_code == 429, second
+            assert second.headers["retry-after"] == "1"
+        finally:
+            runner.join()
+        assert first[0].status_code == 200
+
+
+def test_payload_and_result_sizes_are_413(limited: Platform) -> None:
+    with limited.client(auth=key_for(limited, "sizes")) as c:
+        assert c.put(
+            f"{NS}/actions/big", json={"exec": {"kind": "python:3", "code": BIG}}
+        ).is_success
+        result = c.post(f"{NS}/actions/big?blocking=true&result=true", json={})
+        assert result.status_code == 413, result.text
+        assert "1000-byte" in result.json()["detail"]
+        body = c.post(f"{NS}/actions/big?blocking=true", content=b"{" + b" " * 70000 + b"}")
+        assert body.status_code == 413
