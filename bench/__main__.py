@@ -114,7 +114,7 @@ def core(seconds: float) -> list[str]:
                 results.append(
                     http_load(
                         "sync invoke via gateway",
-                        plat.url,
+                        plat.auth_url,
                         "/v1/functions/noop/invoke",
                         body,
                         concurrency=c,
@@ -133,7 +133,7 @@ def core(seconds: float) -> list[str]:
                     f"gateway sync p50 / (HTTP floor + NATS floor) at c={c}: "
                     f"{gw:.3f} / {floor:.3f} ms = {gw / floor:.2f}x (target <= 3x)"
                 )
-            lines += asyncio.run(async_throughput(plat.url, nats.url, seconds))
+            lines += asyncio.run(async_throughput(plat.auth_url, nats.url, seconds))
         finally:
             plat.stop()
             responder.terminate()
@@ -206,7 +206,28 @@ def storage(seconds: float) -> list[str]:
     return storage_bench.run(seconds)
 
 
-SUITES = {"core": core, "dispatch": dispatch, "storage": storage, "rank": rank}
+def models(seconds: float) -> list[str]:
+    """Warm inference images/s beside in-process predict; inference worker cold start."""
+    from bench import models_bench
+
+    return models_bench.run(seconds)
+
+
+def coldstart(_: float) -> list[str]:
+    """Cold start on the local provider, spawned vs prewarmed, beside process/NATS floors."""
+    from bench import coldstart_bench
+
+    return coldstart_bench.run(trials=30)
+
+
+SUITES = {
+    "core": core,
+    "dispatch": dispatch,
+    "storage": storage,
+    "rank": rank,
+    "models": models,
+    "coldstart": coldstart,
+}
 
 
 def main() -> None:

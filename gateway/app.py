@@ -27,10 +27,12 @@ from gateway.metrics import Metrics
 from gateway.routes import (
     activations,
     auth_keys,
+    catalog,
     events,
     functions,
     ingest,
     invoke,
+    models,
     ops,
     runtimes,
     storage,
@@ -103,6 +105,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         triggers,
         storage,
         runtimes,
+        catalog,
+        models,
     )
     for module in (*routers, ops):
         app.include_router(module.router)

@@ -41,6 +41,8 @@ class ActivationSummary(BaseModel):
     attempts: int = 1
     error: str | None = None
     cause: str | None = None
+    output: dict[str, Any] | None = None
+    annotations: dict[str, Any] = Field(default_factory=dict)
 
 
 class ActivationResult(BaseModel):

@@ -17,6 +17,9 @@ async def handle(inp: RetrainInput, ctx: Context) -> RetrainOutput:
         raise RuntimeError("retrain needs the platform's bus (run it on a deepfaas worker)")
     name = inp.name
     ctx.annotations["model"] = name
+    ctx.annotations["train_args"] = {
+        k: v for k, v in inp.args.items() if k not in ("data", "images")
+    }
     catalog = CatalogStore(ctx.bus, ctx.storage)
     module = await catalog.get_module(name)
     plugin = await asyncio.to_thread(load_model_plugin, module.plugin_name)
@@ -32,7 +35,7 @@ async def handle(inp: RetrainInput, ctx: Context) -> RetrainOutput:
         data={**training.lineage, **result.data},
         plugin_version=result.plugin_version,
         activation=ctx.activation_id,
-        train_args={k: v for k, v in inp.args.items() if k not in ("data", "images")},
+        train_args=ctx.annotations["train_args"],
     )
     version = await catalog.add_version(
         name, result.artifact, metrics=result.metrics, lineage=lineage, metric=result.metric

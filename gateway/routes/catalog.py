@@ -195,4 +195,3 @@ async def retire(
 async def rollback(request: Request, name: Name, body: Rollback | None = None) -> ModelVersion:
     """Promote the version promoted before the current one, or ``to``."""
     return await catalog_of(request).rollback(name, (body or Rollback()).to)
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -16,6 +17,9 @@ from eventbus.errors import NotFoundError, ValidationFailedError
 from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError
 from functions.inference.models import INLINE_LIMIT, StoredObject
+from gateway.routes.catalog import catalog_of
+from runtimes.catalog.types import Module
+from runtimes.errors import ModelNotFoundError
 from runtimes.models import LoadedModelPlugin, discover_models, load_model_plugin
 
 STAGING_BUCKET: Final = "deepfaas-staging"
@@ -82,10 +86,8 @@ def installed_plugin(name: str) -> LoadedModelPlugin | None:
 
 async def stage(storage: Storage, data: bytes, filename: str | None, prefix: str) -> StoredObject:
     """Write a large input to the staging bucket; the function reads it from there."""
-    try:
+    with contextlib.suppress(BucketExistsError):
         await storage.create_bucket(STAGING_BUCKET)
-    except BucketExistsError:
-        pass
     key = f"{prefix}/{uuid.uuid4().hex}/{(filename or 'input').rsplit('/', 1)[-1]}"
     info = await storage.put(STAGING_BUCKET, key, data, size=len(data))
     return StoredObject(bucket=STAGING_BUCKET, key=key, size=len(data), etag=info.etag)
@@ -94,3 +96,15 @@ async def stage(storage: Storage, data: bytes, filename: str | None, prefix: str
 def inline_or_staged(data: bytes) -> bool:
     """Whether ``data`` may travel inside the message."""
     return len(data) <= INLINE_LIMIT
+
+
+async def known_module(request: Request, name: str) -> Module:
+    """The catalog module ``name``; a 404 naming the known ones if there is none."""
+    modules = await catalog_of(request).list_modules()
+    for module in modules:
+        if module.name == name:
+            return module
+    known = [m.name for m in modules]
+    raise ModelNotFoundError(
+        f"no model {name!r} (known: {', '.join(known) or 'none'})", model=name, known=known
+    )

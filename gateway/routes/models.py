@@ -22,12 +22,12 @@ from gateway.routes.invoke import sync_response
 from gateway.routes.model_input import (
     inline_or_staged,
     installed_plugin,
+    known_module,
     read_model_request,
     stage,
 )
 from gateway.state import state_of
 from runtimes.catalog.types import Module
-from runtimes.errors import ModelNotFoundError
 from runtimes.models import MODEL_NAME_PATTERN, discover_models, load_model_plugin
 from runtimes.types import ActivationStatus
 
@@ -74,18 +74,6 @@ def describe(module: Module) -> ModelMeta:
     return ModelMeta(id=module.name, name=module.name, links=links, **meta)
 
 
-async def known_module(request: Request, name: str) -> Module:
-    """The catalog module ``name``; a 404 naming the known ones if there is none."""
-    modules = await catalog_of(request).list_modules()
-    for module in modules:
-        if module.name == name:
-            return module
-    known = [m.name for m in modules]
-    raise ModelNotFoundError(
-        f"no model {name!r} (known: {', '.join(known) or 'none'})", model=name, known=known
-    )
-
-
 @router.get("/", response_model=ModelList)
 @router.get("", include_in_schema=False)
 async def list_models(request: Request) -> ModelList:
@@ -108,6 +96,8 @@ async def predict(
     """Predict synchronously with the promoted (or pinned) version through `inference`."""
     state = state_of(request)
     module = await known_module(request, name)
+    if version is not None:  # 404 naming the versions that exist, before invoking anything
+        await catalog_of(request).get_version(name, version)
     given = await read_model_request(request)
     plugin = installed_plugin(module.plugin_name)
     if plugin is not None:
@@ -180,6 +170,18 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _predict_for(plugin_name: str) -> Any:
+    """A predict endpoint bound to one model (its route documents the model's arguments)."""
+
+    async def fixed(
+        request: Request,
+        version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
+    ) -> Response:
+        return await predict(request, plugin_name, version)
+
+    return fixed
+
+
 def _documented_routes() -> None:
     """One documented predict route per plug-in installed here, then the generic one."""
     for plugin_name in sorted(discover_models()):
@@ -188,13 +190,7 @@ def _documented_routes() -> None:
         except Exception:  # a broken plug-in must not stop the gateway; it is logged on use
             continue
 
-        async def fixed(
-            request: Request,
-            version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
-            _name: str = plugin_name,
-        ) -> Response:
-            return await predict(request, _name, version)
-
+        fixed = _predict_for(plugin_name)
         fixed.__doc__ = f"Predict with `{plugin_name}` ({plugin.metadata.description})."
         for path, shown in ((f"/{plugin_name}/predict/", True), (f"/{plugin_name}/predict", False)):
             router.add_api_route(

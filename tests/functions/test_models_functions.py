@@ -58,7 +58,12 @@ async def module(env: tuple[Bus, LocalStorage]) -> str:
     c = ctx(env, "retrain")
     out = await retrain(RetrainInput(model=name, default=True), c)
     assert out.promoted and out.version == 1 and out.metrics["accuracy"] > 0.95
-    assert c.annotations == {"model": name, "model_version": 1, "state": "promoted"}
+    assert c.annotations == {
+        "model": name,
+        "model_version": 1,
+        "state": "promoted",
+        "train_args": {},
+    }
     return name
 
 
