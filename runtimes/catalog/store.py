@@ -12,11 +12,9 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError
@@ -25,6 +23,7 @@ from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
 from eventbus.types import CloudEvent
 from runtimes.catalog.gate import decide
+from runtimes.catalog.kv import cas, keys, read
 from runtimes.catalog.types import (
     ARTIFACT_BUCKET,
     CATALOG_KV,
@@ -39,8 +38,6 @@ from runtimes.catalog.types import (
 from runtimes.errors import ModelError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
-_TRIES = 20
 
 
 class CatalogStore:
@@ -59,15 +56,15 @@ class CatalogStore:
         """Modules by name; ``query`` searches name/title/description/keywords, case-blind."""
         kv = await self._kv()
         modules = []
-        for key in sorted(await _keys(kv, "modules.")):
-            module = await self._read(kv, key, Module)
+        for key in sorted(await keys(kv, "modules.")):
+            module = await read(kv, key, Module)
             if module is not None and _matches(module[0], query, keyword, framework):
                 modules.append(module[0])
         return modules
 
     async def get_module(self, name: str) -> Module:
         """A module, or `ModelNotFoundError`."""
-        found = await self._read(await self._kv(), _module_key(name), Module)
+        found = await read(await self._kv(), _module_key(name), Module)
         if found is None:
             raise ModelNotFoundError(f"no module {name!r} in the catalog", model=name)
         return found[0]
@@ -76,7 +73,7 @@ class CatalogStore:
         """Add a module (`ConflictError` if it exists, unless ``replace``); keeps its versions."""
         kv = await self._kv()
         now = datetime.now(UTC)
-        found = await self._read(kv, _module_key(spec.name), Module)
+        found = await read(kv, _module_key(spec.name), Module)
         if found is not None and not replace:
             raise ConflictError(f"module {spec.name!r} is in the catalog already", model=spec.name)
 
@@ -86,7 +83,7 @@ class CatalogStore:
                 kept = current.model_dump(include={"promoted", "latest", "promotions", "created"})
             return Module.model_validate({**spec.model_dump(), **kept, "updated": now})
 
-        module, revision = await self._cas(kv, _module_key(spec.name), Module, change)
+        module, revision = await cas(kv, _module_key(spec.name), Module, change)
         kind = "module.updated" if found is not None else "module.published"
         await self._announce(kind, module, None, f"{spec.name}-{kind}-{revision}")
         return module
@@ -95,7 +92,7 @@ class CatalogStore:
         """Remove a module and its version records (artifacts stay, for audit)."""
         kv = await self._kv()
         module = await self.get_module(name)
-        for key in await _keys(kv, f"versions.{name}."):
+        for key in await keys(kv, f"versions.{name}."):
             await kv.delete(key)
         await kv.delete(_module_key(name))
         await self._announce("module.deleted", module, None, f"{name}-deleted-{module.updated}")
@@ -107,15 +104,15 @@ class CatalogStore:
         kv = await self._kv()
         await self.get_module(name)
         versions = []
-        for key in await _keys(kv, f"versions.{name}."):
-            found = await self._read(kv, key, ModelVersion)
+        for key in await keys(kv, f"versions.{name}."):
+            found = await read(kv, key, ModelVersion)
             if found is not None:
                 versions.append(found[0])
         return sorted(versions, key=lambda v: v.version)
 
     async def get_version(self, name: str, version: int) -> ModelVersion:
         """One version, or `ModelNotFoundError` naming the versions that exist."""
-        found = await self._read(await self._kv(), _version_key(name, version), ModelVersion)
+        found = await read(await self._kv(), _version_key(name, version), ModelVersion)
         if found is None:
             known = [v.version for v in await self.list_versions(name)]
             raise ModelNotFoundError(
@@ -157,7 +154,7 @@ class CatalogStore:
                 raise ModelNotFoundError(f"no module {name!r} in the catalog", model=name)
             return current.model_copy(update={"latest": current.latest + 1})
 
-        module, _ = await self._cas(kv, _module_key(name), Module, bump)
+        module, _ = await cas(kv, _module_key(name), Module, bump)
         number = module.latest
         stored = await self._put_artifact(name, number, artifact)
         now = datetime.now(UTC)
@@ -199,7 +196,7 @@ class CatalogStore:
                 }
             )
 
-        module, revision = await self._cas(kv, _module_key(name), Module, point)
+        module, revision = await cas(kv, _module_key(name), Module, point)
         old = previous[0] if previous else None
         if old is not None and old != version:
             await self._set_state(name, old, VersionState.CANDIDATE, f"superseded by {version}")
@@ -300,34 +297,8 @@ class CatalogStore:
                 update={"state": state, "reason": reason, "updated": datetime.now(UTC)}
             )
 
-        updated, _ = await self._cas(kv, _version_key(name, version), ModelVersion, change)
+        updated, _ = await cas(kv, _version_key(name, version), ModelVersion, change)
         return updated
-
-    async def _read(self, kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return model.model_validate_json(entry.value), entry.revision or 0
-
-    async def _cas(
-        self, kv: KeyValue, key: str, model: type[M], change: Callable[[M | None], M]
-    ) -> tuple[M, int]:
-        for _ in range(_TRIES):
-            found = await self._read(kv, key, model)
-            updated = change(found[0] if found else None)
-            value = updated.model_dump_json().encode()
-            try:
-                if found is None:
-                    revision = await kv.create(key, value)
-                else:
-                    revision = await kv.update(key, value, last=found[1])
-            except KeyWrongLastSequenceError:
-                continue
-            return updated, revision
-        raise ConflictError(f"catalog entry {key!r} keeps changing; retry", key=key)
 
     async def _announce(
         self, kind: str, module: Module, version: ModelVersion | None, event_id: str
@@ -355,15 +326,6 @@ def _module_key(name: str) -> str:
 
 def _version_key(name: str, version: int) -> str:
     return f"versions.{name}.{version}"
-
-
-async def _keys(kv: KeyValue, prefix: str) -> list[str]:
-    # nats-py 2.16's `keys(filters=…)` finds nothing on nats-server 2.15: filter here instead.
-    try:
-        keys = await kv.keys()
-    except Exception:  # nats-py raises NoKeysError on an empty bucket
-        return []
-    return [key for key in keys if key.startswith(prefix)]
 
 
 def _matches(module: Module, query: str | None, keyword: str | None, framework: str | None) -> bool:

@@ -1,0 +1,55 @@
+"""Compare-and-set reads and writes of catalog entries in a JetStream KV bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from eventbus.errors import ConflictError
+
+M = TypeVar("M", bound=BaseModel)
+TRIES = 20
+
+
+async def read(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
+    """The entry as ``model`` and its revision, or None if absent or deleted."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    return model.model_validate_json(entry.value), entry.revision or 0
+
+
+async def cas(
+    kv: KeyValue, key: str, model: type[M], change: Callable[[M | None], M]
+) -> tuple[M, int]:
+    """Apply ``change`` to the current value and write it if nobody wrote in between."""
+    for _ in range(TRIES):
+        found = await read(kv, key, model)
+        updated = change(found[0] if found else None)
+        value = updated.model_dump_json().encode()
+        try:
+            if found is None:
+                revision = await kv.create(key, value)
+            else:
+                revision = await kv.update(key, value, last=found[1])
+        except KeyWrongLastSequenceError:
+            continue
+        return updated, revision
+    raise ConflictError(f"catalog entry {key!r} keeps changing; retry", key=key)
+
+
+async def keys(kv: KeyValue, prefix: str) -> list[str]:
+    """Keys that start with ``prefix``."""
+    # nats-py 2.16's `keys(filters=…)` finds nothing on nats-server 2.15: filter here instead.
+    try:
+        keys = await kv.keys()
+    except Exception:  # nats-py raises NoKeysError on an empty bucket
+        return []
+    return [key for key in keys if key.startswith(prefix)]
