@@ -28,6 +28,7 @@ from gateway.routes import (
     activations,
     auth_keys,
     catalog,
+    deployments,
     events,
     functions,
     ingest,
@@ -105,6 +106,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         triggers,
         storage,
         runtimes,
+        deployments,
         catalog,
         models,
     )

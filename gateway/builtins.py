@@ -10,6 +10,9 @@ import yaml
 import functions
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError
+from eventbus.invocations import enqueue, new_invocation
+from runtimes.activations import new_activation_id
+from runtimes.deployments import DeploymentStore, Desired
 from runtimes.registry import FunctionRegistry
 from runtimes.types import FunctionSpec
 
@@ -42,3 +45,17 @@ async def register_builtins(bus: Bus, names: list[str]) -> list[str]:
     if added:
         log.info("registered built-in functions: %s", ", ".join(added))
     return added
+
+
+async def reconcile_deployments(bus: Bus) -> str | None:
+    """Queue one `deploy` reconcile when a deployment should be running; its activation id."""
+    records = await DeploymentStore(bus).list()
+    if not any(r.desired is Desired.RUNNING for r in records):
+        return None
+    body = b'{"action": "reconcile"}'
+    invocation = new_invocation(
+        bus, "deploy", body, source="/up", activation_id=new_activation_id()
+    )
+    await enqueue(bus, invocation)
+    log.info("queued a reconcile of %d deployment(s): activation %s", len(records), invocation.id)
+    return invocation.id

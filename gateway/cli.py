@@ -17,6 +17,7 @@ from gateway.cli_common import DEFAULT_URL, JSON, URL, console, err
 from gateway.cli_common import check as _check
 from gateway.cli_common import client as _client
 from gateway.cli_common import emit as _emit
+from gateway.cli_deployments import deploy_app
 from gateway.cli_models import model_app
 from gateway.cli_subscriptions import sub_app
 from gateway.cli_triggers import dispatcher_command, trigger_app
@@ -39,6 +40,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(sub_app, name="sub")
 app.add_typer(trigger_app, name="trigger")
 app.add_typer(model_app, name="model")
+app.add_typer(deploy_app, name="deploy")
 app.command("dispatcher")(dispatcher_command)
 cli_storage.register(app)
 cli_auth.register(app)

@@ -27,6 +27,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "bus": 503,
     "provider": 502,
     "provisioning_failed": 502,
+    "placement_failed": 502,
     "no_capacity": 503,
     "credentials": 502,
     "internal": 500,

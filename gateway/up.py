@@ -25,7 +25,7 @@ from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
 from gateway.auth.bootstrap import auth_file, ensure_first_key
-from gateway.builtins import register_builtins
+from gateway.builtins import reconcile_deployments, register_builtins
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge
 from runtimes.controller import Controller
@@ -204,6 +204,8 @@ async def _register_builtins(settings: UpSettings) -> None:
     try:
         await ensure_layout(bus.js)
         await register_builtins(bus, names)
+        if "deploy" in names:  # runtimes that died with the last run are placed again
+            await reconcile_deployments(bus)
     finally:
         await bus.close()
 

@@ -17,6 +17,10 @@ class ProvisioningError(ProviderError):
     code = "provisioning_failed"
 
 
+class RuntimeNotFoundError(ProvisioningError):
+    """The site no longer has the runtime (deleted behind our back, or never made)."""
+
+
 class CapacityError(ProviderError):
     """The site lacks the resources asked for (GPU model, count, memory)."""
 

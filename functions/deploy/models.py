@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from eventbus.namespaces import QUALIFIED_NAME_PATTERN
 from functions.rank.models import Preferences
 from runtimes.deployments import DeploymentRecord
-from runtimes.types import QUALIFIED_NAME_PATTERN, RuntimeSpec
+from runtimes.types import RuntimeSpec
 
 Action = Literal["create", "update", "redeploy", "delete", "reconcile", "get", "list"]
 
@@ -27,7 +28,7 @@ class Constraints(BaseModel):
 
 
 class DeployInput(BaseModel):
-    """What to deploy (a template or a spec) and where it may go, or what to do with a deployment."""
+    """What to deploy (a template or a spec) and where, or what to do with a deployment."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -34,7 +34,7 @@ class CallError(DeepfaasError):
 async def call_function(
     bus: Bus, function: str, body: bytes, *, cause: str | None, timeout: float
 ) -> Any:
-    """Invoke ``function`` synchronously and return its result; `CallError` if it did not succeed."""
+    """Invoke ``function`` synchronously; its result, or `CallError` if it did not succeed."""
     await FunctionRegistry(bus).get(function)  # NotFoundError: not registered
     invocation = new_invocation(
         bus, function, body, source=SOURCE, activation_id=new_activation_id(),

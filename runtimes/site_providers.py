@@ -1,0 +1,137 @@
+"""Providers built from the sites file: one `Provider` per site, with its credentials resolved."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from eventbus.connection import Bus
+from runtimes.base import Provider
+from runtimes.errors import SiteConfigError
+from runtimes.gpus import Gpu
+from runtimes.local import LocalProvider, parse_announcement
+from runtimes.sites import Site, SiteKind, SitesFile, resolve_credentials, with_discovered_gpus
+
+log = logging.getLogger(__name__)
+
+#: site label naming the Kubernetes namespace / OpenWhisk namespace a site's runtimes go in
+NAMESPACE_LABEL = "namespace"
+
+
+@dataclass(frozen=True)
+class ProviderOptions:
+    """What building providers needs beside the sites: where secrets are, this machine's GPUs."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets_dir: Path | None = None
+    #: GPUs of this machine (None: ask nvidia-smi when a local site declares none)
+    local_gpus: tuple[Gpu, ...] | None = None
+    local_env: Mapping[str, str] = field(default_factory=dict)
+    request_timeout_s: float = 10.0
+
+
+def declared_gpus(site: Site) -> list[Gpu]:
+    """A local site's declared GPUs as an inventory (indexes in declaration order)."""
+    gpus: list[Gpu] = []
+    for entry in site.capacity.gpus:
+        start = len(gpus)
+        gpus.extend(Gpu(start + i, entry.model, 0) for i in range(entry.count))
+    return gpus
+
+
+def create_provider(site: Site, options: ProviderOptions) -> Provider:
+    """The provider of one site; `CredentialsError` when its secret cannot be read."""
+    if site.kind is SiteKind.LOCAL:
+        gpus = declared_gpus(site) or (
+            list(options.local_gpus) if options.local_gpus is not None else None
+        )
+        return LocalProvider(site.name, env=dict(options.local_env), gpus=gpus)
+    secret = resolve_credentials(site, options.env, options.secrets_dir)
+    endpoint = site.endpoint or ""
+    if site.kind is SiteKind.KUBERNETES:
+        from runtimes.kubernetes import KubernetesProvider
+
+        return KubernetesProvider(
+            site.name, endpoint, token=secret,
+            namespace=site.labels.get(NAMESPACE_LABEL, "default"),
+            request_timeout_s=options.request_timeout_s,
+        )  # fmt: skip
+    if site.kind is SiteKind.OPENWHISK:
+        from runtimes.openwhisk import OpenWhiskProvider
+
+        return OpenWhiskProvider(
+            site.name, endpoint, auth=secret or "",
+            namespace=site.labels.get(NAMESPACE_LABEL, "_"),
+            timeout_s=options.request_timeout_s,
+        )  # fmt: skip
+    raise SiteConfigError(f"site {site.name!r}: no provider for kind {site.kind!r}")
+
+
+class ProviderRegistry:
+    """Builds each site's provider on first use and keeps it (its runtimes live in it)."""
+
+    def __init__(self, sites: SitesFile, options: ProviderOptions | None = None) -> None:
+        self.sites = sites
+        self.options = options or ProviderOptions()
+        self._providers: dict[str, Provider] = {}
+        self._listening: Any = None
+
+    def site(self, name: str) -> Site:
+        """The site of that name, local GPUs included; `SiteConfigError` if unknown."""
+        site = self.sites.get(name)
+        if site is None:
+            raise SiteConfigError(f"no site {name!r} in the sites file", site=name)
+        if site.kind is SiteKind.LOCAL and not site.capacity.gpus:
+            gpus = getattr(self._providers.get(name), "gpus", None) or self.options.local_gpus
+            if gpus:
+                return with_discovered_gpus(site, gpus)
+        return site
+
+    def all_sites(self) -> list[Site]:
+        """Every site as placement sees it."""
+        return [self.site(s.name) for s in self.sites.sites]
+
+    def get(self, name: str) -> Provider:
+        """The provider of a site (built now if needed)."""
+        found = self._providers.get(name)
+        if found is None:
+            found = create_provider(self.site(name), self.options)
+            self._providers[name] = found
+            log.info("provider for site %s (%s) ready", name, found.kind)
+        return found
+
+    async def listen(self, bus: Bus) -> None:
+        """Relay workers' `control.ready.*` announcements to the local providers (once)."""
+        if self._listening is not None:
+            return
+
+        async def on_ready(msg: Msg) -> None:
+            pid = int(parse_announcement(msg.data).get("pid", 0))
+            for provider in list(self._providers.values()):
+                if isinstance(provider, LocalProvider):
+                    provider.mark_ready(pid)
+
+        self._listening = await bus.nc.subscribe("control.ready.*", cb=on_ready)
+
+    def add(self, name: str, provider: Provider) -> None:
+        """Use this provider for a site (tests, or a provider built elsewhere)."""
+        self._providers[name] = provider
+
+    async def close(self) -> None:
+        """Close every provider that can be closed."""
+        for provider in self._providers.values():
+            close: Any = getattr(provider, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception as exc:  # closing is best effort
+                    log.warning("closing provider %s: %s", provider.site, exc)
+        self._providers.clear()
+        if self._listening is not None:
+            await self._listening.unsubscribe()
+            self._listening = None
