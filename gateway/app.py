@@ -61,8 +61,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         metrics = Metrics()
         await metrics.start(bus)
         store = create_storage(settings)
+        keys = KeyStore(bus)
+        await keys.start()
         app.state.auth = Authenticator(
-            KeyStore(bus),
+            keys,
             OidcVerifier(settings) if settings.oidc_issuer else None,
             Quotas(settings.ns_rate_per_s, settings.ns_burst, settings.ns_concurrency),
         )
@@ -79,6 +81,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await keys.stop()
             await store.close()
             await metrics.stop()
             await cache.stop()

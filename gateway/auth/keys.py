@@ -2,14 +2,19 @@
 
 The uuid is the lookup id (the KV key); the secret is 64 random letters and digits, stored
 only as HMAC-SHA256 under a per-key random salt. Secrets this long need no slow hash: the
-salt stops precomputation and the entropy stops guessing. Every check reads KV, so a revoked
-key is refused from the next request on.
+salt stops precomputation and the entropy stops guessing. Checks read a cache that a KV watch
+keeps current (any change to a key drops it from every gateway's cache; a revoke through this
+gateway drops it at once), so a revoked key is refused from the next request on without a KV
+round trip on every request. Without a running watch every check reads KV.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
 import string
 import uuid
@@ -25,6 +30,7 @@ from eventbus.namespaces import is_name
 from gateway.auth.errors import AuthError
 from gateway.auth.types import ApiKey, KeyInfo, Principal
 
+log = logging.getLogger(__name__)
 AUTH_KV = "auth_keys"
 SECRET_ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 64
@@ -59,6 +65,42 @@ class KeyStore:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._kv: KeyValue | None = None
+        self._cache: dict[str, ApiKey] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._watching = False
+
+    async def start(self) -> None:
+        """Watch the bucket so that checks can use the cache."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_changes(), name="auth-key-watch")
+
+    async def stop(self) -> None:
+        """Stop watching; checks read KV again."""
+        self._watching = False
+        self._cache.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    async def _watch_changes(self) -> None:
+        while True:
+            try:
+                watcher = await (await self._bucket()).watchall(include_history=False)
+                async for entry in watcher:
+                    if entry is None:  # initial values delivered: from now on, changes
+                        self._watching = True
+                        continue
+                    self._cache.pop(entry.key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("auth key watch interrupted (checks read KV meanwhile): %s", exc)
+            finally:
+                self._watching = False
+                self._cache.clear()
+            await asyncio.sleep(1.0)
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -116,10 +158,12 @@ class KeyStore:
 
     async def revoke(self, key_id: str) -> KeyInfo:
         """Mark the key revoked; it is refused from the next request on."""
+        self._cache.pop(key_id, None)
         stored = await self.get(key_id)
         if stored.revoked is None:
             stored = stored.model_copy(update={"revoked": datetime.now(UTC)})
             await (await self._bucket()).put(key_id, stored.model_dump_json().encode())
+            self._cache.pop(key_id, None)
         return KeyInfo.model_validate(stored.model_dump())
 
     async def namespaces(self) -> set[str]:
@@ -130,7 +174,11 @@ class KeyStore:
         """The caller of a ``uuid:key`` credential; `AuthError` for anything not live and right."""
         key_id, secret = parse_credential(credential)
         try:
-            stored = await self.get(key_id)
+            stored = self._cache.get(key_id) if self._watching else None
+            if stored is None:
+                stored = await self.get(key_id)
+                if self._watching:
+                    self._cache[key_id] = stored
         except NotFoundError:
             hmac.compare_digest(digest(secret, _DUMMY_SALT), "0" * 64)  # same work either way
             raise AuthError("unknown or revoked API key") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -60,6 +61,31 @@ async def test_the_key_store(nats_server: EmbeddedNats) -> None:
         with pytest.raises(ValueError):
             await keys.create("Not Valid")
     finally:
+        await bus.close()
+
+
+async def test_a_key_revoked_elsewhere_is_refused_by_a_caching_gateway(
+    nats_server: EmbeddedNats,
+) -> None:
+    """Two key stores stand for two gateways: one caches checked keys, the other revokes."""
+    bus = await Bus.connect(nats_server.url, name="t2", prefix="io.deepfaas")
+    gateway = KeyStore(bus)
+    await gateway.start()
+    try:
+        info, credential = await KeyStore(bus).create("team-b")
+        deadline = time.monotonic() + 5
+        while not gateway._watching and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert gateway._watching
+        await gateway.verify(credential)
+        assert info.uuid in gateway._cache  # the second check needs no KV read
+        await KeyStore(bus).revoke(info.uuid)
+        while info.uuid in gateway._cache and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        with pytest.raises(AuthError):
+            await gateway.verify(credential)
+    finally:
+        await gateway.stop()
         await bus.close()
 
 
