@@ -114,10 +114,13 @@ class Controller:
                     if entry is None:  # end of the initial values
                         self._synced.set()
                         continue
-                    if entry.operation in ("DEL", "PURGE") or not entry.value:
-                        await self._remove(entry.key)
-                    else:
-                        await self._apply(FunctionSpec.model_validate_json(entry.value))
+                    try:
+                        if entry.operation in ("DEL", "PURGE") or not entry.value:
+                            await self._remove(entry.key)
+                        else:
+                            await self._apply(FunctionSpec.model_validate_json(entry.value))
+                    except ValueError as exc:  # one bad spec must not stall every other one
+                        log.error("function %s: spec not applied: %s", entry.key, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # bus restarts end the watch: start it again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -10,6 +11,8 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError
 from eventbus.streams import FUNCTIONS_KV, remove_function_queue
 from runtimes.types import FunctionSpec
+
+log = logging.getLogger(__name__)
 
 
 class FunctionRegistry:
@@ -42,6 +45,8 @@ class FunctionRegistry:
                 specs.append(await self.get(key))
             except NotFoundError:
                 continue
+            except ValueError as exc:  # a stored spec that no longer validates: skip it
+                log.error("function %s: stored spec is invalid: %s", key, exc)
         return specs
 
     async def put(self, spec: FunctionSpec, *, create_only: bool = False) -> FunctionSpec:
