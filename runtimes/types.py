@@ -147,6 +147,16 @@ class Context:
         return max(0.0, self.deadline - time.time())
 
 
+class StoredObject(BaseModel):
+    """An object in the platform's store, as a storage trigger hands it to a function."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    content_type: str | None = None
+
+
 class GpuRequest(BaseModel):
     """GPUs a runtime needs; `model`/`vendor` constrain placement when given."""
 

@@ -18,11 +18,11 @@ import functions
 from functions.deploy.models import DeployInput, DeployOutput
 from functions.deploy.rank_client import call_function
 from functions.deploy.settings import DeploySettings
-from functions.rank.models import CandidateSite, Preferences, RankInput, RankOutput, Requirements
 from runtimes.deployments import Deployments, DeploymentStore
 from runtimes.errors import CapacityError, TemplateError
 from runtimes.gpus import Gpu
 from runtimes.placement import Placer
+from runtimes.ranking import CandidateSite, Preferences, RankInput, RankOutput, Requirements
 from runtimes.site_providers import ProviderOptions, ProviderRegistry
 from runtimes.sites import load_sites
 from runtimes.tosca import TEMPLATES_DIR, load_topology

@@ -7,18 +7,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtimes.models import MODEL_NAME_PATTERN
+from runtimes.types import StoredObject
 
 INLINE_LIMIT = 1 << 20  # larger inputs travel by storage reference, never inside a message
-
-
-class StoredObject(BaseModel):
-    """An object in the platform's store (a storage trigger's `object`, or a staged upload)."""
-
-    bucket: str
-    key: str
-    size: int | None = None
-    etag: str | None = None
-    content_type: str | None = None
 
 
 class InferenceInput(BaseModel):

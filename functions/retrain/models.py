@@ -7,18 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtimes.models import MODEL_NAME_PATTERN
+from runtimes.types import StoredObject
 
 READY_MARKER = "_READY"
-
-
-class StoredObject(BaseModel):
-    """The object a storage trigger hands over."""
-
-    bucket: str
-    key: str
-    size: int | None = None
-    etag: str | None = None
-    content_type: str | None = None
 
 
 class RetrainInput(BaseModel):

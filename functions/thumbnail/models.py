@@ -6,15 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-
-class StoredObject(BaseModel):
-    """The object a storage trigger hands over (the storage event's S3 record, flattened)."""
-
-    bucket: str
-    key: str
-    size: int | None = None
-    etag: str | None = None
-    content_type: str | None = None
+from runtimes.types import StoredObject
 
 
 class ThumbnailInput(BaseModel):
