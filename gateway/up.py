@@ -160,8 +160,7 @@ async def up(settings: UpSettings) -> None:
         state_dir=str(settings.data_dir),
         idle_release_s=settings.idle_release_s,
     )
-    await _register_builtins(settings)
-    first_key = await _first_key(settings)
+    first_key = await _bootstrap(settings)
     env = worker_env(settings)
     controller = asyncio.create_task(
         run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
@@ -196,23 +195,16 @@ async def up(settings: UpSettings) -> None:
             nats.stop()
 
 
-async def _register_builtins(settings: UpSettings) -> None:
+async def _bootstrap(settings: UpSettings) -> str | None:
+    """Declare the layout, register the built-ins, make the first key: one connection."""
     names = [name.strip() for name in settings.builtins.split(",") if name.strip()]
-    if not names:
-        return
-    bus = await Bus.connect(settings.nats_url, name="builtins", prefix=settings.event_prefix)
+    bus = await Bus.connect(settings.nats_url, name="bootstrap", prefix=settings.event_prefix)
     try:
         await ensure_layout(bus.js)
-        await register_builtins(bus, names)
+        if names:
+            await register_builtins(bus, names)
         if "deploy" in names:  # runtimes that died with the last run are placed again
             await reconcile_deployments(bus)
-    finally:
-        await bus.close()
-
-
-async def _first_key(settings: UpSettings) -> str | None:
-    bus = await Bus.connect(settings.nats_url, name="auth-bootstrap", prefix=settings.event_prefix)
-    try:
         return await ensure_first_key(bus, settings.data_dir)
     finally:
         await bus.close()

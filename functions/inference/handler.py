@@ -25,9 +25,9 @@ async def handle(inp: InferenceInput, ctx: Context) -> InferenceOutput:
     """Read the input, predict with the version the catalog says, name that version."""
     server = server_for(ctx)
     version = await server.resolve(inp.model, inp.version)
-    ctx.annotations.update(model=inp.model, model_version=version.version)
+    ctx.annotations.update(model=inp.model, model_version=version)
     data, filename = await _input_bytes(inp, ctx)
-    batcher, loaded = await server.batcher(version)
+    batcher, loaded = await server.batcher(inp.model, version)
     answer = await batcher.predict({**inp.args, "data": data, "filename": filename})
     ctx.annotations.update(batch=answer.batch, loaded=loaded)
     if answer.error is not None:
@@ -35,12 +35,12 @@ async def handle(inp: InferenceInput, ctx: Context) -> InferenceOutput:
     ctx.logger.info(
         "%s v%d predicted on %s (batch of %d)",
         inp.model,
-        version.version,
+        version,
         filename or "inline data",
         answer.batch,
     )
     return InferenceOutput(
-        model=inp.model, version=version.version, result=answer.result or {}, input=inp.object
+        model=inp.model, version=version, result=answer.result or {}, input=inp.object
     )
 
 

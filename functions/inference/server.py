@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from runtimes.catalog import CatalogStore, ModelVersion, VersionState
+from runtimes.catalog import CatalogStore, VersionState
 from runtimes.errors import ModelNotFoundError
 from runtimes.models import LoadedModelPlugin, load_model_plugin
 
@@ -56,8 +56,12 @@ class Batcher:
             del self._waiting[: self.max_batch]
             try:
                 answers = await asyncio.to_thread(self._run, [args for args, _ in batch])
-            except BaseException as exc:  # the thread itself failed: every caller hears it
+            except Exception as exc:  # the thread itself failed: every caller hears it
                 answers = [Prediction(None, exc, len(batch))] * len(batch)
+            except asyncio.CancelledError:  # the worker is stopping: nobody is left waiting
+                for _, future in batch + self._waiting:
+                    future.cancel()
+                raise
             for (_, future), answer in zip(batch, answers, strict=True):
                 if not future.done():
                     future.set_result(answer)
@@ -83,10 +87,10 @@ class ModelServer:
         self._loaded: OrderedDict[tuple[str, int], Batcher] = OrderedDict()
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
 
-    async def resolve(self, name: str, pinned: int | None) -> ModelVersion:
-        """The pinned version, or the module's promoted one; retired versions are refused."""
+    async def resolve(self, name: str, pinned: int | None) -> int:
+        """The pinned version (not retired), or the promoted one: one KV read when promoted."""
         if pinned is None:
-            return await self.catalog.promoted(name)
+            return await self.catalog.promoted_number(name)
         version = await self.catalog.get_version(name, pinned)
         if version.state is VersionState.RETIRED:
             raise ModelNotFoundError(
@@ -94,11 +98,11 @@ class ModelServer:
                 model=name,
                 version=pinned,
             )
-        return version
+        return pinned
 
-    async def batcher(self, version: ModelVersion) -> tuple[Batcher, bool]:
+    async def batcher(self, name: str, number: int) -> tuple[Batcher, bool]:
         """The loaded version (loading it on first use); True if this call loaded it."""
-        key = (version.module, version.version)
+        key = (name, number)
         ready = self._loaded.get(key)
         if ready is not None:
             self._loaded.move_to_end(key)
@@ -107,7 +111,8 @@ class ModelServer:
             ready = self._loaded.get(key)
             if ready is not None:
                 return ready, False
-            module = await self.catalog.get_module(version.module)
+            module = await self.catalog.get_module(name)
+            version = await self.catalog.get_version(name, number)
             plugin = await self._plugin(module.plugin_name)
             artifact = await self.catalog.read_artifact(version)
             model = await asyncio.to_thread(plugin.load, artifact)
@@ -116,7 +121,7 @@ class ModelServer:
             while len(self._loaded) > KEEP_VERSIONS:
                 dropped, _ = self._loaded.popitem(last=False)
                 self._locks.pop(dropped, None)
-            log.info("loaded %s v%d (%d bytes)", version.module, version.version, len(artifact))
+            log.info("loaded %s v%d (%d bytes)", name, number, len(artifact))
             return ready, True
 
     async def _plugin(self, name: str) -> LoadedModelPlugin:

@@ -6,7 +6,7 @@ import asyncio
 
 from functions.retrain.data import gather
 from functions.retrain.models import RetrainInput, RetrainOutput
-from runtimes.catalog import CatalogStore, Lineage
+from runtimes.catalog import CatalogStore, Lineage, VersionState
 from runtimes.models import TrainResult, load_model_plugin
 from runtimes.types import Context
 
@@ -41,7 +41,7 @@ async def handle(inp: RetrainInput, ctx: Context) -> RetrainOutput:
         name, result.artifact, metrics=result.metrics, lineage=lineage, metric=result.metric
     )
     ctx.annotations["model_version"] = version.version
-    if inp.promote == "gate" and version.state.value == "candidate":
+    if inp.promote == "gate" and version.state is VersionState.CANDIDATE:
         decision, version = await catalog.gate(name, version.version)
         reason = decision.reason
     else:
@@ -52,7 +52,7 @@ async def handle(inp: RetrainInput, ctx: Context) -> RetrainOutput:
         model=name,
         version=version.version,
         state=version.state.value,
-        promoted=version.state.value == "promoted",
+        promoted=version.state is VersionState.PROMOTED,
         reason=reason,
         metrics=result.metrics,
         seconds=round(result.seconds, 3),

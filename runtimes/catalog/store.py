@@ -123,14 +123,18 @@ class CatalogStore:
             )
         return found[0]
 
-    async def promoted(self, name: str) -> ModelVersion:
-        """The version inference serves by default; `ModelNotFoundError` if none is promoted."""
+    async def promoted_number(self, name: str) -> int:
+        """The number of the version served by default; `ModelNotFoundError` if none is."""
         module = await self.get_module(name)
         if module.promoted is None:
             raise ModelNotFoundError(
                 f"module {name!r} has no promoted version yet (train one first)", model=name
             )
-        return await self.get_version(name, module.promoted)
+        return module.promoted
+
+    async def promoted(self, name: str) -> ModelVersion:
+        """The version inference serves by default; `ModelNotFoundError` if none is promoted."""
+        return await self.get_version(name, await self.promoted_number(name))
 
     async def add_version(
         self,
