@@ -30,6 +30,7 @@ SUBSCRIPTIONS_KV = "subscriptions"
 DELIVERIES_KV = "deliveries"
 CATALOG_KV = "catalog"
 DEPLOYMENTS_KV = "deployments"
+BUCKETS_KV = "buckets"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ async def ensure_layout(js: JetStreamContext, layout: Layout | None = None) -> N
         KeyValueConfig(bucket=SUBSCRIPTIONS_KV, history=5, replicas=layout.replicas),
         KeyValueConfig(bucket=CATALOG_KV, history=10, replicas=layout.replicas),
         KeyValueConfig(bucket=DEPLOYMENTS_KV, history=10, replicas=layout.replicas),
+        KeyValueConfig(bucket=BUCKETS_KV, history=5, replicas=layout.replicas),
         KeyValueConfig(
             bucket=DELIVERIES_KV, history=1, ttl=layout.activations_ttl, replicas=layout.replicas
         ),
