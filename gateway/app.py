@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
 from eventbus.storage.settings import create_storage
@@ -63,6 +64,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         store = create_storage(settings)
         keys = KeyStore(bus)
         await keys.start()
+        buckets = BucketOwners(bus)
+        await buckets.start()
         app.state.auth = Authenticator(
             keys,
             OidcVerifier(settings) if settings.oidc_issuer else None,
@@ -77,10 +80,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             invoker=Invoker(bus),
             metrics=metrics,
             storage=store,
+            buckets=buckets,
         )
         try:
             yield
         finally:
+            await buckets.stop()
             await keys.stop()
             await store.close()
             await metrics.stop()

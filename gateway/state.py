@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.storage import Storage
 from gateway.cache import FunctionCache
@@ -28,6 +29,8 @@ class GatewayState:
     invoker: Invoker
     metrics: Metrics
     storage: Storage
+    #: who owns each bucket (a watched cache)
+    buckets: BucketOwners
 
 
 def state_of(request: Request) -> GatewayState:
