@@ -71,7 +71,11 @@ class ModelPlugin(Protocol):
         """Fields of `ModelMetadata` (name, description, license, framework, metric, ...)."""
 
     def load(self, artifact: bytes) -> Any:
-        """Turn artifact bytes (from `train` or `train_default`) into a model object."""
+        """Turn artifact bytes (from `train` or `train_default`) into a model object.
+
+        Artifacts may come from users (registered from an object): load them only from a safe
+        format (skops with a trusted-types check, ONNX, safetensors), never with pickle.
+        """
 
     def predict(self, model: Any, **args: Any) -> Mapping[str, Any]:
         """Predict with a loaded model; ``args`` are `predict_args` fields, already validated."""
@@ -251,6 +255,23 @@ class LoadedModelPlugin:
     def load(self, artifact: bytes) -> Any:
         """The model object for an artifact; `ModelError` if the plug-in cannot read it."""
         return self._call("load", self.plugin.load, artifact, bad_input=ModelError)
+
+    def check_artifact(self, artifact: bytes) -> None:
+        """`ModelInputError` unless the plug-in vouches for an artifact (without loading it).
+
+        The optional plug-in method ``check_artifact(artifact)`` raises ``ValueError`` for an
+        artifact it would not load (not its safe format, an untrusted type); a plug-in without
+        one cannot vouch for artifacts it did not write, so none are accepted for it.
+        """
+        check = getattr(self.plugin, "check_artifact", None)
+        if not callable(check):
+            raise ModelInputError(
+                f"model {self.name!r} cannot check artifacts it did not train (its plug-in has "
+                "no check_artifact): train versions through the platform instead",
+                model=self.name,
+                stage="check_artifact",
+            )
+        self._call("check_artifact", check, artifact)
 
     def predict(self, model: Any, **args: Any) -> dict[str, Any]:
         """Validate ``args``, predict with a loaded model, check the result is a mapping."""

@@ -84,7 +84,7 @@ def test_default_version_round_trips(
     [
         (lambda a: b"\x80\x04junk", "not a digits model artifact"),
         (lambda a: a[:-10], "checksum mismatch"),
-        (lambda a: a.replace(b'"format": 1', b'"format": 99', 1), "format 99 is not supported"),
+        (lambda a: a.replace(b'"format": 2', b'"format": 99', 1), "format 99 is not supported"),
     ],
 )
 def test_bad_artifacts_are_refused(
