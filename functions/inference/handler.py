@@ -17,7 +17,7 @@ def server_for(ctx: Context) -> ModelServer:
         raise RuntimeError("inference needs the platform's bus (run it on a deepfaas worker)")
     server = _servers.get(id(ctx.bus))
     if server is None:
-        server = _servers[id(ctx.bus)] = ModelServer(CatalogStore(ctx.bus, ctx.storage))
+        server = _servers[id(ctx.bus)] = ModelServer(CatalogStore(ctx.bus, ctx.storage, actor=None))
     return server
 
 

@@ -1,9 +1,14 @@
-"""Train a new version of a catalog module, record it as a candidate, run the promotion gate."""
+"""Train a new version of a catalog module, record it as a candidate, run the promotion gate.
+
+Only a `retrain` of the namespace that owns the module may train it; the artifact is whatever
+the plug-in's `train` writes (for digits: skops, loaded with a trusted-types check).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
+from eventbus.namespaces import namespace_of
 from functions.retrain.data import gather
 from functions.retrain.models import RetrainInput, RetrainOutput
 from runtimes.catalog import CatalogStore, Lineage, VersionState
@@ -20,8 +25,9 @@ async def handle(inp: RetrainInput, ctx: Context) -> RetrainOutput:
     ctx.annotations["train_args"] = {
         k: v for k, v in inp.args.items() if k not in ("data", "images")
     }
-    catalog = CatalogStore(ctx.bus, ctx.storage)
-    module = await catalog.get_module(name)
+    # a training adds versions: it acts for the namespace that runs it, which must own the module
+    catalog = CatalogStore(ctx.bus, ctx.storage, actor=namespace_of(ctx.function))
+    module = await catalog.check_owner(name)
     plugin = await asyncio.to_thread(load_model_plugin, module.plugin_name)
     training = await gather(inp, ctx.storage)
     args = {**inp.args, **training.args}

@@ -1,5 +1,6 @@
 """The model catalog: modules, versions, the promotion gate."""
 
+from runtimes.catalog.errors import CatalogForbiddenError
 from runtimes.catalog.gate import decide
 from runtimes.catalog.store import CatalogStore
 from runtimes.catalog.types import (
@@ -19,6 +20,7 @@ __all__ = [
     "ARTIFACT_BUCKET",
     "CATALOG_KV",
     "Artifact",
+    "CatalogForbiddenError",
     "CatalogStore",
     "GateDecision",
     "Lineage",

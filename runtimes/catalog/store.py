@@ -1,5 +1,8 @@
 """The catalog in JetStream KV (`modules.<name>`, `versions.<name>.<n>`), artifacts in storage.
 
+A module belongs to the namespace that published it (`Module.owner`); a store acts for one
+namespace (``actor``) and refuses to change a module another namespace owns. Anyone may read.
+
 Every change is compare-and-set on the KV entry, then announced as a catalog CloudEvent whose id
 is derived from the change (a retried write re-announces under the same id, so JetStream drops
 the duplicate).
@@ -18,10 +21,12 @@ from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError
+from eventbus.namespaces import DEFAULT_NAMESPACE
 from eventbus.publish import publish_event
 from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
 from eventbus.types import CloudEvent
+from runtimes.catalog.errors import CatalogForbiddenError
 from runtimes.catalog.gate import decide
 from runtimes.catalog.kv import cas, keys, read
 from runtimes.catalog.types import (
@@ -41,12 +46,34 @@ log = logging.getLogger(__name__)
 
 
 class CatalogStore:
-    """Browse, publish, version, promote, retire and roll back catalog modules."""
+    """Browse, publish, version, promote, retire and roll back catalog modules.
 
-    def __init__(self, bus: Bus, storage: Storage | None, *, bucket: str = ARTIFACT_BUCKET) -> None:
+    Writes act for ``actor``, a namespace: they change only modules it owns, and a module it
+    publishes is its own. ``actor=None`` reads only (an anonymous caller).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        storage: Storage | None,
+        *,
+        bucket: str = ARTIFACT_BUCKET,
+        actor: str | None = DEFAULT_NAMESPACE,
+    ) -> None:
         self.bus = bus
         self.storage = storage
         self.bucket = bucket
+        self.actor = actor
+
+    def authorize(self, module: Module) -> None:
+        """`CatalogForbiddenError` unless the actor owns ``module``."""
+        _authorize(self.actor, module.name, module.owner)
+
+    async def check_owner(self, name: str) -> Module:
+        """The module, if the actor may change it; `CatalogForbiddenError` if not."""
+        module = await self.get_module(name)
+        self.authorize(module)
+        return module
 
     # -- modules -------------------------------------------------------------------------------
 
@@ -73,14 +100,22 @@ class CatalogStore:
         """Add a module (`ConflictError` if it exists, unless ``replace``); keeps its versions."""
         kv = await self._kv()
         now = datetime.now(UTC)
+        actor = _authorize(self.actor, spec.name, None)
         found = await read(kv, _module_key(spec.name), Module)
-        if found is not None and not replace:
-            raise ConflictError(f"module {spec.name!r} is in the catalog already", model=spec.name)
+        if found is not None:
+            self.authorize(found[0])
+            if not replace:
+                raise ConflictError(
+                    f"module {spec.name!r} is in the catalog already", model=spec.name
+                )
 
         def change(current: Module | None) -> Module:
-            kept: dict[str, Any] = {"created": now}
+            kept: dict[str, Any] = {"created": now, "owner": actor}
             if current is not None:
-                kept = current.model_dump(include={"promoted", "latest", "promotions", "created"})
+                self.authorize(current)  # it may have been published in between
+                kept = current.model_dump(
+                    include={"promoted", "latest", "promotions", "created", "owner"}
+                )
             return Module.model_validate({**spec.model_dump(), **kept, "updated": now})
 
         module, revision = await cas(kv, _module_key(spec.name), Module, change)
@@ -91,7 +126,7 @@ class CatalogStore:
     async def delete_module(self, name: str) -> None:
         """Remove a module and its version records (artifacts stay, for audit)."""
         kv = await self._kv()
-        module = await self.get_module(name)
+        module = await self.check_owner(name)
         for key in await keys(kv, f"versions.{name}."):
             await kv.delete(key)
         await kv.delete(_module_key(name))
@@ -147,7 +182,7 @@ class CatalogStore:
     ) -> ModelVersion:
         """Store an artifact and record it as a new `candidate`; idempotent per activation."""
         kv = await self._kv()
-        module = await self.get_module(name)
+        module = await self.check_owner(name)
         if lineage.activation:
             for existing in await self.list_versions(name):
                 if existing.lineage.activation == lineage.activation:
@@ -156,6 +191,7 @@ class CatalogStore:
         def bump(current: Module | None) -> Module:
             if current is None:
                 raise ModelNotFoundError(f"no module {name!r} in the catalog", model=name)
+            self.authorize(current)
             return current.model_copy(update={"latest": current.latest + 1})
 
         module, _ = await cas(kv, _module_key(name), Module, bump)
@@ -178,6 +214,7 @@ class CatalogStore:
 
     async def promote(self, name: str, version: int, *, reason: str = "promoted") -> ModelVersion:
         """Serve ``version`` from now on; the one it replaces goes back to `candidate`."""
+        await self.check_owner(name)
         target = await self.get_version(name, version)
         if target.state is VersionState.RETIRED:
             raise ConflictError(
@@ -191,6 +228,7 @@ class CatalogStore:
         def point(current: Module | None) -> Module:
             if current is None:
                 raise ModelNotFoundError(f"no module {name!r} in the catalog", model=name)
+            self.authorize(current)
             previous[:] = [current.promoted]
             return current.model_copy(
                 update={
@@ -212,7 +250,7 @@ class CatalogStore:
 
     async def retire(self, name: str, version: int, *, reason: str = "retired") -> ModelVersion:
         """Withdraw a version; retiring the promoted one needs another promoted first."""
-        module = await self.get_module(name)
+        module = await self.check_owner(name)
         if module.promoted == version:
             raise ConflictError(
                 f"version {version} of {name!r} is the promoted one: promote or roll back to "
@@ -226,7 +264,7 @@ class CatalogStore:
 
     async def rollback(self, name: str, to: int | None = None) -> ModelVersion:
         """Promote ``to``, or the version promoted before the current one (not retired)."""
-        module = await self.get_module(name)
+        module = await self.check_owner(name)
         if to is None:
             for number in reversed(module.promotions):
                 if number == module.promoted:
@@ -243,7 +281,7 @@ class CatalogStore:
 
     async def gate(self, name: str, version: int) -> tuple[GateDecision, ModelVersion]:
         """Promote a candidate if the gate allows, else leave it a candidate with the reason."""
-        module = await self.get_module(name)
+        module = await self.check_owner(name)
         candidate = await self.get_version(name, version)
         current = await self.get_version(name, module.promoted) if module.promoted else None
         decision = decide(candidate, current, module.tolerance)
@@ -322,6 +360,22 @@ class CatalogStore:
             data=data,
         )
         await _retry(lambda: publish_event(self.bus, event), what=event.type)
+
+
+def _authorize(actor: str | None, name: str, owner: str | None) -> str:
+    """The actor, if it may write ``name`` (owned by ``owner``; None: not in the catalog)."""
+    if actor is None:
+        raise CatalogForbiddenError(
+            "changing the catalog needs an API key or a bearer token", model=name
+        )
+    if owner is not None and owner != actor:
+        # names the rule, not the owner: the 403 tells the caller nothing it could not read
+        raise CatalogForbiddenError(
+            f"module {name!r} belongs to another namespace: only the namespace that published "
+            "a module may change it",
+            model=name,
+        )
+    return actor
 
 
 def _module_key(name: str) -> str:

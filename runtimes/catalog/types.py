@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from eventbus.namespaces import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
 from eventbus.streams import CATALOG_KV as CATALOG_KV
 from runtimes.models import MODEL_NAME_PATTERN
 from runtimes.types import GpuRequest
@@ -82,6 +83,12 @@ class ModuleSpec(BaseModel):
 class Module(ModuleSpec):
     """A module as the catalog keeps it: the spec plus what the platform manages."""
 
+    owner: str = Field(
+        default=DEFAULT_NAMESPACE,
+        pattern=NAMESPACE_PATTERN,
+        description="the namespace that published it: the only one that may change it "
+        "(modules stored before owners existed belong to `default`)",
+    )
     promoted: int | None = Field(default=None, description="the version inference serves")
     latest: int = Field(default=0, ge=0, description="highest version number given out")
     promotions: list[int] = Field(
