@@ -20,15 +20,14 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from eventbus.connection import Bus
-from eventbus.errors import ConflictError
+from eventbus.errors import BucketAccessError, BucketTakenError
 from eventbus.namespaces import DEFAULT_NAMESPACE, is_name
+from eventbus.storage.keys import is_valid_bucket_name, validate_bucket_name
+from eventbus.storage.types import Storage
 from eventbus.streams import BUCKETS_KV
 
+__all__ = ["BucketAccessError", "BucketOwners", "BucketTakenError"]
 log = logging.getLogger(__name__)
-
-
-class BucketTakenError(ConflictError):
-    """The bucket name is owned by another namespace (the gateway answers 409)."""
 
 
 class BucketOwners:
@@ -75,6 +74,7 @@ class BucketOwners:
         its own; `BucketTakenError` if another namespace owns it."""
         if not is_name(namespace):
             raise ValueError(f"not a valid namespace: {namespace!r}")
+        validate_bucket_name(bucket)
         kv = await self.bus.kv(BUCKETS_KV)
         record = orjson.dumps({"namespace": namespace, "claimed": datetime.now(UTC).isoformat()})
         try:
@@ -88,6 +88,20 @@ class BucketOwners:
         self._owners[bucket] = namespace
         return True
 
+    async def ensure_writable(self, bucket: str, namespace: str, storage: Storage) -> bool:
+        """Let ``namespace`` write ``bucket``: its own, or a name nobody holds (claimed now, True);
+        `BucketTakenError` when another namespace owns it or it exists with no record."""
+        owner = await self.owner(bucket)
+        if owner == namespace and (
+            owner != DEFAULT_NAMESPACE or await storage.bucket_exists(bucket)
+        ):
+            return False
+        if owner != DEFAULT_NAMESPACE or (
+            namespace != DEFAULT_NAMESPACE and await storage.bucket_exists(bucket)
+        ):
+            raise BucketTakenError(f"bucket name {bucket!r} is taken", bucket=bucket)
+        return await self.claim(bucket, namespace)
+
     async def release(self, bucket: str) -> None:
         """Forget the owner record of ``bucket`` (after the bucket itself is gone)."""
         kv = await self.bus.kv(BUCKETS_KV)
@@ -96,6 +110,8 @@ class BucketOwners:
         self._owners.pop(bucket, None)
 
     async def _read(self, bucket: str) -> tuple[str, int] | None:
+        if not is_valid_bucket_name(bucket):
+            return None  # never claimed; the store refuses the name itself
         kv = await self.bus.kv(BUCKETS_KV)
         try:
             entry = await kv.get(bucket)

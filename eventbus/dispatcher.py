@@ -1,8 +1,9 @@
 """The trigger dispatcher: consumes EVENTS, matches triggers, enqueues one invocation per match.
 
-The activation id of (event, trigger) is derived from both, so a redelivered event is
-de-duplicated by JetStream (`Nats-Msg-Id`) within the window and by the worker's claim after.
-An event is acknowledged only once every invocation it causes is enqueued.
+A trigger matches only events of its own namespace (the event's ``namespace`` attribute, none
+meaning ``default``). The activation id of (event, trigger) is derived from both, so a
+redelivered event is de-duplicated by JetStream (`Nats-Msg-Id`) within the window and by the
+worker's claim after. An event is acknowledged only once every invocation it causes is enqueued.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from nats.js.errors import BadRequestError, KeyNotFoundError
 from eventbus.codec import from_nats, to_structured_json
 from eventbus.connection import Bus
 from eventbus.consume import fetch_batch
+from eventbus.credentials import BusAuth
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.filters import FilterIndex
 from eventbus.invocations import enqueue
+from eventbus.namespaces import EVENT_ATTRIBUTE, event_namespace, namespace_of
 from eventbus.publish import publish_event
 from eventbus.streams import FUNCTIONS_KV, TRIGGERS_KV, ensure_layout
 from eventbus.triggers import Trigger, invocation_for, storage_object
@@ -226,6 +229,9 @@ class Dispatcher:
             await msg.term()
             return
         names = self.index.match(event)
+        if names:
+            namespace = event_namespace(event.extensions)
+            names = {n for n in names if namespace_of(n) == namespace}
         if not names:
             self.stats["events_unmatched"] += 1
             await msg.ack()
@@ -280,6 +286,7 @@ class Dispatcher:
             type=self._skipped_type,
             source=f"/triggers/{trigger.name}",
             subject=trigger.name,
+            extensions={EVENT_ATTRIBUTE: namespace_of(trigger.name)},
             data={
                 "trigger": trigger.name,
                 "function": trigger.function,
@@ -311,7 +318,12 @@ def _needs_decoding(value: str) -> bool:
 
 
 async def run_dispatcher(
-    url: str, *, prefix: str, ack_wait: float = 30.0, freeze_gc: bool = False
+    url: str,
+    *,
+    prefix: str,
+    ack_wait: float = 30.0,
+    freeze_gc: bool = False,
+    auth: BusAuth | None = None,
 ) -> None:
     """Connect, declare the layout and dispatch until cancelled (a service of its own).
 
@@ -319,7 +331,7 @@ async def run_dispatcher(
     above all, out of the garbage collector's full passes: with 10,000 triggers those passes
     cost about a fifth of the dispatch rate (see `bench/dispatch_bench.py`).
     """
-    bus = await Bus.connect(url, name="dispatcher", prefix=prefix)
+    bus = await Bus.connect(url, name="dispatcher", prefix=prefix, auth=auth)
     await ensure_layout(bus.js)
     dispatcher = Dispatcher(bus, ack_wait=ack_wait)
     await dispatcher.start()

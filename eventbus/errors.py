@@ -54,3 +54,13 @@ class BusUnavailableError(EventBusError):
     """NATS is not reachable or JetStream did not answer in time."""
 
     code = "unavailable"
+
+
+class BucketTakenError(ConflictError):
+    """The bucket name is owned by another namespace (bucket names are global, as in S3)."""
+
+
+class BucketAccessError(DeepfaasError):
+    """The namespace may not write this bucket: another namespace owns it (403)."""
+
+    code = "forbidden"

@@ -3,9 +3,10 @@
 MinIO's NATS target (with ``MINIO_NOTIFY_NATS_JETSTREAM=on``) publishes one JSON message per
 event on a subject of a stream that must exist first: the bridge declares it, reads it with a
 durable pull consumer and publishes one storage event per record (``storage_events``), acking
-only after. A malformed message is dead-lettered with the reason and terminated; a failed
-publish is retried with backoff. MinIO's own delivery is lossy, so the reconciler lists the
-buckets that triggers watch and emits the created event of any object the ledger has none for.
+only after; each event carries the namespace that owns its bucket (`eventbus.buckets`). A
+malformed message is dead-lettered with the reason and terminated; a failed publish is retried
+with backoff. MinIO's own delivery is lossy, so the reconciler lists the buckets that triggers
+watch and emits the created event of any object the ledger has none for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.consume import fetch_batch
 from eventbus.dlq import dead_letter
@@ -86,6 +88,7 @@ class MinioBridge:
         subject: str = DEFAULT_SUBJECT,
         durable: str = DEFAULT_DURABLE,
         ledger: StorageLedger | None = None,
+        owners: BucketOwners | None = None,
         batch: int = 64,
         ack_wait: float = 30.0,
         max_tries: int = 20,
@@ -97,6 +100,7 @@ class MinioBridge:
         self.subject = subject
         self.durable = durable
         self.ledger = ledger if ledger is not None else StorageLedger(bus)
+        self.owners = owners if owners is not None else BucketOwners(bus)
         self.batch = batch
         self.ack_wait = ack_wait
         self.max_tries = max_tries
@@ -181,7 +185,7 @@ class MinioBridge:
         if kind is None:
             log.debug("ignoring MinIO event %s on %s", record.event_name, record.key)
             return None
-        event = bridge_event(self.bus, record)
+        event = bridge_event(self.bus, record, namespace=await self.owners.owner(record.bucket))
         last = await self.ledger.get(record.bucket, record.key)
         if last is not None and (
             last.event_id == event.id
@@ -254,6 +258,7 @@ class StorageReconciler:
         store: Storage,
         *,
         ledger: StorageLedger | None = None,
+        owners: BucketOwners | None = None,
         watched: Watched | None = None,
         store_name: str = MINIO_STORE,
         interval: float = 300.0,
@@ -262,6 +267,7 @@ class StorageReconciler:
         self.bus = bus
         self.store = store
         self.ledger = ledger if ledger is not None else StorageLedger(bus)
+        self.owners = owners if owners is not None else BucketOwners(bus)
         self.watched = watched or (lambda: watched_by_triggers(bus))
         self.store_name = store_name
         self.interval = interval
@@ -344,7 +350,12 @@ class StorageReconciler:
         # the listing's time makes the id the same on every pass until the ledger has it
         context = RecordContext(event_source=RECONCILER_SOURCE)
         event = created_event(
-            self.bus, self.store_name, info, summary.last_modified, context=context
+            self.bus,
+            self.store_name,
+            info,
+            summary.last_modified,
+            namespace=await self.owners.owner(info.bucket),
+            context=context,
         )
         await publish_event(self.bus, event)
         entry = LedgerEntry(

@@ -10,6 +10,7 @@ name (no ``.``, ``*``, ``>``, ``/`` or whitespace), and can never collide with a
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Final
 
 DEFAULT_NAMESPACE: Final = "default"
@@ -51,3 +52,15 @@ def local_name(qualified: str) -> str:
 def belongs(qualified: str, namespace: str) -> bool:
     """Whether the internal name lies in ``namespace``."""
     return namespace_of(qualified) == namespace
+
+
+#: the CloudEvent extension attribute that names the namespace an event belongs to; set by the
+#: platform (the bucket owner for storage events, the caller for posted events), never trusted
+#: from a client
+EVENT_ATTRIBUTE: Final = "namespace"
+
+
+def event_namespace(extensions: Mapping[str, object]) -> str:
+    """The namespace of an event from its extension attributes (none: ``default``)."""
+    value = extensions.get(EVENT_ATTRIBUTE)
+    return value if isinstance(value, str) and value else DEFAULT_NAMESPACE

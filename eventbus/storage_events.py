@@ -2,8 +2,9 @@
 
 Attributes: ``type`` is ``<prefix>.storage.object.created`` or ``…deleted``; ``source`` is
 ``/storage/<store>/<bucket>`` (``local``, ``s3``, or ``minio`` for the bridge); ``subject`` is
-the key as it is (not escaped); the extension ``bucket`` names the bucket; ``data`` is the S3
-event record (``eventbus.storage.records``). The id is
+the key as it is (not escaped); the extension ``bucket`` names the bucket and ``namespace`` its
+owner (`eventbus.buckets`), so only that namespace's triggers and subscriptions see the event;
+``data`` is the S3 event record (``eventbus.storage.records``). The id is
 ``sha256(bucket \\0 key \\0 (etag or "deleted") \\0 sequencer)[:32]``: the sequencer is per write
 (the event time in nanoseconds, upper-case hex, as MinIO writes it), so each completed write is
 one event while publishing the same one again (a retry, a redelivered MinIO message) is a
@@ -27,6 +28,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailableError
+from eventbus.namespaces import EVENT_ATTRIBUTE
 from eventbus.publish import publish_event
 from eventbus.storage.errors import InvalidNotificationError
 from eventbus.storage.records import (
@@ -88,8 +90,9 @@ def storage_event(
     sequencer: str,
     time: datetime,
     record: Mapping[str, Any],
+    namespace: str,
 ) -> CloudEvent:
-    """The storage CloudEvent of one S3 record (pure: no I/O)."""
+    """The storage CloudEvent of one S3 record, ``namespace`` being the bucket's owner."""
     suffix = CREATED_SUFFIX if kind == "created" else DELETED_SUFFIX
     return CloudEvent.create(
         type=f"{event_prefix}.{suffix}",
@@ -97,7 +100,7 @@ def storage_event(
         subject=key,
         id=storage_event_id(bucket, key, etag if kind == "created" else None, sequencer),
         data=dict(record),
-        extensions={"bucket": bucket},
+        extensions={"bucket": bucket, EVENT_ATTRIBUTE: namespace},
         time=time,
     )
 
@@ -113,6 +116,7 @@ def created_event(
     info: ObjectInfo,
     time: datetime,
     *,
+    namespace: str,
     context: RecordContext | None = None,
 ) -> CloudEvent:
     """The created event of a write described by ``info`` that completed at ``time``."""
@@ -127,22 +131,25 @@ def created_event(
         sequencer=_sequencer_of(record, time),
         time=time,
         record=record,
+        namespace=namespace,
     )
 
 
 async def emit_created(
-    bus: Bus, store: Storage, info: ObjectInfo, *, timeout: float = 5.0
+    bus: Bus, store: Storage, info: ObjectInfo, *, namespace: str, timeout: float = 5.0
 ) -> CloudEvent:
-    """Publish the created event of a completed write (retried; BusUnavailableError at last)."""
-    event = created_event(bus, store.name, info, datetime.now(UTC))
+    """Publish the created event of a completed write in a bucket of ``namespace`` (retried;
+    BusUnavailableError at last)."""
+    event = created_event(bus, store.name, info, datetime.now(UTC), namespace=namespace)
     await _publish(bus, event, timeout)
     return event
 
 
 async def emit_deleted(
-    bus: Bus, store: Storage, bucket: str, key: str, *, timeout: float = 5.0
+    bus: Bus, store: Storage, bucket: str, key: str, *, namespace: str, timeout: float = 5.0
 ) -> CloudEvent:
-    """Publish the deleted event of a key that existed (retried; BusUnavailableError at last)."""
+    """Publish the deleted event of a key that existed in a bucket of ``namespace`` (retried;
+    BusUnavailableError at last)."""
     now = datetime.now(UTC)
     record = object_removed_record(bucket, key, time=now)
     event = storage_event(
@@ -155,13 +162,15 @@ async def emit_deleted(
         sequencer=_sequencer_of(record, now),
         time=now,
         record=record,
+        namespace=namespace,
     )
     await _publish(bus, event, timeout)
     return event
 
 
-def bridge_event(bus: Bus, record: S3Record) -> CloudEvent:
-    """The storage CloudEvent of a record from MinIO (InvalidNotificationError if no write)."""
+def bridge_event(bus: Bus, record: S3Record, *, namespace: str) -> CloudEvent:
+    """The storage CloudEvent of a record from MinIO, ``namespace`` owning its bucket
+    (InvalidNotificationError if no write)."""
     kind = event_kind(record.event_name)
     if kind is None:
         raise InvalidNotificationError(
@@ -180,6 +189,7 @@ def bridge_event(bus: Bus, record: S3Record) -> CloudEvent:
         sequencer=record.sequencer or time_sequencer(record.time),
         time=record.time,
         record=record.raw,
+        namespace=namespace,
     )
 
 

@@ -1,6 +1,8 @@
 """Triggers: an event filter bound to a function, with static parameters and an output target.
 
 Stored as JSON in the `triggers` KV bucket, keyed by name; every update bumps the version.
+A trigger sees only the events of its namespace (the dispatcher compares the event's
+``namespace`` attribute with the namespace of the trigger's name).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.filters import FilterList, compile_filters, storage_filters
 from eventbus.invocations import new_invocation
-from eventbus.namespaces import QUALIFIED_NAME_PATTERN
+from eventbus.namespaces import (
+    DEFAULT_NAMESPACE,
+    QUALIFIED_NAME_PATTERN,
+    SEPARATOR,
+    namespace_of,
+)
 from eventbus.streams import TRIGGERS_KV
 from eventbus.types import CloudEvent
 
@@ -145,7 +152,16 @@ class Trigger(BaseModel):
             key_suffix=self.key_suffix,
             event_types=types,
         )
-        return [*self.filters, *shortcuts]
+        return [*self.own_filters(), *shortcuts]
+
+    def own_filters(self) -> FilterList:
+        """The filters less the subject confinement that triggers outside ``default`` got before
+        events carried their namespace (it would now hide the namespace's storage events)."""
+        namespace = namespace_of(self.name)
+        if namespace == DEFAULT_NAMESPACE:
+            return list(self.filters)
+        legacy = legacy_confinement(namespace)
+        return [f for f in self.filters if f != legacy]
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Trigger:
@@ -161,6 +177,11 @@ class Trigger(BaseModel):
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors
             )
             raise ValidationFailedError(f"invalid trigger: {detail}", errors=errors) from exc
+
+
+def legacy_confinement(namespace: str) -> dict[str, Any]:
+    """The filter that once confined a trigger of ``namespace`` to subjects ``<namespace>=…``."""
+    return {"prefix": {"subject": f"{namespace}{SEPARATOR}"}}
 
 
 def activation_id_for(event_id: str, trigger: str) -> str:

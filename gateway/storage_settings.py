@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
+from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
+from eventbus.credentials import BusAuth
 from eventbus.minio_bridge import (
     MinioBridge,
     StorageReconciler,
@@ -27,22 +29,28 @@ def gateway_emits_events(settings: StorageSettings) -> bool:
     return settings.storage_events == "platform"
 
 
-async def run_storage_bridge(settings: StorageSettings, nats_url: str, event_prefix: str) -> None:
+async def run_storage_bridge(
+    settings: StorageSettings, nats_url: str, event_prefix: str, *, auth: BusAuth | None = None
+) -> None:
     """Run the MinIO bridge and the reconciler until cancelled (``storage_events=bridge``)."""
-    bus = await Bus.connect(nats_url, name="minio-bridge", prefix=event_prefix)
+    bus = await Bus.connect(nats_url, name="minio-bridge", prefix=event_prefix, auth=auth)
     await ensure_layout(bus.js)
     store = create_storage(settings)
     ledger = StorageLedger(bus)
+    owners = BucketOwners(bus)  # each event carries its bucket owner's namespace
+    await owners.start()
     bridge = MinioBridge(
         bus,
         stream=settings.storage_bridge_stream,
         subject=settings.storage_bridge_subject,
         ledger=ledger,
+        owners=owners,
     )
     reconciler = StorageReconciler(
         bus,
         store,
         ledger=ledger,
+        owners=owners,
         interval=settings.storage_reconcile_s,
         min_age=settings.storage_reconcile_min_age_s,
     )
@@ -54,5 +62,6 @@ async def run_storage_bridge(settings: StorageSettings, nats_url: str, event_pre
     finally:
         await reconciler.stop()
         await bridge.stop()
+        await owners.stop()
         await store.close()
         await bus.close()

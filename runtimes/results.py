@@ -1,4 +1,9 @@
-"""What a finished activation leaves behind: its output object and its completion event."""
+"""What a finished activation leaves behind: its output object and its completion event.
+
+Both belong to the function's namespace: the output goes only to a bucket that namespace may
+write (checked again here, though the trigger route checked it at creation: a bucket can
+change hands), and both events carry the ``namespace`` attribute.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ from typing import Any, Final
 
 import orjson
 
+from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
+from eventbus.errors import BucketAccessError, BucketTakenError
+from eventbus.namespaces import DEFAULT_NAMESPACE, EVENT_ATTRIBUTE, namespace_of
 from eventbus.publish import publish_event
 from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
@@ -21,11 +29,27 @@ EVENT_RESULT_LIMIT: Final = 256 * 1024
 
 
 async def write_output(
-    bus: Bus, storage: Storage | None, target: dict[str, str], result: Any, *, announce: bool
+    bus: Bus,
+    storage: Storage | None,
+    target: dict[str, str],
+    result: Any,
+    *,
+    announce: bool,
+    owners: BucketOwners | None = None,
 ) -> dict[str, Any]:
-    """Write a result (JSON, or bytes as they are) to a trigger's output target."""
+    """Write a result (JSON, or bytes as they are) to a trigger's output target, a bucket of
+    the target's namespace (`BucketAccessError` for another namespace's bucket)."""
     if storage is None:
         raise RuntimeError("this worker has no object store configured")
+    namespace = target.get("namespace") or DEFAULT_NAMESPACE
+    try:
+        await (owners or BucketOwners(bus)).ensure_writable(target["bucket"], namespace, storage)
+    except BucketTakenError as exc:
+        raise BucketAccessError(
+            f"output bucket {target['bucket']!r} belongs to another namespace: namespace "
+            f"{namespace!r} may not write it",
+            bucket=target["bucket"],
+        ) from exc
     if isinstance(result, bytes):
         body, content_type = result, sniff(result)
     else:
@@ -38,7 +62,7 @@ async def write_output(
             await storage.create_bucket(target["bucket"])
         info = await storage.put(target["bucket"], target["key"], body, content_type=content_type)
     if announce:
-        await emit_created(bus, storage, info)
+        await emit_created(bus, storage, info, namespace=namespace)
     return {"bucket": info.bucket, "key": info.key, "size": info.size, "etag": info.etag}
 
 
@@ -70,6 +94,7 @@ def completion_event(bus: Bus, record: ActivationRecord) -> CloudEvent:
         source=f"/functions/{record.function}",
         subject=record.id,
         data=data,
+        extensions={EVENT_ATTRIBUTE: record.namespace or namespace_of(record.function)},
     )
 
 
@@ -94,8 +119,10 @@ def sniff(data: bytes) -> str:
 
 
 def output_target(invocation: CloudEvent) -> dict[str, str] | None:
+    """``{bucket, key, namespace}`` of an invocation's output, the namespace being that of the
+    invoked function (the invocation's subject), or None when it names no output."""
     bucket = invocation.extensions.get("outbucket")
     key = invocation.extensions.get("outkey")
     if isinstance(bucket, str) and isinstance(key, str) and bucket and key:
-        return {"bucket": bucket, "key": key}
+        return {"bucket": bucket, "key": key, "namespace": namespace_of(invocation.subject or "")}
     return None

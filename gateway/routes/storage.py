@@ -4,6 +4,11 @@ Bodies stream straight into the store (never whole in memory), so this prefix is
 the body-size limit. Keys are validated before anything is read or written. With
 ``storage_events=platform`` each completed write or delete through here emits one storage
 event; with ``bridge`` the store's own notifications do, and the gateway stays silent.
+
+Bucket names are global, as in S3, and each bucket belongs to one namespace
+(`eventbus.buckets`): a caller lists only its namespace's buckets and reads or writes only
+their objects. Another namespace's bucket answers 404, as a missing one does (names of others
+are not confirmed), except on create, where a taken name answers 409.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from eventbus.errors import ValidationFailedError
+from eventbus.errors import BucketTakenError, ValidationFailedError
 from eventbus.storage import (
     DEFAULT_CONTENT_TYPE,
     BucketInfo,
@@ -31,6 +36,7 @@ from eventbus.storage import (
     validate_key,
 )
 from eventbus.storage_events import emit_created, emit_deleted
+from gateway.auth.access import namespace
 from gateway.problems import problem
 from gateway.state import state_of
 from gateway.storage_settings import gateway_emits_events
@@ -118,26 +124,54 @@ def _object_headers(info: ObjectInfo) -> dict[str, str]:
     return headers
 
 
+async def _owned(request: Request, bucket: str) -> str:
+    """The caller's namespace if it owns ``bucket``; else NoSuchBucketError (404)."""
+    ns = namespace(request)
+    if not await state_of(request).buckets.owns(bucket, ns):
+        raise NoSuchBucketError(f"bucket {bucket!r} does not exist", bucket=bucket)
+    return ns
+
+
 # -- buckets --------------------------------------------------------------------------------
 
 
 @router.get("", response_model=list[BucketOut])
 async def list_buckets(request: Request) -> list[BucketOut]:
-    """Every bucket, by name."""
-    return [_bucket_out(info) for info in await state_of(request).storage.list_buckets()]
+    """The caller's namespace's buckets, by name."""
+    state, ns = state_of(request), namespace(request)
+    return [
+        _bucket_out(info)
+        for info in await state.storage.list_buckets()
+        if await state.buckets.owns(info.name, ns)
+    ]
 
 
 @router.put("/{bucket}", status_code=201, response_model=BucketOut)
 async def create_bucket(request: Request, bucket: str, response: Response) -> BucketOut:
-    """Create a bucket; 409 when it exists."""
-    info = await state_of(request).storage.create_bucket(bucket)
+    """Create a bucket of the caller's namespace; 409 when it exists or the name is taken."""
+    state = state_of(request)
+    validate_bucket_name(bucket)
+    try:
+        claimed = await state.buckets.ensure_writable(bucket, namespace(request), state.storage)
+    except BucketTakenError as exc:
+        raise BucketTakenError(
+            f"bucket name {bucket!r} is taken: bucket names are global, choose another",
+            bucket=bucket,
+        ) from exc
+    try:
+        info = await state.storage.create_bucket(bucket)
+    except BaseException:
+        if claimed:  # claimed for a bucket that was not made: free the name again
+            await state.buckets.release(bucket)
+        raise
     response.headers["location"] = f"/v1/buckets/{bucket}"
     return _bucket_out(info)
 
 
 @router.head("/{bucket}")
 async def head_bucket(request: Request, bucket: str) -> Response:
-    """200 when the bucket exists, else 404."""
+    """200 when the bucket exists and is the caller's, else 404."""
+    await _owned(request, bucket)
     if not await state_of(request).storage.bucket_exists(bucket):
         raise NoSuchBucketError(f"bucket {bucket!r} does not exist", bucket=bucket)
     return Response(status_code=200)
@@ -145,8 +179,12 @@ async def head_bucket(request: Request, bucket: str) -> Response:
 
 @router.delete("/{bucket}", status_code=204)
 async def delete_bucket(request: Request, bucket: str) -> Response:
-    """Delete an empty bucket; 409 while it holds objects."""
-    await state_of(request).storage.delete_bucket(bucket)
+    """Delete an empty bucket of the caller's; 409 while it holds objects. The name is free
+    again afterwards."""
+    await _owned(request, bucket)
+    state = state_of(request)
+    await state.storage.delete_bucket(bucket)
+    await state.buckets.release(bucket)
     return Response(status_code=204)
 
 
@@ -160,6 +198,7 @@ async def list_objects(
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> ListingOut:
     """One page of the bucket's keys (and common prefixes with a delimiter), in key order."""
+    await _owned(request, bucket)
     page = await state_of(request).storage.list(
         bucket, prefix=prefix, delimiter=delimiter, start_after=start_after, limit=limit
     )
@@ -205,6 +244,7 @@ async def put_object(request: Request, bucket: str, key: str, response: Response
     store = state.storage
     validate_bucket_name(bucket)
     validate_key(key, bucket=bucket)  # before a byte is read or written
+    ns = await _owned(request, bucket)
     try:
         await store.stat(bucket, key)
         existed = True
@@ -219,7 +259,7 @@ async def put_object(request: Request, bucket: str, key: str, response: Response
         size=_declared_size(request),
     )
     if gateway_emits_events(state.settings):
-        await emit_created(state.bus, store, info)
+        await emit_created(state.bus, store, info, namespace=ns)
     response.status_code = 200 if existed else 201
     response.headers["etag"] = f'"{info.etag}"'
     response.headers["location"] = object_path(bucket, key)
@@ -248,6 +288,7 @@ def _unsatisfiable(size: int | None, detail: str) -> Response:
 @router.get("/{bucket}/objects/{key:path}", response_class=StreamingResponse)
 async def get_object(request: Request, bucket: str, key: str) -> Response:
     """The object's bytes, streamed; one ``Range: bytes=a-b`` range gets a 206."""
+    await _owned(request, bucket)
     store = state_of(request).storage
     wanted = _parse_range(request.headers.get("range"))
     offset, length = 0, None
@@ -287,6 +328,7 @@ async def get_object(request: Request, bucket: str, key: str) -> Response:
 @router.head("/{bucket}/objects/{key:path}")
 async def head_object(request: Request, bucket: str, key: str) -> Response:
     """The object's headers (size, type, ETag, metadata) without its bytes."""
+    await _owned(request, bucket)
     info = await state_of(request).storage.stat(bucket, key)
     headers = _object_headers(info)
     headers["content-length"] = str(info.size)
@@ -296,8 +338,9 @@ async def head_object(request: Request, bucket: str, key: str) -> Response:
 @router.delete("/{bucket}/objects/{key:path}", status_code=204)
 async def delete_object(request: Request, bucket: str, key: str) -> Response:
     """Delete the object (204 also when it was missing; an event only when it existed)."""
+    ns = await _owned(request, bucket)
     state = state_of(request)
     existed = await state.storage.delete(bucket, key)
     if existed and gateway_emits_events(state.settings):
-        await emit_deleted(state.bus, state.storage, bucket, key)
+        await emit_deleted(state.bus, state.storage, bucket, key, namespace=ns)
     return Response(status_code=204)

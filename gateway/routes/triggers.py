@@ -4,6 +4,10 @@ A trigger naming a function that does not exist is refused with 422 (the body re
 something missing; the trigger itself is what the path names), as OpenWhisk refuses rules
 naming missing actions. A function deleted later leaves its triggers in place: their matches
 are reported as `trigger.skipped` events and dead letters of kind `dispatch`.
+
+A trigger sees only its namespace's events. Its output bucket must be one the namespace may
+write: its own, or a name nobody holds yet (claimed for the namespace here, as the first
+output would create it); another namespace's bucket is refused with 403.
 """
 
 from __future__ import annotations
@@ -14,17 +18,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from eventbus.errors import NotFoundError, ValidationFailedError
-from eventbus.namespaces import (
-    DEFAULT_NAMESPACE,
-    NAMESPACE_PATTERN,
-    SEPARATOR,
-    belongs,
-    is_name,
-    local_name,
-)
-from eventbus.triggers import OutputTarget, Trigger, TriggerStore
+from eventbus.errors import BucketTakenError, NotFoundError, ValidationFailedError
+from eventbus.namespaces import NAMESPACE_PATTERN, belongs, is_name, local_name
+from eventbus.triggers import OutputTarget, Trigger, TriggerStore, legacy_confinement
 from gateway.auth.access import namespace, qualified
+from gateway.auth.errors import ForbiddenError
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
@@ -34,7 +32,11 @@ NamePath = Path(pattern=NAMESPACE_PATTERN, description="trigger name")
 def local(trigger: Trigger) -> Trigger:
     """The trigger as its namespace sees it (bare names)."""
     return trigger.model_copy(
-        update={"name": local_name(trigger.name), "function": local_name(trigger.function)}
+        update={
+            "name": local_name(trigger.name),
+            "function": local_name(trigger.function),
+            "filters": trigger.own_filters(),
+        }
     )
 
 
@@ -83,10 +85,8 @@ async def _trigger_from(request: Request, body: TriggerIn, name: str | None) -> 
                 )
             data[field] = qualified(request, data[field])
     ns = namespace(request)
-    if ns != DEFAULT_NAMESPACE:
-        # the bus is shared: outside default, a trigger sees only events about its namespace
-        confine = {"prefix": {"subject": f"{ns}{SEPARATOR}"}}
-        data["filters"] = [confine, *[f for f in data.get("filters", []) if f != confine]]
+    if isinstance(data.get("filters"), list):  # sent back from a GET of an older trigger
+        data["filters"] = [f for f in data["filters"] if f != legacy_confinement(ns)]
     trigger = Trigger.parse(data)
     try:
         await state_of(request).registry.get(trigger.function)
@@ -96,7 +96,22 @@ async def _trigger_from(request: Request, body: TriggerIn, name: str | None) -> 
             "create it before its triggers",
             field="function",
         ) from exc
+    if trigger.output is not None:
+        await _check_output(request, trigger.output.bucket, ns)
     return trigger
+
+
+async def _check_output(request: Request, bucket: str, ns: str) -> None:
+    """The output bucket is the namespace's own, or claimed for it now; else 403."""
+    state = state_of(request)
+    try:
+        await state.buckets.ensure_writable(bucket, ns, state.storage)
+    except BucketTakenError as exc:
+        raise ForbiddenError(
+            f"output bucket {bucket!r} belongs to another namespace: a trigger may write only "
+            "buckets of its own namespace",
+            field="output.bucket",
+        ) from exc
 
 
 @router.get("", response_model=list[Trigger])

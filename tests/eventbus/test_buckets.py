@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from nats.js.errors import NotFoundError as JsNotFoundError
@@ -13,6 +14,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 from eventbus.buckets import BucketOwners, BucketTakenError
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError
+from eventbus.storage import LocalStorage
 from eventbus.streams import ensure_layout
 
 
@@ -116,3 +118,21 @@ async def test_a_watch_on_an_empty_bucket_is_ready(bus: Bus) -> None:
         assert await watched.owner("nothing") == "default"
     finally:
         await watched.stop()
+
+
+async def test_ensure_writable_follows_records_and_the_store(bus: Bus, tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    owners = BucketOwners(bus)
+    await store.create_bucket("old-default")  # made before owners existed: default's
+    assert await owners.ensure_writable("old-default", "default", store) is False
+    with pytest.raises(BucketTakenError):
+        await owners.ensure_writable("old-default", "tenant-b", store)
+    assert await owners.ensure_writable("fresh", "tenant-b", store) is True  # nobody's: claimed
+    assert await owners.owner("fresh") == "tenant-b"
+    assert await owners.ensure_writable("fresh", "tenant-b", store) is False
+    with pytest.raises(BucketTakenError):
+        await owners.ensure_writable("fresh", "default", store)
+    assert await owners.ensure_writable("for-default", "default", store) is True
+    with pytest.raises(BucketTakenError):  # claimed by default before it exists
+        await owners.ensure_writable("for-default", "tenant-b", store)
+    await store.close()

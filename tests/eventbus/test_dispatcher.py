@@ -223,6 +223,67 @@ async def test_one_invocation_per_event_and_matching_trigger(
     }
 
 
+async def test_a_trigger_sees_only_the_events_of_its_namespace(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    for fn in ("resize", "team-b=resize"):
+        await add_function(bus, fn)
+    store = TriggerStore(bus)
+    await store.put(Trigger(name="mine", function="resize", event_types=["com.example.x"]))
+    await store.put(
+        Trigger(name="team-b=mine", function="team-b=resize", event_types=["com.example.x"])
+    )
+    # a trigger written before events carried their namespace kept a subject confinement
+    legacy = [{"prefix": {"subject": "team-b="}}]
+    await store.put(
+        Trigger(name="team-b=old", function="team-b=resize", bucket="b-in", filters=legacy)
+    )
+    await knows(dispatcher, "mine", "team-b=mine", "team-b=old")
+    of_b = CloudEvent.create(
+        type="com.example.x", source="/x", data={"n": 1}, extensions={"namespace": "team-b"}
+    )
+    bare = CloudEvent.create(type="com.example.x", source="/x", data={"n": 2})  # default's
+    of_c = CloudEvent.create(
+        type="com.example.x", source="/x", data={"n": 3}, extensions={"namespace": "team-c"}
+    )
+    b_upload = storage_event(bucket="b-in").model_copy(
+        update={"extensions": {"bucket": "b-in", "namespace": "team-b"}}
+    )
+    default_upload = storage_event(bucket="b-in", id=new_id())  # no attribute: default's
+    for event in (of_b, bare, of_c, b_upload, default_upload):
+        await publish_event(bus, event)
+    await settled(dispatcher, 5)
+    fired = sorted(
+        (inv.extensions["trigger"], inv.extensions["causeid"])
+        for _, _, inv in await invocations(bus)
+    )
+    assert fired == sorted(
+        [("team-b=mine", of_b.id), ("mine", bare.id), ("team-b=old", b_upload.id)]
+    )
+
+
+async def test_a_skip_notice_carries_the_namespace_of_its_trigger(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    await add_function(bus, "team-b=resize")
+    await TriggerStore(bus).put(
+        Trigger(
+            name="team-b=off",
+            function="team-b=resize",
+            event_types=["com.example.off"],
+            enabled=False,
+        )
+    )
+    await knows(dispatcher, "team-b=off")
+    event = CloudEvent.create(
+        type="com.example.off", source="/x", extensions={"namespace": "team-b"}
+    )
+    await publish_event(bus, event)
+    await settled(dispatcher, 1)
+    [(_, headers, body)] = await stored(bus, EVENTS_STREAM, "events.trigger.skipped")
+    assert from_nats(headers, body).extensions["namespace"] == "team-b"
+
+
 async def test_a_redelivered_or_replayed_event_enqueues_nothing_new(
     bus: Bus, dispatcher: Dispatcher
 ) -> None:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.dlq import DeadLetter
 from eventbus.minio_bridge import RECONCILER_SOURCE, MinioBridge, StorageReconciler
@@ -138,14 +139,14 @@ async def dead_letters(bus: Bus, subject: str) -> list[DeadLetter]:
         await sub.unsubscribe()
 
 
-def check(event: CloudEvent, record: dict[str, Any], kind: str) -> None:
+def check(event: CloudEvent, record: dict[str, Any], kind: str, owner: str = "default") -> None:
     bucket = record["s3"]["bucket"]["name"]
     obj = record["s3"]["object"]
     key = orjson.loads(minio_notification(record))["Key"].partition("/")[2]
     assert event.type == f"{PREFIX}.storage.object.{kind}"
     assert event.source == f"/storage/minio/{bucket}"
     assert event.subject == key
-    assert event.extensions == {"bucket": bucket}
+    assert event.extensions == {"bucket": bucket, "namespace": owner}
     assert event.json_data() == record
     etag = obj.get("eTag") if kind == "created" else None
     assert event.id == storage_event_id(bucket, key, etag, obj["sequencer"])
@@ -187,6 +188,19 @@ async def test_put_multipart_and_delete_records(bus: Bus, bridge: MinioBridge) -
     assert events[-2].json_data()["eventName"] == "s3:ObjectCreated:CompleteMultipartUpload"
     check(events[-1], delete, "deleted")
     assert puts[1]["s3"]["object"]["key"] == "dir+with+space%2Ffile+name.txt"
+
+
+async def test_events_carry_the_namespace_that_owns_the_bucket(
+    bus: Bus, bridge: MinioBridge
+) -> None:
+    bucket = bucket_name()
+    await BucketOwners(bus).claim(bucket, "team-b")
+    record = created(bucket, "a.txt", "0" * 32)
+    gone = object_removed_record(bucket, "a.txt", context=MINIO)
+    await send(bus, bridge, minio_notification(record), minio_notification(gone))
+    events = await bucket_events(bus, bucket)
+    check(events[0], record, "created", owner="team-b")
+    check(events[1], gone, "deleted", owner="team-b")
 
 
 async def test_a_duplicate_message_gives_one_event(bus: Bus, bridge: MinioBridge) -> None:
@@ -282,6 +296,18 @@ async def test_reconciler_emits_once_for_objects_without_events(
         assert record["s3"]["object"]["eTag"] == info.etag
     assert await reconciler.reconcile() == []
     assert len(await bucket_events(bus, bucket)) == 2
+    assert {e.extensions["namespace"] for e in emitted} == {"default"}
+
+    owned = bucket_name()
+    await BucketOwners(bus).claim(owned, "team-c")
+    await put_objects(store, owned, ["in/x.txt"])
+
+    async def watched_owned() -> list[tuple[str, str]]:
+        return [(owned, "")]
+
+    reconciler = StorageReconciler(bus, store, ledger=ledger, watched=watched_owned, min_age=0)
+    [event] = await reconciler.reconcile()
+    assert event.extensions == {"bucket": owned, "namespace": "team-c"}
 
     waiting = StorageReconciler(bus, store, ledger=ledger, watched=watched, min_age=3600)
     await store.put(bucket, "in/new.txt", b"new")

@@ -105,7 +105,7 @@ def check_created(event: CloudEvent, store: str, info: ObjectInfo) -> dict[str, 
     assert event.type == f"{PREFIX}.storage.object.created"
     assert event.source == f"/storage/{store}/{info.bucket}"
     assert event.subject == info.key
-    assert event.extensions == {"bucket": info.bucket}
+    assert event.extensions == {"bucket": info.bucket, "namespace": "default"}
     assert event.datacontenttype == "application/json"
     record: dict[str, Any] = event.json_data()
     obj = record["s3"]["object"]
@@ -129,11 +129,11 @@ async def test_put_overwrite_delete_give_one_event_each(bus: Bus, local: LocalSt
     bucket = await new_bucket(local)
     key = "in/dir with space/photo+1.jpg"
     first = await local.put(bucket, key, b"one", content_type="image/jpeg", metadata={"a": "1"})
-    ev1 = await emit_created(bus, local, first)
+    ev1 = await emit_created(bus, local, first, namespace="default")
     second = await local.put(bucket, key, b"two!", content_type="image/jpeg")
-    ev2 = await emit_created(bus, local, second)
+    ev2 = await emit_created(bus, local, second, namespace="default")
     assert await local.delete(bucket, key)
-    ev3 = await emit_deleted(bus, local, bucket, key)
+    ev3 = await emit_deleted(bus, local, bucket, key, namespace="default")
 
     events = await bucket_events(bus, bucket)
     assert [e.id for e in events] == [ev1.id, ev2.id, ev3.id]
@@ -156,15 +156,20 @@ async def test_put_overwrite_delete_give_one_event_each(bus: Bus, local: LocalSt
 
 async def test_same_bytes_written_twice_are_two_events(bus: Bus, local: LocalStorage) -> None:
     bucket = await new_bucket(local)
-    first = await emit_created(bus, local, await local.put(bucket, "k", b"same"))
-    second = await emit_created(bus, local, await local.put(bucket, "k", b"same"))
+    first = await emit_created(
+        bus, local, await local.put(bucket, "k", b"same"), namespace="default"
+    )
+    second = await emit_created(
+        bus, local, await local.put(bucket, "k", b"same"), namespace="default"
+    )
     assert first.id != second.id
     assert len(await bucket_events(bus, bucket)) == 2
 
 
 async def test_publishing_an_event_again_is_a_duplicate(bus: Bus, local: LocalStorage) -> None:
     bucket = await new_bucket(local)
-    event = await emit_created(bus, local, await local.put(bucket, "k", b"x"))
+    event = await emit_created(bus, local, await local.put(bucket, "k", b"x"), namespace="team-a")
+    assert event.extensions["namespace"] == "team-a"
     ack = await publish_event(bus, event)
     assert ack.duplicate
     assert [e.id for e in await bucket_events(bus, bucket)] == [event.id]
@@ -175,8 +180,8 @@ async def test_s3_backend_events_name_the_store_and_multipart(bus: Bus, s3: S3St
     small = await s3.put(bucket, "a/b.txt", b"hello", content_type="text/plain")
     big_body = b"z" * (11 * 1024 * 1024)
     big = await s3.put(bucket, "big.bin", big_body)
-    await emit_created(bus, s3, small)
-    await emit_created(bus, s3, big)
+    await emit_created(bus, s3, small, namespace="default")
+    await emit_created(bus, s3, big, namespace="default")
     events = await bucket_events(bus, bucket)
     assert len(events) == 2
     assert check_created(events[0], "s3", small)["eventName"] == "s3:ObjectCreated:Put"
@@ -193,12 +198,18 @@ def test_storage_event_is_pure_and_deterministic() -> None:
     class FakeBus:
         prefix = "org.example"
 
-    one = created_event(FakeBus(), "local", info, moment)  # type: ignore[arg-type]
-    two = created_event(FakeBus(), "local", info, moment)  # type: ignore[arg-type]
+    one = created_event(FakeBus(), "local", info, moment, namespace="default")  # type: ignore[arg-type]
+    two = created_event(FakeBus(), "local", info, moment, namespace="default")  # type: ignore[arg-type]
     assert one == two and one.type == "org.example.storage.object.created"
     assert one.time == moment and one.subject == "k/ü x.bin"
     assert one.id == storage_event_id("bkt", "k/ü x.bin", "abc", time_sequencer(moment))
-    later = created_event(FakeBus(), "local", info, moment.replace(microsecond=123457))  # type: ignore[arg-type]
+    later = created_event(
+        FakeBus(),  # type: ignore[arg-type]
+        "local",
+        info,
+        moment.replace(microsecond=123457),
+        namespace="default",
+    )
     assert later.id != one.id
     deleted = storage_event(
         event_prefix="p.q",
@@ -210,8 +221,10 @@ def test_storage_event_is_pure_and_deterministic() -> None:
         sequencer="1",
         time=moment,
         record={"eventName": "s3:ObjectRemoved:Delete"},
+        namespace="team-b",
     )
     assert deleted.id == storage_event_id("bkt", "k", None, "1")
+    assert deleted.extensions == {"bucket": "bkt", "namespace": "team-b"}
     assert deleted.type == "p.q.storage.object.deleted" and deleted.source == "/storage/s3/bkt"
 
 
@@ -233,14 +246,14 @@ def test_event_kind(name: str, kind: str | None) -> None:
 
 async def test_unreachable_bus_raises_bus_unavailable(tmp_path: Path, local: LocalStorage) -> None:
     server = EmbeddedNats(store_dir=tmp_path / "nats").start()
-    bus = await Bus.connect(server.url, name="test-down", prefix=PREFIX)
+    bus = await Bus.connect(server.admin_url, name="test-down", prefix=PREFIX)
     try:
         await ensure_layout(bus.js)
         bucket = await new_bucket(local)
         info = await local.put(bucket, "k", b"x")
         server.stop()
         with pytest.raises(BusUnavailableError, match="could not be published"):
-            await emit_created(bus, local, info, timeout=0.2)
+            await emit_created(bus, local, info, namespace="default", timeout=0.2)
     finally:
         server.stop()
         with contextlib.suppress(OSError):  # the connection is gone already
