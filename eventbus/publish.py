@@ -12,11 +12,17 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 
 
 async def publish_event(
-    bus: Bus, event: CloudEvent, *, subject: str | None = None, timeout: float = 5.0
+    bus: Bus,
+    event: CloudEvent,
+    *,
+    subject: str | None = None,
+    timeout: float = 5.0,
+    msg_id: str | None = None,
 ) -> PubAck:
-    """Publish in binary mode; a re-publish of the same id inside the window is a duplicate."""
+    """Publish in binary mode; a re-publish of the same id (or ``msg_id``, when given) inside
+    the window is a duplicate."""
     headers, body = to_nats(event)
-    headers[MSG_ID_HEADER] = event.id
+    headers[MSG_ID_HEADER] = msg_id or event.id
     return await bus.js.publish(
         subject or event_subject(event.type, bus.prefix), body, timeout=timeout, headers=headers
     )

@@ -2,7 +2,10 @@
 
 A subscription names a sink: an HTTP(S) webhook, or ``nats:<subject>`` on this bus. It
 matches events by ``source`` (exact), ``types`` (any of) and ``filters`` (the Subscriptions
-API filter dialects, see `eventbus.filters`); all three must match.
+API filter dialects, see `eventbus.filters`); all three must match. A subscription belongs to a
+namespace and gets only that namespace's events (the ``namespace`` attribute, none meaning
+``default``). Its KV key is its id in ``default`` and ``<namespace>=<id>`` elsewhere, as
+`eventbus.namespaces` qualifies names; ids never hold ``=``.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.filters import compile_filters
+from eventbus.namespaces import DEFAULT_NAMESPACE, NAME, SEPARATOR, event_namespace, is_name
 from eventbus.streams import DELIVERIES_KV, SUBSCRIPTIONS_KV
 from eventbus.types import EVENTS_STREAM, CloudEvent, new_id
 
 log = logging.getLogger(__name__)
 SUBSCRIPTION_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+#: an id as stored: qualified by its namespace outside ``default``
+SUBSCRIPTION_KEY_PATTERN: Final = rf"^({NAME}{SEPARATOR})?[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"
 NATS_SINK_SCHEME: Final = "nats:"
 #: first subject tokens a NATS sink may not publish on: the platform's own streams and APIs
 RESERVED_SUBJECT_ROOTS: Final = frozenset({"events", "invoke", "run", "dlq", "control", "_INBOX"})
@@ -38,6 +44,21 @@ _SUBJECT_TOKEN: Final = re.compile(r"^[\x21-\x29\x2b-\x2d\x2f-\x3d\x3f-\x7e]+$")
 ERROR_TEXT_LIMIT: Final = 500
 
 Matcher = Callable[[CloudEvent], bool]
+
+
+def subscription_key(namespace: str, subscription_id: str) -> str:
+    """The KV key of a namespace's subscription ``subscription_id``."""
+    if not is_name(namespace) or SEPARATOR in subscription_id:
+        raise ValueError(f"not a valid namespace and id: {namespace!r}, {subscription_id!r}")
+    if namespace == DEFAULT_NAMESPACE:
+        return subscription_id
+    return f"{namespace}{SEPARATOR}{subscription_id}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(namespace, id)`` of a subscription's KV key."""
+    namespace, sep, subscription_id = key.partition(SEPARATOR)
+    return (namespace, subscription_id) if sep else (DEFAULT_NAMESPACE, key)
 
 
 def consumer_name(subscription_id: str) -> str:
@@ -101,7 +122,7 @@ class Subscription(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(default=None, pattern=SUBSCRIPTION_ID_PATTERN)
+    id: str | None = Field(default=None, pattern=SUBSCRIPTION_KEY_PATTERN)
     source: str | None = Field(default=None, min_length=1)
     types: list[str] = Field(default_factory=list)
     filters: list[dict[str, Any]] = Field(default_factory=list)
@@ -152,16 +173,24 @@ class Subscription(BaseModel):
 
     @property
     def key(self) -> str:
-        """The id (set once stored)."""
+        """The KV key (set once stored: the id, qualified outside ``default``)."""
         if self.id is None:
             raise ValueError("the subscription has no id yet")
         return self.id
 
+    @property
+    def namespace(self) -> str:
+        """The namespace the subscription belongs to (from its key; ``default`` before that)."""
+        return split_key(self.id)[0] if self.id else DEFAULT_NAMESPACE
+
     def matcher(self) -> Matcher:
-        """A predicate for the events this subscription wants."""
+        """A predicate for the events this subscription wants: its namespace's, filtered."""
         source, types, accept = self.source, frozenset(self.types), compile_filters(self.filters)
+        namespace = self.namespace
 
         def matches(event: CloudEvent) -> bool:
+            if event_namespace(event.extensions) != namespace:
+                return False
             if source is not None and event.source != source:
                 return False
             if types and event.type not in types:
@@ -202,8 +231,8 @@ class SubscriptionStore:
             raise _not_found(subscription_id)
         return Subscription.model_validate_json(entry.value)
 
-    async def list(self) -> list[Subscription]:
-        """Every subscription, oldest first."""
+    async def list(self, namespace: str | None = None) -> list[Subscription]:
+        """Every subscription (of one namespace, if given), oldest first."""
         kv = await self.bus.kv(SUBSCRIPTIONS_KV)
         try:
             keys = await kv.keys()
@@ -211,13 +240,19 @@ class SubscriptionStore:
             return []
         found: list[Subscription] = []
         for key in keys:
+            if namespace is not None and split_key(key)[0] != namespace:
+                continue
             with contextlib.suppress(NotFoundError):
                 found.append(await self.get(key))
         return sorted(found, key=lambda s: (s.created or datetime.min.replace(tzinfo=UTC), s.key))
 
-    async def create(self, subscription: Subscription) -> Subscription:
-        """Store a new subscription (a fresh id unless it names one); `ConflictError` if taken."""
-        stored, _ = await self._write(subscription.id or new_id(), subscription, create_only=True)
+    async def create(
+        self, subscription: Subscription, namespace: str = DEFAULT_NAMESPACE
+    ) -> Subscription:
+        """Store a new subscription of ``namespace`` (a fresh id unless it names one);
+        `ConflictError` if taken."""
+        key = subscription_key(namespace, subscription.id or new_id())
+        stored, _ = await self._write(key, subscription, create_only=True)
         return stored
 
     async def put(

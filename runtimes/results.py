@@ -1,8 +1,8 @@
 """What a finished activation leaves behind: its output object and its completion event.
 
-Both belong to the function's namespace: the output goes only to a bucket that namespace may
-write (checked again here, though the trigger route checked it at creation: a bucket can
-change hands), and both events carry the ``namespace`` attribute.
+Both belong to the function's namespace: the output goes only to a bucket that namespace owns
+(checked again here, though the trigger route checked it at creation: a bucket can change
+hands), and both events carry the ``namespace`` attribute.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import orjson
 
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
-from eventbus.errors import BucketAccessError, BucketTakenError
+from eventbus.errors import BucketAccessError
 from eventbus.namespaces import DEFAULT_NAMESPACE, EVENT_ATTRIBUTE, namespace_of
 from eventbus.publish import publish_event
 from eventbus.storage import Storage
@@ -42,14 +42,15 @@ async def write_output(
     if storage is None:
         raise RuntimeError("this worker has no object store configured")
     namespace = target.get("namespace") or DEFAULT_NAMESPACE
-    try:
-        await (owners or BucketOwners(bus)).ensure_writable(target["bucket"], namespace, storage)
-    except BucketTakenError as exc:
+    # Read-only on purpose (a worker may read owners, not claim): the trigger route claimed
+    # the bucket for the namespace; a bucket nobody claimed is `default`'s.
+    if not await (owners or BucketOwners(bus)).owns(target["bucket"], namespace):
         raise BucketAccessError(
-            f"output bucket {target['bucket']!r} belongs to another namespace: namespace "
-            f"{namespace!r} may not write it",
+            f"namespace {namespace!r} does not own output bucket {target['bucket']!r}: a "
+            "trigger writes only buckets of its namespace (create the bucket, or save the "
+            "trigger again to claim it)",
             bucket=target["bucket"],
-        ) from exc
+        )
     if isinstance(result, bytes):
         body, content_type = result, sniff(result)
     else:

@@ -12,11 +12,9 @@ PUBLIC_PATHS: Final = frozenset(
 )
 #: catalog browsing: anonymous GET/HEAD; other methods need a key
 ANONYMOUS_READ_PREFIXES: Final = ("/v1/catalog", "/v2/models")
-#: platform-wide resources (storage, the bus, dead letters, runtimes): the operator's only
+#: platform-wide resources (dead letters, runtimes, deployments): the operator's only; buckets,
+#: subscriptions and events belong to namespaces, and their routes check the owner
 DEFAULT_ONLY_PREFIXES: Final = (
-    "/v1/buckets",
-    "/v1/subscriptions",
-    "/v1/events",
     "/v1/dlq",
     "/v1/runtimes",
     "/v1/deployments",

@@ -1,7 +1,8 @@
 """OpenWhisk triggers: create (PUT), get, delete, list, and fire (POST).
 
 A fire puts one `<prefix>.openwhisk.trigger.fired` event on the bus (subject: the trigger's
-internal name); the rules (native triggers) on it invoke their actions through the dispatcher.
+internal name; ``namespace``: the trigger's namespace); the rules (native triggers) on it invoke
+their actions through the dispatcher, which matches only rules of that namespace.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from eventbus.errors import ConflictError, NotFoundError
-from eventbus.namespaces import belongs, local_name, namespace_of
+from eventbus.namespaces import EVENT_ATTRIBUTE, belongs, local_name, namespace_of
 from eventbus.publish import publish_event
 from eventbus.types import CloudEvent, new_id
 from gateway.openwhisk import shapes
@@ -138,6 +139,7 @@ async def fire_trigger(request: Request, ns: str, name: str) -> Response:
         time=now,
         datacontenttype="application/json",
         data=orjson.dumps(params),
+        extensions={EVENT_ATTRIBUTE: ns},
     )
     await publish_event(state.bus, event)
     record = ActivationRecord(

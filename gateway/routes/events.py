@@ -1,4 +1,4 @@
-"""GET /v1/events/stream: live events as server-sent events."""
+"""GET /v1/events/stream: live events of the caller's namespace as server-sent events."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from nats.aio.msg import Msg
 from eventbus.codec import from_nats, to_structured_json
 from eventbus.errors import InvalidEventError, ValidationFailedError
 from eventbus.filters import compile_filters
+from eventbus.namespaces import event_namespace
+from gateway.auth.access import namespace
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -37,8 +39,9 @@ async def stream_events(
         ),
     ] = None,
 ) -> StreamingResponse:
-    """Follow events as they are published (from now on), in CloudEvents JSON format."""
-    state = state_of(request)
+    """Follow the namespace's events as they are published (from now on), in CloudEvents JSON
+    format."""
+    state, ns = state_of(request), namespace(request)
     queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
     accept = None
     if filter_json is not None:
@@ -52,6 +55,8 @@ async def stream_events(
         try:
             event = from_nats(msg.headers, msg.data)
         except InvalidEventError:
+            return
+        if event_namespace(event.extensions) != ns:
             return
         if type_prefix and not event.type.startswith(type_prefix):
             return

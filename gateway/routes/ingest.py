@@ -1,4 +1,10 @@
-"""POST /v1/events: any service puts a CloudEvent (HTTP binding, either mode) on the bus."""
+"""POST /v1/events: any service puts a CloudEvent (HTTP binding, either mode) on the bus.
+
+The event belongs to the caller's namespace: its ``namespace`` attribute is set to it, over
+any value sent, so only that namespace's triggers and subscriptions see it. Types under the
+platform's prefix are the platform's own (storage events included: nobody forges an upload),
+and so are types that would land on the subjects of the platform's events.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ from starlette.responses import Response
 
 from eventbus.errors import BusUnavailableError
 from eventbus.http_codec import from_http
+from eventbus.namespaces import DEFAULT_NAMESPACE, EVENT_ATTRIBUTE
 from eventbus.publish import publish_event
 from eventbus.types import event_subject
+from gateway.auth.access import namespace
 from gateway.problems import problem
 from gateway.state import state_of
 
@@ -22,8 +30,6 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 PLATFORM_DOMAINS: Final = frozenset(
     {"activation", "invocation", "trigger", "runtime", "storage", "catalog"}
 )
-#: platform domains whose events describe things outside the platform: others may post them
-OPEN_DOMAINS: Final = frozenset({"storage", "catalog"})
 
 _BODY_DOC = {
     "requestBody": {
@@ -45,21 +51,18 @@ class Accepted(BaseModel):
     type: str
     subject: str = Field(description="the NATS subject it was published on")
     stream_seq: int = Field(description="its sequence in the EVENTS stream")
-    duplicate: bool = Field(description="the same id was accepted within the last 2 minutes")
+    duplicate: bool = Field(
+        description="the same id was accepted from this namespace within the last 2 minutes"
+    )
 
 
 def reserved_reason(event_type: str, prefix: str) -> str | None:
     """Why a posted event type would forge the platform's own events, or None when it may pass."""
-    lowered, own = event_type.lower(), prefix.lower() + "."
-    if lowered.startswith(own):
-        domain = lowered[len(own) :].split(".", 1)[0]
-        if domain not in OPEN_DOMAINS:
-            return (
-                f"event type {event_type!r} is reserved: only the platform emits "
-                f"{prefix}.{domain}.* events (others may post {prefix}.storage.* and "
-                f"{prefix}.catalog.*)"
-            )
-        return None
+    if event_type.lower().startswith(prefix.lower() + "."):
+        return (
+            f"event type {event_type!r} is refused: event types under {prefix}. are the "
+            "platform's own"
+        )
     subject = event_subject(event_type, prefix)
     domain = subject.split(".")[1].lower()
     if domain in PLATFORM_DOMAINS:
@@ -78,15 +81,20 @@ def reserved_reason(event_type: str, prefix: str) -> str | None:
     responses={400: {"description": "not a valid CloudEvent"}, 403: {"description": "reserved"}},
 )
 async def post_event(request: Request) -> Accepted | Response:
-    """Publish a CloudEvent on EVENTS; a re-post of the same id within 2 minutes is a duplicate."""
-    state = state_of(request)
+    """Publish a CloudEvent of the caller's namespace on EVENTS; a re-post of the same id within
+    2 minutes is a duplicate."""
+    state, ns = state_of(request), namespace(request)
     event = from_http(request.headers, await request.body())  # InvalidEventError: 400
     reason = reserved_reason(event.type, state.bus.prefix)
     if reason is not None:
         return problem(403, reason, kind="reserved-type", event_type=event.type)
+    event = event.model_copy(update={"extensions": {**event.extensions, EVENT_ATTRIBUTE: ns}})
     subject = event_subject(event.type, state.bus.prefix)
+    # ids are de-duplicated per namespace: another namespace's id can neither suppress an
+    # event nor be probed for
+    msg_id = event.id if ns == DEFAULT_NAMESPACE else f"{ns}/{event.id}"
     try:
-        ack = await publish_event(state.bus, event, subject=subject)
+        ack = await publish_event(state.bus, event, subject=subject, msg_id=msg_id)
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
         raise BusUnavailableError(f"the bus did not take the event: {exc}") from exc
     return Accepted(

@@ -1,21 +1,32 @@
 """/v1/subscriptions: register event sinks (CloudEvents Subscriptions API shape) and read
-their delivery state."""
+their delivery state.
+
+Subscriptions belong to the caller's namespace and get only its events; the ids a caller
+sees and names are its own (stored qualified outside ``default``, as triggers are).
+"""
 
 from __future__ import annotations
+
+import re
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
 
+from eventbus.errors import ValidationFailedError
 from eventbus.subscriptions import (
     SUBSCRIPTION_ID_PATTERN,
     DeliveryState,
     Subscription,
     SubscriptionStore,
+    split_key,
+    subscription_key,
 )
+from gateway.auth.access import namespace
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 IdPath = Path(pattern=SUBSCRIPTION_ID_PATTERN, description="subscription id")
+_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
 
 
 class SubscriptionView(Subscription):
@@ -28,15 +39,31 @@ def _store(request: Request) -> SubscriptionStore:
     return SubscriptionStore(state_of(request).bus)
 
 
+def _key(request: Request, subscription_id: str) -> str:
+    return subscription_key(namespace(request), subscription_id)
+
+
 def _view(subscription: Subscription, state: DeliveryState) -> SubscriptionView:
-    return SubscriptionView.model_validate({**subscription.model_dump(), "delivery": state})
+    local = split_key(subscription.key)[1]
+    return SubscriptionView.model_validate(
+        {**subscription.model_dump(), "id": local, "delivery": state}
+    )
+
+
+def _body_id(body: Subscription) -> str | None:
+    if body.id is not None and not _ID.match(body.id):
+        raise ValidationFailedError(
+            f"id: {body.id!r} is not a valid subscription id ([A-Za-z0-9][A-Za-z0-9_-]*)",
+            field="id",
+        )
+    return body.id
 
 
 @router.get("", response_model=list[SubscriptionView])
 async def list_subscriptions(request: Request) -> list[SubscriptionView]:
-    """Every subscription with its delivery state, oldest first."""
+    """The namespace's subscriptions with their delivery state, oldest first."""
     store = _store(request)
-    found = await store.list()
+    found = await store.list(namespace(request))
     states = await store.delivery_states([s.key for s in found])
     return [_view(s, states[s.key]) for s in found]
 
@@ -46,17 +73,19 @@ async def create_subscription(
     request: Request, body: Subscription, response: Response
 ) -> SubscriptionView:
     """Register a sink; the id is assigned unless the body names one (409 when taken)."""
-    stored = await _store(request).create(body)
-    response.headers["location"] = f"/v1/subscriptions/{stored.key}"
-    return _view(stored, DeliveryState())
+    _body_id(body)
+    stored = await _store(request).create(body, namespace(request))
+    view = _view(stored, DeliveryState())
+    response.headers["location"] = f"/v1/subscriptions/{view.id}"
+    return view
 
 
 @router.get("/{subscription_id}", response_model=SubscriptionView)
 async def get_subscription(request: Request, subscription_id: str = IdPath) -> SubscriptionView:
     """One subscription and its delivery state."""
-    store = _store(request)
-    found = await store.get(subscription_id)
-    return _view(found, await store.delivery_state(subscription_id))
+    store, key = _store(request), _key(request, subscription_id)
+    found = await store.get(key)
+    return _view(found, await store.delivery_state(key))
 
 
 @router.put("/{subscription_id}", response_model=SubscriptionView)
@@ -64,16 +93,20 @@ async def put_subscription(
     request: Request, body: Subscription, response: Response, subscription_id: str = IdPath
 ) -> SubscriptionView:
     """Create (201) or replace a subscription under this id; delivery goes on from where it was."""
-    store = _store(request)
-    stored, created = await store.put(subscription_id, body)
+    if _body_id(body) not in (None, subscription_id):
+        raise ValidationFailedError(
+            f"the body names {body.id!r} but the path names {subscription_id!r}", field="id"
+        )
+    store, key = _store(request), _key(request, subscription_id)
+    stored, created = await store.put(key, body.model_copy(update={"id": None}))
     if created:
         response.status_code = 201
-        response.headers["location"] = f"/v1/subscriptions/{stored.key}"
-    return _view(stored, await store.delivery_state(subscription_id))
+        response.headers["location"] = f"/v1/subscriptions/{subscription_id}"
+    return _view(stored, await store.delivery_state(key))
 
 
 @router.delete("/{subscription_id}", status_code=204)
 async def delete_subscription(request: Request, subscription_id: str = IdPath) -> Response:
     """Delete a subscription: its undelivered events are dropped and delivery stops."""
-    await _store(request).delete(subscription_id)
+    await _store(request).delete(_key(request, subscription_id))
     return Response(status_code=204)

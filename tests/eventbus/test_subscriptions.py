@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.streams import ensure_layout
-from eventbus.subscriptions import Subscription, SubscriptionStore
+from eventbus.subscriptions import Subscription, SubscriptionStore, subscription_key
 from eventbus.types import CloudEvent
 
 HOOK = "http://127.0.0.1:9/hook"
@@ -142,3 +142,28 @@ async def test_delivery_state_counts_attempts(store: SubscriptionStore) -> None:
     assert states["nothing-here"].delivered == 0 and states[sub.key].delivered == 1
     await store.delete(sub.key)
     assert (await store.delivery_state(sub.key)).failed == 0
+
+
+def test_a_subscription_matches_only_its_namespace() -> None:
+    of_default = Subscription(id="s1", sink=HOOK, types=["com.example.order.created"]).matcher()
+    of_b = Subscription(id="team-b=s1", sink=HOOK, types=["com.example.order.created"]).matcher()
+    bare, tagged = _event(), _event(extensions={"namespace": "team-b"})
+    assert of_default(bare) and not of_default(tagged)  # no attribute: default's event
+    assert of_b(tagged) and not of_b(bare)
+    assert not of_b(_event(extensions={"namespace": "team-c"}))
+
+
+async def test_the_store_keeps_namespaces_apart(store: SubscriptionStore) -> None:
+    mine = await store.create(Subscription(id="same", sink=HOOK))
+    theirs = await store.create(Subscription(id="same", sink=HOOK), "team-b")
+    assert (mine.key, theirs.key) == ("same", "team-b=same")
+    assert theirs.namespace == "team-b" and mine.namespace == "default"
+    assert [s.key for s in await store.list("team-b")] == ["team-b=same"]
+    assert [s.key for s in await store.list("default")] == ["same"]
+    with pytest.raises(ConflictError):
+        await store.create(Subscription(id="same", sink=HOOK), "team-b")
+    with pytest.raises(NotFoundError):
+        await store.get("team-c=same")
+    assert subscription_key("team-b", "x") == "team-b=x" and subscription_key("default", "x") == "x"
+    with pytest.raises(ValueError):
+        subscription_key("team-b", "default=x")

@@ -94,7 +94,9 @@ def test_policy() -> None:
     assert is_anonymous("GET", "/v1/catalog/modules") and is_anonymous("HEAD", "/v2/models/x")
     assert not is_anonymous("POST", "/v1/catalog/modules")
     assert not is_anonymous("GET", "/v1/catalogue") and not is_anonymous("GET", "/v1/functions")
-    assert allowed("default", "/v1/buckets/x") and not allowed("team", "/v1/buckets/x")
+    assert allowed("default", "/v1/dlq/x") and not allowed("team", "/v1/dlq/x")
+    for owned in ("/v1/buckets/x", "/v1/subscriptions", "/v1/events", "/v1/events/stream"):
+        assert allowed("team", owned)  # the routes check the owner
     assert not allowed("team", "/v1/functions/f/runtime") and allowed("team", "/v1/functions/f")
     assert is_invocation("POST", "/v1/functions/f/invoke")
     assert is_invocation("POST", "/api/v1/namespaces/_/actions/f")
