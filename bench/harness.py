@@ -66,6 +66,8 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
     env = {
         **os.environ,
         "DEEPFAAS_NATS_URL": nats.url,
+        # a server deepfaas set up: each part connects with its role's generated credentials
+        "DEEPFAAS_NATS_CREDENTIALS_DIR": str(nats.credentials_dir),
         "DEEPFAAS_EMBEDDED_NATS": "false",
         "DEEPFAAS_PORT": str(port),
         "DEEPFAAS_DATA_DIR": str(data_dir),

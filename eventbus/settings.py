@@ -1,9 +1,14 @@
-"""Settings every process shares: where the bus is and how events are named."""
+"""Settings every process shares: where the bus is, how to authenticate, how events are named."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventbus.credentials import BusAuth, RoleCredentials
 
 
 class BusSettings(BaseSettings):
@@ -12,7 +17,52 @@ class BusSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEEPFAAS_", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: Path | None = Field(default=None, description="a NATS .creds file (JWT + nkey)")
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_tls_ca: Path | None = Field(default=None, description="CA bundle to verify NATS with")
+    nats_tls_cert: Path | None = Field(default=None, description="client certificate (PEM)")
+    nats_tls_key: Path | None = Field(default=None, description="client certificate's key")
+    nats_inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    nats_credentials_dir: Path | None = Field(
+        default=None,
+        description="every platform role's credentials, as deepfaas's own nats-server keeps "
+        "them (<data dir>/nats/credentials): each part of `deepfaas up` then connects as its role",
+    )
     event_prefix: str = Field(default="io.deepfaas", pattern=r"^[a-z0-9]+(\.[a-z0-9-]+)+$")
     ack_wait_s: float = Field(default=30.0, gt=0, description="lease of an async invocation")
     retry_base_s: float = Field(default=1.0, ge=0, description="first retry delay")
     retry_max_s: float = Field(default=60.0, ge=0, description="longest retry delay")
+
+    @field_validator(
+        "nats_creds",
+        "nats_user",
+        "nats_password",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+        "nats_credentials_dir",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def bus_auth(self, role: str | None = None) -> BusAuth:
+        """What to connect with: ``role``'s generated credentials where the credentials dir is
+        set, else the user/password or .creds file configured here; TLS files either way."""
+        tls = BusAuth(
+            tls_ca=self.nats_tls_ca, tls_cert=self.nats_tls_cert, tls_key=self.nats_tls_key
+        )
+        if role is not None and self.nats_credentials_dir is not None:
+            return RoleCredentials.load(self.nats_credentials_dir).auth(role, tls=tls)
+        password = self.nats_password.get_secret_value() if self.nats_password else None
+        return BusAuth(
+            user=self.nats_user,
+            password=password,
+            creds=self.nats_creds,
+            tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
+            inbox_prefix=self.nats_inbox_prefix,
+        )

@@ -70,9 +70,16 @@ async def ensure_layout(js: JetStreamContext, layout: Layout | None = None) -> N
     """Create or update every stream and KV bucket; safe to run from every process at start."""
     layout = layout or Layout()
     for config in _streams(layout):
+        # Look first: a role that may not create or change streams (a worker) only reads them.
         try:
-            await js.add_stream(config)
-        except BadRequestError:
+            current = (await js.stream_info(str(config.name))).config
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                await js.update_stream(config)
+            continue
+        if _differs(current, config):
             await js.update_stream(config)
     buckets = [
         KeyValueConfig(bucket=FUNCTIONS_KV, history=10, replicas=layout.replicas),
@@ -99,6 +106,14 @@ async def ensure_layout(js: JetStreamContext, layout: Layout | None = None) -> N
             await js.create_key_value(kv_config)
 
 
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    def key(c: StreamConfig) -> tuple[object, ...]:
+        retention = getattr(c.retention, "value", c.retention)
+        return (c.subjects, retention, c.max_age or 0.0, c.duplicate_window, c.allow_direct)
+
+    return key(current) != key(wanted)
+
+
 def consumer_name(function: str) -> str:
     """The durable consumer that a function's workers share."""
     return f"fn-{function}"
@@ -118,6 +133,12 @@ async def ensure_consumer(
         max_deliver=-1,
         max_ack_pending=max_ack_pending,
     )
+    # Look first: a worker may read its consumer but not create or replace it (the controller does).
+    with contextlib.suppress(NotFoundError):
+        current = (await js.consumer_info(INVOCATIONS_STREAM, name)).config
+        same = (current.filter_subject, current.ack_wait, current.max_ack_pending)
+        if same == (config.filter_subject, config.ack_wait, config.max_ack_pending):
+            return
     try:
         await js.add_consumer(INVOCATIONS_STREAM, config)
     except BadRequestError:

@@ -55,7 +55,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        bus = await Bus.connect(settings.nats_url, name="gateway", prefix=settings.event_prefix)
+        bus = await Bus.connect(
+            settings.nats_url,
+            name="gateway",
+            prefix=settings.event_prefix,
+            auth=settings.bus_auth("gateway"),
+        )
         await ensure_layout(bus.js)
         cache = FunctionCache(bus)
         await cache.start()

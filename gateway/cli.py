@@ -75,7 +75,7 @@ def controller() -> None:
     import asyncio
     import logging
 
-    from gateway.up import run_controller, worker_env
+    from gateway.up import UpSettings, run_controller, worker_env
     from runtimes.settings import ControllerSettings
 
     logging.basicConfig(
@@ -87,7 +87,8 @@ def controller() -> None:
     env = worker_env(
         GatewaySettings(nats_url=settings.nats_url, event_prefix=settings.event_prefix)
     )
-    asyncio.run(run_controller(settings, env, Path(settings.state_dir) / "logs"))
+    trusted = UpSettings().trusted_functions.split(",")
+    asyncio.run(run_controller(settings, env, Path(settings.state_dir) / "logs", trusted))
 
 
 # -- functions ------------------------------------------------------------------------------

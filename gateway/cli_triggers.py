@@ -188,5 +188,6 @@ def dispatcher_command() -> None:
                 prefix=settings.event_prefix,
                 ack_wait=settings.ack_wait_s,
                 freeze_gc=True,
+                auth=settings.bus_auth("dispatcher"),
             )
         )

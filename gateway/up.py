@@ -12,16 +12,27 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import uvicorn
 from pydantic import Field
 
 from eventbus.connection import Bus
+from eventbus.credentials import RoleCredentials
 from eventbus.delivery import Deliverer
 from eventbus.dispatcher import run_dispatcher
+from eventbus.permissions import (
+    ADMIN,
+    BRIDGE,
+    CONTROLLER,
+    DELIVERER,
+    DISPATCHER,
+    PLATFORM_WORKER,
+    WORKER,
+)
 from eventbus.server import EmbeddedNats
+from eventbus.settings import BusSettings
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
 from gateway.auth.bootstrap import auth_file, ensure_first_key
@@ -45,6 +56,11 @@ class UpSettings(GatewaySettings):
     builtins: str = Field(
         default="inference,retrain,rank,deploy",
         description="built-in functions to register at start if absent (comma-separated)",
+    )
+    trusted_functions: str = Field(
+        default="inference,retrain,rank,deploy",
+        description="functions whose workers get the bus role `platform-worker` (comma-separated "
+        "internal names: bare for namespace default); every other worker gets `worker`",
     )
 
 
@@ -80,11 +96,40 @@ def worker_env(settings: GatewaySettings) -> dict[str, str]:
     return env
 
 
-async def run_controller(settings: ControllerSettings, env: dict[str, str], log_dir: Path) -> None:
+def worker_auth_env(settings: BusSettings, trusted: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Bus credentials (as env) of the workers the controller starts, by function.
+
+    With the roles' credentials at hand, the ``trusted`` functions get `platform-worker` and
+    every other (key ``""``) the narrow `worker`; else all get the one configured credential.
+    """
+    if settings.nats_credentials_dir is None:
+        return {"": settings.bus_auth().env()}
+    roles = RoleCredentials.load(settings.nats_credentials_dir)
+    tls = settings.bus_auth()
+    platform = roles.auth(PLATFORM_WORKER, tls=tls).env()
+    return {"": roles.auth(WORKER, tls=tls).env(), **{name: platform for name in trusted}}
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+async def run_controller(
+    settings: ControllerSettings,
+    env: dict[str, str],
+    log_dir: Path,
+    trusted: Iterable[str] = (),
+) -> None:
     """Run the controller until cancelled."""
-    bus = await Bus.connect(settings.nats_url, name="controller", prefix=settings.event_prefix)
+    bus = await Bus.connect(
+        settings.nats_url,
+        name="controller",
+        prefix=settings.event_prefix,
+        auth=settings.bus_auth(CONTROLLER),
+    )
     await ensure_layout(bus.js)
-    provider = LocalProvider.from_settings(settings, env=env, log_dir=log_dir)
+    auth_env = worker_auth_env(settings, trusted)
+    provider = LocalProvider.from_settings(settings, env=env, log_dir=log_dir, auth_env=auth_env)
     controller = Controller(bus, provider, settings)
     await controller.start()
     try:
@@ -112,7 +157,12 @@ class _Server(uvicorn.Server):
 
 async def run_deliverer(settings: GatewaySettings) -> None:
     """Deliver events to the subscriptions' sinks until cancelled."""
-    bus = await Bus.connect(settings.nats_url, name="deliverer", prefix=settings.event_prefix)
+    bus = await Bus.connect(
+        settings.nats_url,
+        name="deliverer",
+        prefix=settings.event_prefix,
+        auth=settings.bus_auth(DELIVERER),
+    )
     await ensure_layout(bus.js)
     deliverer = Deliverer(
         bus,
@@ -152,9 +202,18 @@ async def up(settings: UpSettings) -> None:
                 f"port {settings.nats_port} is in use: stop what holds it or set DEEPFAAS_NATS_PORT"
             )
         nats = EmbeddedNats(store_dir=settings.data_dir / "nats", port=settings.nats_port).start()
-        settings = settings.model_copy(update={"nats_url": nats.url})
+        # each part below connects with its own role's credentials from this directory
+        update = {"nats_url": nats.url, "nats_credentials_dir": nats.credentials_dir}
+        settings = settings.model_copy(update=update)
     controller_settings = ControllerSettings(
         nats_url=settings.nats_url,
+        nats_credentials_dir=settings.nats_credentials_dir,
+        nats_user=settings.nats_user,
+        nats_password=settings.nats_password,
+        nats_creds=settings.nats_creds,
+        nats_tls_ca=settings.nats_tls_ca,
+        nats_tls_cert=settings.nats_tls_cert,
+        nats_tls_key=settings.nats_tls_key,
         event_prefix=settings.event_prefix,
         ack_wait_s=settings.ack_wait_s,
         state_dir=str(settings.data_dir),
@@ -162,18 +221,25 @@ async def up(settings: UpSettings) -> None:
     )
     first_key = await _bootstrap(settings)
     env = worker_env(settings)
+    trusted = _names(settings.trusted_functions)
     controller = asyncio.create_task(
-        run_controller(controller_settings, env, settings.data_dir / "logs"), name="controller"
+        run_controller(controller_settings, env, settings.data_dir / "logs", trusted),
+        name="controller",
     )
     deliverer = asyncio.create_task(run_deliverer(settings), name="deliverer")
     background = [controller, deliverer]
     if settings.dispatcher:
         dispatch = run_dispatcher(
-            settings.nats_url, prefix=settings.event_prefix, ack_wait=settings.ack_wait_s
+            settings.nats_url,
+            prefix=settings.event_prefix,
+            ack_wait=settings.ack_wait_s,
+            auth=settings.bus_auth(DISPATCHER),
         )
         background.append(asyncio.create_task(dispatch, name="dispatcher"))
     if settings.storage_events == "bridge":
-        bridge = run_storage_bridge(settings, settings.nats_url, settings.event_prefix)
+        bridge = run_storage_bridge(
+            settings, settings.nats_url, settings.event_prefix, auth=settings.bus_auth(BRIDGE)
+        )
         background.append(asyncio.create_task(bridge, name="minio-bridge"))
     print(
         f"deepfaas is up\n"
@@ -197,8 +263,13 @@ async def up(settings: UpSettings) -> None:
 
 async def _bootstrap(settings: UpSettings) -> str | None:
     """Declare the layout, register the built-ins, make the first key: one connection."""
-    names = [name.strip() for name in settings.builtins.split(",") if name.strip()]
-    bus = await Bus.connect(settings.nats_url, name="bootstrap", prefix=settings.event_prefix)
+    names = _names(settings.builtins)
+    bus = await Bus.connect(
+        settings.nats_url,
+        name="bootstrap",
+        prefix=settings.event_prefix,
+        auth=settings.bus_auth(ADMIN),
+    )
     try:
         await ensure_layout(bus.js)
         if names:

@@ -9,10 +9,11 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,8 @@ from runtimes.types import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
 INPUT_ERROR_CODES = frozenset({"invalid", "not_found", "bad_request"})
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE = 4096
+#: the logs of one activation, in all: the record must stay well under the bus's 1 MiB
+MAX_LOG_BYTES = 256 * 1024
 
 
 class _Sink:
@@ -33,9 +36,15 @@ class _Sink:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.partial: dict[str, str] = {}
+        self.size = 0
+        self.full = False
 
     def write(self, stream: str, text: str) -> None:
+        if self.full:
+            return
         buffered = self.partial.pop(stream, "") + text
+        if len(buffered) > MAX_LOG_LINE and "\n" not in buffered[:MAX_LOG_LINE]:
+            buffered = buffered[:MAX_LOG_LINE] + "\n"  # one huge unbroken write: keep its head
         *complete, rest = buffered.split("\n")
         for line in complete:
             self.add(stream, line)
@@ -43,12 +52,19 @@ class _Sink:
             self.partial[stream] = rest
 
     def add(self, stream: str, line: str) -> None:
-        if len(self.lines) > MAX_LOG_LINES:
+        if self.full:
             return
-        if len(self.lines) == MAX_LOG_LINES:
-            self.lines.append(f"{_stamp()} {stream}: [log truncated at {MAX_LOG_LINES} lines]")
+        entry = f"{_stamp()} {stream}: {line[:MAX_LOG_LINE]}"
+        if len(self.lines) >= MAX_LOG_LINES or self.size + len(entry) > MAX_LOG_BYTES:
+            # As OpenWhisk does: the run goes on, its logs stop with a note saying why.
+            self.full = True
+            self.lines.append(
+                f"{_stamp()} {stream}: [logs truncated: over {MAX_LOG_LINES} lines or "
+                f"{MAX_LOG_BYTES // 1024} KiB]"
+            )
             return
-        self.lines.append(f"{_stamp()} {stream}: {line[:MAX_LOG_LINE]}")
+        self.size += len(entry)
+        self.lines.append(entry)
 
     def close(self) -> list[str]:
         for stream, rest in list(self.partial.items()):
@@ -73,11 +89,15 @@ class Outcome:
     logs: list[str] = field(default_factory=list)
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_ms: float = 0.0
+    #: the run hit a limit of its sandbox: another try would hit it again
+    final: bool = False
+    #: the process that ran it should be replaced before the next run (a limit was hit)
+    recycle: bool = False
 
     @property
     def retryable(self) -> bool:
-        """Only a handler that raised is worth another try; bad input or timeouts are not."""
-        return self.status is ActivationStatus.ERROR
+        """Only a handler that raised is worth another try; bad input, timeouts, limits not."""
+        return self.status is ActivationStatus.ERROR and not self.final
 
 
 def _stamp() -> str:
@@ -126,13 +146,36 @@ def install_capture() -> None:
     _installed = True
 
 
+class FunctionExecutor(Protocol):
+    """Runs a function's activations: in this process (`Executor`) or in a sandbox."""
+
+    #: runs that passed their deadline and still hold a thread (in-process only)
+    abandoned: int
+
+    async def run(self, body: bytes, content_type: str | None, ctx: Context) -> Outcome:
+        """Validate, run before the deadline, shape the result."""
+        ...
+
+    async def close(self) -> None:
+        """Release threads or processes."""
+        ...
+
+
 class Executor:
     """Runs invocations of one function with its timeout; sync handlers run in threads."""
 
-    def __init__(self, loaded: LoadedFunction, *, threads: int) -> None:
+    def __init__(
+        self,
+        loaded: LoadedFunction,
+        *,
+        threads: int,
+        explain: Callable[[BaseException], str | None] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fn")
         self.abandoned = 0
+        #: names the sandbox limit an exception means (memory, processes, files), if any
+        self.explain = explain
         install_capture()
 
     def decode_input(self, body: bytes, content_type: str | None) -> Any:
@@ -210,6 +253,9 @@ class Executor:
             out.status = ActivationStatus.ERROR
             out.error = f"{type(exc).__name__}: {exc}"
             out.error_detail = "".join(traceback.format_exception(exc))
+            limit = self.explain(exc) if self.explain is not None else None
+            if limit is not None:
+                out.error, out.final, out.recycle = limit, True, True
             return out
         if isinstance(result, bytes | bytearray) and ctx.output is not None:
             out.result = bytes(result)  # written to the trigger's output target as is
@@ -243,7 +289,7 @@ class Executor:
     def _reclaimed(self, _: object) -> None:
         self.abandoned -= 1
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop the thread pool without waiting for abandoned runs."""
         self.pool.shutdown(wait=False, cancel_futures=True)
 

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,27 +69,41 @@ class LocalProvider:
         gpus: list[Gpu] | None = None,
         supervise_s: float = 0.2,
         prewarm: int = 0,
+        auth_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.site = site
         self.env = dict(env or {})
+        # bus credentials (env) of a function's workers; key "" for every other function
+        self.auth_env = {name: dict(value) for name, value in (auth_env or {}).items()}
         self.python = python or sys.executable
         self.log_dir = log_dir
         self.gpus = gpu_inventory(None) if gpus is None else gpus
         self.supervise_s = supervise_s
         self.pool: StemPool | None = None
         if prewarm > 0:
-            base = {**os.environ, **self.env, "DEEPFAAS_PARENT_PID": str(os.getpid())}
+            base = {
+                **os.environ,
+                **self.env,
+                **self.auth_env.get("", {}),
+                "DEEPFAAS_PARENT_PID": str(os.getpid()),
+            }
             self.pool = StemPool(prewarm, self.python, base, log_dir, site)
         self._runtimes: dict[str, _Runtime] = {}
         self._supervisor: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: ControllerSettings, *, env: dict[str, str], log_dir: Path | None
+        cls,
+        settings: ControllerSettings,
+        *,
+        env: dict[str, str],
+        log_dir: Path | None,
+        auth_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> LocalProvider:
         """The provider a controller process runs: pool size and GPU inventory from settings."""
         return cls(
             env=env,
+            auth_env=auth_env,
             log_dir=log_dir,
             python=settings.worker_python,
             gpus=gpu_inventory(settings.gpus),
@@ -272,12 +287,13 @@ class LocalProvider:
                 asyncio.get_running_loop().create_task(self._stop(inst))
 
     def _start(self, spec: RuntimeSpec, gpus: tuple[int, ...]) -> _Instance:
-        if not gpus and self.pool is not None:
+        auth = self.auth_env.get(spec.function)
+        if not gpus and self.pool is not None and auth is None:  # stems hold generic credentials
             stem = self.pool.assign(spec.function, spec.function_version, spec.env)
             if stem is not None:
                 log.info("%s: prewarmed worker pid %d assigned", spec.name, stem.process.pid)
                 return _Instance(process=stem.process, started=stem.started, prewarmed=True)
-        env = {**os.environ, **self.env, **spec.env}
+        env = {**os.environ, **self.env, **spec.env, **(auth or self.auth_env.get("", {}))}
         env["DEEPFAAS_FUNCTION"] = spec.function
         env["DEEPFAAS_PARENT_PID"] = str(os.getpid())
         env["DEEPFAAS_VERSION"] = str(spec.function_version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +27,22 @@ class WorkerSettings(BusSettings, StorageSettings):
     callback_tries: int = 3
     parent_pid: int | None = Field(default=None, description="exit when this process is gone")
     spawned_at: float | None = Field(default=None, description="epoch s the provider spawned it")
+    sandbox: bool = Field(
+        default=True,
+        description="run user code in a bubblewrap sandbox (`off`: in this process, for a "
+        "trusted single-user machine only)",
+    )
+    sandbox_dir: Path | None = Field(default=None, description="scratch dirs of the runners")
+    sandbox_uid_base: int = Field(default=100_000, ge=1000, description="runners' uids start here")
+    sandbox_max_processes: int = Field(default=64, ge=1, le=4096)
+    sandbox_max_open_files: int = Field(default=256, ge=16, le=65_536)
+    sandbox_max_file_mb: int = Field(default=64, ge=1)
+    sandbox_cpu_s: int = Field(default=3600, ge=1, description="CPU seconds of one runner")
+    sandbox_tmp_mb: int = Field(default=64, ge=1, description="size of a runner's private /tmp")
+    trusted_functions: list[str] = Field(
+        default_factory=lambda: ["inference", "retrain", "rank", "deploy"],
+        description="built-ins of `default` that run in the worker itself (JSON list)",
+    )
 
 
 class GpuSetting(BaseModel):

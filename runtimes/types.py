@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -50,6 +50,11 @@ class FunctionSpec(BaseModel):
     max_scale: int = Field(default=4, ge=1, le=100)
     max_attempts: int = Field(default=3, ge=1, le=20, description="tries of an async invocation")
     env: dict[str, str] = Field(default_factory=dict)
+    network: Literal["egress", "none"] = Field(
+        default="egress",
+        description="`egress`: outbound network as the host has it; `none`: a network "
+        "namespace of its own, where nothing is reachable",
+    )
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
     # managed by the platform

@@ -37,11 +37,10 @@ from runtimes.activations import (
     LostClaimError,
 )
 from runtimes.callbacks import post_callback
-from runtimes.executor import Executor, Outcome
-from runtimes.loader import LoadedFunction
+from runtimes.executor import FunctionExecutor, Outcome
 from runtimes.results import emit_completion, output_target, write_output
 from runtimes.settings import WorkerSettings
-from runtimes.types import ActivationRecord, ActivationStatus, Context
+from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
 
 log = logging.getLogger(__name__)
 SYNC_QUEUE = "workers"
@@ -53,18 +52,21 @@ class Worker:
     def __init__(
         self,
         bus: Bus,
-        loaded: LoadedFunction,
+        spec: FunctionSpec,
+        executor: FunctionExecutor,
         settings: WorkerSettings,
         *,
         started: float,
         storage: Storage | None = None,
+        trusted: bool = False,
     ) -> None:
         self.bus = bus
-        self.loaded = loaded
-        self.spec = loaded.spec
+        self.spec = spec
         self.settings = settings
         self.store = ActivationStore(bus)
-        self.executor = Executor(loaded, threads=self.spec.concurrency + 2)
+        self.executor = executor
+        #: platform code running in this process: its context carries the bus
+        self.trusted = trusted
         self.started = started
         self.init_ms = (time.time() - started) * 1000
         self.cold = True
@@ -130,7 +132,7 @@ class Worker:
                 await self._pull_sub.unsubscribe()
         with contextlib.suppress(Exception):
             await self._announce("stopped")
-        self.executor.close()
+        await self.executor.close()
         if self.storage is not None:
             with contextlib.suppress(Exception):
                 await self.storage.close()
@@ -277,7 +279,7 @@ class Worker:
             attempt=attempt,
             storage=self.storage,
             output=output_target(invocation),
-            bus=self.bus,
+            bus=self.bus if self.trusted else None,
         )
         run = asyncio.create_task(
             self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)

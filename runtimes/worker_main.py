@@ -20,14 +20,20 @@ from typing import Any
 
 import orjson
 
+from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.storage import Storage
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ACTIVATIONS_KV, FUNCTIONS_KV, ensure_layout
 from runtimes.errors import FunctionLoadError
+from runtimes.executor import Executor, FunctionExecutor
 from runtimes.loader import failing_function, load_function
 from runtimes.registry import FunctionRegistry
+from runtimes.sandbox import SandboxedExecutor, SandboxLimits, is_trusted
+from runtimes.sandbox.host import SandboxFactory
+from runtimes.sandbox.process import RunnerProcess
 from runtimes.settings import WorkerSettings
+from runtimes.types import FunctionSpec
 from runtimes.worker import Worker
 
 log = logging.getLogger("deepfaas.worker")
@@ -42,11 +48,15 @@ async def serve(settings: WorkerSettings, started: float) -> int:
         settings.nats_url,
         name=f"worker-{settings.function or 'stem'}",
         prefix=settings.event_prefix,
+        auth=settings.bus_auth(),
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    owners = BucketOwners(bus)
+    factory = sandbox_factory(settings) if settings.sandbox else None
+    prepared: RunnerProcess | None = None
     try:
         await ensure_layout(bus.js)
         storage: Storage | None = None
@@ -55,10 +65,16 @@ async def serve(settings: WorkerSettings, started: float) -> int:
             _preload(settings.preload)
             await bus.kv(FUNCTIONS_KV)
             await bus.kv(ACTIVATIONS_KV)
+            if factory is not None:
+                # The stem's runner waits in its sandbox too: a warm start crosses no exec.
+                prepared = await factory.spawn("egress")
+            await owners.start()
             assignment = await _wait_for_assignment(bus, settings, stop)
             if assignment is None:
                 if storage is not None:
                     await storage.close()
+                if prepared is not None:
+                    await prepared.stop()
                 return 0
             settings, started = _become(settings, assignment)
         spec = await FunctionRegistry(bus).get(settings.function)
@@ -69,13 +85,26 @@ async def serve(settings: WorkerSettings, started: float) -> int:
                 spec.version,
                 settings.version,
             )
-        try:
-            loaded = load_function(spec)
-        except FunctionLoadError as exc:
-            # Serve anyway: every invocation then fails with the reason instead of waiting.
-            log.error("cannot load %s: %s", settings.function, exc)
-            loaded = failing_function(spec, exc)
-        worker = Worker(bus, loaded, settings, started=started, storage=storage)
+        if storage is None:
+            storage = _open_storage(settings)
+        in_process = factory is None or is_trusted(spec, settings.trusted_functions)
+        executor: FunctionExecutor
+        if in_process:
+            if prepared is not None:
+                await prepared.stop()
+                prepared = None
+            executor = _in_process(spec)
+        else:
+            assert factory is not None
+            await owners.start()
+            executor = SandboxedExecutor(
+                spec, factory, storage=storage, owners=owners, prepared=prepared
+            )
+            prepared = None
+            await executor.start()
+        worker = Worker(
+            bus, spec, executor, settings, started=started, storage=storage, trusted=in_process
+        )
         await worker.start()
         waiter = asyncio.create_task(worker.wait_stopped())
         stopper = asyncio.create_task(stop.wait())
@@ -86,7 +115,43 @@ async def serve(settings: WorkerSettings, started: float) -> int:
         stopper.cancel()
         return EXIT_RESTART if restart else 0
     finally:
+        if prepared is not None:
+            await prepared.stop()
+        await owners.stop()
         await bus.close()
+
+
+def sandbox_factory(settings: WorkerSettings) -> SandboxFactory:
+    """Runners of this worker: its uid, the limits of the settings, never the data dir."""
+    exclude = [settings.data_dir, settings.storage_root or settings.data_dir / "storage"]
+    if settings.sandbox_dir is not None:
+        exclude.append(settings.sandbox_dir)
+    return SandboxFactory(
+        root=settings.sandbox_dir,
+        uid=settings.sandbox_uid_base + os.getpid() % 50_000,
+        exclude=exclude,
+        limits=SandboxLimits(
+            max_processes=settings.sandbox_max_processes,
+            max_open_files=settings.sandbox_max_open_files,
+            max_file_mb=settings.sandbox_max_file_mb,
+            cpu_s=settings.sandbox_cpu_s,
+            tmp_mb=settings.sandbox_tmp_mb,
+        ),
+        label=settings.function or "stem",
+    )
+
+
+def _in_process(spec: FunctionSpec) -> Executor:
+    """The function loaded here: the platform's own built-ins, or everything when the
+    sandbox is off (a trusted single-user machine)."""
+    os.environ.update(spec.env)
+    try:
+        loaded = load_function(spec)
+    except FunctionLoadError as exc:
+        # Serve anyway: every invocation then fails with the reason instead of waiting.
+        log.error("cannot load %s: %s", spec.name, exc)
+        loaded = failing_function(spec, exc)
+    return Executor(loaded, threads=spec.concurrency + 2)
 
 
 def _open_storage(settings: WorkerSettings) -> Storage | None:
@@ -141,8 +206,10 @@ async def _wait_for_assignment(
 
 
 def _become(settings: WorkerSettings, assignment: dict[str, Any]) -> tuple[WorkerSettings, float]:
-    """Settings of the function a stem was told to serve, and when it was told (init start)."""
-    os.environ.update({str(k): str(v) for k, v in dict(assignment.get("env") or {}).items()})
+    """Settings of the function a stem was told to serve, and when it was told (init start).
+
+    The function's own env is not applied here: it comes from its spec, into its sandbox
+    (or, in-process, into this process once the spec says it is trusted)."""
     function = str(assignment["function"])
     version = assignment.get("version")
     settings = settings.model_copy(

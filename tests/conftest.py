@@ -1,4 +1,9 @@
-"""Shared fixtures: a real nats-server per test module (JetStream in a temporary dir)."""
+"""Shared fixtures: a real nats-server per test module (JetStream in a temporary dir).
+
+The server runs with authorization, as `deepfaas up`'s does: `nats_url` carries the `admin`
+role's user and password (nats-py reads them from the URL), for tests that poke the bus
+directly; `nats_server.auth(role)` gives any role's credentials.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from eventbus.credentials import BusAuth
 from eventbus.server import EmbeddedNats
 
 
@@ -20,12 +26,19 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 @pytest.fixture
 def nats_url(nats_server: EmbeddedNats) -> str:
-    return nats_server.url
+    """The server's URL with the admin credentials in it."""
+    return nats_server.admin_url
+
+
+@pytest.fixture
+def nats_admin(nats_server: EmbeddedNats) -> BusAuth:
+    """The `admin` role's credentials (for `Bus.connect(..., auth=...)`)."""
+    return nats_server.auth("admin")
 
 
 @pytest.fixture
 async def nc(nats_url: str) -> AsyncIterator[object]:
-    """A plain nats-py connection to the module's server."""
+    """A plain nats-py connection to the module's server (as admin)."""
     import nats
 
     conn = await nats.connect(nats_url)

@@ -24,7 +24,7 @@ async def _put_broken_spec(url: str) -> None:
 def test_a_bad_stored_spec_does_not_stall_other_functions(
     client: httpx.Client, nats_server: EmbeddedNats
 ) -> None:
-    asyncio.run(_put_broken_spec(nats_server.url))
+    asyncio.run(_put_broken_spec(nats_server.admin_url))
     r = client.put(
         "/v1/functions/after-broken",
         json={"handler": "main", "code": "def main(p):\n    return {'ok': True}\n"},

@@ -139,7 +139,7 @@ async def test_catalog_over_http_announces_each_change(
     async def got(msg: Msg) -> None:
         seen.append(from_nats(msg.headers, msg.data).type)
 
-    conn = await nats.connect(platform.nats.url)
+    conn = await nats.connect(platform.nats.admin_url)
     try:
         await conn.subscribe("events.>", cb=got)
         await conn.flush()

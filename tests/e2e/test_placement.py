@@ -165,7 +165,7 @@ def test_a_gpu_request_lands_on_the_site_with_that_gpu(platform: Platform) -> No
         got = client.get("/v1/deployments/gpu-job").json()
     assert got["site"] == "gpu-box" and got["status"] == "ready"
     assert got["handle"]["kind"] == "local"
-    phases = [p for p, _ in runtime_events(platform.nats.url, "gpu-job")]
+    phases = [p for p, _ in runtime_events(platform.nats.admin_url, "gpu-job")]
     assert phases == ["provisioning", "ready"]
 
 
@@ -211,7 +211,7 @@ def test_a_failing_site_is_skipped_with_a_failed_event(
         got = client.get("/v1/deployments/fallback").json()
     assert got["site"] == "cpu-box"
     assert [(a["site"], a["ok"]) for a in got["history"]] == [("k8s", False), ("cpu-box", True)]
-    events = runtime_events(platform.nats.url, "fallback")
+    events = runtime_events(platform.nats.admin_url, "fallback")
     assert [(p, d["site"]) for p, d in events] == [
         ("provisioning", "k8s"), ("failed", "k8s"), ("provisioning", "cpu-box"),
         ("ready", "cpu-box"),
@@ -227,7 +227,7 @@ def test_missing_credentials_fail_the_activation_with_the_reason(platform: Platf
     assert record["status"] == "error"
     assert "DEEPFAAS_TEST_OW_AUTH_UNSET is not set" in record["error"]
     assert got["status"] == "failed" and "ow-nocreds" in got["reason"]
-    failed = [d for p, d in runtime_events(platform.nats.url, "no-creds") if p == "failed"]
+    failed = [d for p, d in runtime_events(platform.nats.admin_url, "no-creds") if p == "failed"]
     assert failed and "is not set" in failed[0]["reason"] and failed[0]["code"] == "credentials"
 
 
@@ -242,7 +242,7 @@ def test_undeploy_emits_released(platform: Platform) -> None:
         got = client.get("/v1/deployments/short-lived").json()
         assert client.delete("/v1/deployments/never-made").status_code == 404
     assert got["status"] == "released" and got["desired"] == "released"
-    assert [p for p, _ in runtime_events(platform.nats.url, "short-lived")][-1] == "released"
+    assert [p for p, _ in runtime_events(platform.nats.admin_url, "short-lived")][-1] == "released"
 
 
 URL_IMPORT = """

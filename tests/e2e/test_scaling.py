@@ -58,7 +58,7 @@ def runtime(platform: Platform, name: str) -> dict[str, Any] | None:
     async def ask() -> dict[str, Any] | None:
         import nats
 
-        nc = await nats.connect(platform.nats.url)
+        nc = await nats.connect(platform.nats.admin_url)
         try:
             reply = await nc.request("control.runtimes", name.encode(), timeout=2)
         finally:

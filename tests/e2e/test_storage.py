@@ -54,7 +54,7 @@ def events_of(platform: Platform, bucket: str) -> list[CloudEvent]:
     """The storage events of a bucket now on the platform's bus."""
 
     async def read() -> list[CloudEvent]:
-        bus = await Bus.connect(platform.nats.url, name="test-e2e-storage")
+        bus = await Bus.connect(platform.nats.admin_url, name="test-e2e-storage")
         try:
             return await bucket_events(bus, bucket)
         finally:
@@ -409,7 +409,7 @@ def test_with_minio_the_bridge_announces_uploads_once(
         message = minio_notification(object_created_record(info))
 
         async def publish() -> None:
-            bus = await Bus.connect(minio.nats.url, name="test-minio-notify")
+            bus = await Bus.connect(minio.nats.admin_url, name="test-minio-notify")
             try:
                 await bus.js.publish(subject, message)
                 await bus.js.publish(subject, message)  # MinIO may send one twice

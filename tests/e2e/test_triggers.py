@@ -106,7 +106,7 @@ def test_an_event_on_the_bus_runs_the_function(client: httpx.Client, platform: P
         extensions={"bucket": "uploads"},
         data={"s3": {"bucket": {"name": "uploads"}, "object": {"key": "in%2Fcat.jpg", "size": 3}}},
     )
-    asyncio.run(_publish(platform.nats.url, event))
+    asyncio.run(_publish(platform.nats.admin_url, event))
     record = wait_activation(client, activation_id_for(event.id, "on-upload"), timeout=30)
     assert record["status"] == "success", record
     assert record["cause"] == event.id and record["mode"] == "async"
@@ -130,7 +130,7 @@ def test_a_disabled_trigger_match_is_counted_in_the_metrics(
     assert r.status_code == 201, r.text
     time.sleep(0.3)
     event = CloudEvent.create(type="org.example.muted", source="/t", data={})
-    asyncio.run(_publish(platform.nats.url, event))
+    asyncio.run(_publish(platform.nats.admin_url, event))
 
     def counted() -> bool:
         text = client.get("/metrics").text

@@ -38,7 +38,12 @@ def main(params: dict, ctx) -> dict:
 
 
 def start_dispatcher(nats: EmbeddedNats) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DEEPFAAS_NATS_URL": nats.url, "DEEPFAAS_ACK_WAIT_S": "2"}
+    env = {
+        **os.environ,
+        **nats.auth("dispatcher").env(),
+        "DEEPFAAS_NATS_URL": nats.url,
+        "DEEPFAAS_ACK_WAIT_S": "2",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "dispatcher"],
         env=env,

@@ -43,7 +43,7 @@ def test_a_credential_parses() -> None:
 
 
 async def test_the_key_store(nats_server: EmbeddedNats) -> None:
-    bus = await Bus.connect(nats_server.url, name="t", prefix="io.deepfaas")
+    bus = await Bus.connect(nats_server.admin_url, name="t", prefix="io.deepfaas")
     try:
         keys = KeyStore(bus)
         info, credential = await keys.create("team-a", "ci")
@@ -68,7 +68,7 @@ async def test_a_key_revoked_elsewhere_is_refused_by_a_caching_gateway(
     nats_server: EmbeddedNats,
 ) -> None:
     """Two key stores stand for two gateways: one caches checked keys, the other revokes."""
-    bus = await Bus.connect(nats_server.url, name="t2", prefix="io.deepfaas")
+    bus = await Bus.connect(nats_server.admin_url, name="t2", prefix="io.deepfaas")
     gateway = KeyStore(bus)
     await gateway.start()
     try:

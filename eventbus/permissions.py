@@ -1,0 +1,262 @@
+"""What each platform role may publish and subscribe to on the bus (NATS user permissions).
+
+Subjects are those of `eventbus.types` and `eventbus.streams`; the JetStream API subjects are
+the ones nats-py sends for what a role does (stream info, KV get/put/watch, pull consumers,
+acks). Each role subscribes only to its own inbox prefix (``_INBOX.<role>.>``), so no role
+reads another's request replies; every role may publish into inboxes, to answer requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from eventbus.streams import (
+    ACTIVATIONS_KV,
+    BUCKETS_KV,
+    CATALOG_KV,
+    DELIVERIES_KV,
+    DEPLOYMENTS_KV,
+    FUNCTIONS_KV,
+    SUBSCRIPTIONS_KV,
+    TRIGGERS_KV,
+)
+from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM
+
+ADMIN: Final = "admin"
+GATEWAY: Final = "gateway"
+CONTROLLER: Final = "controller"
+DISPATCHER: Final = "dispatcher"
+DELIVERER: Final = "deliverer"
+BRIDGE: Final = "bridge"
+WORKER: Final = "worker"
+PLATFORM_WORKER: Final = "platform-worker"
+ROLES: Final = (
+    ADMIN,
+    GATEWAY,
+    CONTROLLER,
+    DISPATCHER,
+    DELIVERER,
+    BRIDGE,
+    WORKER,
+    PLATFORM_WORKER,
+)
+
+#: every stream and bucket that `ensure_layout` looks at (it only reads them when they exist)
+_LAYOUT_STREAMS: Final = (
+    EVENTS_STREAM,
+    INVOCATIONS_STREAM,
+    DLQ_STREAM,
+    *(
+        f"KV_{b}"
+        for b in (
+            FUNCTIONS_KV,
+            TRIGGERS_KV,
+            SUBSCRIPTIONS_KV,
+            CATALOG_KV,
+            DEPLOYMENTS_KV,
+            DELIVERIES_KV,
+            ACTIVATIONS_KV,
+            BUCKETS_KV,
+        )
+    ),
+)
+#: storage event ledger (`eventbus.storage_events.LEDGER_KV`) and MinIO's stream (the bridge's)
+_LEDGER_KV: Final = "storage_events"
+_MINIO_STREAM: Final = "MINIO"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """Allow (and deny) lists of one NATS user, as nats-server's config names them."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    publish_deny: tuple[str, ...] = field(default=())
+
+    def config(self) -> dict[str, Any]:
+        """The ``permissions`` block of an ``authorization.users`` entry."""
+        publish: dict[str, Any] = {"allow": list(self.publish)}
+        if self.publish_deny:
+            publish["deny"] = list(self.publish_deny)
+        return {"publish": publish, "subscribe": {"allow": list(self.subscribe)}}
+
+
+def inbox_prefix(role: str) -> str:
+    """The inbox prefix a role's connections use (and the only inboxes it may read)."""
+    return "_INBOX" if role == ADMIN else f"_INBOX.{role}"
+
+
+def kv_read(bucket: str) -> list[str]:
+    """Bind, get (direct or not), watch and list keys of a KV bucket."""
+    stream = f"KV_{bucket}"
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def kv_write(bucket: str, *, create: bool = False) -> list[str]:
+    """Read, put and delete in a KV bucket (and create it, with ``create``)."""
+    extra = [f"$JS.API.STREAM.CREATE.KV_{bucket}"] if create else []
+    return [*kv_read(bucket), f"$KV.{bucket}.>", *extra]
+
+
+def consume(stream: str, consumer: str = "*", *, create: bool = False) -> list[str]:
+    """Pull from a durable consumer of a stream and acknowledge (and create it, with ``create``)."""
+    subjects = [
+        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"$JS.ACK.{stream}.>",
+    ]
+    if create:
+        subjects += [
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+            f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        ]
+    return subjects
+
+
+def _base(role: str) -> tuple[list[str], list[str]]:
+    publish = [
+        "_INBOX.>",
+        "$JS.API.INFO",
+        *(f"$JS.API.STREAM.INFO.{s}" for s in _LAYOUT_STREAMS),
+    ]
+    return publish, [f"{inbox_prefix(role)}.>"]
+
+
+def _worker(role: str) -> tuple[list[str], list[str]]:
+    publish, subscribe = _base(role)
+    publish += [
+        "control.ready.*",
+        "control.heartbeat.*",
+        "control.stopped.*",
+        "control.stem",
+        "events.activation.>",
+        "dlq.>",
+        *kv_read(FUNCTIONS_KV),
+        *kv_read(BUCKETS_KV),
+        *kv_write(ACTIVATIONS_KV),
+        *consume(INVOCATIONS_STREAM),
+    ]
+    subscribe += ["run.*"]
+    return publish, subscribe
+
+
+def role_permissions(role: str) -> Permissions:
+    """The permissions of one platform role (`ROLES`)."""
+    if role == ADMIN:
+        return Permissions(publish=(">",), subscribe=(">",))
+    if role == WORKER:
+        publish, subscribe = _worker(role)
+        return Permissions(tuple(publish), tuple(subscribe))
+    if role == PLATFORM_WORKER:
+        # inference, retrain, rank, deploy: the catalog, deployments, calls to `rank`,
+        # runtime events, and the workers a `local` site of `deploy` starts
+        publish, subscribe = _worker(role)
+        publish += [
+            *kv_write(CATALOG_KV),
+            *kv_write(DEPLOYMENTS_KV),
+            "events.catalog.>",
+            "events.runtime.>",
+            "events.model.>",
+            "run.rank",
+            "invoke.rank",
+            "control.wake.rank",
+        ]
+        subscribe += ["control.ready.*"]
+        return Permissions(tuple(publish), tuple(subscribe))
+    publish, subscribe = _base(role)
+    if role == GATEWAY:
+        # The front door does almost everything on behalf of authenticated callers; it never
+        # serves functions or reads the control plane's announcements.
+        publish += [
+            "events.>",
+            "invoke.>",
+            "run.>",
+            "control.wake.*",
+            "control.instances.*",
+            "control.runtimes",
+            "control.dispatcher.stats",
+            "$KV.>",
+            "$JS.API.>",
+            "$JS.ACK.>",
+            "$JS.FC.>",
+        ]
+        subscribe += ["events.>"]
+    elif role == CONTROLLER:
+        publish += [
+            "events.activation.>",
+            "events.runtime.>",
+            "dlq.>",
+            *kv_read(FUNCTIONS_KV),
+            *kv_write(ACTIVATIONS_KV),
+            *kv_write(DEPLOYMENTS_KV),
+            *consume(INVOCATIONS_STREAM, create=True),
+            f"$JS.API.STREAM.PURGE.{INVOCATIONS_STREAM}",
+        ]
+        subscribe += ["control.>"]
+    elif role == DISPATCHER:
+        publish += [
+            "invoke.>",
+            "events.trigger.>",
+            "dlq.>",
+            *kv_read(TRIGGERS_KV),
+            *kv_read(FUNCTIONS_KV),
+            *kv_read(_LEDGER_KV),
+            *consume(EVENTS_STREAM, create=True),
+        ]
+        subscribe += ["control.dispatcher.>"]
+    elif role == DELIVERER:
+        # NATS sinks may name any subject outside the platform's roots (`subscriptions.py`)
+        return Permissions(
+            publish=(*publish, ">"),
+            subscribe=tuple(subscribe),
+            publish_deny=(
+                "events.>",
+                "invoke.>",
+                "run.>",
+                "control.>",
+                "$JS.API.STREAM.CREATE.>",
+                "$JS.API.STREAM.UPDATE.>",
+                "$JS.API.STREAM.DELETE.>",
+                "$JS.API.STREAM.PURGE.>",
+                *(
+                    f"$KV.{b}.>"
+                    for b in (
+                        FUNCTIONS_KV,
+                        TRIGGERS_KV,
+                        SUBSCRIPTIONS_KV,
+                        CATALOG_KV,
+                        DEPLOYMENTS_KV,
+                        ACTIVATIONS_KV,
+                        _LEDGER_KV,
+                        "auth_keys",
+                        "openwhisk",
+                    )
+                ),
+            ),
+        )
+    elif role == BRIDGE:
+        publish += [
+            "events.storage.>",
+            *kv_write(_LEDGER_KV, create=True),
+            *kv_read(BUCKETS_KV),
+            f"$JS.API.STREAM.CREATE.{_MINIO_STREAM}",
+            f"$JS.API.STREAM.UPDATE.{_MINIO_STREAM}",
+            f"$JS.API.STREAM.INFO.{_MINIO_STREAM}",
+            *consume(_MINIO_STREAM, create=True),
+        ]
+    else:
+        raise ValueError(f"unknown bus role {role!r}; roles: {', '.join(ROLES)}")
+    return Permissions(tuple(publish), tuple(subscribe))
