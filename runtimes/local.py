@@ -289,11 +289,13 @@ class LocalProvider:
     def _start(self, spec: RuntimeSpec, gpus: tuple[int, ...]) -> _Instance:
         auth = self.auth_env.get(spec.function)
         if not gpus and self.pool is not None and auth is None:  # stems hold generic credentials
-            stem = self.pool.assign(spec.function, spec.function_version, spec.env)
+            stem = self.pool.assign(spec.function, spec.function_version)
             if stem is not None:
                 log.info("%s: prewarmed worker pid %d assigned", spec.name, stem.process.pid)
                 return _Instance(process=stem.process, started=stem.started, prewarmed=True)
-        env = {**os.environ, **self.env, **spec.env, **(auth or self.auth_env.get("", {}))}
+        # Never the function's own env (`spec.env`): a tenant could name DEEPFAAS_SANDBOX
+        # or LD_PRELOAD there. The worker reads it from the spec and hands it to the sandbox.
+        env = {**os.environ, **self.env, **(auth or self.auth_env.get("", {}))}
         env["DEEPFAAS_FUNCTION"] = spec.function
         env["DEEPFAAS_PARENT_PID"] = str(os.getpid())
         env["DEEPFAAS_VERSION"] = str(spec.function_version)

@@ -3,7 +3,7 @@
 As OpenWhisk keeps prewarmed containers, the local provider keeps ``size`` worker processes
 started with Python imported, the bus connected and storage open, but no function loaded.
 A stem is told what to become with one JSON line on its stdin (function, version, the time
-of assignment, the function's env); it loads the function and serves it, and its init time
+of assignment); it loads the function and serves it, and its init time
 runs from that assignment. Stems only become CPU workers: a GPU worker needs its own
 ``CUDA_VISIBLE_DEVICES`` before CUDA is imported, so GPU workers are always spawned fresh.
 """
@@ -111,7 +111,7 @@ class StemPool:
                 return True
         return False
 
-    def assign(self, function: str, version: int, env: Mapping[str, str]) -> Stem | None:
+    def assign(self, function: str, version: int) -> Stem | None:
         """Take a stem (warm ones first, then the oldest) and tell it what to become."""
         candidates = sorted(
             (s for s in self.stems if s.process.poll() is None),
@@ -120,7 +120,7 @@ class StemPool:
         for stem in candidates:
             self.stems.remove(stem)
             at = time.time()
-            line = {"function": function, "version": version, "at": at, "env": dict(env)}
+            line = {"function": function, "version": version, "at": at}
             if _send(stem.process.stdin, orjson.dumps(line) + b"\n"):
                 stem.started = at
                 return stem
