@@ -5,9 +5,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml models/digits/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench clean venv sysdeps
 
 venv: $(STAMP)
+
+# User code runs in a bubblewrap sandbox: install it when missing (as root), else say how.
+sysdeps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (the sandbox of user functions)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "bubblewrap is missing: run 'sudo apt-get install -y bubblewrap' (or set DEEPFAAS_SANDBOX=off on a trusted single-user machine)"; exit 1; \
+	  fi; }
 
 $(STAMP): requirements.lock pyproject.toml models/digits/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +27,10 @@ $(STAMP): requirements.lock pyproject.toml models/digits/pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-run: $(STAMP)
+run: $(STAMP) sysdeps
 	$(BIN)/deepfaas up
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -30,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench
 
 clean:
