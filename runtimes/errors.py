@@ -67,3 +67,12 @@ class ModelInputError(ModelError):
     """Input a model cannot use (corrupt image, wrong shape, missing column)."""
 
     code = "invalid"
+
+
+class ArtifactRefusedError(ModelError):
+    """A plug-in refused to load an artifact (not its safe format, an untrusted type, corrupt).
+
+    Final, like bad input: loading it again would be refused the same way.
+    """
+
+    code = "invalid"

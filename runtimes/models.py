@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eventbus.errors import DeepfaasError
-from runtimes.errors import ModelError, ModelInputError, ModelNotFoundError
+from runtimes.errors import ArtifactRefusedError, ModelError, ModelInputError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -253,8 +253,8 @@ class LoadedModelPlugin:
         return validate_args(self.train_args, raw, model=self.name, what="train")
 
     def load(self, artifact: bytes) -> Any:
-        """The model object for an artifact; `ModelError` if the plug-in cannot read it."""
-        return self._call("load", self.plugin.load, artifact, bad_input=ModelError)
+        """The model object for an artifact; `ArtifactRefusedError` if the plug-in refuses it."""
+        return self._call("load", self.plugin.load, artifact, bad_input=ArtifactRefusedError)
 
     def check_artifact(self, artifact: bytes) -> None:
         """`ModelInputError` unless the plug-in vouches for an artifact (without loading it).

@@ -20,7 +20,7 @@ from functions.inference.models import InferenceInput
 from functions.retrain.handler import handle as retrain
 from functions.retrain.models import RetrainInput
 from runtimes.catalog import CatalogForbiddenError, CatalogStore, Lineage, ModuleSpec
-from runtimes.errors import ModelError
+from runtimes.errors import ArtifactRefusedError
 from runtimes.types import Context
 from tests.models.crafted import digits_format_1
 from tests.models.samples import digits, png
@@ -95,7 +95,7 @@ async def test_a_promoted_artifact_that_runs_code_is_refused_at_load(
     )
     await catalog.promote(module, crafted.version)
     data = digits()
-    with pytest.raises(ModelError, match="format 1 is a pickle"):
+    with pytest.raises(ArtifactRefusedError, match="format 1 is a pickle"):
         await infer(InferenceInput(model=module, data=png(data.x[1])), ctx(env, "inference"))
     assert not marker.exists()
     await catalog.rollback(module)  # the good version serves again

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtimes.errors import ModelError
+from runtimes.errors import ArtifactRefusedError, ModelError
 from runtimes.models import LoadedModelPlugin, TrainResult
 from tests.models.samples import csv_bytes, digits, npy, png
 
@@ -92,5 +92,6 @@ def test_bad_artifacts_are_refused(
 ) -> None:
     with pytest.raises(ModelError, match=message) as caught:
         digits_plugin.load(mangle(default_version.artifact))
-    assert type(caught.value) is ModelError  # a bad artifact is not bad user input
+    # a bad artifact is not bad user input, and loading it again is refused the same way
+    assert type(caught.value) is ArtifactRefusedError
     assert caught.value.fields["stage"] == "load"
