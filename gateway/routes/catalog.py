@@ -1,4 +1,8 @@
-"""/v1/catalog: browse, search, publish, version, promote, retire and roll back model modules."""
+"""/v1/catalog: browse, search, publish, version, promote, retire and roll back model modules.
+
+Anyone may read. A module belongs to the namespace that published it: only that namespace may
+change it (403 for any other, including for publishing a name another namespace owns).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,18 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventbus.errors import ValidationFailedError
+from gateway.auth.errors import ForbiddenError
+from gateway.auth.types import Principal
 from gateway.state import state_of
 from runtimes.catalog.store import CatalogStore
 from runtimes.catalog.types import GateDecision, Lineage, ModelVersion, Module, ModuleSpec
-from runtimes.models import MODEL_NAME_PATTERN, load_model_plugin
+from runtimes.errors import ModelInputError
+from runtimes.models import (
+    MODEL_NAME_PATTERN,
+    LoadedModelPlugin,
+    discover_models,
+    load_model_plugin,
+)
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN)]
@@ -64,9 +76,11 @@ class Rollback(BaseModel):
 
 
 def catalog_of(request: Request) -> CatalogStore:
-    """A catalog over the gateway's bus and object store."""
+    """A catalog over the gateway's bus and object store, acting for the caller's namespace."""
     state = state_of(request)
-    return CatalogStore(state.bus, state.storage)
+    principal: Principal | None = getattr(request.state, "principal", None)
+    actor = principal.namespace if principal is not None else None
+    return CatalogStore(state.bus, state.storage, actor=actor)
 
 
 def spec_from_plugin(plugin: str) -> ModuleSpec:
@@ -143,10 +157,21 @@ async def list_versions(request: Request, name: Name) -> list[ModelVersion]:
 
 @router.post("/modules/{name}/versions", status_code=201, response_model=AddedVersion)
 async def add_version(request: Request, name: Name, body: NewVersion) -> AddedVersion:
-    """Add a `candidate` version from an artifact in storage; ``gate`` may promote it."""
+    """Add a `candidate` version from an artifact in storage; ``gate`` may promote it.
+
+    The artifact must be in an object the caller may read (a bucket of its namespace) and in
+    the plug-in's safe format (checked here, before anything is stored; never unpickled).
+    """
     state = state_of(request)
     catalog = catalog_of(request)
-    await catalog.get_module(name)
+    module = await catalog.check_owner(name)
+    bucket = body.artifact.bucket
+    if catalog.actor is None or not await state.buckets.owns(bucket, catalog.actor):
+        raise ForbiddenError(
+            f"bucket {bucket!r} is not one of your namespace's: an artifact can be registered "
+            "only from an object you may read",
+            bucket=bucket,
+        )
     info, stream = await state.storage.get(body.artifact.bucket, body.artifact.key)
     if info.size > MAX_ARTIFACT:
         await stream.aclose()
@@ -157,13 +182,16 @@ async def add_version(request: Request, name: Name, body: NewVersion) -> AddedVe
             chunks.append(chunk)
     finally:
         await stream.aclose()
+    artifact = b"".join(chunks)
+    plugin = _checking_plugin(module.plugin_name, name)
+    plugin.check_artifact(artifact)
     lineage = body.lineage
     if not lineage.data:
         lineage = lineage.model_copy(
             update={"data": {"artifact": f"{body.artifact.bucket}/{body.artifact.key}"}}
         )
     version = await catalog.add_version(
-        name, b"".join(chunks), metrics=body.metrics, lineage=lineage, metric=body.metric
+        name, artifact, metrics=body.metrics, lineage=lineage, metric=body.metric
     )
     if not body.gate:
         return AddedVersion(version=version)
@@ -195,3 +223,14 @@ async def retire(
 async def rollback(request: Request, name: Name, body: Rollback | None = None) -> ModelVersion:
     """Promote the version promoted before the current one, or ``to``."""
     return await catalog_of(request).rollback(name, (body or Rollback()).to)
+
+
+def _checking_plugin(plugin: str, module: str) -> LoadedModelPlugin:
+    """The installed plug-in that checks a registered artifact's format (422 if none is)."""
+    if plugin not in discover_models():
+        raise ModelInputError(
+            f"the plug-in {plugin!r} of module {module!r} is not installed in the gateway, so "
+            "no artifact for it can be checked: train versions through the platform instead",
+            model=module,
+        )
+    return load_model_plugin(plugin)

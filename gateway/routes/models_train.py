@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from eventbus.errors import NotFoundError
 from functions.retrain.models import RetrainInput
 from gateway.auth.access import namespace, qualified
+from gateway.routes.catalog import catalog_of
 from gateway.routes.model_input import (
     inline_or_staged,
     installed_plugin,
@@ -69,9 +70,13 @@ def training_of(name: str, record: ActivationRecord) -> Training:
 
 
 async def train(request: Request, name: Name) -> Training:
-    """Start training a new version; poll the returned `href` for its status and metrics."""
+    """Start training a new version; poll the returned `href` for its status and metrics.
+
+    Only the namespace that owns the module may train it (403 for any other).
+    """
     state = state_of(request)
     module = await known_module(request, name)
+    catalog_of(request).authorize(module)
     given = await read_model_request(request)
     inp: dict[str, Any] = {"model": name, "args": given.args}
     if given.data is None:
