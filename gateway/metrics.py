@@ -1,19 +1,30 @@
-"""Prometheus metrics, fed by the activation events every worker publishes."""
+"""Prometheus metrics, fed by the activation events every worker publishes.
+
+Series are labelled by function (and trigger), whose names belong to namespaces. `render` shows
+a namespace only its own labelled series; without a namespace (an anonymous scrape) it sums
+every series over its `function` and `trigger` labels, so no name of any namespace shows.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from eventbus.connection import Bus
+from eventbus.namespaces import namespace_of
 from eventbus.streams import queue_depth
 
 log = logging.getLogger(__name__)
+#: labels that carry a namespace's object names
+NAMED: tuple[str, ...] = ("function", "trigger")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -124,11 +135,55 @@ class Metrics:
             if isinstance(data.get("init_ms"), int | float):
                 self.init_time.labels(fn).observe(data["init_ms"] / 1000)
 
-    async def render(self, bus: Bus, functions: list[str]) -> bytes:
-        """The exposition text, with queue depths read now."""
+    async def render(self, bus: Bus, functions: list[str], namespace: str | None) -> bytes:
+        """The exposition text, with queue depths read now: ``namespace``'s own series, or
+        (``None``) aggregates with no function or trigger names."""
         for fn in functions:
+            if namespace is not None and namespace_of(fn) != namespace:
+                continue
             with contextlib.suppress(Exception):
                 waiting, in_flight = await queue_depth(bus.js, fn)
                 self.queue_waiting.labels(fn).set(waiting)
                 self.queue_in_flight.labels(fn).set(in_flight)
-        return bytes(generate_latest(self.registry))
+        view: Collector = (
+            _Aggregate(self.registry) if namespace is None else _Own(self.registry, namespace)
+        )
+        return bytes(generate_latest(view))
+
+
+class _Own:
+    """The series whose function and trigger labels all belong to one namespace."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        self.registry = registry
+        self.namespace = namespace
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                named = [sample.labels[k] for k in NAMED if k in sample.labels]
+                if all(namespace_of(value) == self.namespace for value in named if value):
+                    kept.samples.append(sample)
+            yield kept
+
+
+class _Aggregate:
+    """Every series summed over its function and trigger labels (`_created` stamps dropped)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            sums: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k not in NAMED))
+                key = (sample.name, labels)
+                sums[key] = sums.get(key, 0.0) + sample.value
+            summed = Metric(family.name, family.documentation, family.type, family.unit)
+            for (name, labels), value in sums.items():
+                summed.add_sample(name, dict(labels), value)
+            yield summed

@@ -68,11 +68,11 @@ async def invoke(
         activation_id = await state.invoker.invoke_async(
             spec, body, content_type=content_type, callback=callback
         )
-        state.metrics.accepted.labels(name, "async").inc()
+        state.metrics.accepted.labels(spec.name, "async").inc()
         return _accepted(activation_id)
     wait = min(timeout or state.settings.sync_wait_s, state.settings.sync_wait_s)
     outcome = await state.invoker.invoke_sync(spec, body, content_type=content_type, wait=wait)
-    state.metrics.accepted.labels(name, "sync").inc()
+    state.metrics.accepted.labels(spec.name, "sync").inc()
     if outcome.record is None:
         return _accepted(outcome.activation_id)
     return sync_response(outcome.record)

@@ -10,6 +10,7 @@ from eventbus.dlq import DeadLetter, delete_dead_letter, get_dead_letter, list_d
 from eventbus.errors import NotFoundError
 from eventbus.invocations import enqueue, new_invocation
 from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
+from gateway.auth.types import Principal
 from gateway.models import Accepted
 from gateway.state import state_of
 from runtimes.activations import new_activation_id
@@ -43,9 +44,12 @@ async def readyz(request: Request, response: Response) -> dict[str, object]:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition format."""
+    """Prometheus exposition format: anonymous, aggregates only (no function or trigger
+    names); with a key, its namespace's series per function and trigger."""
     state = state_of(request)
-    text = await state.metrics.render(state.bus, sorted(state.cache.specs))
+    principal: Principal | None = getattr(request.state, "principal", None)
+    namespace = principal.namespace if principal is not None else None
+    text = await state.metrics.render(state.bus, sorted(state.cache.specs), namespace)
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
