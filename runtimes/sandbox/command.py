@@ -57,9 +57,11 @@ def _import(package: str) -> object:
 def readonly_paths(exclude: Iterable[Path]) -> list[str]:
     """Host directories bound read-only: Python, its packages, the platform's code."""
     excluded = [p.resolve() for p in exclude]
+    roots = set(package_roots())
     paths: set[str] = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
     for entry in sys.path:
-        if entry and os.path.isdir(entry):
+        # A package root (the repository, when run from a checkout) is never bound whole.
+        if entry and os.path.isdir(entry) and os.path.realpath(entry) not in roots:
             paths.add(os.path.realpath(entry))
     for package in RUNNER_PACKAGES:
         module = sys.modules.get(package) or _import(package)

@@ -18,7 +18,12 @@ from typing import Any
 from eventbus.buckets import BucketOwners
 from eventbus.errors import BucketTakenError, DeepfaasError
 from eventbus.storage import Storage
-from eventbus.storage.errors import BucketExistsError, NoSuchBucketError, StorageError
+from eventbus.storage.errors import (
+    BucketExistsError,
+    NoSuchBucketError,
+    StorageError,
+    StorageUnavailableError,
+)
 from runtimes.sandbox import wire
 from runtimes.sandbox.process import RunnerGoneError, RunnerProcess
 
@@ -41,6 +46,8 @@ class StorageGate:
         op = header.get("op")
         ident = int(header.get("id", 0))
         if op == "storage":
+            if header.get("call") == "put":
+                self._puts[ident] = asyncio.Queue()  # before its chunks, which follow at once
             task = asyncio.create_task(self._call(runner, ident, header))
             self._tasks[ident] = task
             task.add_done_callback(lambda _: self._forget(ident))
@@ -63,8 +70,6 @@ class StorageGate:
     async def _call(self, runner: RunnerProcess, ident: int, header: dict[str, Any]) -> None:
         call = str(header.get("call"))
         args = dict(header.get("args") or {})
-        if call == "put":
-            self._puts[ident] = asyncio.Queue()
         try:
             if self.storage is None:
                 raise StorageError("this worker has no object store configured")
@@ -77,7 +82,10 @@ class StorageGate:
             return
         except RunnerGoneError:
             return
-        except DeepfaasError as exc:
+        except Exception as exc:  # the outer loop of one call: the function must be answered
+            if not isinstance(exc, DeepfaasError):
+                log.exception("storage call %s of %s failed", call, self.namespace)
+                exc = StorageUnavailableError(f"storage call {call} failed: {exc}")
             with contextlib.suppress(RunnerGoneError):
                 await runner.send(
                     {

@@ -1,16 +1,18 @@
 """`ctx.storage` inside the sandbox: the Storage protocol, carried out by the worker.
 
 The runner holds no credentials and no data dir; each call is a frame to its worker, which
-checks the function's namespace may do it and answers (object bytes in chunk frames).
+checks the function's namespace may do it and answers (object bytes in chunk frames). A sync
+handler may call it from its own event loop (``asyncio.run`` in its thread): the frames are
+then sent and awaited on the runner's loop, and only the results cross back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from eventbus.storage.errors import UnsupportedOperationError
 from eventbus.storage.types import (
@@ -24,8 +26,16 @@ from eventbus.storage.types import (
 )
 from runtimes.sandbox import wire
 
-Send = Callable[[dict[str, Any], bytes], Awaitable[None]]
+T = TypeVar("T")
+Send = Callable[[dict[str, Any], bytes], Coroutine[Any, Any, None]]
 Frame = tuple[dict[str, Any], bytes]
+
+
+async def on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on ``loop``, from that loop or from another thread's."""
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
 class ProxyStream:
@@ -33,10 +43,12 @@ class ProxyStream:
 
     def __init__(
         self,
+        loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[Frame],
         ended: Callable[[], None],
-        close: Callable[[], Awaitable[None]],
+        close: Callable[[], Coroutine[Any, Any, None]],
     ) -> None:
+        self._loop = loop
         self._queue = queue
         self._ended = ended
         self._close = close
@@ -48,7 +60,7 @@ class ProxyStream:
     async def __anext__(self) -> bytes:
         if self._done:
             raise StopAsyncIteration
-        header, payload = await self._queue.get()
+        header, payload = await on_loop(self._loop, self._queue.get())
         if header["op"] == "storage-chunk":
             return payload
         self._done = True
@@ -60,14 +72,15 @@ class ProxyStream:
     async def aclose(self) -> None:
         if not self._done:
             self._done = True
-            await self._close()
+            await on_loop(self._loop, self._close())
 
 
 class ProxyStorage:
     """The Storage protocol over the runner's pipe."""
 
-    def __init__(self, send: Send) -> None:
-        self._send = send
+    def __init__(self, send: Send, loop: asyncio.AbstractEventLoop) -> None:
+        self._send_home = send
+        self._loop = loop
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Queue[Frame]] = {}
 
@@ -85,18 +98,21 @@ class ProxyStorage:
         if queue is not None:
             queue.put_nowait((header, payload))
 
+    async def _send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        await on_loop(self._loop, self._send_home(header, payload))
+
     async def _open(
         self, call: str, args: dict[str, Any], payload: bytes = b""
     ) -> tuple[int, asyncio.Queue[Frame]]:
         ident = next(self._ids)
-        queue: asyncio.Queue[Frame] = asyncio.Queue()
+        queue: asyncio.Queue[Frame] = asyncio.Queue()  # used on the runner's loop only
         self._pending[ident] = queue
         await self._send({"op": "storage", "id": ident, "call": call, "args": args}, payload)
         return ident, queue
 
     async def _reply(self, ident: int, queue: asyncio.Queue[Frame]) -> Any:
         try:
-            header, _ = await queue.get()
+            header, _ = await on_loop(self._loop, queue.get())
         finally:
             self._pending.pop(ident, None)
         if header.get("error"):
@@ -154,7 +170,7 @@ class ProxyStorage:
         ident, queue = await self._open(
             "get", {"bucket": bucket, "key": key, "offset": offset, "length": length}
         )
-        header, _ = await queue.get()
+        header, _ = await on_loop(self._loop, queue.get())
         if header.get("error"):
             self._pending.pop(ident, None)
             raise wire.storage_error(header.get("kind", ""), header["error"])
@@ -166,7 +182,7 @@ class ProxyStorage:
         def ended() -> None:
             self._pending.pop(ident, None)
 
-        return wire.load_info(header["value"]), ProxyStream(queue, ended, close)
+        return wire.load_info(header["value"]), ProxyStream(self._loop, queue, ended, close)
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         return wire.load_info(await self._call("stat", bucket=bucket, key=key))

@@ -37,7 +37,7 @@ class Runner:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.storage = ProxyStorage(self.send)
+        self.storage = ProxyStorage(self.send, asyncio.get_running_loop())
         self.executor: Executor | None = None
         self.limits: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()
