@@ -17,3 +17,8 @@ class GatewaySettings(BusSettings, StorageSettings, AuthSettings):
     max_body_bytes: int = Field(default=6 * 1024 * 1024, ge=1024)
     sync_wait_s: float = Field(default=60.0, gt=0, description="longest wait of a sync invoke")
     public_url: str | None = Field(default=None, description="base URL clients use, for Location")
+    sandbox: bool = Field(
+        default=True,
+        description="user code runs in bubblewrap sandboxes; `off` only for a trusted "
+        "single-user machine (refused while more than one namespace has keys)",
+    )

@@ -36,11 +36,14 @@ from eventbus.settings import BusSettings
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
 from gateway.auth.bootstrap import auth_file, ensure_first_key
+from gateway.auth.keys import KeyStore
 from gateway.builtins import reconcile_deployments, register_builtins
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge
 from runtimes.controller import Controller
 from runtimes.local import LocalProvider
+from runtimes.sandbox.command import bwrap_path
+from runtimes.sandbox.types import SandboxUnavailableError
 from runtimes.settings import ControllerSettings
 
 log = logging.getLogger("deepfaas.up")
@@ -83,6 +86,7 @@ def worker_env(settings: GatewaySettings) -> dict[str, str]:
         "DEEPFAAS_STORAGE_ROOT": str(root.resolve()),
         "DEEPFAAS_STORAGE_EVENTS": settings.storage_events,
         "DEEPFAAS_STORAGE_S3_SECURE": str(settings.storage_s3_secure).lower(),
+        "DEEPFAAS_SANDBOX": "true" if settings.sandbox else "false",
         "DEEPFAAS_NATS_URL": settings.nats_url,
         "DEEPFAAS_EVENT_PREFIX": settings.event_prefix,
         "DEEPFAAS_ACK_WAIT_S": str(settings.ack_wait_s),
@@ -219,6 +223,14 @@ async def up(settings: UpSettings) -> None:
         state_dir=str(settings.data_dir),
         idle_release_s=settings.idle_release_s,
     )
+    if not settings.sandbox:
+        log.warning(SANDBOX_OFF_WARNING)
+        print(SANDBOX_OFF_WARNING, flush=True)
+    else:
+        try:
+            bwrap_path()
+        except SandboxUnavailableError as exc:
+            raise SystemExit(str(exc)) from None
     first_key = await _bootstrap(settings)
     env = worker_env(settings)
     trusted = _names(settings.trusted_functions)
@@ -276,9 +288,29 @@ async def _bootstrap(settings: UpSettings) -> str | None:
             await register_builtins(bus, names)
         if "deploy" in names:  # runtimes that died with the last run are placed again
             await reconcile_deployments(bus)
-        return await ensure_first_key(bus, settings.data_dir)
+        first = await ensure_first_key(bus, settings.data_dir)
+        if not settings.sandbox:
+            await _check_single_user(bus)
+        return first
     finally:
         await bus.close()
+
+
+SANDBOX_OFF_WARNING = (
+    "WARNING: DEEPFAAS_SANDBOX=off: user functions run inside the worker processes, with the "
+    "platform's bus credentials and files. Use this only on a trusted single-user machine."
+)
+
+
+async def _check_single_user(bus: Bus) -> None:
+    """Refuse the sandbox-off mode while more than one namespace has keys."""
+    namespaces = await KeyStore(bus).namespaces()
+    if len(namespaces) > 1:
+        raise SystemExit(
+            "DEEPFAAS_SANDBOX=off is refused: namespaces "
+            f"{', '.join(sorted(namespaces))} have keys (a shared platform runs user code in "
+            "sandboxes). Revoke the other namespaces' keys or leave the sandbox on."
+        )
 
 
 def _key_lines(credential: str | None, settings: UpSettings) -> str:

@@ -39,9 +39,9 @@ class WorkerSettings(BusSettings, StorageSettings):
     sandbox_max_file_mb: int = Field(default=64, ge=1)
     sandbox_cpu_s: int = Field(default=3600, ge=1, description="CPU seconds of one runner")
     sandbox_tmp_mb: int = Field(default=64, ge=1, description="size of a runner's private /tmp")
-    trusted_functions: list[str] = Field(
-        default_factory=lambda: ["inference", "retrain", "rank", "deploy"],
-        description="built-ins of `default` that run in the worker itself (JSON list)",
+    trusted_functions: str = Field(
+        default="inference,retrain,rank,deploy",
+        description="built-ins of `default` that run in the worker itself (comma-separated)",
     )
 
 

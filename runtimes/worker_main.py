@@ -87,7 +87,7 @@ async def serve(settings: WorkerSettings, started: float) -> int:
             )
         if storage is None:
             storage = _open_storage(settings)
-        in_process = factory is None or is_trusted(spec, settings.trusted_functions)
+        in_process = factory is None or is_trusted(spec, _names(settings.trusted_functions))
         executor: FunctionExecutor
         if in_process:
             if prepared is not None:
@@ -119,6 +119,10 @@ async def serve(settings: WorkerSettings, started: float) -> int:
             await prepared.stop()
         await owners.stop()
         await bus.close()
+
+
+def _names(text: str) -> set[str]:
+    return {name.strip() for name in text.split(",") if name.strip()}
 
 
 def sandbox_factory(settings: WorkerSettings) -> SandboxFactory:

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from eventbus.errors import NotFoundError
+from eventbus.errors import ConflictError, NotFoundError
 from eventbus.namespaces import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
 from gateway.auth import ForbiddenError, KeyInfo
 from gateway.auth.access import namespace
 from gateway.auth.keys import KeyStore
+from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/auth/keys", tags=["auth"])
 
@@ -57,6 +58,14 @@ async def create_key(request: Request, body: KeyIn) -> NewKey:
     """A new key for a namespace (the caller's by default)."""
     target = body.namespace or namespace(request)
     _may_manage(request, target)
+    if not state_of(request).settings.sandbox:
+        others = await _store(request).namespaces() - {target}
+        if others:
+            raise ConflictError(
+                "the sandbox is off (DEEPFAAS_SANDBOX=off, a single-user mode): keys of a "
+                f"second namespace are refused while {sorted(others)} have keys",
+                namespace=target,
+            )
     info, credential = await _store(request).create(target, body.description)
     return NewKey(**info.model_dump(), key=credential)
 
