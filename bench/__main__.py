@@ -220,11 +220,19 @@ def coldstart(_: float) -> list[str]:
     """Cold start on the local provider, spawned vs prewarmed, beside process/NATS floors."""
     from bench import coldstart_bench
 
-    return coldstart_bench.run(trials=30)
+    return coldstart_bench.run(n=30)
+
+
+def sandbox(seconds: float) -> list[str]:
+    """Warm sync invokes and prewarmed cold starts with the sandbox on beside off."""
+    from bench import sandbox_bench
+
+    return sandbox_bench.run(seconds)
 
 
 SUITES = {
     "core": core,
+    "sandbox": sandbox,
     "dispatch": dispatch,
     "storage": storage,
     "rank": rank,

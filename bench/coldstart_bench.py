@@ -36,20 +36,20 @@ from runtimes.types import ActivationRecord, FunctionSpec
 NOOP = "def main(params):\n    return params\n"
 
 
-def _pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def _row(name: str, values: list[float], extra: str = "") -> str:
+def row(name: str, values: list[float], extra: str = "") -> str:
     return (
-        f"{name:<44} n={len(values):<3} p50 {_pct(values, 0.5):8.1f} ms  "
-        f"p99 {_pct(values, 0.99):8.1f} ms{extra}"
+        f"{name:<44} n={len(values):<3} p50 {pct(values, 0.5):8.1f} ms  "
+        f"p99 {pct(values, 0.99):8.1f} ms{extra}"
     )
 
 
-async def _trials(
-    nats_url: str, data_dir: Path, prewarm: int, n: int
+async def trials(
+    nats_url: str, data_dir: Path, prewarm: int, n: int, *, sandbox: str = "on"
 ) -> tuple[list[float], list[float]]:
     """(scale-to-first-result ms, recorded init_ms) for ``n`` cold starts."""
     bus = await Bus.connect(nats_url, name="coldstart-bench")
@@ -59,6 +59,7 @@ async def _trials(
         "DEEPFAAS_DATA_DIR": str(data_dir),
         "DEEPFAAS_STORAGE_ROOT": str(data_dir / "storage"),
         "DEEPFAAS_ACK_WAIT_S": "30",
+        "DEEPFAAS_SANDBOX": sandbox,
     }
     provider = LocalProvider(env=env, log_dir=data_dir / "logs", prewarm=prewarm, gpus=[])
     ready: dict[str, asyncio.Event] = {}
@@ -138,7 +139,7 @@ async def _nats_floor(url: str, n: int) -> list[float]:
     return times
 
 
-def run(trials: int = 20) -> list[str]:
+def run(n: int = 20) -> list[str]:
     """Print-ready lines: cold start p50/p99 with and without the pool, and the floors."""
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +148,7 @@ def run(trials: int = 20) -> list[str]:
             results = {}
             for prewarm in (0, 1):
                 results[prewarm] = asyncio.run(
-                    _trials(nats_server.url, Path(tmp) / f"p{prewarm}", prewarm, trials)
+                    trials(nats_server.url, Path(tmp) / f"p{prewarm}", prewarm, n)
                 )
             for prewarm, label in (
                 (0, "spawned worker (no pool)"),
@@ -155,28 +156,26 @@ def run(trials: int = 20) -> list[str]:
             ):
                 firsts, inits = results[prewarm]
                 lines.append(
-                    _row(
+                    row(
                         f"cold start, {label}",
                         firsts,
-                        f"  | recorded init_ms p50 {_pct(inits, 0.5):.1f}"
-                        f" p99 {_pct(inits, 0.99):.1f}",
+                        f"  | recorded init_ms p50 {pct(inits, 0.5):.1f}"
+                        f" p99 {pct(inits, 0.99):.1f}",
                     )
                 )
             lines.append(
-                _row("floor: spawn `python -c pass` to exit", _spawn_floor(["-c", "pass"], trials))
+                row("floor: spawn `python -c pass` to exit", _spawn_floor(["-c", "pass"], n))
             )
             lines.append(
-                _row(
+                row(
                     "floor: fresh python importing the worker",
-                    _spawn_floor(["-c", "import runtimes.worker_main"], trials),
+                    _spawn_floor(["-c", "import runtimes.worker_main"], n),
                 )
             )
             lines.append(
-                _row(
-                    "floor: raw NATS request-reply", asyncio.run(_nats_floor(nats_server.url, 500))
-                )
+                row("floor: raw NATS request-reply", asyncio.run(_nats_floor(nats_server.url, 500)))
             )
-            p50 = _pct(results[1][0], 0.5)
+            p50 = pct(results[1][0], 0.5)
             verdict = "met" if p50 < 50 else "not met"
             lines.append(f"prewarmed cold start p50 {p50:.1f} ms (target < 50 ms: {verdict})")
         finally:
