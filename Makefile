@@ -11,7 +11,7 @@ venv: $(STAMP)
 
 # User code runs in a bubblewrap sandbox: install it when missing (as root), else say how.
 sysdeps:
-	@command -v bwrap >/dev/null 2>&1 || { \
+	@[ "$$DEEPFAAS_SANDBOX" = off ] || command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing bubblewrap (the sandbox of user functions)"; \
 	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \

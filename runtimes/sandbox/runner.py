@@ -148,7 +148,11 @@ class Runner:
             "duration_ms": outcome.duration_ms,
             "final": outcome.final,
             "annotations": ctx.annotations,
-            "recycle": self.cpu_exceeded or outcome.recycle,
+            # Threads of timed-out sync runs that never returned: past the concurrency, a
+            # fresh runner serves better than this one.
+            "recycle": self.cpu_exceeded
+            or outcome.recycle
+            or self.executor.abandoned > self.executor.loaded.spec.concurrency,
         }
         body = b""
         if isinstance(outcome.result, bytes):
