@@ -122,6 +122,9 @@ def fn_deploy(
     min_scale: Annotated[int | None, typer.Option()] = None,
     max_scale: Annotated[int | None, typer.Option()] = None,
     gpu: Annotated[int | None, typer.Option()] = None,
+    network: Annotated[
+        str | None, typer.Option(help="`egress` (default) or `none`: no network at all")
+    ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE")] = None,
     url: URL = DEFAULT_URL,
     as_json: JSON = False,
@@ -142,6 +145,7 @@ def fn_deploy(
         "min_scale": min_scale,
         "max_scale": max_scale,
         "gpu": gpu,
+        "network": network,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     if env:

@@ -25,7 +25,12 @@ from runtimes.executor import Outcome
 from runtimes.sandbox import wire
 from runtimes.sandbox.command import build_command, gpu_devices, readonly_paths
 from runtimes.sandbox.gate import StorageGate
-from runtimes.sandbox.process import RunnerGoneError, RunnerProcess, prepare_scratch
+from runtimes.sandbox.process import (
+    RunnerGoneError,
+    RunnerProcess,
+    prepare_scratch,
+    remove_stale_scratch,
+)
 from runtimes.sandbox.types import Network, SandboxLimits
 from runtimes.types import ActivationStatus, Context, FunctionSpec
 
@@ -53,6 +58,7 @@ class SandboxFactory:
         self.limits = limits
         self.label = label
         self._count = 0
+        remove_stale_scratch(self.root)
 
     async def spawn(self, network: Network) -> RunnerProcess:
         """Start a runner (not yet a function) and wait for its hello."""
@@ -66,6 +72,9 @@ class SandboxFactory:
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # no passwd entry exists for the runner's uid; getpass and friends read these
+            "USER": "sandbox",
+            "LOGNAME": "sandbox",
         }
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         if visible:

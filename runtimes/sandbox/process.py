@@ -206,3 +206,24 @@ def prepare_scratch(root: Path, name: str, uid: int, gid: int) -> Path:
     if os.getuid() == 0:
         os.chown(path, uid, gid)
     return path
+
+
+def remove_stale_scratch(root: Path) -> None:
+    """Remove scratch dirs of workers that are gone (killed before they could clean up)."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        # named <label>-<worker pid>-<n>; the label may hold dashes itself
+        parts = path.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
