@@ -70,8 +70,9 @@ class BucketOwners:
         return await self.owner(bucket) == namespace
 
     async def claim(self, bucket: str, namespace: str) -> bool:
-        """Record ``namespace`` as the owner; True if newly claimed, False if it was already
-        its own; `BucketTakenError` if another namespace owns it."""
+        """Record ``namespace`` as the owner (True if new, False if already its own;
+        `BucketTakenError` if another's); a name that may already exist in the store without a
+        record is `default`'s: claim it through `ensure_writable`."""
         if not is_name(namespace):
             raise ValueError(f"not a valid namespace: {namespace!r}")
         validate_bucket_name(bucket)
