@@ -11,7 +11,8 @@ import asyncio
 from eventbus.namespaces import namespace_of
 from functions.retrain.data import gather
 from functions.retrain.models import RetrainInput, RetrainOutput
-from runtimes.catalog import CatalogStore, Lineage, VersionState
+from runtimes.catalog import CatalogForbiddenError, CatalogStore, Lineage, VersionState
+from runtimes.errors import ModelInputError
 from runtimes.models import TrainResult, load_model_plugin
 from runtimes.types import Context
 
@@ -26,8 +27,15 @@ async def handle(inp: RetrainInput, ctx: Context) -> RetrainOutput:
         k: v for k, v in inp.args.items() if k not in ("data", "images")
     }
     # a training adds versions: it acts for the namespace that runs it, which must own the module
-    catalog = CatalogStore(ctx.bus, ctx.storage, actor=namespace_of(ctx.function))
-    module = await catalog.check_owner(name)
+    namespace = namespace_of(ctx.function)
+    catalog = CatalogStore(ctx.bus, ctx.storage, actor=namespace)
+    try:
+        module = await catalog.check_owner(name)
+    except CatalogForbiddenError as exc:
+        # final, like bad input: the executor retries only errors, and this one would repeat
+        raise ModelInputError(
+            f"namespace {namespace!r} may not train {name!r}: {exc}", model=name
+        ) from exc
     plugin = await asyncio.to_thread(load_model_plugin, module.plugin_name)
     training = await gather(inp, ctx.storage)
     args = {**inp.args, **training.args}

@@ -20,7 +20,7 @@ from functions.inference.models import InferenceInput
 from functions.retrain.handler import handle as retrain
 from functions.retrain.models import RetrainInput
 from runtimes.catalog import CatalogForbiddenError, CatalogStore, Lineage, ModuleSpec
-from runtimes.errors import ArtifactRefusedError
+from runtimes.errors import ArtifactRefusedError, ModelInputError
 from runtimes.types import Context
 from tests.models.crafted import digits_format_1
 from tests.models.samples import digits, png
@@ -64,8 +64,10 @@ async def test_a_retrain_of_another_namespace_is_refused(
 ) -> None:
     catalog = CatalogStore(*env)
     before = await catalog.get_module(module)
-    with pytest.raises(CatalogForbiddenError, match="only the namespace that published"):
+    # refused as final (`invalid`: no retry), with the rule as the reason
+    with pytest.raises(ModelInputError, match="only the namespace that published") as caught:
         await retrain(RetrainInput(model=module, default=True), ctx(env, "tenant-b=retrain"))
+    assert isinstance(caught.value.__cause__, CatalogForbiddenError)
     assert await catalog.get_module(module) == before
     assert [v.version for v in await catalog.list_versions(module)] == [1]
 
@@ -76,7 +78,7 @@ async def test_a_module_of_another_namespace_is_trained_by_its_own_retrain(
     name = f"t{uuid.uuid4().hex[:8]}"
     mine = CatalogStore(*env, actor="tenant-b")
     assert (await mine.publish(ModuleSpec(name=name, plugin="digits"))).owner == "tenant-b"
-    with pytest.raises(CatalogForbiddenError):
+    with pytest.raises(ModelInputError, match="may not train"):
         await retrain(RetrainInput(model=name, default=True), ctx(env, "retrain"))
     out = await retrain(RetrainInput(model=name, default=True), ctx(env, "tenant-b=retrain"))
     assert out.promoted and out.version == 1
