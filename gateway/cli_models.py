@@ -34,10 +34,15 @@ def model_list(
     if as_json:
         _emit(modules, True)
         return
-    table = Table("name", "framework", "promoted", "latest", "description")
+    table = Table("name", "owner", "framework", "promoted", "latest", "description")
     for m in modules:
         table.add_row(
-            m["name"], m["framework"], str(m["promoted"]), str(m["latest"]), m["description"][:60]
+            m["name"],
+            m.get("owner", "default"),
+            m["framework"],
+            str(m["promoted"]),
+            str(m["latest"]),
+            m["description"][:60],
         )
     console.print(table)
 
