@@ -143,6 +143,9 @@ def _worker(role: str) -> tuple[list[str], list[str]]:
         "control.stopped.*",
         "control.stem",
         "events.activation.>",
+        # A trigger's output is announced by the worker that wrote it (`runtimes/results.py`
+        # `write_output`); every other storage event (deletes, MinIO notifications) stays out.
+        "events.storage.object.created",
         "dlq.>",
         *kv_read(FUNCTIONS_KV),
         *kv_read(BUCKETS_KV),

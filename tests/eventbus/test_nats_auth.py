@@ -1,0 +1,290 @@
+"""The embedded nats-server asks for credentials, and each role reaches only its subjects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import orjson
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig
+
+from eventbus.codec import to_nats
+from eventbus.connection import Bus
+from eventbus.credentials import RoleCredentials
+from eventbus.errors import BusUnavailableError
+from eventbus.permissions import ROLES
+from eventbus.publish import publish_event
+from eventbus.server import EmbeddedNats
+from eventbus.streams import (
+    ACTIVATIONS_KV,
+    CATALOG_KV,
+    FUNCTIONS_KV,
+    consumer_name,
+    ensure_consumer,
+    ensure_layout,
+)
+from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM, CloudEvent, invoke_subject
+
+PREFIX = "io.deepfaas"
+AUTH_KV = "auth_keys"  # gateway/auth/keys.py (eventbus may not import gateway)
+
+
+@pytest.fixture
+async def admin(nats_server: EmbeddedNats) -> AsyncIterator[Bus]:
+    bus = await Bus.connect(nats_server.url, name="admin", auth=nats_server.auth("admin"))
+    await ensure_layout(bus.js)
+    try:
+        await bus.js.key_value(AUTH_KV)
+    except Exception:
+        await bus.js.create_key_value(KeyValueConfig(bucket=AUTH_KV, history=1))
+    yield bus
+    await bus.close()
+
+
+async def connect(server: EmbeddedNats, role: str) -> Bus:
+    return await Bus.connect(server.url, name=f"test-{role}", prefix=PREFIX, auth=server.auth(role))
+
+
+async def denied(caplog: pytest.LogCaptureFixture, subject: str, action: Awaitable[Any]) -> None:
+    """``action`` fails (a refused request times out) and the refusal names ``subject``."""
+    caplog.clear()
+    with pytest.raises((nats.errors.Error, asyncio.TimeoutError)):
+        await action
+    await asyncio.sleep(0.05)  # the server's -ERR may trail the timeout
+    wanted = f'permissions violation for publish to "{subject}"'.lower()
+    assert any(wanted in r.getMessage().lower() for r in caplog.records), caplog.text
+
+
+def answering(body: bytes) -> Callable[[Msg], Awaitable[None]]:
+    """A subscription callback that answers every request with ``body``."""
+
+    async def _answer(msg: Msg) -> None:
+        await msg.respond(body)
+
+    return _answer
+
+
+async def no_message(admin: Bus, subject: str, send: Awaitable[Any]) -> None:
+    """Nothing that ``send`` publishes reaches a subscriber of ``subject``."""
+    got: list[Msg] = []
+
+    async def _got(msg: Msg) -> None:
+        got.append(msg)
+
+    sub = await admin.nc.subscribe(subject, cb=_got)
+    await admin.nc.flush()
+    await send
+    await asyncio.sleep(0.2)
+    await sub.unsubscribe()
+    assert got == []
+
+
+async def refused(url: str, **options: Any) -> None:
+    """A plain nats-py client with ``options`` is refused."""
+    nc = NATS()
+    try:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nc.connect(url, allow_reconnect=False, connect_timeout=2, **options)
+    finally:
+        await nc.close()
+
+
+async def test_an_anonymous_client_is_refused(nats_server: EmbeddedNats) -> None:
+    await refused(nats_server.url)
+    with pytest.raises(BusUnavailableError, match="refused an anonymous login"):
+        await Bus.connect(nats_server.url, name="anonymous", connect_timeout=5)
+
+
+async def test_a_wrong_password_is_refused(nats_server: EmbeddedNats) -> None:
+    await refused(nats_server.url, user="admin", password="guessed")
+    real = nats_server.auth("worker")
+    with pytest.raises(BusUnavailableError, match="refused user 'admin'"):
+        await Bus.connect(
+            nats_server.url,
+            name="guess",
+            auth=nats_server.auth("admin").__class__(user="admin", password=real.password),
+        )
+
+
+def test_credentials_are_private_and_kept(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    files = [nats_server.store_dir / "nats.conf", *nats_server.credentials_dir.iterdir()]
+    assert {p.name for p in nats_server.credentials_dir.iterdir()} == {f"{r}.json" for r in ROLES}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(nats_server.credentials_dir.stat().st_mode) == 0o700
+    again = RoleCredentials.ensure(nats_server.credentials_dir)
+    assert again.passwords == RoleCredentials.load(nats_server.credentials_dir).passwords
+    assert again.auth("worker") == nats_server.auth("worker")
+    fresh = RoleCredentials.ensure(tmp_path / "other")
+    assert fresh.passwords["admin"] != again.passwords["admin"]
+
+
+async def test_restart_reuses_the_credentials(tmp_path: Path) -> None:
+    server = EmbeddedNats(store_dir=tmp_path / "nats").start()
+    try:
+        before = server.auth("gateway")
+        server.restart()
+        assert server.auth("gateway") == before
+        bus = await Bus.connect(server.url, name="after-restart", auth=before)
+        await bus.close()
+    finally:
+        server.stop()
+
+
+async def test_the_worker_role_does_its_work(nats_server: EmbeddedNats, admin: Bus) -> None:
+    fn = "authfn"
+    functions = await admin.kv(FUNCTIONS_KV)
+    await functions.put(fn, b'{"name": "authfn"}')
+    await ensure_consumer(admin.js, fn, ack_wait=5)
+    worker = await connect(nats_server, "worker")
+    try:
+        await ensure_layout(worker.js)  # reads only: everything exists
+        await ensure_consumer(worker.js, fn, ack_wait=5)  # the same config: reads only
+        assert (await (await worker.kv(FUNCTIONS_KV)).get(fn)).value == b'{"name": "authfn"}'
+        activations = await worker.kv(ACTIVATIONS_KV)
+        await activations.put("a1", b"claimed")
+        assert (await activations.get("a1")).value == b"claimed"
+        # the sync path: a queue subscriber on run.<fn> answers the gateway's request
+        sub = await worker.nc.subscribe(f"run.{fn}", queue="workers", cb=answering(b"done"))
+        await worker.nc.flush()
+        assert (await admin.nc.request(f"run.{fn}", b"x", timeout=2)).data == b"done"
+        await sub.unsubscribe()
+        # the async path: pull from its durable consumer and ack
+        await admin.js.publish(invoke_subject(fn), b"work")
+        pull = await worker.js.pull_subscribe(
+            invoke_subject(fn), durable=consumer_name(fn), stream=INVOCATIONS_STREAM
+        )
+        msgs = await pull.fetch(1, timeout=2)
+        assert msgs[0].data == b"work"
+        await msgs[0].ack_sync()
+        await pull.unsubscribe()
+        # announcements, completion events and dead letters
+        await worker.nc.publish(f"control.ready.{fn}", b"{}")
+        done = CloudEvent.create(type=f"{PREFIX}.activation.completed", source="test", data={})
+        assert (await publish_event(worker, done)).stream == EVENTS_STREAM
+        assert (await worker.js.publish(f"dlq.function.{fn}", b"{}")).stream == "DLQ"
+        await worker.nc.flush()
+    finally:
+        await worker.close()
+
+
+async def test_the_worker_role_is_kept_out(
+    nats_server: EmbeddedNats, admin: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="eventbus.connection")
+    worker = await connect(nats_server, "worker")
+    js = worker.nc.jetstream(timeout=0.5)
+    try:
+        # the API keys: neither read nor written
+        await denied(caplog, "$JS.API.STREAM.INFO.KV_auth_keys", js.key_value(AUTH_KV))
+        await denied(caplog, "$KV.auth_keys.k", js.publish("$KV.auth_keys.k", b"forged"))
+        # storage events into EVENTS (which would fire triggers); only `object.created` is
+        # open, for the output a worker writes and announces (`runtimes/results.py`)
+        for kind in ("object.deleted", "notification", "bucket.created"):
+            forged = CloudEvent.create(
+                type=f"{PREFIX}.storage.{kind}", source="forged", data={"key": "x"}
+            )
+            headers, body = to_nats(forged)
+            subject = f"events.storage.{kind}"
+            await denied(caplog, subject, js.publish(subject, body, headers=headers))
+        info = await admin.js.stream_info(EVENTS_STREAM, subjects_filter="events.storage.>")
+        assert not info.state.subjects
+        # invoking a function: neither the sync nor the async subject
+        await no_message(admin, "run.other", worker.nc.publish("run.other", b"{}"))
+        await no_message(admin, "invoke.other", worker.nc.publish("invoke.other", b"{}"))
+        await denied(caplog, "invoke.other", js.publish("invoke.other", b"{}"))
+        # the registry and the other platform buckets
+        functions = await js.key_value(FUNCTIONS_KV)
+        await denied(caplog, "$KV.functions.evil", functions.put("evil", b"{}"))
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await (await admin.kv(FUNCTIONS_KV)).get("evil")
+        for bucket in ("triggers", "subscriptions", CATALOG_KV):
+            await denied(caplog, f"$KV.{bucket}.x", js.publish(f"$KV.{bucket}.x", b"{}"))
+        # other roles' replies (a KV read of the gateway's comes back on its inbox)
+        await worker.nc.subscribe("_INBOX.gateway.>")
+        await worker.nc.flush()
+        await asyncio.sleep(0.1)
+        assert any("subscription" in r.getMessage().lower() for r in caplog.records)
+    finally:
+        await worker.close()
+
+
+async def test_platform_workers_reach_the_catalog_and_rank(
+    nats_server: EmbeddedNats, admin: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="eventbus.connection")
+    platform = await connect(nats_server, "platform-worker")
+    try:
+        catalog = await platform.kv(CATALOG_KV)
+        await catalog.put("module.digits", b"{}")
+        sub = await admin.nc.subscribe("run.rank", cb=answering(b"ranked"))
+        await admin.nc.flush()
+        assert (await platform.nc.request("run.rank", b"{}", timeout=2)).data == b"ranked"
+        await sub.unsubscribe()
+        js = platform.nc.jetstream(timeout=0.5)
+        await denied(caplog, "$JS.API.STREAM.INFO.KV_auth_keys", js.key_value(AUTH_KV))
+        await no_message(admin, "run.other", platform.nc.publish("run.other", b"{}"))
+    finally:
+        await platform.close()
+
+
+async def test_the_platform_roles_do_their_work(nats_server: EmbeddedNats, admin: Bus) -> None:
+    gateway = await connect(nats_server, "gateway")
+    controller = await connect(nats_server, "controller")
+    dispatcher = await connect(nats_server, "dispatcher")
+    deliverer = await connect(nats_server, "deliverer")
+    bridge = await connect(nats_server, "bridge")
+    try:
+        for bus in (gateway, controller, dispatcher, deliverer, bridge):
+            await ensure_layout(bus.js)
+        # gateway: the registry, the API keys, events, the sync path
+        await (await gateway.kv(FUNCTIONS_KV)).put("gfn", b"{}")
+        await (await gateway.js.key_value(AUTH_KV)).put("key", b"{}")
+        event = CloudEvent.create(type=f"{PREFIX}.custom.thing", source="test", data={})
+        await publish_event(gateway, event)
+        # controller: the function's consumer, workers' announcements
+        await ensure_consumer(controller.js, "gfn", ack_wait=3)
+        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def _ready(msg: Msg) -> None:
+            got.set_result(msg.data)
+
+        sub = await controller.nc.subscribe("control.ready.*", cb=_ready)
+        await controller.nc.flush()
+        await admin.nc.publish("control.ready.gfn", b"up")
+        assert await asyncio.wait_for(got, 2) == b"up"
+        await sub.unsubscribe()
+        # dispatcher: a durable on EVENTS, invocations out
+        pull = await dispatcher.js.pull_subscribe("events.>", durable="auth-test", stream="EVENTS")
+        assert (await pull.fetch(1, timeout=2))[0].subject.startswith("events.")
+        await pull.unsubscribe()
+        await dispatcher.js.publish(invoke_subject("gfn"), b"{}")
+        # deliverer: a NATS sink subject; the bridge: storage events
+        await deliverer.nc.publish("sink.team.events", b"{}")
+        created = CloudEvent.create(type=f"{PREFIX}.storage.object.created", source="s", data={})
+        await publish_event(bridge, created)
+        for bus in (deliverer, bridge):
+            await bus.nc.flush()
+    finally:
+        for bus in (gateway, controller, dispatcher, deliverer, bridge):
+            await bus.close()
+
+
+async def test_the_deliverer_cannot_publish_platform_subjects(
+    nats_server: EmbeddedNats, admin: Bus
+) -> None:
+    deliverer = await connect(nats_server, "deliverer")
+    try:
+        for subject in ("events.storage.object.created", "invoke.other", "run.other"):
+            await no_message(admin, subject, deliverer.nc.publish(subject, orjson.dumps({})))
+    finally:
+        await deliverer.close()
