@@ -60,15 +60,30 @@ class Platform:
                 self.process.wait(5)
 
 
+def embedded_nats(data_dir: Path) -> EmbeddedNats:
+    """The nats-server that `deepfaas up` with ``data_dir`` starts itself (not started here)."""
+    return EmbeddedNats(store_dir=data_dir / "nats", port=free_port())
+
+
 def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platform:
-    """Start `python -m gateway.cli up` with DEEPFAAS_* settings; wait until /readyz says ok."""
+    """Start `python -m gateway.cli up` with DEEPFAAS_* settings; wait until /readyz says ok.
+
+    With a started ``nats``, `up` uses it as an external server (with its roles' credentials);
+    with one from `embedded_nats(data_dir)`, `up` starts it itself, as `make run` does.
+    """
     port = free_port()
+    if nats.process is None:
+        nats_env = {"DEEPFAAS_EMBEDDED_NATS": "true", "DEEPFAAS_NATS_PORT": str(nats.port)}
+    else:
+        nats_env = {
+            "DEEPFAAS_NATS_URL": nats.url,
+            # a server deepfaas set up: each part connects with its role's generated credentials
+            "DEEPFAAS_NATS_CREDENTIALS_DIR": str(nats.credentials_dir),
+            "DEEPFAAS_EMBEDDED_NATS": "false",
+        }
     env = {
         **os.environ,
-        "DEEPFAAS_NATS_URL": nats.url,
-        # a server deepfaas set up: each part connects with its role's generated credentials
-        "DEEPFAAS_NATS_CREDENTIALS_DIR": str(nats.credentials_dir),
-        "DEEPFAAS_EMBEDDED_NATS": "false",
+        **nats_env,
         "DEEPFAAS_PORT": str(port),
         "DEEPFAAS_DATA_DIR": str(data_dir),
         "DEEPFAAS_ACK_WAIT_S": "2",
