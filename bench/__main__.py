@@ -49,7 +49,7 @@ def core(seconds: float) -> list[str]:
     results: list[LoadResult] = []
     with tempfile.TemporaryDirectory() as tmp:
         nats = EmbeddedNats(store_dir=Path(tmp) / "nats").start()
-        responder = _spawn("nats", nats.url, "floor.echo")
+        responder = _spawn("nats", nats.admin_url, "floor.echo")
         asgi_port = free_port()
         asgi = _spawn("asgi", str(asgi_port))
         # the per-namespace rate limit (1,000/s by default) would cap what this measures
@@ -86,7 +86,7 @@ def core(seconds: float) -> list[str]:
                 results.append(
                     nats_load(
                         "floor: raw NATS request-reply",
-                        nats.url,
+                        nats.admin_url,
                         "floor.echo",
                         body,
                         concurrency=c,
@@ -106,7 +106,7 @@ def core(seconds: float) -> list[str]:
                 results.append(
                     nats_load(
                         "sync invoke via NATS (run.noop)",
-                        nats.url,
+                        nats.admin_url,
                         "run.noop",
                         body,
                         headers=ce,
@@ -136,7 +136,7 @@ def core(seconds: float) -> list[str]:
                     f"gateway sync p50 / (HTTP floor + NATS floor) at c={c}: "
                     f"{gw:.3f} / {floor:.3f} ms = {gw / floor:.2f}x (target <= 3x)"
                 )
-            lines += asyncio.run(async_throughput(plat.auth_url, nats.url, seconds))
+            lines += asyncio.run(async_throughput(plat.auth_url, nats.admin_url, seconds))
         finally:
             plat.stop()
             responder.terminate()

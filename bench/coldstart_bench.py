@@ -148,7 +148,7 @@ def run(n: int = 20) -> list[str]:
             results = {}
             for prewarm in (0, 1):
                 results[prewarm] = asyncio.run(
-                    trials(nats_server.url, Path(tmp) / f"p{prewarm}", prewarm, n)
+                    trials(nats_server.admin_url, Path(tmp) / f"p{prewarm}", prewarm, n)
                 )
             for prewarm, label in (
                 (0, "spawned worker (no pool)"),
@@ -173,7 +173,10 @@ def run(n: int = 20) -> list[str]:
                 )
             )
             lines.append(
-                row("floor: raw NATS request-reply", asyncio.run(_nats_floor(nats_server.url, 500)))
+                row(
+                    "floor: raw NATS request-reply",
+                    asyncio.run(_nats_floor(nats_server.admin_url, 500)),
+                )
             )
             p50 = pct(results[1][0], 0.5)
             verdict = "met" if p50 < 50 else "not met"

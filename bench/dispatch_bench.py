@@ -89,7 +89,7 @@ async def _measure(n_triggers: int, n_events: int, timeout: float) -> Figures:
     """Fill EVENTS, start a dispatcher, and time it until every event is dispatched."""
     with tempfile.TemporaryDirectory() as tmp:
         nats = EmbeddedNats(store_dir=Path(tmp) / "nats").start()
-        bus = await Bus.connect(nats.url, name="bench", prefix=PREFIX)
+        bus = await Bus.connect(nats.admin_url, name="bench", prefix=PREFIX)
         try:
             await ensure_layout(bus.js)
             functions = await bus.kv(FUNCTIONS_KV)

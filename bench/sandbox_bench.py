@@ -60,7 +60,7 @@ def run(seconds: float, trials: int = 20) -> list[str]:
             for sandbox in ("off", "on"):
                 firsts, inits = asyncio.run(
                     coldstart_bench.trials(
-                        nats.url, Path(tmp) / f"cold-{sandbox}", 1, trials, sandbox=sandbox
+                        nats.admin_url, Path(tmp) / f"cold-{sandbox}", 1, trials, sandbox=sandbox
                     )
                 )
                 lines.append(

@@ -65,7 +65,7 @@ def run(seconds: float) -> list[str]:
         try:
             plat = start_platform(nats, root / "platform")
             _deploy(plat)
-            lines = asyncio.run(_latency(plat.auth_url, nats.url, n))
+            lines = asyncio.run(_latency(plat.auth_url, nats.admin_url, n))
             lines.append(_throughput(plat.auth_url, root / "files"))
             return lines
         finally:
