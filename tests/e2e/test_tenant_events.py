@@ -269,3 +269,28 @@ def test_an_output_bucket_of_another_namespace_is_refused(
     r = client.put("/v1/triggers/t-out", json={**spec, "output": {"bucket": fresh}})
     assert "another namespace" in _problem(r, 403)["detail"]
     assert tenant.put(f"/v1/buckets/{fresh}").status_code == 201
+
+
+def test_an_openwhisk_fire_runs_the_rules_of_its_namespace(tenant: httpx.Client) -> None:
+    ns = "/api/v1/namespaces/_"
+    code = {"exec": {"kind": "python:3", "code": "def main(a):\n    return {'got': a.get('x')}\n"}}
+    assert tenant.put(f"{ns}/actions/ow-b?overwrite=true", json=code).status_code == 200
+    assert tenant.put(f"{ns}/triggers/ow-b-trig?overwrite=true", json={}).status_code == 200
+    rule = {"trigger": "/_/ow-b-trig", "action": "ow-b"}
+    assert tenant.put(f"{ns}/rules/ow-b-rule?overwrite=true", json=rule).status_code == 200
+
+    def results() -> list[dict[str, Any]]:
+        found = tenant.get(f"{ns}/activations", params={"name": "ow-b"}).json()
+        return [a for a in found if a["response"]["result"] == {"got": 7}]
+
+    def ran() -> bool:  # fire until the dispatcher knows the rule (it learns through a watch)
+        fired = tenant.post(f"{ns}/triggers/ow-b-trig", json={"x": 7})
+        assert fired.status_code == 202, fired.text
+        try:
+            wait_for(results, timeout=5)
+        except AssertionError:
+            return False
+        return True
+
+    # a fire carries the namespace of its trigger, so the tenant's own rule runs its action
+    assert wait_for(ran, timeout=40)
