@@ -31,7 +31,8 @@ from runtimes.loader import failing_function, load_function
 from runtimes.registry import FunctionRegistry
 from runtimes.sandbox import SandboxedExecutor, SandboxLimits, is_trusted
 from runtimes.sandbox.host import SandboxFactory
-from runtimes.sandbox.process import RunnerProcess
+from runtimes.sandbox.process import RunnerGoneError, RunnerProcess
+from runtimes.sandbox.types import SandboxUnavailableError
 from runtimes.settings import WorkerSettings
 from runtimes.types import FunctionSpec
 from runtimes.worker import Worker
@@ -44,6 +45,13 @@ LOG_FORMAT = "%(asctime)s worker[{name}] %(levelname)s %(name)s: %(message)s"
 
 async def serve(settings: WorkerSettings, started: float) -> int:
     """Run a worker until SIGTERM/SIGINT; the exit code tells the provider what happened."""
+    factory = sandbox_factory(settings) if settings.sandbox else None
+    early: asyncio.Task[RunnerProcess] | None = None
+    trusted = _names(settings.trusted_functions)
+    if factory is not None and not settings.stem and settings.function not in trusted:
+        # The runner starts while this process connects: a spawned worker's cold start pays
+        # for one of the two, not both.
+        early = asyncio.create_task(factory.spawn("egress"))
     bus = await Bus.connect(
         settings.nats_url,
         name=f"worker-{settings.function or 'stem'}",
@@ -55,7 +63,6 @@ async def serve(settings: WorkerSettings, started: float) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     owners = BucketOwners(bus)
-    factory = sandbox_factory(settings) if settings.sandbox else None
     prepared: RunnerProcess | None = None
     try:
         await ensure_layout(bus.js)
@@ -87,6 +94,12 @@ async def serve(settings: WorkerSettings, started: float) -> int:
             )
         if storage is None:
             storage = _open_storage(settings)
+        if early is not None:
+            try:
+                prepared = await early
+            except (RunnerGoneError, SandboxUnavailableError) as exc:
+                log.warning("the early sandbox did not start (trying again): %s", exc)
+            early = None
         in_process = factory is None or is_trusted(spec, _names(settings.trusted_functions))
         executor: FunctionExecutor
         if in_process:
@@ -115,6 +128,10 @@ async def serve(settings: WorkerSettings, started: float) -> int:
         stopper.cancel()
         return EXIT_RESTART if restart else 0
     finally:
+        if early is not None:
+            early.cancel()
+            with contextlib.suppress(BaseException):
+                prepared = await early
         if prepared is not None:
             await prepared.stop()
         await owners.stop()
