@@ -38,6 +38,7 @@ from eventbus.subscriptions import (
     SubscriptionStore,
     consumer_name,
     nats_sink_subject,
+    sink_problem,
 )
 from eventbus.types import EVENTS_STREAM, CloudEvent
 
@@ -343,6 +344,9 @@ class Deliverer:
         )
 
     async def _send_nats(self, subscription: Subscription, event: CloudEvent) -> Outcome:
+        problem = sink_problem(subscription.namespace, subscription.sink)
+        if problem is not None:  # stored before the rule, or by hand: never publish there
+            return Outcome(ok=False, error=problem)
         ce_headers, body = to_nats(event)
         headers = {**subscription.protocolsettings.headers, **ce_headers, MSG_ID_HEADER: event.id}
         try:

@@ -38,6 +38,9 @@ SUBSCRIPTION_KEY_PATTERN: Final = rf"^({NAME}{SEPARATOR})?[A-Za-z0-9][A-Za-z0-9_
 NATS_SINK_SCHEME: Final = "nats:"
 #: first subject tokens a NATS sink may not publish on: the platform's own streams and APIs
 RESERVED_SUBJECT_ROOTS: Final = frozenset({"events", "invoke", "run", "dlq", "control", "_INBOX"})
+#: outside ``default`` a NATS sink publishes only under ``ns.<namespace>.``: elsewhere it could
+#: feed what the platform or a bridge listens to (MinIO's notification subject, for one)
+NAMESPACE_SINK_ROOT: Final = "ns"
 _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _SUBJECT_TOKEN: Final = re.compile(r"^[\x21-\x29\x2b-\x2d\x2f-\x3d\x3f-\x7e]+$")  # no . * >
 
@@ -81,6 +84,19 @@ def nats_sink_subject(sink: str) -> str:
             f"({', '.join(sorted(RESERVED_SUBJECT_ROOTS))}, $…): publishing there could loop"
         )
     return subject
+
+
+def sink_problem(namespace: str, sink: str) -> str | None:
+    """Why ``namespace`` may not use this sink, or None (the rule on NATS sinks outside default)."""
+    if namespace == DEFAULT_NAMESPACE or not sink.startswith(NATS_SINK_SCHEME):
+        return None
+    subject, root = sink[len(NATS_SINK_SCHEME) :], f"{NAMESPACE_SINK_ROOT}.{namespace}."
+    if subject.startswith(root) and len(subject) > len(root):
+        return None
+    return (
+        f"NATS sink subject {subject!r} is outside the namespace's own subjects: a subscription "
+        f"of namespace {namespace!r} publishes only under {root}…"
+    )
 
 
 class ProtocolSettings(BaseModel):
@@ -342,6 +358,9 @@ class SubscriptionStore:
             raise ConflictError(
                 f"subscription {subscription_id!r} exists already", subscription=subscription_id
             )
+        problem = sink_problem(split_key(subscription_id)[0], subscription.sink)
+        if problem is not None:
+            raise ValidationFailedError(problem, field="sink")
         stored = subscription.model_copy(
             update={
                 "id": subscription_id,

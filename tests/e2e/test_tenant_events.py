@@ -229,6 +229,12 @@ def test_a_subscription_gets_only_its_namespace_events(
     assert other.headers["ce-id"] == forged["ce-id"] and other.headers["ce-namespace"] == "default"
     assert len(receiver.at("/tenant")) == 1
     assert tenant.delete(f"/v1/subscriptions/{sid}").status_code == 204
+    # a NATS sink outside the namespace's own subjects could feed a bridge: refused
+    bad = _problem(tenant.post("/v1/subscriptions", json={"sink": "nats:minio.events"}), 422)
+    assert "ns.tenant-b." in bad["detail"]
+    ok = tenant.post("/v1/subscriptions", json={"sink": "nats:ns.tenant-b.feed"})
+    assert ok.status_code == 201, ok.text
+    assert tenant.delete(f"/v1/subscriptions/{ok.json()['id']}").status_code == 204
 
 
 def test_the_event_stream_shows_only_the_namespace_events(

@@ -11,7 +11,12 @@ from pydantic import ValidationError
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.streams import ensure_layout
-from eventbus.subscriptions import Subscription, SubscriptionStore, subscription_key
+from eventbus.subscriptions import (
+    Subscription,
+    SubscriptionStore,
+    sink_problem,
+    subscription_key,
+)
 from eventbus.types import CloudEvent
 
 HOOK = "http://127.0.0.1:9/hook"
@@ -167,3 +172,15 @@ async def test_the_store_keeps_namespaces_apart(store: SubscriptionStore) -> Non
     assert subscription_key("team-b", "x") == "team-b=x" and subscription_key("default", "x") == "x"
     with pytest.raises(ValueError):
         subscription_key("team-b", "default=x")
+
+
+async def test_outside_default_a_nats_sink_stays_under_its_namespace(
+    store: SubscriptionStore,
+) -> None:
+    for subject in ("minio.events", "ns.team-c.x", "ns.team-b", "acme.orders"):
+        with pytest.raises(ValidationFailedError, match="outside the namespace's own subjects"):
+            await store.create(Subscription(sink=f"nats:{subject}"), "team-b")
+    made = await store.create(Subscription(sink="nats:ns.team-b.orders"), "team-b")
+    assert made.namespace == "team-b"
+    assert (await store.create(Subscription(sink="nats:acme.orders"))).namespace == "default"
+    assert sink_problem("team-b", HOOK) is None  # webhooks are not subjects
