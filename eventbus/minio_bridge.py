@@ -28,6 +28,7 @@ from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.consume import fetch_batch
 from eventbus.dlq import dead_letter
+from eventbus.namespaces import namespace_of
 from eventbus.publish import publish_event
 from eventbus.storage.errors import InvalidNotificationError, NoSuchBucketError, NoSuchKeyError
 from eventbus.storage.records import RecordContext, S3Record, parse_minio_notification
@@ -236,14 +237,20 @@ class MinioBridge:
         await msg.term()
 
 
-async def watched_by_triggers(bus: Bus) -> list[tuple[str, str]]:
-    """(bucket, key prefix) of every enabled trigger with a bucket shortcut."""
+async def watched_by_triggers(
+    bus: Bus, owners: BucketOwners | None = None
+) -> list[tuple[str, str]]:
+    """(bucket, key prefix) of every enabled trigger with a bucket shortcut on a bucket of its
+    own namespace (a trigger watching another's bucket never sees its events)."""
     from eventbus.triggers import TriggerStore  # the trigger model is heavy: load on first use
 
+    owners = owners or BucketOwners(bus)
     return [
         (trigger.bucket, trigger.key_prefix or "")
         for trigger in await TriggerStore(bus).list()
-        if trigger.enabled and trigger.bucket
+        if trigger.enabled
+        and trigger.bucket
+        and await owners.owns(trigger.bucket, namespace_of(trigger.name))
     ]
 
 
@@ -268,7 +275,7 @@ class StorageReconciler:
         self.store = store
         self.ledger = ledger if ledger is not None else StorageLedger(bus)
         self.owners = owners if owners is not None else BucketOwners(bus)
-        self.watched = watched or (lambda: watched_by_triggers(bus))
+        self.watched = watched or (lambda: watched_by_triggers(bus, self.owners))
         self.store_name = store_name
         self.interval = interval
         self.min_age = timedelta(seconds=min_age)

@@ -346,9 +346,13 @@ async def test_reconciler_watches_the_buckets_of_triggers(
     await put_objects(local, bucket, ["in/x.csv", "other/y.csv"])
     name = f"t-{uuid.uuid4().hex[:8]}"
     await TriggerStore(bus).put(Trigger(name=name, function="fn", bucket=bucket, key_prefix="in/"))
+    # another namespace's trigger on default's bucket never sees its events: not watched
+    spy = f"team-b={name}"
+    await TriggerStore(bus).put(Trigger(name=spy, function="team-b=fn", bucket=bucket))
     try:
         reconciler = StorageReconciler(bus, local, ledger=ledger, min_age=0)
         emitted = await reconciler.reconcile()
         assert [e.subject for e in emitted if e.extensions["bucket"] == bucket] == ["in/x.csv"]
     finally:
         await TriggerStore(bus).delete(name)
+        await TriggerStore(bus).delete(spy)
