@@ -300,7 +300,7 @@ def ls(
 
 @bucket_app.command("create")
 def bucket_create(name: str, url: URL = DEFAULT_URL) -> None:
-    """Create a bucket."""
+    """Create a bucket of your namespace (names are global: a taken one is refused)."""
     with _client(url) as client:
         check(client.put(f"/v1/buckets/{name}"))
     console.print(f"created bucket {name}")
@@ -308,7 +308,7 @@ def bucket_create(name: str, url: URL = DEFAULT_URL) -> None:
 
 @bucket_app.command("list")
 def bucket_list(url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
-    """Every bucket."""
+    """Your namespace's buckets."""
     with _client(url) as client:
         buckets = check(client.get("/v1/buckets"))
     if as_json:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from bench.harness import Platform, wait_activation, wait_for
 from eventbus.triggers import activation_id_for
 from eventbus.types import new_id
+from gateway.cli_storage import storage_app
 from tests.e2e.test_invoke import deploy
 from tests.eventbus.test_delivery import Receiver, serve_receiver
 
@@ -300,3 +303,25 @@ def test_an_openwhisk_fire_runs_the_rules_of_its_namespace(tenant: httpx.Client)
 
     # a fire carries the namespace of its trigger, so the tenant's own rule runs its action
     assert wait_for(ran, timeout=40)
+
+
+def test_the_storage_cli_works_for_another_namespace(
+    platform: Platform, tenant_key: str, tmp_path: Path
+) -> None:
+    runner = CliRunner(env={"DEEPFAAS_AUTH": tenant_key})
+    url = ["--url", platform.url]
+    bucket = f"tb-cli-{TAG}"
+    made = runner.invoke(storage_app, ["bucket", "create", bucket, *url])
+    assert made.exit_code == 0, made.output
+    taken = runner.invoke(storage_app, ["bucket", "create", DEFAULT_BUCKET, *url])
+    assert taken.exit_code == 1 and "taken" in taken.output
+    (tmp_path / "f.txt").write_bytes(b"cli")
+    up = runner.invoke(storage_app, ["upload", str(tmp_path / "f.txt"), f"{bucket}/d", *url])
+    assert up.exit_code == 0, up.output
+    listed = runner.invoke(storage_app, ["ls", f"{bucket}/d/", *url, "--json"])
+    assert [o["key"] for o in orjson.loads(listed.stdout)["objects"]] == ["d/f.txt"]
+    names = runner.invoke(storage_app, ["bucket", "list", *url, "--json"])
+    assert bucket in [b["name"] for b in orjson.loads(names.stdout)]
+    assert DEFAULT_BUCKET not in names.stdout
+    foreign = runner.invoke(storage_app, ["ls", f"{DEFAULT_BUCKET}/", *url, "--json"])
+    assert foreign.exit_code == 1 and "mine" not in foreign.output
