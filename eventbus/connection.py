@@ -54,8 +54,10 @@ class Bus:
 
         async def _on_error(err: Exception) -> None:
             text = str(err)
-            if bus is None and _refused(err):
-                raise err  # ends nats-py's connect loop, which would retry a refused login forever
+            if bus is None:
+                # ends nats-py's first-connect loop, which would retry forever (a refused login
+                # included); the loop below retries until ``connect_timeout``, or not at all
+                raise err
             if "permissions" in text.lower() or _refused(err):
                 # a request the server refused times out on our side: say why, loudly
                 log.error("NATS refused %s (connection %r): %s", _who(auth), name, text)

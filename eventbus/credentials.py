@@ -7,10 +7,11 @@ file per role under ``<store dir>/credentials/``; later starts reuse them.
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import os
 import secrets
 import ssl
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,10 @@ class BusAuth:
             options["user"] = self.user
             options["password"] = self.password or ""
         if self.creds is not None:
+            if importlib.util.find_spec("nkeys") is None:  # nats-py signs with it, lazily
+                raise BusUnavailableError(
+                    f"a .creds file ({self.creds}) needs the nkeys package: pip install nkeys"
+                )
             options["user_credentials"] = str(self.creds)
         if self.tls_ca is not None or self.tls_cert is not None:
             context = ssl.create_default_context(
@@ -131,10 +136,7 @@ def _role_file(directory: Path, role: str) -> Path:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a file that only its owner may read (0600 from the start, replaced atomically)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     with os.fdopen(fd, "wb") as out:
         out.write(data)
     os.replace(tmp, path)

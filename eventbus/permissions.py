@@ -172,7 +172,6 @@ def role_permissions(role: str) -> Permissions:
             *kv_write(DEPLOYMENTS_KV),
             "events.catalog.>",
             "events.runtime.>",
-            "events.model.>",
             "run.rank",
             "invoke.rank",
             "control.wake.rank",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,8 @@ from eventbus.credentials import RoleCredentials
 from eventbus.errors import BusUnavailableError
 from eventbus.permissions import ROLES
 from eventbus.publish import publish_event
-from eventbus.server import EmbeddedNats
+from eventbus.server import EmbeddedNats, find_nats_server, free_port
+from eventbus.settings import BusSettings
 from eventbus.streams import (
     ACTIVATIONS_KV,
     CATALOG_KV,
@@ -288,3 +292,138 @@ async def test_the_deliverer_cannot_publish_platform_subjects(
             await no_message(admin, subject, deliverer.nc.publish(subject, orjson.dumps({})))
     finally:
         await deliverer.close()
+
+
+async def test_settings_carry_the_credentials_of_an_external_server(
+    nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = nats_server.auth("gateway")
+    monkeypatch.setenv("DEEPFAAS_NATS_URL", nats_server.url)
+    monkeypatch.setenv("DEEPFAAS_NATS_USER", "gateway")
+    monkeypatch.setenv("DEEPFAAS_NATS_PASSWORD", gateway.password or "")
+    monkeypatch.setenv("DEEPFAAS_NATS_INBOX_PREFIX", "_INBOX.gateway")
+    monkeypatch.setenv("DEEPFAAS_NATS_CREDS", "")  # blank is unset, as a worker's env has it
+    settings = BusSettings()
+    auth = settings.bus_auth("dispatcher")  # no credentials dir: the configured user for all
+    assert (auth.user, auth.creds, auth.inbox_prefix) == ("gateway", None, "_INBOX.gateway")
+    bus = await Bus.connect(settings.nats_url, name="external", auth=auth)
+    try:
+        await (await bus.kv(FUNCTIONS_KV)).put("from-settings", b"{}")
+    finally:
+        await bus.close()
+    monkeypatch.setenv("DEEPFAAS_NATS_CREDENTIALS_DIR", str(nats_server.credentials_dir))
+    assert BusSettings().bus_auth("dispatcher") == nats_server.auth("dispatcher")
+    # what a spawned worker gets: its role, and nothing of its parent's credentials dir
+    env = nats_server.auth("worker").env()
+    assert env["DEEPFAAS_NATS_USER"] == "worker" and env["DEEPFAAS_NATS_CREDENTIALS_DIR"] == ""
+
+
+async def test_a_creds_file_and_tls_reach_nats_py(tmp_path: Path) -> None:
+    creds = tmp_path / "user.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    auth = BusSettings(nats_creds=creds).bus_auth()
+    try:
+        import nkeys  # noqa: F401
+    except ImportError:
+        with pytest.raises(BusUnavailableError, match="nkeys"):
+            auth.connect_options()
+    else:
+        assert auth.connect_options()["user_credentials"] == str(creds)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path, Path]]:
+    """A nats-server that requires TLS with a client certificate, and a password."""
+    ca, cert, key = _certificates(tmp_path)
+    server = EmbeddedNats(store_dir=tmp_path / "tls")
+    server.port = free_port()
+    config = tmp_path / "tls.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{server.port}\n"
+        f'tls {{ cert_file: "{cert}", key_file: "{key}", ca_file: "{ca}", verify: true }}\n'
+        'authorization { users = [ {user: "tls", password: "secret-tls"} ] }\n'
+    )
+    server.process = subprocess.Popen(
+        [find_nats_server(), "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server.wait_ready()
+    yield server.port, ca, cert, key
+    server.stop()
+
+
+async def test_tls_with_a_client_certificate(tls_server: tuple[int, Path, Path, Path]) -> None:
+    """A server that requires TLS (and a client certificate) accepts what the settings name."""
+    port, ca, cert, key = tls_server
+    settings = BusSettings(
+        nats_url=f"tls://127.0.0.1:{port}",
+        nats_user="tls",
+        nats_password="secret-tls",
+        nats_tls_ca=ca,
+        nats_tls_cert=cert,
+        nats_tls_key=key,
+    )
+    bus = await Bus.connect(settings.nats_url, name="tls", auth=settings.bus_auth())
+    try:
+        await bus.nc.publish("tls.ok", b"")
+        await bus.nc.flush()
+    finally:
+        await bus.close()
+    without_cert = settings.model_copy(update={"nats_tls_cert": None, "nats_tls_key": None})
+    with pytest.raises(BusUnavailableError):
+        await Bus.connect(
+            settings.nats_url, name="no-cert", auth=without_cert.bus_auth(), connect_timeout=1
+        )
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it (server and client use the same)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deepfaas test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    paths = (directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    paths[0].write_bytes(ca_cert.public_bytes(pem))
+    paths[1].write_bytes(cert.public_bytes(pem))
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
