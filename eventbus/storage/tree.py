@@ -173,6 +173,7 @@ class LocalTree:
         parent = os.path.dirname(path)
         fd, temp = self._open_temp(bucket, key, parent)
         digest = hashlib.md5(usedforsecurity=False)
+        sidecar = self.sidecar_path(bucket, key)
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := reader.read(CHUNK_SIZE):
@@ -181,6 +182,13 @@ class LocalTree:
                 out.flush()
                 os.fsync(out.fileno())
                 st = os.fstat(out.fileno())
+            etag = digest.hexdigest()
+            # The sidecar goes first: it names the new file's inode, which the rename keeps, so
+            # a reader never finds the new object without its content type and metadata.
+            os.makedirs(os.path.dirname(sidecar), exist_ok=True)
+            files.write_json_atomic(
+                sidecar, files.sidecar_record(key, st, etag, content_type, meta)
+            )
             os.replace(temp, path)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -189,10 +197,6 @@ class LocalTree:
                 raise self._conflict(bucket, key, path) from exc
             raise
         files.fsync_dir(parent)
-        etag = digest.hexdigest()
-        sidecar = self.sidecar_path(bucket, key)
-        os.makedirs(os.path.dirname(sidecar), exist_ok=True)
-        files.write_json_atomic(sidecar, files.sidecar_record(key, st, etag, content_type, meta))
         return ObjectInfo(bucket, key, st.st_size, etag, content_type, files.mtime(st), meta)
 
     def delete(self, bucket: str, key: str) -> bool:
