@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -124,6 +125,7 @@ class BucketOwners:
 
     async def _watch_changes(self) -> None:
         while True:
+            watcher: Any = None
             try:
                 kv: KeyValue = await self.bus.kv(BUCKETS_KV)
                 watcher = await kv.watchall()
@@ -143,6 +145,9 @@ class BucketOwners:
             finally:
                 self._watching = False
                 self._owners.clear()
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
             await asyncio.sleep(1.0)
 
 
