@@ -22,8 +22,9 @@ from eventbus.errors import DeepfaasError
 from runtimes.loader import LoadedFunction
 from runtimes.types import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
 
-#: error codes that mean "this input cannot succeed": the activation is `invalid`, not retried
-INPUT_ERROR_CODES = frozenset({"invalid", "not_found", "bad_request"})
+#: error codes that mean "this input cannot succeed" (bad data, unknown or foreign object):
+#: the activation is `invalid`, not retried
+INPUT_ERROR_CODES = frozenset({"invalid", "not_found", "bad_request", "forbidden"})
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE = 4096
 #: the logs of one activation, in all: the record must stay well under the bus's 1 MiB
