@@ -61,9 +61,8 @@ _LAYOUT_STREAMS: Final = (
         )
     ),
 )
-#: storage event ledger (`eventbus.storage_events.LEDGER_KV`) and MinIO's stream (the bridge's)
+#: storage event ledger (`eventbus.storage_events.LEDGER_KV`)
 _LEDGER_KV: Final = "storage_events"
-_MINIO_STREAM: Final = "MINIO"
 
 
 @dataclass(frozen=True)
@@ -250,15 +249,32 @@ def role_permissions(role: str) -> Permissions:
             ),
         )
     elif role == BRIDGE:
+        # MinIO's stream is named in the bridge's settings (`DEEPFAAS_STORAGE_BRIDGE_STREAM`,
+        # default MINIO): any stream but the platform's own
         publish += [
             "events.storage.>",
             *kv_write(_LEDGER_KV, create=True),
             *kv_read(BUCKETS_KV),
-            f"$JS.API.STREAM.CREATE.{_MINIO_STREAM}",
-            f"$JS.API.STREAM.UPDATE.{_MINIO_STREAM}",
-            f"$JS.API.STREAM.INFO.{_MINIO_STREAM}",
-            *consume(_MINIO_STREAM, create=True),
+            "$JS.API.STREAM.CREATE.*",
+            "$JS.API.STREAM.UPDATE.*",
+            "$JS.API.STREAM.INFO.*",
+            *consume("*", create=True),
         ]
+        deny = [
+            f"$JS.API.STREAM.{verb}.{stream}"
+            for stream in (*_LAYOUT_STREAMS, "KV_auth_keys", "KV_openwhisk")
+            for verb in ("CREATE", "UPDATE")
+        ]
+        for stream in (EVENTS_STREAM, INVOCATIONS_STREAM, DLQ_STREAM):
+            deny += [
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.DELETE.{stream}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                f"$JS.ACK.{stream}.>",
+            ]
+        return Permissions(tuple(publish), tuple(subscribe), publish_deny=tuple(deny))
     else:
         raise ValueError(f"unknown bus role {role!r}; roles: {', '.join(ROLES)}")
     return Permissions(tuple(publish), tuple(subscribe))

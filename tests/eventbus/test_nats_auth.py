@@ -18,12 +18,13 @@ import orjson
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import KeyValueConfig
+from nats.js.api import KeyValueConfig, StreamConfig
 
 from eventbus.codec import to_nats
 from eventbus.connection import Bus
 from eventbus.credentials import RoleCredentials
 from eventbus.errors import BusUnavailableError
+from eventbus.minio_bridge import ensure_minio_stream
 from eventbus.permissions import ROLES
 from eventbus.publish import publish_event
 from eventbus.server import EmbeddedNats, find_nats_server, free_port
@@ -281,6 +282,29 @@ async def test_the_platform_roles_do_their_work(nats_server: EmbeddedNats, admin
     finally:
         for bus in (gateway, controller, dispatcher, deliverer, bridge):
             await bus.close()
+
+
+async def test_the_bridge_keeps_to_minio_s_stream(
+    nats_server: EmbeddedNats, admin: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="eventbus.connection")
+    bridge = await connect(nats_server, "bridge")
+    try:
+        await ensure_minio_stream(bridge, stream="MINIO_T", subject="minio.t")
+        await admin.js.publish("minio.t", b"{}")
+        pull = await bridge.js.pull_subscribe("minio.t", durable="bridge-t", stream="MINIO_T")
+        await (await pull.fetch(1, timeout=2))[0].ack()
+        await pull.unsubscribe()
+        js = bridge.nc.jetstream(timeout=0.5)
+        events = StreamConfig(name=EVENTS_STREAM, subjects=["events.>", "minio.x"])
+        await denied(caplog, "$JS.API.STREAM.UPDATE.EVENTS", js.update_stream(events))
+        await denied(
+            caplog,
+            f"$JS.API.CONSUMER.CREATE.{INVOCATIONS_STREAM}.fn-x.invoke.x",
+            js.pull_subscribe("invoke.x", durable="fn-x", stream=INVOCATIONS_STREAM),
+        )
+    finally:
+        await bridge.close()
 
 
 async def test_the_deliverer_cannot_publish_platform_subjects(
