@@ -118,10 +118,16 @@ class StorageGate:
             return await store.bucket_exists(bucket)
         if call == "create_bucket":
             try:
-                await self.owners.claim(bucket, self.namespace)
+                # A bucket that exists without an owner record is `default`'s: never claimable.
+                claimed = await self.owners.ensure_writable(bucket, self.namespace, store)
             except BucketTakenError as exc:
                 raise BucketExistsError(str(exc)) from exc
-            return wire.dump_bucket(await store.create_bucket(bucket))
+            try:
+                return wire.dump_bucket(await store.create_bucket(bucket))
+            except StorageError:
+                if claimed:
+                    await self.owners.release(bucket)
+                raise
         if call == "delete_bucket":
             await self._reachable(bucket)
             await store.delete_bucket(bucket)

@@ -36,14 +36,18 @@ def blocking(params: dict, ctx) -> dict:
     return {"slept": params.get("s", 0)}
 """
 
+# Each run leaves one object `<tag>/<uuid>` in the bucket it is given (through ctx.storage,
+# as a sandboxed function must): the tests count runs by listing it.
 RECORDING = """
+import asyncio
 import time
+import uuid
 
 
 def main(params: dict, ctx) -> dict:
     time.sleep(params.get("s", 0))
-    with open(params["path"], "a") as out:
-        out.write(params["tag"] + "\\n")
+    key = params["tag"] + "/" + uuid.uuid4().hex
+    asyncio.run(ctx.storage.put(params["bucket"], key, b"ran"))
     return {"tag": params["tag"], "pid_attempt": ctx.attempt}
 """
 

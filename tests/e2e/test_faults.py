@@ -30,9 +30,9 @@ def test_killed_worker_is_redelivered_and_completes_once(
 ) -> None:
     deploy(client, "recorder", RECORDING, min_scale=1, max_scale=1, concurrency=4)
     [worker] = ready_instances(client, "recorder")
-    out = tmp_path / "done.txt"
+    assert client.put("/v1/buckets/runs-kill").status_code in (200, 201)
     r = client.post(
-        "/v1/functions/recorder/invoke?async=true", json={"s": 3, "path": str(out), "tag": "a"}
+        "/v1/functions/recorder/invoke?async=true", json={"s": 3, "bucket": "runs-kill", "tag": "a"}
     )
     activation_id = r.json()["activation_id"]
     wait_for(lambda: client.get(f"/v1/activations/{activation_id}").status_code == 200)
@@ -42,7 +42,7 @@ def test_killed_worker_is_redelivered_and_completes_once(
     assert record["status"] == "success", record
     assert record["attempts"] == 2
     assert record["result"] == {"tag": "a", "pid_attempt": 2}
-    assert out.read_text() == "a\n"
+    assert recorded(client, "runs-kill") == ["a"]
     [replacement] = ready_instances(client, "recorder")
     assert replacement["pid"] != worker["pid"]
 
@@ -139,6 +139,21 @@ def _wait_through_outage(client: httpx.Client, activation_id: str) -> dict[str, 
     return result
 
 
+def recorded(client: httpx.Client, bucket: str) -> list[str]:
+    """The tags of every run RECORDING made into ``bucket`` (one object per run), sorted."""
+    keys: list[str] = []
+    start: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if start:
+            params["start_after"] = start
+        page = client.get(f"/v1/buckets/{bucket}/objects", params=params).json()
+        keys += [o["key"] for o in page["objects"]]
+        if not page.get("is_truncated"):
+            return sorted(key.rsplit("/", 1)[0] for key in keys)
+        start = page.get("next_marker") or keys[-1]
+
+
 def _seconds(stamp: str) -> float:
     from datetime import datetime
 
@@ -150,11 +165,11 @@ def test_a_sync_call_past_its_wait_answers_202_and_still_completes_once(
 ) -> None:
     deploy(client, "slowrec", RECORDING, min_scale=1, max_scale=1, concurrency=2)
     ready_instances(client, "slowrec")
-    out = tmp_path / "done.txt"
+    assert client.put("/v1/buckets/runs-late").status_code in (200, 201)
     r = client.post(
         "/v1/functions/slowrec/invoke",
         params={"timeout": 0.5},
-        json={"s": 2, "path": str(out), "tag": "late"},
+        json={"s": 2, "bucket": "runs-late", "tag": "late"},
     )
     assert r.status_code == 202, r.text
     activation_id = r.json()["activation_id"]
@@ -163,4 +178,4 @@ def test_a_sync_call_past_its_wait_answers_202_and_still_completes_once(
     assert record["status"] == "success" and record["attempts"] == 1
     assert record["result"]["tag"] == "late"
     time.sleep(3)  # the queued safety-net copy has been looked at by now
-    assert out.read_text() == "late\n"
+    assert recorded(client, "runs-late") == ["late"]

@@ -23,16 +23,19 @@ from PIL import Image
 
 from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
-from tests.e2e.test_faults import ready_instances
+from tests.e2e.test_faults import ready_instances, recorded
 
+# Each run leaves one object `<key>/<uuid>` in the runs bucket, through ctx.storage.
 RECORDER = """
+import asyncio
 import time
+import uuid
 
 
 def main(params: dict, ctx) -> dict:
     time.sleep(params.get("s", 0))
-    with open(params["path"], "a") as out:
-        out.write(params["object"]["key"] + "\\n")
+    key = params["object"]["key"] + "/" + uuid.uuid4().hex
+    asyncio.run(ctx.storage.put(params["runs"], key, b"ran"))
     return {"key": params["object"]["key"], "attempt": ctx.attempt}
 """
 
@@ -153,10 +156,9 @@ def test_200_uploads_make_exactly_200_activations_and_outputs(
 ) -> None:
     _, dispatchers = split
     tag = "k" if kill else "c"
-    src, out = f"in-{tag}", f"out-{tag}"
-    for bucket in (src, out):
+    src, out, runs = f"in-{tag}", f"out-{tag}", f"runs-{tag}"
+    for bucket in (src, out, runs):
         assert client.put(f"/v1/buckets/{bucket}").status_code in (200, 201)
-    path = tmp_path / "done.txt"
     fn = f"rec-{tag}"
     client.put(
         f"/v1/functions/{fn}",
@@ -174,7 +176,7 @@ def test_200_uploads_make_exactly_200_activations_and_outputs(
             "name": f"t-{tag}",
             "function": fn,
             "bucket": src,
-            "params": {"path": str(path), "s": 0.05 if kill else 0},
+            "params": {"runs": runs, "s": 0.05 if kill else 0},
             "output": {"bucket": out, "key_template": "{key}.json"},
         },
     ).raise_for_status()
@@ -199,7 +201,7 @@ def test_200_uploads_make_exactly_200_activations_and_outputs(
     # The function appends its key as its last act before completing. A worker killed between
     # that append and its final record makes the append happen again on the retry (at-least-once
     # execution); a completed activation never runs again (exactly-once completion).
-    lines = path.read_text().splitlines()
+    lines = recorded(client, runs)
     assert sorted(set(lines)) == sorted(names)
     repeated = {line for line in lines if lines.count(line) > 1}
     assert len(lines) - 200 <= 8  # at most the killed worker's concurrency
