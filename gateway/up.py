@@ -209,17 +209,10 @@ async def up(settings: UpSettings) -> None:
         # each part below connects with its own role's credentials from this directory
         update = {"nats_url": nats.url, "nats_credentials_dir": nats.credentials_dir}
         settings = settings.model_copy(update=update)
+    # the bus settings (URL, credentials, TLS, prefix, leases) as `up` resolved them
+    bus = {name: getattr(settings, name) for name in BusSettings.model_fields}
     controller_settings = ControllerSettings(
-        nats_url=settings.nats_url,
-        nats_credentials_dir=settings.nats_credentials_dir,
-        nats_user=settings.nats_user,
-        nats_password=settings.nats_password,
-        nats_creds=settings.nats_creds,
-        nats_tls_ca=settings.nats_tls_ca,
-        nats_tls_cert=settings.nats_tls_cert,
-        nats_tls_key=settings.nats_tls_key,
-        event_prefix=settings.event_prefix,
-        ack_wait_s=settings.ack_wait_s,
+        **bus,
         state_dir=str(settings.data_dir),
         idle_release_s=settings.idle_release_s,
     )
