@@ -22,6 +22,7 @@ import pytest
 from bench.harness import Platform, start_platform, wait_activation, wait_for
 from eventbus.server import EmbeddedNats
 from tests.e2e.functions import NOOP, RECORDING
+from tests.e2e.test_faults import recorded
 from tests.e2e.test_invoke import deploy
 
 IDLE_S = 1.0
@@ -128,7 +129,7 @@ def test_a_burst_of_500_scales_to_max_and_back_and_each_runs_once(
     max_scale = 3
     deploy(client, "burst", RECORDING, min_scale=0, max_scale=max_scale, concurrency=2)
     wait_runtime(platform, "burst", status="idle")
-    out = tmp_path / "ran.txt"
+    assert client.put("/v1/buckets/runs-burst").status_code in (200, 201)
     peak = {"desired": 0, "ready": 0}
     done = threading.Event()
 
@@ -146,12 +147,12 @@ def test_a_burst_of_500_scales_to_max_and_back_and_each_runs_once(
         for i in range(500):
             r = client.post(
                 "/v1/functions/burst/invoke?async=true",
-                json={"s": 0.1, "path": str(out), "tag": f"t{i}"},
+                json={"s": 0.1, "bucket": "runs-burst", "tag": f"t{i}"},
             )
             assert r.status_code == 202, r.text
             ids.append(r.json()["activation_id"])
         wait_for(
-            lambda: out.exists() and len(out.read_text().splitlines()) >= 500,
+            lambda: len(recorded(client, "runs-burst")) >= 500,
             timeout=120,
             interval=0.2,
         )
@@ -161,7 +162,7 @@ def test_a_burst_of_500_scales_to_max_and_back_and_each_runs_once(
     records = [wait_activation(client, activation_id) for activation_id in ids]
     assert all(r["status"] == "success" for r in records)
     assert sorted(r["result"]["tag"] for r in records) == sorted(f"t{i}" for i in range(500))
-    lines = out.read_text().splitlines()
+    lines = recorded(client, "runs-burst")
     assert len(lines) == 500 and len(set(lines)) == 500  # every invocation ran exactly once
     assert peak == {"desired": max_scale, "ready": max_scale}
     back = wait_runtime(platform, "burst", workers=0, status="idle", timeout=60)
