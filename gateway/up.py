@@ -249,7 +249,7 @@ async def up(settings: UpSettings) -> None:
     print(
         f"deepfaas is up\n"
         f"  API      http://{settings.host}:{settings.port}  (docs: /docs)\n"
-        f"  NATS     {settings.nats_url}\n"
+        f"  NATS     {settings.nats_url}{_credentials_line(settings)}\n"
         f"  data     {settings.data_dir.resolve()}\n"
         f"  workers  logs in {settings.data_dir.resolve() / 'logs'}\n"
         f"{_key_lines(first_key, settings)}"
@@ -304,6 +304,12 @@ async def _check_single_user(bus: Bus) -> None:
             f"{', '.join(sorted(namespaces))} have keys (a shared platform runs user code in "
             "sandboxes). Revoke the other namespaces' keys or leave the sandbox on."
         )
+
+
+def _credentials_line(settings: UpSettings) -> str:
+    if settings.nats_credentials_dir is None:
+        return ""
+    return f"  (credentials per role: {settings.nats_credentials_dir.resolve()}/<role>.json)"
 
 
 def _key_lines(credential: str | None, settings: UpSettings) -> str:
