@@ -139,8 +139,8 @@ def _wait_through_outage(client: httpx.Client, activation_id: str) -> dict[str, 
     return result
 
 
-def recorded(client: httpx.Client, bucket: str) -> list[str]:
-    """The tags of every run RECORDING made into ``bucket`` (one object per run), sorted."""
+def bucket_keys(client: httpx.Client, bucket: str) -> list[str]:
+    """Every key in ``bucket``, page after page."""
     keys: list[str] = []
     start: str | None = None
     while True:
@@ -150,8 +150,13 @@ def recorded(client: httpx.Client, bucket: str) -> list[str]:
         page = client.get(f"/v1/buckets/{bucket}/objects", params=params).json()
         keys += [o["key"] for o in page["objects"]]
         if not page.get("is_truncated"):
-            return sorted(key.rsplit("/", 1)[0] for key in keys)
+            return keys
         start = page.get("next_marker") or keys[-1]
+
+
+def recorded(client: httpx.Client, bucket: str) -> list[str]:
+    """The tags of every run RECORDING made into ``bucket`` (one object per run), sorted."""
+    return sorted(key.rsplit("/", 1)[0] for key in bucket_keys(client, bucket))
 
 
 def _seconds(stamp: str) -> float:

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +22,7 @@ from PIL import Image
 
 from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
-from tests.e2e.test_faults import ready_instances, recorded
+from tests.e2e.test_faults import bucket_keys, ready_instances, recorded
 
 # Each run leaves one object `<key>/<uuid>` in the runs bucket, through ctx.storage.
 RECORDER = """
@@ -133,20 +132,6 @@ def upload_many(client: httpx.Client, bucket: str, names: list[str]) -> None:
         assert set(pool.map(put, names)) == {201}
 
 
-def outputs(client: httpx.Client, bucket: str) -> list[str]:
-    keys: list[str] = []
-    start: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if start:
-            params["start_after"] = start
-        page = client.get(f"/v1/buckets/{bucket}/objects", params=params).json()
-        keys += [o["key"] for o in page["objects"]]
-        if not page.get("is_truncated"):
-            return keys
-        start = page.get("next_marker") or keys[-1]
-
-
 @pytest.mark.parametrize("kill", [False, True], ids=["calm", "killing-worker-and-dispatcher"])
 def test_200_uploads_make_exactly_200_activations_and_outputs(
     client: httpx.Client,
@@ -192,9 +177,9 @@ def test_200_uploads_make_exactly_200_activations_and_outputs(
         dispatchers[-1].wait()
         upload_many(client, src, names[100:])  # accepted while no dispatcher runs
         dispatchers.append(start_dispatcher(split[0].nats))
-    wait_for(lambda: len(outputs(client, out)) >= 200, timeout=90, interval=0.25)
+    wait_for(lambda: len(bucket_keys(client, out)) >= 200, timeout=90, interval=0.25)
     time.sleep(1.0)  # anything extra would show up now
-    assert sorted(outputs(client, out)) == sorted(f"{n}.json" for n in names)
+    assert sorted(bucket_keys(client, out)) == sorted(f"{n}.json" for n in names)
     records = client.get("/v1/activations", params={"function": fn, "limit": 200}).json()
     assert len({r["id"] for r in records}) == 200
     assert all(r["status"] == "success" for r in records)
