@@ -8,8 +8,10 @@ of `default` changed. Real nats-server (with credentials), real bubblewrap, real
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +37,7 @@ def main(args, ctx):
     probe = args["probe"]
     if probe == "data_dir":
         found = {}
-        for path in (args["data_dir"] + "/auth", args["data_dir"]):
+        for path in (args["data_dir"] + "/auth", args["data_dir"], *args.get("more", [])):
             try:
                 found[path] = open(path).read() if path.endswith("auth") else os.listdir(path)
             except OSError as exc:
@@ -136,7 +138,9 @@ def probe(tenant: dict[str, Any], name: str, fn: str = "probe", **args: Any) -> 
 
 
 def test_the_data_dir_and_the_auth_file_are_not_there(platform: Platform, tenant: dict) -> None:
-    r = probe(tenant, "data_dir", data_dir=str(platform.data_dir))
+    # ... nor the other runners' scratch dirs (each function's code and files), nor the repo.
+    others = [tempfile.gettempdir() + "/deepfaas-sandbox", str(Path.cwd() / ".deepfaas")]
+    r = probe(tenant, "data_dir", data_dir=str(platform.data_dir), more=others)
     assert r.status_code == 200, r.text
     assert all(str(v).startswith("refused") for v in r.json().values()), r.json()
     assert platform.auth.split(":")[1] not in r.text
