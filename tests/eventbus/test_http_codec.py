@@ -219,3 +219,51 @@ def test_our_events_decode_in_the_sdk(structured: bool) -> None:
     )
     assert attributes["time"] == T0
     assert decoded.get_data() == {"model": "resnet", "version": 3}
+
+
+# -- data that its content type declares JSON must be JSON -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (BASE | {"Content-Type": "application/json"}, b"{not json"),
+        (BASE | {"Content-Type": "application/json; charset=utf-8"}, b"\xff\xfe"),
+        (BASE | {"Content-Type": "application/vnd.api+json"}, b"{'single': 'quotes'}"),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion":"1.0","id":"1","source":"/","type":"t",'
+            b'"datacontenttype":"application/json","data_base64":"e25vdCBqc29u"}',
+        ),
+    ],
+    ids=["binary", "binary-not-utf8", "binary-json-suffix", "structured-data-base64"],
+)
+def test_data_declared_json_that_is_not_json_is_refused(
+    headers: dict[str, str], body: bytes
+) -> None:
+    with pytest.raises(InvalidEventError, match="data is not valid JSON") as caught:
+        from_http(headers, body)
+    assert caught.value.code == "invalid_event"  # the gateway answers 400
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (BASE | {"Content-Type": "text/plain"}, b"{not json"),
+        (BASE | {"Content-Type": "application/octet-stream"}, b"\xff\xfe"),
+        (BASE | {"Content-Type": "application/json"}, b""),
+        (BASE | {"Content-Type": "application/json"}, b' "a string" '),
+    ],
+    ids=["text", "bytes", "no-data", "json-string"],
+)
+def test_other_data_passes_as_it_is(headers: dict[str, str], body: bytes) -> None:
+    assert from_http(headers, body).data == (body or None)
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["binary-mode", "structured-mode"])
+def test_sdk_bytes_declared_json_that_are_not_json_are_refused(structured: bool) -> None:
+    attributes = {"type": "t.t", "source": "/s", "id": "x-2", "datacontenttype": "application/json"}
+    encode = sdk_http.to_structured_event if structured else sdk_http.to_binary_event
+    message = encode(SdkEvent(attributes=attributes, data=b"{oops"))
+    with pytest.raises(InvalidEventError, match="data is not valid JSON"):
+        from_http(message.headers, message.body)
