@@ -5,7 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml models/digits/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean venv sysdeps
+# Swagger UI for /docs and /api, from npm at build time: the pages never load a CDN.
+SWAGGER_UI_VERSION := 5.32.0
+SWAGGER_UI := gateway/static/swagger-ui
+SWAGGER_UI_STAMP := $(SWAGGER_UI)/.swagger-ui-dist-$(SWAGGER_UI_VERSION)
+SWAGGER_UI_FILES := swagger-ui-bundle.js swagger-ui.css favicon-32x32.png favicon-16x16.png LICENSE NOTICE
+
+.PHONY: run test lint bench clean venv sysdeps assets
 
 venv: $(STAMP)
 
@@ -18,6 +24,25 @@ sysdeps:
 	  else \
 	    echo "bubblewrap is missing: run 'sudo apt-get install -y bubblewrap' (or set DEEPFAAS_SANDBOX=off on a trusted single-user machine)"; exit 1; \
 	  fi; }
+	@# The browser test of /docs and /api drives a headless Chromium; without it that test skips.
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (the browser test of the API pages)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: the browser test of /docs and /api will skip ('sudo apt-get install -y chromium')"; \
+	  fi; }
+
+assets: $(SWAGGER_UI_STAMP)
+
+$(SWAGGER_UI_STAMP):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: it fetches Swagger UI for /docs and /api ('sudo apt-get install -y npm')"; exit 1; }
+	@rm -rf $(SWAGGER_UI) && mkdir -p $(SWAGGER_UI)
+	@tmp=$$(mktemp -d) && \
+	  (cd $$tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null && tar -xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz) && \
+	  for f in $(SWAGGER_UI_FILES); do cp $$tmp/package/$$f $(SWAGGER_UI)/ || exit 1; done; \
+	  status=$$?; rm -rf $$tmp; exit $$status
+	@touch $@
 
 $(STAMP): requirements.lock pyproject.toml models/digits/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +52,10 @@ $(STAMP): requirements.lock pyproject.toml models/digits/pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-run: $(STAMP) sysdeps
+run: $(STAMP) sysdeps assets
 	$(BIN)/deepfaas up
 
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps assets
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -44,4 +69,4 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .deepfaas .pytest_cache .mypy_cache .ruff_cache *.egg-info models/digits/src/*.egg-info
+	rm -rf $(VENV) $(SWAGGER_UI) .deepfaas .pytest_cache .mypy_cache .ruff_cache *.egg-info models/digits/src/*.egg-info

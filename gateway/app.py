@@ -29,7 +29,9 @@ from gateway.routes import (
     activations,
     auth_keys,
     catalog,
+    deepaas,
     deployments,
+    docs,
     events,
     functions,
     ingest,
@@ -102,7 +104,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Event-driven serverless functions for machine-learning work",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by `routes.docs` from the package's assets, never a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.add_exception_handler(DeepfaasError, problems.deepfaas_error_handler)
@@ -122,6 +125,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         deployments,
         catalog,
         models,
+        deepaas,
+        docs,
     )
     for module in (*routers, ops):
         app.include_router(module.router)

@@ -81,7 +81,8 @@ def model_publish(
         return
     console.print(f"published [bold]{module['name']}[/bold] ({module['framework']})")
     if "training" in answer:
-        console.print(f"training its first version: {answer['training']['href']}")
+        uuid = answer["training"]["uuid"]
+        console.print(f"training its first version: /v2/models/{plugin}/train/{uuid}")
 
 
 def _local_spec(plugin: str) -> dict[str, Any] | None:
@@ -183,7 +184,7 @@ def model_train(
         deadline = time.monotonic() + timeout
         while wait and status["status"] == "running" and time.monotonic() < deadline:
             time.sleep(1.0)
-            response = client.get(started["href"])
+            response = client.get(f"/v2/models/{name}/train/{started['uuid']}")
             if response.status_code != 404:  # 404 until a worker has picked it up
                 status = _check(response)
     _emit(status, as_json)

@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
+from eventbus.errors import ConflictError as DeepfaasConflictError
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
 from eventbus.streams import ACTIVATIONS_KV
 from eventbus.types import new_id
@@ -128,6 +130,45 @@ class ActivationStore:
         except KeyWrongLastSequenceError as exc:
             raise LostClaimError(record.id) from exc
         return Claimed(record, revision)
+
+    async def cancel(
+        self, activation_id: str, *, reason: str, detail: dict[str, Any]
+    ) -> ActivationRecord:
+        """End a running activation as `error` with ``reason``; the record that stands.
+
+        The write takes the claim's place (compare-and-set), so the worker running it loses
+        its claim at its next renewal and stops the run, and a redelivery finds it ended. An
+        activation that has ended already is returned unchanged.
+        """
+        kv = await self._bucket()
+        for _ in range(5):
+            try:
+                entry = await kv.get(activation_id)
+            except (KeyNotFoundError, NotFoundError) as exc:
+                raise DeepfaasNotFoundError(
+                    f"activation {activation_id!r} does not exist", activation=activation_id
+                ) from exc
+            current = ActivationRecord.model_validate_json(entry.value or b"{}")
+            if current.status.terminal:
+                return current
+            end = now()
+            ended = current.model_copy(
+                update={
+                    "status": ActivationStatus.ERROR,
+                    "end": end,
+                    "duration_ms": round((end - current.start).total_seconds() * 1000, 3),
+                    "error": reason,
+                    "error_detail": detail,
+                }
+            )
+            try:
+                await kv.update(activation_id, _encode(ended, 0), last=entry.revision)
+                return ended
+            except KeyWrongLastSequenceError:
+                continue
+        raise DeepfaasConflictError(
+            f"activation {activation_id!r} kept changing; try again", activation=activation_id
+        )
 
     async def put(self, record: ActivationRecord) -> None:
         """Write a record unconditionally (for records no worker claims, e.g. refused input)."""

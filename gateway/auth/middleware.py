@@ -38,7 +38,7 @@ class AuthMiddleware:
         send = _with_request_id(send, request_id)
         method, path = scope["method"], scope["path"]
         auth: Authenticator = scope["app"].state.auth
-        anonymous = policy.is_anonymous(method, path)
+        anonymous = policy.is_anonymous(method, path) or _open_predict(scope, method, path)
         principal: Principal | None = None
         try:
             if not anonymous or "authorization" in headers:
@@ -86,6 +86,14 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
         finally:
             auth.quotas.leave(ns)
+
+
+def _open_predict(scope: Scope, method: str, path: str) -> bool:
+    """A predict call of a model the operator opened to anonymous callers (the route limits it)."""
+    model = policy.predicted_model(method, path)
+    return (
+        model is not None and model in scope["app"].state.gateway.settings.anonymous_predict_models
+    )
 
 
 async def _too_many(scope: Scope, receive: Receive, send: Send, detail: str, wait: float) -> None:

@@ -9,7 +9,10 @@ from eventbus.namespaces import DEFAULT_NAMESPACE
 
 PUBLIC_PATHS: Final = frozenset(
     {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    | {"/", "/v2", "/v2/", "/swagger.json", "/api"}  # DEEPaaS's index, version, spec and UI
 )
+#: the API pages' own assets (Swagger UI, served from the package)
+PUBLIC_PREFIXES: Final = ("/static/swagger-ui",)
 #: catalog browsing: anonymous GET/HEAD; other methods need a key
 ANONYMOUS_READ_PREFIXES: Final = ("/v1/catalog", "/v2/models")
 #: platform-wide resources (dead letters, runtimes, deployments): the operator's only; buckets,
@@ -20,7 +23,12 @@ DEFAULT_ONLY_PREFIXES: Final = (
     "/v1/deployments",
 )
 _DEFAULT_ONLY = re.compile(r"^/v1/functions/[^/]+/runtime/?$")
-_INVOKE = re.compile(r"^(/v1/functions/[^/]+/invoke|/api/v1/namespaces/[^/]+/actions/[^/]+)/?$")
+_PREDICT = re.compile(r"^/v2/models/([^/]+)/predict/?$")
+_INVOKE = re.compile(
+    r"^(/v1/functions/[^/]+/invoke|/api/v1/namespaces/[^/]+/actions/[^/]+(/[^/]+)?)/?$"
+)
+#: OpenWhisk's web actions (not built): anyone may hear that they are not supported
+UNSUPPORTED_PREFIXES: Final = ("/api/v1/web",)
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -29,9 +37,15 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 def is_anonymous(method: str, path: str) -> bool:
     """Whether the request may go through without a credential."""
-    if path in PUBLIC_PATHS:
+    if path in PUBLIC_PATHS or _under(path, PUBLIC_PREFIXES + UNSUPPORTED_PREFIXES):
         return True
     return method in ("GET", "HEAD") and _under(path, ANONYMOUS_READ_PREFIXES)
+
+
+def predicted_model(method: str, path: str) -> str | None:
+    """The model a DEEPaaS predict request names (None for any other request)."""
+    found = _PREDICT.match(path) if method == "POST" else None
+    return found.group(1) if found else None
 
 
 def allowed(namespace: str, path: str) -> bool:

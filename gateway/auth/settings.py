@@ -25,3 +25,17 @@ class AuthSettings(BaseSettings):
     max_result_bytes: int = Field(default=1 << 20, ge=1, description="largest inline result")
     action_timeout_min_s: float = Field(default=0.1, gt=0)
     action_timeout_max_s: float = Field(default=3600.0, gt=0)
+    anonymous_predict: str = Field(
+        default="",
+        description="comma-separated models whose `/v2/models/{name}/predict/` needs no "
+        "credential (DEEPaaS deployments are often open); off (empty) by default",
+    )
+    anonymous_predict_rate_per_s: float = Field(
+        default=2.0, gt=0, description="anonymous predictions/s per open model, all callers"
+    )
+    anonymous_predict_burst: int = Field(default=10, ge=1, description="over that rate at once")
+
+    @property
+    def anonymous_predict_models(self) -> frozenset[str]:
+        """The models open to anonymous predictions."""
+        return frozenset(m.strip() for m in self.anonymous_predict.split(",") if m.strip())

@@ -7,18 +7,21 @@ installed in the gateway get their own documented routes so `/docs` shows their 
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from eventbus.errors import ValidationFailedError
+from eventbus.namespaces import qualify
 from functions.inference.models import InferenceInput
-from gateway.auth.access import qualified
+from gateway.auth.quota import Quotas
+from gateway.auth.types import Principal
 from gateway.routes import models_train
 from gateway.routes.catalog import catalog_of
-from gateway.routes.invoke import sync_response
+from gateway.routes.deepaas_errors import DeepaasRoute, message
 from gateway.routes.model_input import (
     inline_or_staged,
     installed_plugin,
@@ -29,9 +32,9 @@ from gateway.routes.model_input import (
 from gateway.state import state_of
 from runtimes.catalog.types import Module
 from runtimes.models import MODEL_NAME_PATTERN, discover_models, load_model_plugin
-from runtimes.types import ActivationStatus
+from runtimes.types import ActivationRecord, ActivationStatus
 
-router = APIRouter(prefix="/v2/models", tags=["models"])
+router = APIRouter(prefix="/v2/models", tags=["models"], route_class=DeepaasRoute)
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN)]
 INFERENCE = "inference"
 
@@ -44,11 +47,16 @@ class ModelLink(BaseModel):
 
 
 class ModelMeta(BaseModel, extra="allow"):
-    """A model as DEEPaaS describes it: id, name, links, and its metadata."""
+    """A model as DEEPaaS describes it: id, name, links, and its metadata (strings, as there)."""
 
     id: str
     name: str
     links: list[ModelLink]
+    description: str = ""
+    author: str = ""
+    license: str = ""
+    version: str = Field(default="", description="the promoted version ('' before the first)")
+    url: str = Field(default="", description="the model's home page ('' when it has none)")
 
 
 class ModelList(BaseModel):
@@ -68,10 +76,11 @@ class Prediction(BaseModel, extra="allow"):
 
 def describe(module: Module) -> ModelMeta:
     """A catalog module in DEEPaaS's shape."""
-    meta = module.model_dump(mode="json", exclude={"name"})
+    meta = module.model_dump(mode="json", exclude={"name", "url"})
     href = f"/v2/models/{module.name}/"
     links = [ModelLink(rel="self", href=href), ModelLink(rel="train", href=f"{href}train/")]
-    return ModelMeta(id=module.name, name=module.name, links=links, **meta)
+    meta["version"] = str(module.promoted) if module.promoted else ""
+    return ModelMeta(id=module.name, name=module.name, links=links, url=module.url or "", **meta)
 
 
 @router.get("/", response_model=ModelList)
@@ -93,9 +102,17 @@ async def predict(
     name: Name,
     version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
 ) -> Response:
-    """Predict synchronously with the promoted (or pinned) version through `inference`."""
+    """Predict synchronously with the promoted (or pinned) version through `inference`.
+
+    Models the operator lists in `DEEPFAAS_ANONYMOUS_PREDICT` take anonymous calls here,
+    rate-limited per model; they run in the model owner's namespace.
+    """
     state = state_of(request)
     module = await known_module(request, name)
+    principal: Principal | None = getattr(request.state, "principal", None)
+    ns = principal.namespace if principal is not None else module.owner
+    if principal is None:
+        _admit_anonymous(request, name)
     if version is not None:  # 404 naming the versions that exist, before invoking anything
         await catalog_of(request).get_version(name, version)
     given = await read_model_request(request)
@@ -103,8 +120,8 @@ async def predict(
     if plugin is not None:
         plugin.validate_predict_args({**given.args, "data": given.data, "filename": given.filename})
     if given.data is None:
-        raise ValidationFailedError("no input: send a `data` file or base64 `data`")
-    spec = state.cache.get(qualified(request, INFERENCE))
+        raise ValidationFailedError("no input: send a `data` file or base64 `data`", loc=["data"])
+    spec = state.cache.get(qualify(ns, INFERENCE))
     inp: dict[str, Any] = {
         "model": name,
         "version": version,
@@ -128,7 +145,7 @@ async def predict(
         )
     record = outcome.record
     if record.status is not ActivationStatus.SUCCESS or not isinstance(record.result, dict):
-        return sync_response(record)
+        return _failed(record)
     result = record.result
     answer = Prediction(
         status="OK", predictions=result.get("result"), model=name, version=result["version"]
@@ -138,6 +155,35 @@ async def predict(
         media_type="application/json",
         headers={"x-model-version": str(answer.version), "x-activation-id": record.id},
     )
+
+
+def _failed(record: ActivationRecord) -> Response:
+    """A failed prediction as DEEPaaS answers errors."""
+    if record.status is ActivationStatus.INVALID:
+        listed = record.error_detail if isinstance(record.error_detail, list) else None
+        raise ValidationFailedError(record.error or "invalid input", errors=listed or [])
+    status = 504 if record.status is ActivationStatus.TIMEOUT else 502
+    response = message(status, record.error or "the model failed")
+    response.headers["x-activation-id"] = record.id
+    return response
+
+
+def _admit_anonymous(request: Request, name: str) -> None:
+    """Let an anonymous prediction through if the model is open to it and under its rate."""
+    settings = state_of(request).settings
+    if name not in settings.anonymous_predict_models:
+        raise HTTPException(401, "this model needs an API key or a bearer token")
+    quotas: Quotas | None = getattr(request.app.state, "anonymous_predict", None)
+    if quotas is None:
+        quotas = Quotas(settings.anonymous_predict_rate_per_s, settings.anonymous_predict_burst, 1)
+        request.app.state.anonymous_predict = quotas
+    wait = quotas.take(name)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            f"anonymous predictions of {name!r} are over their rate limit",
+            headers={"retry-after": str(max(1, math.ceil(wait)))},
+        )
 
 
 def _body_docs(schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -164,8 +210,10 @@ def _body_docs(schema: dict[str, Any] | None) -> dict[str, Any]:
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": Prediction, "description": "the predictions and the version that made them"},
     202: {"description": "still running past the wait; poll /v1/activations/{id}"},
+    401: {"description": "no credential, and the model is not open to anonymous predictions"},
     404: {"description": "unknown model, or no promoted version"},
-    422: {"description": "invalid arguments or input (the reason says which)"},
+    422: {"description": 'invalid arguments or input: `{"field": ["message"]}`'},
+    429: {"description": "anonymous predictions of this model are over their rate"},
     502: {"description": "the model failed"},
 }
 

@@ -1,18 +1,28 @@
-"""/v2/models/{name}/train: DEEPaaS-style asynchronous training through the `retrain` function."""
+"""/v2/models/{name}/train: DEEPaaS-style asynchronous training through the `retrain` function.
+
+A training record has DEEPaaS 2.6's shape: `date` (`%Y-%m-%d %H:%M:%S.%f`, UTC), `args`, `uuid`,
+`status` (`running`, `done`, `error`, `cancelled`), `result` once finished (`finish_date`,
+`duration` as `H:MM:SS.ffffff`, and `output`: the new version, its state and metrics) and
+`message` when it failed or was cancelled.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Path, Query, Request
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from eventbus.errors import NotFoundError
+from eventbus.errors import NotFoundError, ValidationFailedError
 from functions.retrain.models import RetrainInput
-from gateway.auth.access import namespace, qualified
+from gateway.auth.access import caller, namespace, qualified
 from gateway.routes.catalog import catalog_of
+from gateway.routes.deepaas_errors import DeepaasRoute
 from gateway.routes.model_input import (
+    ModelRequest,
     inline_or_staged,
     installed_plugin,
     known_module,
@@ -20,69 +30,150 @@ from gateway.routes.model_input import (
     stage,
 )
 from gateway.state import state_of
+from runtimes.catalog.types import Module
 from runtimes.errors import ModelNotFoundError
 from runtimes.models import MODEL_NAME_PATTERN
 from runtimes.types import ActivationRecord, ActivationStatus
 
-router = APIRouter(tags=["models"])  # included by `gateway.routes.models` under /v2/models
+router = APIRouter(tags=["models"], route_class=DeepaasRoute)  # under /v2/models
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN)]
 RETRAIN = "retrain"
 RUNNING = (ActivationStatus.RUNNING, ActivationStatus.RETRYING)
+TRAINING_ID: Final = re.compile(r"^[0-9a-f]{32}$")
+DATE_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
+#: what of retrain's result a training's `result.output` shows
+OUTPUT_KEYS: Final = ("version", "state", "promoted", "reason", "metrics", "seconds")
+
+
+class TrainingResult(BaseModel):
+    """What DEEPaaS adds to a finished training."""
+
+    output: Any = None
+    finish_date: str
+    duration: str
 
 
 class Training(BaseModel):
-    """A training run as DEEPaaS reports it."""
+    """A training run as DEEPaaS reports it (`result` and `message` only when they apply)."""
 
-    uuid: str
     date: str
-    status: str
     args: dict[str, Any] = {}
-    href: str
-    result: dict[str, Any] | None = None
+    uuid: str
+    status: str
+    result: TrainingResult | None = None
     message: str | None = None
 
+    def response(self) -> Response:
+        """The JSON answer, without the keys that do not apply (as DEEPaaS leaves them out)."""
+        return Response(orjson.dumps(self.body()), media_type="application/json")
 
-def _href(name: str, uuid: str) -> str:
-    return f"/v2/models/{name}/train/{uuid}"
+    def body(self) -> dict[str, Any]:
+        """The record as a dict, without `result`/`message` when unset."""
+        out = self.model_dump(mode="json")
+        for key in ("result", "message"):
+            if out[key] is None:
+                del out[key]
+        return out
 
 
-def training_of(name: str, record: ActivationRecord) -> Training:
+def started_at(uuid: str, record: ActivationRecord | None = None) -> datetime:
+    """When a training was accepted: the millisecond time in its (time-ordered) id.
+
+    POST and GET derive the date from the id alike, so both say the same date.
+    """
+    try:
+        return datetime.fromtimestamp(int(uuid[:12], 16) / 1000, UTC)
+    except ValueError:
+        if record is None:
+            raise
+        return record.accepted or record.start
+
+
+def _date(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(DATE_FORMAT)
+
+
+def _duration(delta: timedelta) -> str:
+    return str(max(delta, timedelta(0)))
+
+
+def is_cancelled(record: ActivationRecord) -> bool:
+    """Whether a retrain activation ended because a client cancelled it."""
+    detail = record.error_detail
+    return isinstance(detail, dict) and detail.get("cancelled") is True
+
+
+def training_of(record: ActivationRecord) -> Training:
     """The DEEPaaS view of a retrain activation record."""
     if record.status in RUNNING:
         status = "running"
     elif record.status is ActivationStatus.SUCCESS:
         status = "done"
+    elif is_cancelled(record):
+        status = "cancelled"
     else:
         status = "error"
-    result = record.result if isinstance(record.result, dict) else None
-    if result is not None:
-        keep = ("version", "state", "promoted", "reason", "metrics", "seconds")
-        result = {k: result[k] for k in keep if k in result}
+    begun = started_at(record.id, record)
+    result: TrainingResult | None = None
+    if status != "running":
+        end = record.end or record.start
+        output = record.result if isinstance(record.result, dict) else None
+        if output is not None:
+            output = {k: output[k] for k in OUTPUT_KEYS if k in output}
+        result = TrainingResult(
+            output=output, finish_date=_date(end), duration=_duration(end - begun)
+        )
     return Training(
-        uuid=record.id,
-        date=(record.accepted or record.start).isoformat(),
-        status=status,
+        date=_date(begun),
         args=dict(record.annotations.get("train_args", {})),
-        href=_href(name, record.id),
+        uuid=record.id,
+        status=status,
         result=result,
-        message=record.error if status == "error" else None,
+        message=record.error if status in ("error", "cancelled") else None,
     )
 
 
-async def train(request: Request, name: Name) -> Training:
-    """Start training a new version; poll the returned `href` for its status and metrics.
+def known_arguments(module: Module) -> frozenset[str] | None:
+    """The train arguments the model declares (None: it declares none we can check)."""
+    plugin = installed_plugin(module.plugin_name)
+    if plugin is not None:
+        return frozenset(plugin.train_args.model_fields)
+    schema = module.train_schema
+    if schema and isinstance(schema.get("properties"), dict):
+        return frozenset(schema["properties"])
+    return None
 
-    Only the namespace that owns the module may train it (403 for any other).
+
+def check_arguments(module: Module, given: ModelRequest) -> None:
+    """422 (`{"arg": ["Unknown field."]}`) for arguments the model does not take."""
+    known = known_arguments(module)
+    if known is None:
+        return
+    unknown = sorted(set(given.args) - known)
+    if unknown:
+        raise ValidationFailedError(
+            f"unknown train arguments for {module.name!r}: {', '.join(unknown)}",
+            errors=[{"loc": [k], "msg": "Unknown field."} for k in unknown],
+        )
+
+
+async def train(request: Request, name: Name) -> Response:
+    """Start training a new version; poll `/v2/models/{name}/train/{uuid}` for its state.
+
+    Only the namespace that owns the module may train it (403 for any other). Arguments come
+    from the query string (as DEEPaaS clients send them), a form or a JSON body; unknown ones
+    are refused with 422.
     """
     state = state_of(request)
     module = await known_module(request, name)
     catalog_of(request).authorize(module)
     given = await read_model_request(request)
+    check_arguments(module, given)
     inp: dict[str, Any] = {"model": name, "args": given.args}
+    plugin = installed_plugin(module.plugin_name)
     if given.data is None:
-        inp["default"] = True
+        inp["default"] = True  # the plug-in's own data set; `retrain` checks the arguments
     else:
-        plugin = installed_plugin(module.plugin_name)
         if plugin is not None:
             plugin.validate_train_args({**given.args, "data": given.data})
         if inline_or_staged(given.data):
@@ -93,16 +184,16 @@ async def train(request: Request, name: Name) -> Training:
     body = RetrainInput.model_validate(inp).model_dump_json(exclude_none=True).encode()
     activation_id = await state.invoker.invoke_async(spec, body, content_type="application/json")
     return Training(
-        uuid=activation_id,
-        date=datetime.now(UTC).isoformat(),
-        status="running",
+        date=_date(started_at(activation_id)),
         args={k: v for k, v in given.args.items() if isinstance(v, str | int | float | bool)},
-        href=_href(name, activation_id),
-    )
+        uuid=activation_id,
+        status="running",
+    ).response()
 
 
-async def get_training(request: Request, name: Name, uuid: str) -> Training:
-    """A training run's status; with its new version, state and metrics once done."""
+async def _training_record(request: Request, name: str, uuid: str) -> ActivationRecord:
+    if not TRAINING_ID.match(uuid):
+        raise NotFoundError(f"no training {uuid!r} of {name!r}", model=name, uuid=uuid)
     try:
         record = await state_of(request).activations.get(uuid)
     except NotFoundError as exc:
@@ -112,12 +203,34 @@ async def get_training(request: Request, name: Name, uuid: str) -> Training:
     model = record.annotations.get("model", name)
     if record.function != qualified(request, RETRAIN) or model != name:
         raise ModelNotFoundError(f"no training {uuid!r} of {name!r}", model=name, uuid=uuid)
-    return training_of(name, record)
+    return record
+
+
+async def get_training(request: Request, name: Name, uuid: str) -> Response:
+    """A training run's status; with its new version, state and metrics once done."""
+    return training_of(await _training_record(request, name, uuid)).response()
+
+
+async def cancel_training(request: Request, name: Name, uuid: str) -> Response:
+    """Cancel a running training: it ends `cancelled` with the reason in `message`.
+
+    The worker running it loses its claim at its next lease renewal and stops the run; one that
+    has not started it finds it ended. A training that had already finished is answered as it
+    is (200, its status unchanged), as DEEPaaS does; an unknown one is 404.
+    """
+    await known_module(request, name)
+    record = await _training_record(request, name, uuid)
+    who = caller(request)
+    reason = f"cancelled by {who.subject or who.namespace} over DELETE /v2/models/{name}/train"
+    ended = await state_of(request).activations.cancel(
+        record.id, reason=reason, detail={"cancelled": True, "by": who.namespace}
+    )
+    return training_of(ended).response()
 
 
 async def list_trainings(
     request: Request, name: Name, limit: Annotated[int, Query(ge=1, le=200)] = 30
-) -> list[Training]:
+) -> Response:
     """The model's training runs, newest first."""
     ns = namespace(request)
     found = await state_of(request).activations.recent(
@@ -125,9 +238,15 @@ async def list_trainings(
         function=qualified(request, RETRAIN),
         where=lambda r: r.namespace == ns and r.annotations.get("model") == name,
     )
-    return [training_of(name, r) for r in found]
+    return Response(
+        orjson.dumps([training_of(r).body() for r in found]), media_type="application/json"
+    )
 
 
+TRAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown model"},
+    422: {"description": 'invalid or unknown arguments: `{"field": ["message"]}`'},
+}
 for _path, _shown in (("/{name}/train/", True), ("/{name}/train", False)):
     router.add_api_route(
         _path,
@@ -135,6 +254,7 @@ for _path, _shown in (("/{name}/train/", True), ("/{name}/train", False)):
         methods=["POST"],
         include_in_schema=_shown,
         response_model=Training,
+        responses=TRAIN_RESPONSES,
         openapi_extra={"requestBody": {"required": False, "content": {"multipart/form-data": {}}}},
     )
     router.add_api_route(
@@ -144,16 +264,29 @@ for _path, _shown in (("/{name}/train/", True), ("/{name}/train", False)):
         include_in_schema=_shown,
         response_model=list[Training],
     )
-router.add_api_route("/{name}/train/{uuid}", get_training, methods=["GET"], response_model=Training)
-router.add_api_route(
-    "/{name}/train/{uuid}/", get_training, methods=["GET"], include_in_schema=False
-)
+for _path, _shown in (("/{name}/train/{uuid}", True), ("/{name}/train/{uuid}/", False)):
+    router.add_api_route(
+        _path,
+        get_training,
+        methods=["GET"],
+        include_in_schema=_shown,
+        response_model=Training,
+        responses={404: {"description": "no such training"}},
+    )
+    router.add_api_route(
+        _path,
+        cancel_training,
+        methods=["DELETE"],
+        include_in_schema=_shown,
+        response_model=Training,
+        responses={404: {"description": "no such training"}},
+    )
 
 
 def document(plugin_name: str, schema: dict[str, Any]) -> None:
     """A documented train route for one installed plug-in (its arguments in the docs)."""
 
-    async def fixed(request: Request) -> Training:
+    async def fixed(request: Request) -> Response:
         return await train(request, plugin_name)
 
     fixed.__doc__ = f"Train a new version of `{plugin_name}` (no data: its own data set)."
@@ -166,6 +299,7 @@ def document(plugin_name: str, schema: dict[str, Any]) -> None:
         fixed,
         methods=["POST"],
         response_model=Training,
+        responses=TRAIN_RESPONSES,
         name=f"train_{plugin_name}",
         openapi_extra={
             "requestBody": {
