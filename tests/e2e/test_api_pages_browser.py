@@ -14,12 +14,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import Browser, Route, sync_playwright
 
 from bench.harness import Platform, start_platform
 from eventbus.server import EmbeddedNats
 from gateway.routes.docs import ASSETS
-
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -42,8 +41,8 @@ def platform(nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def browser(platform: str) -> Iterator[object]:
-    with playwright.sync_playwright() as p:
+def browser(platform: str) -> Iterator[Browser]:
+    with sync_playwright() as p:
         launched = p.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=[OFFLINE, "--no-sandbox"]
         )
@@ -58,13 +57,12 @@ def browser(platform: str) -> Iterator[object]:
     [("/docs", "/v1/functions"), ("/api", "/v2/models/")],
 )
 def test_page_renders_its_operations_offline(
-    browser: object, platform: str, tmp_path: Path, path: str, operation: str
+    browser: Browser, platform: str, tmp_path: Path, path: str, operation: str
 ) -> None:
-    assert isinstance(browser, playwright.Browser)
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     outside: list[str] = []
 
-    def only_loopback(route: playwright.Route) -> None:
+    def only_loopback(route: Route) -> None:
         if urlsplit(route.request.url).hostname in ("127.0.0.1", None):
             route.continue_()
         else:
