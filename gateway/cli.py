@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ import httpx
 import orjson
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from gateway import cli_auth, cli_storage
@@ -285,17 +287,35 @@ def act_result(activation_id: str, url: URL = DEFAULT_URL, as_json: JSON = False
 @events_app.command("tail")
 def events_tail(
     type_prefix: Annotated[str | None, typer.Option("--type", help="event type prefix")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="exact event subject")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="start with the events stored from this RFC 3339 time"),
+    ] = None,
+    after: Annotated[
+        int | None,
+        typer.Option("--after", min=0, help="start after this stream sequence (resume)"),
+    ] = None,
     count: Annotated[int | None, typer.Option("--count", "-n", help="stop after N events")] = None,
     url: URL = DEFAULT_URL,
-    as_json: JSON = False,
+    as_json: Annotated[
+        bool | None,
+        typer.Option(
+            "--json/--text",
+            help="one event per line in the JSON event format (the default when the output "
+            "is not a terminal), or one short line per event",
+        ),
+    ] = None,
 ) -> None:
-    """Follow events as they happen (Ctrl-C stops)."""
-    params = {"type": type_prefix} if type_prefix else {}
+    """Follow the namespace's events as they are stored (Ctrl-C stops)."""
+    params = {k: v for k, v in (("type", type_prefix), ("subject", subject), ("since", since)) if v}
+    headers = {"last-event-id": str(after)} if after is not None else {}
+    lines = not sys.stdout.isatty() if as_json is None else as_json
     seen = 0
     try:
         with (
-            _client(url, timeout=None) as client,
-            client.stream("GET", "/v1/events/stream", params=params) as response,
+            _client(url, timeout=httpx.Timeout(10.0, read=None)) as client,
+            client.stream("GET", "/v1/events/stream", params=params, headers=headers) as response,
         ):
             if response.is_error:
                 response.read()
@@ -303,20 +323,26 @@ def events_tail(
             for line in response.iter_lines():
                 if not line.startswith("data: "):
                     continue
-                event = orjson.loads(line[6:])
-                if as_json:
-                    sys.stdout.write(orjson.dumps(event).decode() + "\n")
+                if lines:  # the gateway's compact JSON, as it came: one line, never wrapped
+                    sys.stdout.write(line[6:] + "\n")
                     sys.stdout.flush()
                 else:
+                    event = orjson.loads(line[6:])
+                    data = orjson.dumps(event.get("data")).decode()[:160]
                     console.print(
-                        f"[dim]{event.get('time', '')}[/dim] [bold]{event['type']}[/bold] "
-                        f"{event.get('subject') or ''} "
-                        f"{orjson.dumps(event.get('data')).decode()[:160]}"
+                        f"[dim]{escape(str(event.get('time', '')))}[/dim] "
+                        f"[bold]{escape(event['type'])}[/bold] "
+                        f"{escape(event.get('subject') or '')} {escape(data)}",
+                        soft_wrap=True,
+                        highlight=False,
                     )
                 seen += 1
                 if count is not None and seen >= count:
                     return
     except KeyboardInterrupt:
+        return
+    except BrokenPipeError:  # `| head`: the reader is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return
 
 

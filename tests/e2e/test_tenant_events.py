@@ -252,10 +252,10 @@ def test_the_event_stream_shows_only_the_namespace_events(
         own, body = _binary(event_type)
         assert tenant.post("/v1/events", content=body, headers=own).status_code == 202
         ids = []
-        for line in lines:
-            if line.startswith("id: "):
-                ids.append(line[4:])
-                if line[4:] == own["ce-id"]:
+        for line in lines:  # `id:` is the stream sequence; the event's id is in its data
+            if line.startswith("data: "):
+                ids.append(orjson.loads(line[6:])["id"])
+                if ids[-1] == own["ce-id"]:
                     break
     assert ids == [own["ce-id"]]
 
