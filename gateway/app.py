@@ -137,4 +137,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for ow_router in openwhisk.ROUTERS:
         app.include_router(ow_router)
     app.add_middleware(AuthMiddleware)
+    app.add_middleware(openwhisk.OpenWhiskErrors)  # outermost: `/api/v1` errors as OpenWhisk's
     return app

@@ -50,6 +50,7 @@ class Invoker:
         content_type: str,
         callback: str | None = None,
         cause: str | None = None,
+        activation_id: str | None = None,
     ) -> str:
         """Queue an invocation; return its activation id once JetStream has stored it."""
         invocation = new_invocation(
@@ -57,7 +58,7 @@ class Invoker:
             spec.name,
             body,
             source=SOURCE,
-            activation_id=new_activation_id(),
+            activation_id=activation_id or new_activation_id(),
             content_type=content_type,
             mode="async",
             callback=callback,
@@ -67,17 +68,25 @@ class Invoker:
         return invocation.id
 
     async def invoke_sync(
-        self, spec: FunctionSpec, body: bytes, *, content_type: str, wait: float
+        self,
+        spec: FunctionSpec,
+        body: bytes,
+        *,
+        content_type: str,
+        wait: float,
+        cause: str | None = None,
+        activation_id: str | None = None,
     ) -> SyncResult:
-        """Run and wait up to ``wait`` seconds for the record."""
+        """Run and wait up to ``wait`` seconds for the record (a given id runs at most once)."""
         invocation = new_invocation(
             self.bus,
             spec.name,
             body,
             source=SOURCE,
-            activation_id=new_activation_id(),
+            activation_id=activation_id or new_activation_id(),
             content_type=content_type,
             mode="sync",
+            cause=cause,
         )
         headers, data = to_nats(invocation)
         try:

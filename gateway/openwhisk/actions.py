@@ -1,100 +1,166 @@
 """OpenWhisk actions: create/update (PUT), get, delete, list, and invoke (POST).
 
-An action is a native function: the same object shows through `/v1/functions`.
+An action is a native function: the same object shows through `/v1/functions`. An action in a
+package is the function `<pkg>--<name>` (`gateway.openwhisk.refs`); a sequence is an OpenWhisk
+document only, run by the gateway (`gateway.openwhisk.sequences`).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import ValidationError
 
 from eventbus.errors import ConflictError, NotFoundError
 from eventbus.namespaces import belongs
-from gateway.auth.settings import AuthSettings
 from gateway.openwhisk import shapes
-from gateway.openwhisk.common import (
-    ACTIVATION_HEADER,
-    PREFIX,
-    as_json,
-    flag,
-    ow_store,
-    qualified,
-    resolve,
+from gateway.openwhisk.action_specs import function_spec, refuse_web, sequence_meta
+from gateway.openwhisk.common import PREFIX, as_json, flag, ow_store, resolve
+from gateway.openwhisk.errors import BadRequestError
+from gateway.openwhisk.invoking import invoke, parameters
+from gateway.openwhisk.refs import (
+    SEQUENCE_KIND,
+    ActionRef,
+    action_ref,
+    load_action,
+    package_doc,
+    ref_of,
 )
-from gateway.openwhisk.errors import BadRequestError, TooLargeError
-from gateway.openwhisk.types import SUPPORTED_KINDS, ActionIn
+from gateway.openwhisk.types import ActionIn
 from gateway.state import state_of
-from runtimes.loader import check_syntax
-from runtimes.types import MAX_CODE_BYTES, ActivationStatus, FunctionSpec
+from runtimes.types import FunctionSpec
 
 router = APIRouter(prefix=PREFIX + "/actions", tags=["openwhisk"])
-_MANAGED = {"version", "created", "updated"}
+Limit = Annotated[int, Query(ge=0, le=200)]
+Skip = Annotated[int, Query(ge=0)]
 
 
-def _spec(body: ActionIn, qname: str, current: FunctionSpec | None, bounds: AuthSettings) -> Any:
-    data: dict[str, Any] = current.model_dump(exclude=_MANAGED) if current else {"name": qname}
-    if body.exec is None and current is None:
-        raise BadRequestError("exec is required: {kind: python:3, code: ...}")
-    if body.exec is not None:
-        kind = body.exec.kind
-        if kind not in SUPPORTED_KINDS:
-            raise BadRequestError(
-                f"exec.kind {kind!r} is not supported; supported kinds: "
-                + ", ".join(SUPPORTED_KINDS)
-            )
-        if body.exec.binary:
-            raise BadRequestError("binary (zip) actions are not supported: send inline `code`")
-        if body.exec.code is None and not (body.exec.main and ":" in body.exec.main):
-            raise BadRequestError("exec.code is required (Python defining `main(args)`)")
-        if body.exec.code is not None and len(body.exec.code.encode()) > MAX_CODE_BYTES:
-            raise TooLargeError(f"the code is over the {MAX_CODE_BYTES}-byte limit")
-        data.update(code=body.exec.code, handler=body.exec.main or "main")
-    limits = body.limits
-    if limits.timeout is not None:
-        low, high = int(bounds.action_timeout_min_s * 1000), int(bounds.action_timeout_max_s * 1000)
-        if not low <= limits.timeout <= high:
-            raise BadRequestError(f"limits.timeout {limits.timeout} ms is outside {low}..{high} ms")
-        data["timeout_s"] = limits.timeout / 1000
-    if limits.memory is not None:
-        if not 64 <= limits.memory <= 262_144:
-            raise BadRequestError(f"limits.memory {limits.memory} MB is outside 64..262144 MB")
-        data["memory_mb"] = limits.memory
-    if limits.concurrency is not None:
-        if not 1 <= limits.concurrency <= 1000:
-            raise BadRequestError(f"limits.concurrency {limits.concurrency} is outside 1..1000")
-        data["concurrency"] = limits.concurrency
-    try:
-        spec = FunctionSpec.model_validate(data)
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadRequestError(f"invalid action: {detail}") from exc
-    syntax = check_syntax(spec)
-    if syntax is not None:
-        raise BadRequestError(f"the action's code has a syntax error at {syntax}")
-    return spec
+async def _listed(request: Request, ns: str, package: str | None) -> list[dict[str, Any]]:
+    """Every action of the namespace (or of one package), by name, without code."""
+    state, store = state_of(request), ow_store(request)
+    metas = {n: await store.get("action", n) for n in await store.names("action") if belongs(n, ns)}
+    found: dict[str, tuple[ActionRef, FunctionSpec | None, dict[str, Any]]] = {}
+    for native in await state.registry.list():
+        if belongs(native.name, ns):
+            own = metas.get(native.name) or {}
+            found[native.name] = (ref_of(ns, native.name, own), native, own)
+    for qname, seq in metas.items():
+        if seq and seq.get("kind") == SEQUENCE_KIND:
+            found[qname] = (ref_of(ns, qname, seq), None, seq)
+    docs = []
+    for ref, spec, meta in sorted(found.values(), key=lambda f: f[0].path):
+        if package is None or ref.home == package:
+            doc = shapes.action(ref.name, ref.namespace_path, spec, meta)
+            doc["exec"].pop("code", None)
+            docs.append(doc)
+    return docs
+
+
+def _page(docs: list[dict[str, Any]], what: str, limit: int, skip: int, count: str | None) -> Any:
+    if flag(count):
+        return {what: len(docs)}
+    return docs[skip : skip + limit] if limit else docs[skip:]
 
 
 @router.get("")
 async def list_actions(
+    request: Request, ns: str, limit: Limit = 30, skip: Skip = 0, count: str | None = None
+) -> Response:
+    """The namespace's actions (packages' included), by path; `count=true`: `{"actions": N}`."""
+    docs = await _listed(request, resolve(request, ns), None)
+    return as_json(_page(docs, "actions", limit, skip, count))
+
+
+@router.get("/{package}/")
+async def list_package_actions(
     request: Request,
     ns: str,
-    limit: Annotated[int, Query(ge=0, le=200)] = 30,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    package: str,
+    limit: Limit = 30,
+    skip: Skip = 0,
+    count: str | None = None,
 ) -> Response:
-    """The namespace's actions (without code), by name."""
+    """The actions of one package (of the bound package, for a binding)."""
     ns = resolve(request, ns)
+    doc = await package_doc(request, ns, package)
+    home = (doc.get("binding") or {}).get("name") or package
+    docs = await _listed(request, ns, home)
+    return as_json(_page(docs, "actions", limit, skip, count))
+
+
+async def _put(request: Request, ref: ActionRef, body: ActionIn, overwrite: str | None) -> Response:
+    state, store = state_of(request), ow_store(request)
+    if ref.package is not None and ref.home != ref.package:
+        raise BadRequestError(f"package {ref.package!r} is a binding: it cannot hold actions")
+    refuse_web(body)
+    meta = await store.get("action", ref.qname) or {}
+    try:
+        current: FunctionSpec | None = await state.registry.get(ref.qname)
+    except NotFoundError:
+        current = None
+    is_sequence = meta.get("kind") == SEQUENCE_KIND
+    if (current is not None or is_sequence) and meta.get("package") != ref.home:
+        raise ConflictError(f"the name {ref.qname!r} is taken by another function")
+    if (current is not None or is_sequence) and not flag(overwrite):
+        raise ConflictError(f"action {ref.name!r} exists already (use ?overwrite=true)")
+    old_version = current.version if current else int(meta.get("version", 0))
+    to_sequence = body.exec is not None and body.exec.kind == SEQUENCE_KIND
+    spec: FunctionSpec | None = None
+    if to_sequence or (is_sequence and body.exec is None):
+        if to_sequence:
+            meta = {**meta, **await sequence_meta(request, ref, body, old_version + 1)}
+        else:
+            meta = {**meta, **{"version": old_version + 1}}
+        if current is not None:  # a function becomes a sequence
+            await state.registry.delete(ref.qname)
+            state.cache.forget(ref.qname)
+    else:
+        base = None if is_sequence else current
+        spec = await state.registry.put(function_spec(body, ref.qname, base, state.settings))
+        state.cache.remember(spec)
+        meta = {k: v for k, v in meta.items() if k not in ("components", "version", "updated")}
+        if body.exec is not None:
+            meta["kind"] = body.exec.kind
+    meta.update(
+        parameters=[p.model_dump() for p in body.parameters],
+        annotations=[a.model_dump() for a in body.annotations if a.key != "exec"],
+        publish=body.publish,
+        package=ref.home,
+    )
+    await store.put("action", ref.qname, meta)
+    return as_json(shapes.action(ref.name, ref.namespace_path, spec, meta))
+
+
+async def _get(request: Request, ref: ActionRef) -> Response:
+    spec, meta = await load_action(request, ref)
+    doc = shapes.action(ref.name, ref.namespace_path, spec, meta)
+    if ref.inherited:  # through a package: its parameters under the action's
+        merged = ref.inherited | {p["key"]: p.get("value") for p in doc["parameters"]}
+        doc["parameters"] = [{"key": k, "value": v} for k, v in merged.items()]
+    return as_json(doc)
+
+
+async def _delete(request: Request, ref: ActionRef) -> Response:
     state = state_of(request)
-    specs = [s for s in await state.registry.list() if belongs(s.name, ns)]
-    chosen = specs[skip : skip + limit] if limit else specs[skip:]
-    docs = []
-    for spec in chosen:
-        doc = shapes.action(spec, ns, await ow_store(request).get("action", spec.name))
-        doc["exec"].pop("code", None)
-        docs.append(doc)
-    return as_json(docs)
+    spec, meta = await load_action(request, ref)
+    if spec is not None:
+        await state.registry.delete(ref.qname)
+        state.cache.forget(ref.qname)
+    await ow_store(request).delete("action", ref.qname)
+    return as_json(shapes.action(ref.name, ref.namespace_path, spec, meta))
+
+
+async def _post(
+    request: Request,
+    ref: ActionRef,
+    blocking: str | None,
+    result: str | None,
+    timeout: int | None,
+) -> Response:
+    args = parameters(await request.body())
+    return await invoke(
+        request, ref, args, blocking=flag(blocking), result_only=flag(result), timeout=timeout
+    )
 
 
 @router.put("/{name}")
@@ -102,50 +168,49 @@ async def put_action(
     request: Request, ns: str, name: str, body: ActionIn, overwrite: str | None = None
 ) -> Response:
     """Create an action; update it (version bump) with `?overwrite=true`, else 409."""
-    ns = resolve(request, ns)
-    qname = qualified(ns, name, "action")
-    state = state_of(request)
-    try:
-        current: FunctionSpec | None = await state.registry.get(qname)
-    except NotFoundError:
-        current = None
-    if current is not None and not flag(overwrite):
-        raise ConflictError(f"action {name!r} exists already (use ?overwrite=true)", action=name)
-    spec = await state.registry.put(_spec(body, qname, current, state.settings))
-    state.cache.remember(spec)
-    meta = await ow_store(request).get("action", qname) or {}
-    if body.exec is not None:
-        meta["kind"] = body.exec.kind
-    meta.update(
-        parameters=[p.model_dump() for p in body.parameters],
-        annotations=[a.model_dump() for a in body.annotations if a.key != "exec"],
-        publish=body.publish,
-    )
-    await ow_store(request).put("action", qname, meta)
-    return as_json(shapes.action(spec, ns, meta))
+    ref = await action_ref(request, resolve(request, ns), name)
+    return await _put(request, ref, body, overwrite)
+
+
+@router.put("/{package}/{name}")
+async def put_package_action(
+    request: Request,
+    ns: str,
+    package: str,
+    name: str,
+    body: ActionIn,
+    overwrite: str | None = None,
+) -> Response:
+    """Create or update an action inside a package."""
+    ref = await action_ref(request, resolve(request, ns), name, package)
+    return await _put(request, ref, body, overwrite)
 
 
 @router.get("/{name}")
 async def get_action(request: Request, ns: str, name: str) -> Response:
-    """One action, with its code."""
-    ns = resolve(request, ns)
-    qname = qualified(ns, name, "action")
-    spec = await state_of(request).registry.get(qname)
-    return as_json(shapes.action(spec, ns, await ow_store(request).get("action", qname)))
+    """One action, with its code (a sequence: its components)."""
+    return await _get(request, await action_ref(request, resolve(request, ns), name))
+
+
+@router.get("/{package}/{name}")
+async def get_package_action(request: Request, ns: str, package: str, name: str) -> Response:
+    """One action of a package (through a binding: with the binding's parameters)."""
+    return await _get(request, await action_ref(request, resolve(request, ns), name, package))
 
 
 @router.delete("/{name}")
 async def delete_action(request: Request, ns: str, name: str) -> Response:
     """Delete an action; answers with what it was."""
-    ns = resolve(request, ns)
-    qname = qualified(ns, name, "action")
-    state = state_of(request)
-    spec = await state.registry.get(qname)
-    meta = await ow_store(request).get("action", qname)
-    await state.registry.delete(qname)
-    state.cache.forget(qname)
-    await ow_store(request).delete("action", qname)
-    return as_json(shapes.action(spec, ns, meta))
+    return await _delete(request, await action_ref(request, resolve(request, ns), name))
+
+
+@router.delete("/{package}/{name}")
+async def delete_package_action(request: Request, ns: str, package: str, name: str) -> Response:
+    """Delete an action of a package."""
+    ref = await action_ref(request, resolve(request, ns), name, package)
+    if ref.home != ref.package:
+        raise BadRequestError(f"package {package!r} is a binding: delete it in {ref.home!r}")
+    return await _delete(request, ref)
 
 
 @router.post("/{name}")
@@ -158,40 +223,20 @@ async def invoke_action(
     timeout: Annotated[int | None, Query(description="blocking wait, ms")] = None,
 ) -> Response:
     """Invoke: 202 `{activationId}` unless blocking; blocking past its wait answers 202 too."""
-    ns = resolve(request, ns)
-    qname = qualified(ns, name, "action")
-    state = state_of(request)
-    spec = state.cache.get(qname)
-    raw = await request.body()
-    try:
-        args = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"the parameters are not valid JSON: {exc}") from exc
-    if not isinstance(args, dict):
-        raise BadRequestError("the parameters must be a JSON object")
-    meta = await ow_store(request).get("action", qname) or {}
-    params = {p["key"]: p.get("value") for p in meta.get("parameters", [])} | args
-    body = orjson.dumps(params)
-    kind = "application/json"
-    if not flag(blocking):
-        activation_id = await state.invoker.invoke_async(spec, body, content_type=kind)
-        state.metrics.accepted.labels(qname, "async").inc()
-        return as_json({"activationId": activation_id}, 202, {ACTIVATION_HEADER: activation_id})
-    if timeout is not None and timeout <= 0:
-        raise BadRequestError("timeout must be a positive number of milliseconds")
-    wait = min((timeout or 60_000) / 1000, state.settings.sync_wait_s)
-    outcome = await state.invoker.invoke_sync(spec, body, content_type=kind, wait=wait)
-    state.metrics.accepted.labels(qname, "sync").inc()
-    headers = {ACTIVATION_HEADER: outcome.activation_id}
-    if outcome.record is None:
-        return as_json({"activationId": outcome.activation_id}, 202, headers)
-    record = outcome.record
-    if len(orjson.dumps(record.result)) > state.settings.max_result_bytes:
-        raise TooLargeError(
-            f"the result is over the {state.settings.max_result_bytes}-byte limit",
-            activation_id=record.id,
-        )
-    doc = shapes.activation(record, spec)
-    answer = doc["response"]["result"] if flag(result) else doc
-    status = 200 if record.status is ActivationStatus.SUCCESS else 502
-    return as_json(answer, status, headers)
+    ref = await action_ref(request, resolve(request, ns), name)
+    return await _post(request, ref, blocking, result, timeout)
+
+
+@router.post("/{package}/{name}")
+async def invoke_package_action(
+    request: Request,
+    ns: str,
+    package: str,
+    name: str,
+    blocking: str | None = None,
+    result: str | None = None,
+    timeout: Annotated[int | None, Query(description="blocking wait, ms")] = None,
+) -> Response:
+    """Invoke an action of a package (package parameters < action's < the body)."""
+    ref = await action_ref(request, resolve(request, ns), name, package)
+    return await _post(request, ref, blocking, result, timeout)

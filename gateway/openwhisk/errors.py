@@ -15,3 +15,9 @@ class TooLargeError(DeepfaasError):
     """A payload or result over its limit (413)."""
 
     code = "too_large"
+
+
+class SequenceError(DeepfaasError):
+    """A sequence that could not go on (nested too deep, a component that never finished)."""
+
+    code = "bad_request"

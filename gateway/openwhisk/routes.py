@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.openwhisk import actions, activations, namespaces, rules, triggers
+from gateway.openwhisk import actions, activations, namespaces, packages, rules, triggers, web
 
 ROUTERS = (
     namespaces.router,
@@ -10,4 +10,6 @@ ROUTERS = (
     activations.router,
     triggers.router,
     rules.router,
+    packages.router,
+    web.router,
 )

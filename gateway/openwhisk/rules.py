@@ -1,9 +1,11 @@
-"""OpenWhisk rules: trigger -> action. A rule is a native trigger on the trigger's fire events,
-so it shows through `/v1/triggers` too; `POST {"status": ...}` enables or disables it."""
+"""OpenWhisk rules: trigger -> action. A rule is stored as a native trigger whose filter names
+the OpenWhisk trigger, so it shows through `/v1/triggers` too (a fire is fanned out to the
+rules by the gateway, `gateway.openwhisk.triggers`); `POST {"status": ...}` enables or
+disables it. The action may be `name`, `pkg/name`, `/ns/name` or `/ns/pkg/name`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -23,10 +25,18 @@ from gateway.openwhisk.common import (
     rule_trigger,
     triggers,
 )
+from gateway.openwhisk.refs import load_action, parse_ref, stored_ref
 from gateway.openwhisk.types import RuleIn, RuleStatusIn
-from gateway.state import state_of
 
 router = APIRouter(prefix=PREFIX + "/rules", tags=["openwhisk"])
+
+
+async def _shown(request: Request, native: Trigger, ns: str, followed: str) -> dict[str, Any]:
+    """The rule document, its action named as OpenWhisk names it (`path` = `ns/pkg` inside one)."""
+    doc = shapes.rule(native, ns, local_name(followed))
+    ref = await stored_ref(request, ns, native.function)
+    doc["action"] = {"name": ref.name, "path": ref.namespace_path}
+    return doc
 
 
 async def _rule(request: Request, qname: str) -> tuple[Trigger, str]:
@@ -39,16 +49,22 @@ async def _rule(request: Request, qname: str) -> tuple[Trigger, str]:
 
 @router.get("")
 async def list_rules(
-    request: Request, ns: str, limit: Annotated[int, Query(ge=0, le=200)] = 30, skip: int = 0
+    request: Request,
+    ns: str,
+    limit: Annotated[int, Query(ge=0, le=200)] = 30,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    count: str | None = None,
 ) -> Response:
-    """The namespace's rules."""
+    """The namespace's rules; `count=true`: `{"rules": N}`."""
     ns = resolve(request, ns)
     fired = fired_type(request)
     found = []
     for native in await triggers(request).list():
         followed = rule_trigger(native, fired)
         if followed is not None and belongs(native.name, ns):
-            found.append(shapes.rule(native, ns, local_name(followed)))
+            found.append(await _shown(request, native, ns, followed))
+    if flag(count):
+        return as_json({"rules": len(found)})
     return as_json(found[skip : skip + limit] if limit else found[skip:])
 
 
@@ -60,10 +76,11 @@ async def put_rule(
     ns = resolve(request, ns)
     qname = qualified(ns, name, "rule")
     trigger = qualified(ns, entity(body.trigger, ns, "trigger"), "trigger")
-    action = qualified(ns, entity(body.action, ns, "action"), "action")
     if await ow_store(request).get("trigger", trigger) is None:
         raise NotFoundError(f"trigger {local_name(trigger)!r} does not exist")
-    await state_of(request).registry.get(action)
+    target = await parse_ref(request, ns, body.action)
+    await load_action(request, target)  # 404 when absent
+    action = target.qname
     store = triggers(request)
     try:
         await store.get(qname)
@@ -83,7 +100,7 @@ async def put_rule(
         }
     )
     stored = await store.put(native)
-    return as_json(shapes.rule(stored, ns, local_name(trigger)))
+    return as_json(await _shown(request, stored, ns, trigger))
 
 
 @router.get("/{name}")
@@ -91,7 +108,7 @@ async def get_rule(request: Request, ns: str, name: str) -> Response:
     """One rule."""
     ns = resolve(request, ns)
     native, followed = await _rule(request, qualified(ns, name, "rule"))
-    return as_json(shapes.rule(native, ns, local_name(followed)))
+    return as_json(await _shown(request, native, ns, followed))
 
 
 @router.post("/{name}")
@@ -101,7 +118,7 @@ async def set_rule_status(request: Request, ns: str, name: str, body: RuleStatus
     qname = qualified(ns, name, "rule")
     _, followed = await _rule(request, qname)
     native = await triggers(request).set_enabled(qname, body.status == "active")
-    return as_json(shapes.rule(native, ns, local_name(followed)))
+    return as_json(await _shown(request, native, ns, followed))
 
 
 @router.delete("/{name}")
@@ -111,4 +128,4 @@ async def delete_rule(request: Request, ns: str, name: str) -> Response:
     qname = qualified(ns, name, "rule")
     native, followed = await _rule(request, qname)
     await triggers(request).delete(qname)
-    return as_json(shapes.rule(native, ns, local_name(followed)))
+    return as_json(await _shown(request, native, ns, followed))

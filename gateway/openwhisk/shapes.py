@@ -41,25 +41,32 @@ def limits(spec: FunctionSpec | None) -> dict[str, int]:
     }
 
 
-def action(spec: FunctionSpec, namespace: str, meta: dict[str, Any] | None) -> dict[str, Any]:
-    """An action document."""
+def action(
+    name: str, namespace: str, spec: FunctionSpec | None, meta: dict[str, Any] | None
+) -> dict[str, Any]:
+    """An action document (``spec`` None: a sequence, all of it in ``meta``)."""
     meta = meta or {}
     kind = meta.get("kind", DEFAULT_KIND)
     exec_: dict[str, Any] = {"kind": kind, "binary": False}
-    if spec.code is not None:
-        exec_["code"] = spec.code
-    if spec.handler != "main":
-        exec_["main"] = spec.handler
+    if spec is None:
+        exec_["components"] = list(meta.get("components", []))
+        version, updated = int(meta.get("version", 1)), int(meta.get("updated", 0))
+    else:
+        if spec.code is not None:
+            exec_["code"] = spec.code
+        if spec.handler != "main":
+            exec_["main"] = spec.handler
+        version, updated = spec.version, ms(spec.updated)
     return {
         "namespace": namespace,
-        "name": local_name(spec.name),
-        "version": semver(spec.version),
+        "name": name,
+        "version": semver(version),
         "exec": exec_,
         "parameters": meta.get("parameters", []),
         "annotations": [*meta.get("annotations", []), {"key": "exec", "value": kind}],
         "limits": limits(spec),
         "publish": bool(meta.get("publish", False)),
-        "updated": ms(spec.updated),
+        "updated": updated,
     }
 
 
@@ -77,18 +84,23 @@ def activation(
     record: ActivationRecord, spec: FunctionSpec | None, *, with_logs: bool = True
 ) -> dict[str, Any]:
     """An activation record as OpenWhisk shows it."""
-    name = local_name(record.function)
+    name = str(record.annotations.get("openwhisk_name") or local_name(record.function))
+    path = str(record.annotations.get("openwhisk_path") or f"{record.namespace}/{name}")
     response = response_of(record)
+    kind = record.mode if record.mode in ("trigger", "sequence") else DEFAULT_KIND
     annotations: list[dict[str, Any]] = [
-        {"key": "path", "value": f"{record.namespace}/{name}"},
+        {"key": "path", "value": path},
         {"key": "waitTime", "value": int(record.wait_ms or 0)},
-        {"key": "kind", "value": DEFAULT_KIND if record.mode != "trigger" else "trigger"},
+        {"key": "kind", "value": kind},
         {"key": "limits", "value": limits(spec)},
     ]
     if record.cold_start or record.init_ms:
         annotations.insert(2, {"key": "initTime", "value": int(record.init_ms or 0)})
+    if kind == "sequence" and not record.cause:
+        annotations.append({"key": "topmost", "value": True})
     if record.cause:
         annotations.append({"key": "causedBy", "value": record.cause})
+    cause = {"cause": record.cause} if record.cause and kind != "trigger" else {}
     return {
         "activationId": record.id,
         "namespace": record.namespace,
@@ -103,7 +115,16 @@ def activation(
         "logs": record.logs if with_logs else [],
         "annotations": annotations,
         "publish": False,
+        **cause,
     }
+
+
+def package(doc: dict[str, Any], actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A package document; with ``actions`` (a GET) its actions and feeds too."""
+    shown = {**doc, "binding": doc.get("binding") or {}}
+    if actions is not None:
+        shown |= {"actions": actions, "feeds": []}
+    return shown
 
 
 def rule(trigger: Trigger, namespace: str, trigger_name: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """OpenWhisk triggers: create (PUT), get, delete, list, and fire (POST).
 
-A fire puts one `<prefix>.openwhisk.trigger.fired` event on the bus (subject: the trigger's
-internal name; ``namespace``: the trigger's namespace); the rules (native triggers) on it invoke
-their actions through the dispatcher, which matches only rules of that namespace.
+A fire is fanned out by the gateway, as OpenWhisk's controller does: each active rule on the
+trigger (a native trigger whose filter names it) starts its action with the action's and its
+package's parameters under the fire's payload (over the trigger's parameters); the trigger's
+own activation record has the payload as result and one JSON line per rule in `logs`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from eventbus.errors import ConflictError, NotFoundError
-from eventbus.namespaces import EVENT_ATTRIBUTE, belongs, local_name, namespace_of
-from eventbus.publish import publish_event
-from eventbus.types import CloudEvent, new_id
+from eventbus.errors import ConflictError, DeepfaasError, NotFoundError
+from eventbus.namespaces import belongs, local_name, namespace_of, qualify
+from eventbus.triggers import activation_id_for
+from eventbus.types import new_id
 from gateway.openwhisk import shapes
 from gateway.openwhisk.common import (
     ACTIVATION_HEADER,
@@ -30,7 +31,8 @@ from gateway.openwhisk.common import (
     rule_trigger,
     triggers,
 )
-from gateway.openwhisk.errors import BadRequestError
+from gateway.openwhisk.invoking import parameters, run_for_rule
+from gateway.openwhisk.refs import stored_ref
 from gateway.openwhisk.types import TriggerIn
 from gateway.state import state_of
 from runtimes.types import ActivationRecord, ActivationStatus
@@ -54,18 +56,25 @@ async def _rules(request: Request, qname: str) -> dict[str, Any]:
             found[f"{ns}/{local_name(native.name)}"] = {
                 "action": {"name": local_name(native.function), "path": ns},
                 "status": "active" if native.enabled else "inactive",
+                "function": native.function,
             }
     return found
 
 
 @router.get("")
 async def list_triggers(
-    request: Request, ns: str, limit: Annotated[int, Query(ge=0, le=200)] = 30, skip: int = 0
+    request: Request,
+    ns: str,
+    limit: Annotated[int, Query(ge=0, le=200)] = 30,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    count: str | None = None,
 ) -> Response:
     """The namespace's triggers."""
     ns = resolve(request, ns)
     store = ow_store(request)
     names = [n for n in await store.names("trigger") if belongs(n, ns)]
+    if flag(count):
+        return as_json({"triggers": len(names)})
     chosen = names[skip : skip + limit] if limit else names[skip:]
     return as_json([d for n in chosen if (d := await store.get("trigger", n)) is not None])
 
@@ -100,7 +109,9 @@ async def get_trigger(request: Request, ns: str, name: str) -> Response:
     """One trigger, with the rules on it."""
     qname = qualified(resolve(request, ns), name, "trigger")
     doc = await _doc(request, qname)
-    return as_json({**doc, "rules": await _rules(request, qname)})
+    found = await _rules(request, qname)
+    rules = {k: {"action": v["action"], "status": v["status"]} for k, v in found.items()}
+    return as_json({**doc, "rules": rules})
 
 
 @router.delete("/{name}")
@@ -114,45 +125,48 @@ async def delete_trigger(request: Request, ns: str, name: str) -> Response:
 
 @router.post("/{name}")
 async def fire_trigger(request: Request, ns: str, name: str) -> Response:
-    """Fire: 202 `{activationId}` when an active rule follows the trigger, 204 when none."""
+    """Fire: 202 `{activationId}` when an active rule follows the trigger, 204 when none.
+
+    The gateway starts each rule's action itself (as OpenWhisk's controller does), under an
+    activation id derived from the fire's and the rule's, so a repeated enqueue is one run.
+    """
     ns = resolve(request, ns)
     qname = qualified(ns, name, "trigger")
     doc = await _doc(request, qname)
-    raw = await request.body()
-    try:
-        payload = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"the payload is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise BadRequestError("the payload must be a JSON object")
+    payload = parameters(await request.body(), "payload")
     rules = {k: v for k, v in (await _rules(request, qname)).items() if v["status"] == "active"}
     if not rules:
         return Response(status_code=204)
     state = state_of(request)
     params = {p["key"]: p.get("value") for p in doc.get("parameters", [])} | payload
-    now = datetime.now(UTC)
-    event = CloudEvent(
-        id=new_id(),
-        source=f"/api/v1/namespaces/{ns}/triggers/{name}",
-        type=fired_type(request),
-        subject=qname,
-        time=now,
-        datacontenttype="application/json",
-        data=orjson.dumps(params),
-        extensions={EVENT_ATTRIBUTE: ns},
-    )
-    await publish_event(state.bus, event)
+    fire_id = new_id()
+    start = datetime.now(UTC)
+    logs = []
+    for rule_path, rule in sorted(rules.items()):
+        rule_qname = qualify(ns, rule_path.rsplit("/", 1)[-1])
+        activation_id = activation_id_for(fire_id, rule_qname)
+        line: dict[str, Any] = {"statusCode": 0, "success": True, "activationId": activation_id}
+        line |= {"rule": rule_path, "action": f"{ns}/{rule['action']['name']}"}
+        try:
+            ref = await stored_ref(request, ns, rule["function"])
+            line["action"] = f"{ref.namespace_path}/{ref.name}"
+            await run_for_rule(request, ref, params, activation_id, fire_id)
+        except DeepfaasError as exc:
+            line = {**line, "statusCode": 1, "success": False, "error": exc.message}
+            line.pop("activationId")
+        logs.append(orjson.dumps(line).decode())
+    end = datetime.now(UTC)
     record = ActivationRecord(
-        id=event.id,
+        id=fire_id,
         function=qname,
         version=int(doc["version"].rsplit(".", 1)[-1]),
         status=ActivationStatus.SUCCESS,
         mode="trigger",
-        start=now,
-        end=now,
-        duration_ms=0,
-        result={"rules": sorted(rules)},
-        cause=event.id,
+        start=start,
+        end=end,
+        duration_ms=round((end - start).total_seconds() * 1000, 3),
+        result=params,
+        logs=logs,
     )
     await state.activations.put(record)
-    return as_json({"activationId": event.id}, 202, {ACTIVATION_HEADER: event.id})
+    return as_json({"activationId": fire_id}, 202, {ACTIVATION_HEADER: fire_id})

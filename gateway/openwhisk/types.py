@@ -1,4 +1,4 @@
-"""The OpenWhisk REST shapes we accept (actions, triggers, rules) and the kinds we run."""
+"""The OpenWhisk REST shapes we accept (actions, packages, triggers, rules) and the kinds we run."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ class Exec(BaseModel):
     code: str | None = None
     main: str | None = None
     binary: bool = False
+    #: a sequence's actions, `/ns/[pkg/]name` each
+    components: list[str] | None = None
 
 
 class Limits(BaseModel):
@@ -62,6 +64,26 @@ class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str | None = None
+    parameters: list[KeyValue] = Field(default_factory=list)
+    annotations: list[KeyValue] = Field(default_factory=list)
+    publish: bool = False
+
+
+class Binding(BaseModel):
+    """What a package binding binds to: a package of the caller's namespace."""
+
+    namespace: str = "_"
+    name: str
+
+
+class PackageIn(BaseModel):
+    """A package (or a binding) as `PUT /packages/{name}` sends it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    binding: Binding | dict[str, Any] | None = None
     parameters: list[KeyValue] = Field(default_factory=list)
     annotations: list[KeyValue] = Field(default_factory=list)
     publish: bool = False
