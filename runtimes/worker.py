@@ -392,8 +392,15 @@ class Worker:
                     await queued.in_progress()
             current = holder[0]
             assert isinstance(current, Claimed)
+            # A renewal cancelled mid-write would leave the claim's revision stale and the final
+            # write would then fail as if another worker had taken over: finish it first.
+            renewing = asyncio.ensure_future(self.store.renew(current, lease=self.lease))
             try:
-                holder[0] = await self.store.renew(current, lease=self.lease)
+                holder[0] = await asyncio.shield(renewing)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    holder[0] = await renewing
+                raise
             except LostClaimError:
                 log.warning("activation %s was taken over; cancelling this run", current.record.id)
                 run.cancel()
