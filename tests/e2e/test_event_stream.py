@@ -4,10 +4,13 @@ platform as `deepfaas up` runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +23,8 @@ import pytest
 from cloudevents.core.bindings import http as sdk_http
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
-from bench.harness import Platform
+from bench.harness import Platform, start_platform
+from eventbus.server import EmbeddedNats
 
 TAG = uuid.uuid4().hex[:6]
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,3 +257,25 @@ def test_events_tail_prints_one_json_event_per_line(
     events = [orjson.loads(line) for line in lines]
     assert [e["id"] for e in events] == names
     assert all(e["data"]["text"] == long and e["type"] == event_type for e in events)
+
+
+def test_the_platform_stops_on_sigterm_while_a_client_follows_the_stream(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    own = start_platform(nats_server, tmp_path / "stopping")
+    try:
+        with own.client(timeout=30) as c, open_stream(c) as response:
+            lines = response.iter_lines()
+            assert next(lines) == ": subscribed"
+            began = time.monotonic()
+            own.process.send_signal(signal.SIGTERM)
+            # the server ends the response (or, past its grace time, the connection): no
+            # client timeout is involved
+            with contextlib.suppress(httpx.RemoteProtocolError):
+                for _ in lines:
+                    pass
+            assert time.monotonic() - began < 10
+        own.process.wait(15)
+        assert time.monotonic() - began < 15
+    finally:
+        own.stop()

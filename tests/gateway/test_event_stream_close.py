@@ -1,0 +1,75 @@
+"""Open event streams end when the gateway stops (`close_streams`), so a server need not wait
+for its server-sent-events clients to hang up: the gateway under uvicorn, on a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from eventbus.connection import Bus
+from eventbus.server import EmbeddedNats, free_port
+from eventbus.streams import ensure_layout
+from gateway.app import create_app
+from gateway.auth.bootstrap import ensure_first_key
+from gateway.routes.events import POLL_S, close_streams
+from gateway.settings import GatewaySettings
+
+
+@pytest.fixture
+async def served(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> AsyncIterator[tuple[uvicorn.Server, httpx.AsyncClient]]:
+    admin = await Bus.connect(nats_server.url, name="test", auth=nats_server.auth("admin"))
+    try:
+        await ensure_layout(admin.js)
+        credential = await ensure_first_key(admin, tmp_path)
+    finally:
+        await admin.close()
+    assert credential is not None
+    settings = GatewaySettings(
+        nats_url=nats_server.url,
+        nats_credentials_dir=nats_server.credentials_dir,
+        data_dir=tmp_path,
+        port=free_port(),
+    )
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(20):
+        while not server.started:
+            await asyncio.sleep(0.02)
+    key_id, _, secret = credential.partition(":")
+    url = f"http://127.0.0.1:{settings.port}"
+    async with httpx.AsyncClient(base_url=url, auth=(key_id, secret), timeout=10) as client:
+        yield server, client
+    server.should_exit = True
+    async with asyncio.timeout(10):
+        await task
+
+
+async def test_close_streams_ends_every_open_stream(
+    served: tuple[uvicorn.Server, httpx.AsyncClient],
+) -> None:
+    server, client = served
+    async with (
+        client.stream("GET", "/v1/events/stream") as first,
+        client.stream("GET", "/v1/events/stream", params={"type": "x"}) as second,
+    ):
+        lines = [first.aiter_lines(), second.aiter_lines()]
+        for each in lines:
+            assert await anext(each) == ": subscribed"
+        close_streams(server.config.app)
+        async with asyncio.timeout(POLL_S + 3):  # each ends by itself, not by a timeout
+            rest = [[line async for line in each] for each in lines]
+    assert all(not line.startswith("data:") for got in rest for line in got)
+    # a stream opened afterwards (the server has not yet stopped listening) ends at once too
+    async with asyncio.timeout(POLL_S + 3):
+        late = await client.get("/v1/events/stream")
+    assert late.status_code == 200 and late.text.startswith(": subscribed")
