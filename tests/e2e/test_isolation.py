@@ -33,6 +33,14 @@ def owned(platform: Platform) -> Iterator[dict[str, str]]:
         assert c.put(f"{OW}/_/triggers/iso-ow", json={}).status_code == 200
         rule = c.put(f"{OW}/_/rules/iso-rule", json={"trigger": "iso-ow", "action": "iso-fn"})
         assert rule.status_code == 200
+        package = {"parameters": [{"key": "m", "value": MARKER}]}
+        assert c.put(f"{OW}/_/packages/iso-pkg", json=package).status_code == 200
+        code = {"exec": {"kind": "python:3", "code": CODE}}
+        assert c.put(f"{OW}/_/actions/iso-pkg/iso-fn", json=code).status_code == 200
+        binding = {"binding": {"namespace": "_", "name": "iso-pkg"}}
+        assert c.put(f"{OW}/_/packages/iso-bind", json=binding).status_code == 200
+        seq = {"exec": {"kind": "sequence", "components": ["/_/iso-fn", "/_/iso-pkg/iso-fn"]}}
+        assert c.put(f"{OW}/_/actions/iso-seq", json=seq).status_code == 200
         assert c.put("/v1/buckets/iso-bucket").status_code in (200, 201)
         assert c.put("/v1/buckets/iso-bucket/objects/o.txt", content=MARKER).status_code == 201
         sub = c.post("/v1/subscriptions", json={"sink": "nats:iso.sink", "types": ["x.y"]})
@@ -50,7 +58,7 @@ def owned(platform: Platform) -> Iterator[dict[str, str]]:
 
 def fill(path: str, owned: dict[str, str], ns: str) -> str:
     """The route's path with the default namespace's objects in its parameters."""
-    values = {**owned, "ns": ns, "seq": "1"}
+    values = {**owned, "ns": ns, "seq": "1", "package": "iso-pkg"}
 
     def one(match: re.Match[str]) -> str:
         name = match.group(1).split(":")[0]
@@ -90,7 +98,7 @@ def test_every_route_refuses_a_foreign_key(platform: Platform, owned: dict[str, 
                 assert MARKER not in r.text, (method, url, r.text)
                 assert owned["activation_id"] not in r.text or owned["activation_id"] in url
                 if "{ns}" in path and ns == "default":  # another's namespace: refused
-                    assert r.status_code in (403, 422), (method, url, r.text)
+                    assert r.status_code in (400, 403, 422), (method, url, r.text)
                 elif (method, path) == ("PUT", "/v1/buckets/{bucket}"):  # names are global
                     assert r.status_code == 409 and "taken" in r.text, (method, url, r.text)
                 elif "{ns}" not in path and "{" in path:  # names default's object: not found
@@ -108,6 +116,9 @@ def test_default_objects_survive_the_sweep(platform: Platform, owned: dict[str, 
         assert admin.get("/v1/triggers/iso-trig").json()["enabled"] is True
         assert admin.get(f"{OW}/_/rules/iso-rule").json()["status"] == "active"
         assert admin.get(f"{OW}/_/triggers/iso-ow").status_code == 200
+        assert admin.get(f"{OW}/_/packages/iso-pkg").json()["actions"][0]["name"] == "iso-fn"
+        assert admin.get(f"{OW}/_/packages/iso-bind").status_code == 200
+        assert admin.get(f"{OW}/_/actions/iso-seq").json()["exec"]["kind"] == "sequence"
         assert admin.get("/v1/buckets/iso-bucket/objects/o.txt").text == MARKER
         assert admin.get(f"/v1/activations/{owned['activation_id']}").status_code == 200
         keys = admin.get("/v1/auth/keys", params={"namespace": "default"}).json()
@@ -133,6 +144,24 @@ def test_the_intruder_sees_only_its_own(platform: Platform, owned: dict[str, str
         assert {a["id"] for a in acts} == {record["id"]}
         assert {a["namespace"] for a in acts} == {"intruder"}
         assert [a["namespace"] for a in intruder.get(f"{OW}/_/activations").json()] == ["intruder"]
+        # default's packages, bindings and sequences: invisible, not runnable, not bindable
+        for path in ("packages/iso-pkg", "packages/iso-bind", "actions/iso-seq"):
+            assert intruder.get(f"{OW}/_/{path}").status_code == 404, path
+            assert intruder.get(f"{OW}/default/{path}").status_code == 403, path
+        for path in ("actions/iso-seq", "actions/iso-pkg/iso-fn", "actions/iso-bind/iso-fn"):
+            for ns in ("_", "default"):
+                ran = intruder.post(f"{OW}/{ns}/{path}?blocking=true", json={})
+                assert ran.status_code in (403, 404) and MARKER not in ran.text, (ns, path)
+        steal = {"binding": {"namespace": "default", "name": "iso-pkg"}}
+        assert intruder.put(f"{OW}/_/packages/stolen", json=steal).status_code == 403
+        chain = {"exec": {"kind": "sequence", "components": ["/default/iso-fn"]}}
+        assert intruder.put(f"{OW}/_/actions/stolen", json=chain).status_code == 403
+        own_chain = {"exec": {"kind": "sequence", "components": ["/_/iso-seq"]}}
+        assert intruder.put(f"{OW}/_/actions/stolen", json=own_chain).status_code == 400
+        assert "stolen" not in intruder.get(f"{OW}/_/actions").text
+        assert intruder.get(f"{OW}/_/packages").json() == [] or all(
+            p["namespace"] == "intruder" for p in intruder.get(f"{OW}/_/packages").json()
+        )
     with platform.client() as admin:  # the same name in two namespaces: two functions
         assert admin.post("/v1/functions/iso-fn/invoke", json={}).json() == {"secret": MARKER}
         time.sleep(0.1)

@@ -34,7 +34,7 @@ def test_the_openwhisk_js_client_works_against_the_gateway(platform: Platform) -
     npm_ci()
     env = {**os.environ, "OW_APIHOST": platform.url, "OW_AUTH": platform.auth}
     result = subprocess.run(
-        ["node", "drive.js"], cwd=HERE, env=env, capture_output=True, text=True, timeout=90
+        ["node", "drive.js"], cwd=HERE, env=env, capture_output=True, text=True, timeout=150
     )
     assert result.returncode == 0, result.stdout + result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
@@ -50,3 +50,18 @@ def test_the_openwhisk_js_client_works_against_the_gateway(platform: Platform) -
     assert found["firedActivation"]["result"] == {"greeting": "Hello, Fired!"}
     assert found["rules"] == ["js-rule"]
     assert found["disabled"] == "inactive"
+    assert found["packaged"] == {"greeting": "Hello, Package!"}
+    assert found["bound"] == {"greeting": "Hello, Binding!"}
+    assert found["packageActions"] == ["hello"]
+    assert found["packages"] == ["js-bind", "js-pkg"]
+    assert found["sequence"] == {"result": {"n": 4}, "components": 3}
+    assert found["sequenceKind"] == "sequence"
+    assert found["actionCount"] == {"actions": 4}  # js-hello, js-pkg/hello, js-inc, js-seq
+    assert found["activationCount"] == {"activations": 3}
+    assert found["packageCount"] == {"packages": 2}
+    # the real message, not "Response Missing Error Message."
+    assert found["notFound"]["statusCode"] == 404
+    assert "js-no-such-action" in found["notFound"]["message"]
+    assert "does not exist" in found["notFound"]["message"]
+    assert found["conflict"]["statusCode"] == 409
+    assert "exists already" in found["conflict"]["message"]

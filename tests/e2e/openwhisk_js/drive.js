@@ -12,6 +12,8 @@ const CODE = [
   ''
 ].join('\n')
 
+const INC = "def main(args):\n    return {'n': args.get('n', 0) + 1}\n"
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function eventually (what, fn, timeoutMs = 30000) {
@@ -44,7 +46,6 @@ async function main () {
 
   await ow.triggers.create({ name: 'js-trig', overwrite: true })
   await ow.rules.create({ name: 'js-rule', action: 'js-hello', trigger: 'js-trig', overwrite: true })
-  await sleep(500) // the dispatcher learns of the rule through a KV watch
   const fired = await ow.triggers.invoke({ name: 'js-trig', params: { name: 'Fired' } })
   out.fired = fired.activationId
   const ran = await eventually('fired activation', async () => {
@@ -55,6 +56,46 @@ async function main () {
   out.rules = (await ow.rules.list()).map((r) => r.name)
   await ow.rules.disable({ name: 'js-rule' })
   out.disabled = (await ow.rules.get({ name: 'js-rule' })).status
+
+  // packages: default parameters under the action's, a binding's over its package's
+  await ow.packages.create({ name: 'js-pkg', overwrite: true, package: { parameters: [{ key: 'name', value: 'Package' }] } })
+  await ow.actions.create({ name: 'js-pkg/hello', action: CODE, kind: 'python:3', overwrite: true })
+  out.packaged = await ow.actions.invoke({ name: 'js-pkg/hello', blocking: true, result: true })
+  await ow.packages.create({
+    name: 'js-bind',
+    overwrite: true,
+    package: { binding: { namespace: '_', name: 'js-pkg' }, parameters: [{ key: 'name', value: 'Binding' }] }
+  })
+  out.bound = await ow.actions.invoke({ name: 'js-bind/hello', blocking: true, result: true })
+  const pkg = await ow.packages.get({ name: 'js-pkg' })
+  out.packageActions = pkg.actions.map((a) => a.name)
+  out.packages = (await ow.packages.list()).map((p) => p.name).sort()
+
+  // sequences: each result is the next one's input
+  await ow.actions.create({ name: 'js-inc', action: INC, kind: 'python:3', overwrite: true })
+  await ow.actions.create({ name: 'js-seq', sequence: ['/_/js-inc', '/_/js-inc', '/_/js-inc'], overwrite: true })
+  const seq = await ow.actions.invoke({ name: 'js-seq', params: { n: 1 }, blocking: true })
+  out.sequence = { result: seq.response.result, components: seq.logs.length }
+  out.sequenceKind = (await ow.actions.get({ name: 'js-seq' })).exec.kind
+
+  // count=true
+  out.actionCount = await ow.actions.list({ count: true })
+  out.activationCount = await ow.activations.list({ name: 'js-inc', count: true })
+  out.packageCount = await ow.packages.list({ count: true })
+
+  // a 4xx reaches the client with OpenWhisk's message
+  try {
+    await ow.actions.get({ name: 'js-no-such-action' })
+    out.notFound = 'no error'
+  } catch (err) {
+    out.notFound = { statusCode: err.statusCode, message: err.message }
+  }
+  try {
+    await ow.actions.create({ name: 'js-hello', action: CODE, kind: 'python:3' })
+    out.conflict = 'no error'
+  } catch (err) {
+    out.conflict = { statusCode: err.statusCode, message: err.message }
+  }
   console.log(JSON.stringify(out))
 }
 
