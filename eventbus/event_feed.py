@@ -58,11 +58,11 @@ class EventFeed:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
             config.opt_start_time = since if since.tzinfo else since.replace(tzinfo=UTC)
         else:
-            if after_seq is None:
-                # "from now on" as a sequence, not DeliverPolicy.NEW: the first sequence is
-                # known before anything arrives, so a reader can resume even with no event seen
-                info = await bus.js.stream_info(EVENTS_STREAM)
-                after_seq = int(info.state.last_seq)
+            # "from now on" as a sequence, not DeliverPolicy.NEW: the first sequence is known
+            # before anything arrives, so a reader can resume even with no event seen; a
+            # sequence past the last (a stream made anew) resumes from now on, not from then
+            last = int((await bus.js.stream_info(EVENTS_STREAM)).state.last_seq)
+            after_seq = last if after_seq is None else min(after_seq, last)
             start_after = after_seq
             config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = after_seq + 1

@@ -279,3 +279,16 @@ def test_the_platform_stops_on_sigterm_while_a_client_follows_the_stream(
         assert time.monotonic() - began < 15
     finally:
         own.stop()
+
+
+def test_a_sequence_past_the_last_resumes_from_now(client: httpx.Client) -> None:
+    event_type = f"com.example.past.{TAG}"
+    with open_stream(client, type=event_type, last_event_id=str(2**70)) as response:
+        stream = frames(response)
+        start = int(next(stream)["id"])  # the sequence it really starts after
+        assert start < 2**63
+        seq = posted(client, event_type, f"p0-{TAG}")
+        [got] = read_until(stream, f"p0-{TAG}")
+    assert int(got["id"]) == seq > start
+    with open_stream(client, type=event_type, since="1970-01-01T00:00:00Z") as response:
+        assert ids(read_until(frames(response), f"p0-{TAG}")) == [f"p0-{TAG}"]
