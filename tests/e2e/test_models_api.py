@@ -299,3 +299,22 @@ def test_anonymous_predictions_of_an_open_model_are_rate_limited(served: Platfor
         assert int(limited.headers["retry-after"]) >= 1
         # only predict is open: training still needs a key
         assert anonymous.post("/v2/models/digits/train/").status_code == 401
+
+
+def test_delete_during_a_real_training(client: httpx.Client) -> None:
+    started = client.post("/v2/models/digits/train/").json()
+    url = f"/v2/models/digits/train/{started['uuid']}"
+
+    def picked_up() -> dict[str, Any] | None:
+        r = client.get(url)
+        return r.json() if r.status_code == 200 else None
+
+    wait_for(picked_up, timeout=60, interval=0.05)
+    r = client.delete(url)
+    assert r.status_code == 200, r.text
+    ended = r.json()
+    # caught running (a default training takes seconds), or it had just finished
+    assert ended["status"] in ("cancelled", "done"), ended
+    assert ended["date"] == started["date"]
+    if ended["status"] == "cancelled":
+        assert client.get(url).json()["status"] == "cancelled"
