@@ -19,7 +19,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
-from eventbus.errors import InvalidEventError
+from eventbus.errors import InvalidEventError, ValidationFailedError
 from eventbus.types import EVENTS_STREAM, CloudEvent
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,20 @@ class EventFeed:
         cls, bus: Bus, *, after_seq: int | None = None, since: datetime | None = None
     ) -> EventFeed:
         """Follow EVENTS after sequence ``after_seq``, or from the time ``since``, or (neither)
-        from the next event stored; ``after_seq`` wins over ``since``."""
+        from the next event stored; ``after_seq`` wins over ``since``.
+
+        A ``since`` that cannot be a UTC time raises `ValidationFailedError`.
+        """
         config = ConsumerConfig()
         if after_seq is None and since is not None:
             start_after: int | None = None
             config.deliver_policy = DeliverPolicy.BY_START_TIME
-            config.opt_start_time = since if since.tzinfo else since.replace(tzinfo=UTC)
+            try:  # a time without an offset is UTC's
+                config.opt_start_time = since.astimezone(UTC) if since.tzinfo else since
+            except OverflowError as exc:  # e.g. year 9999 at -14:00
+                raise ValidationFailedError(
+                    f"since {since.isoformat()} is out of range", field="since"
+                ) from exc
         else:
             # "from now on" as a sequence, not DeliverPolicy.NEW: the first sequence is known
             # before anything arrives, so a reader can resume even with no event seen; a

@@ -176,10 +176,11 @@ def test_since_starts_from_a_time_and_last_event_id_wins(client: httpx.Client) -
     ("params", "headers"),
     [
         ({"since": "yesterday"}, {}),
+        ({"since": "9999-12-31T23:59:59-14:00"}, {}),
         ({}, {"last-event-id": "abc"}),
         ({}, {"last-event-id": "-1"}),
     ],
-    ids=["since", "last-event-id", "negative-last-event-id"],
+    ids=["since", "since-out-of-range", "last-event-id", "negative-last-event-id"],
 )
 def test_a_bad_start_is_a_problem(
     client: httpx.Client, params: dict[str, str], headers: dict[str, str]
