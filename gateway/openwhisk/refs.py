@@ -68,8 +68,15 @@ def ref_of(ns: str, qname: str, meta: dict[str, Any] | None) -> ActionRef:
 
 
 async def stored_ref(request: Any, ns: str, qname: str) -> ActionRef:
-    """The reference of the action whose internal name is ``qname``."""
-    return ref_of(ns, qname, await ow_store(request).get("action", qname))
+    """The reference of the action whose internal name is ``qname`` (with its package's
+    parameters; a package since deleted: without them)."""
+    ref = ref_of(ns, qname, await ow_store(request).get("action", qname))
+    if ref.package is None:
+        return ref
+    try:
+        return await action_ref(request, ns, ref.name, ref.package)
+    except NotFoundError:
+        return ref
 
 
 async def package_doc(request: Any, ns: str, name: str) -> dict[str, Any]:

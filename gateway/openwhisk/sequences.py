@@ -6,8 +6,9 @@ writes the sequence's record as `running`, then invokes each component through t
 sequence's id and the component's index, with `cause` = the sequence's id; the result of each
 (over the component's default parameters) is the next one's input. The first failure ends it.
 The final record (result = the last result, logs = the component activation ids) is written
-once. Components are durable, exactly-once activations like any other; the orchestration
-itself lives in the gateway process that started it (docs/architecture.md).
+once and announced as a worker announces its own (`activation.completed|failed`). Components
+are durable, exactly-once activations like any other; the orchestration itself lives in the
+gateway process that started it (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from eventbus.errors import DeepfaasError
 from gateway.openwhisk.errors import SequenceError
 from gateway.openwhisk.refs import ActionRef, load_action, params_of, parse_ref
 from gateway.state import GatewayState, state_of
+from runtimes.results import emit_completion
 from runtimes.types import ActivationRecord, ActivationStatus
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ async def run_sequence(
         }
     )
     await state.activations.put(final)
+    await emit_completion(state.bus, final)  # `activation.completed|failed`, as a worker's
     return final
 
 

@@ -109,8 +109,12 @@ async def get_trigger(request: Request, ns: str, name: str) -> Response:
     """One trigger, with the rules on it."""
     qname = qualified(resolve(request, ns), name, "trigger")
     doc = await _doc(request, qname)
-    found = await _rules(request, qname)
-    rules = {k: {"action": v["action"], "status": v["status"]} for k, v in found.items()}
+    ns = namespace_of(qname)
+    rules = {}
+    for path, rule in (await _rules(request, qname)).items():
+        ref = await stored_ref(request, ns, rule["function"])
+        action = {"name": ref.name, "path": ref.namespace_path}
+        rules[path] = {"action": action, "status": rule["status"]}
     return as_json({**doc, "rules": rules})
 
 

@@ -416,18 +416,33 @@ def test_sequences_chain_their_components(client: httpx.Client) -> None:
     assert client.get(f"{NS}/actions/ow-seq").status_code == 404
 
 
-def test_a_rule_can_fire_a_sequence(client: httpx.Client) -> None:
+def test_a_rule_can_fire_a_sequence_and_a_package_action(client: httpx.Client) -> None:
     put_action(client, "ow-inc2", INC)
     seq = {"exec": {"kind": "sequence", "components": ["/_/ow-inc2", "/_/ow-inc2"]}}
     assert client.put(f"{NS}/actions/ow-seq2?overwrite=true", json=seq).status_code == 200
+    pkg = {"parameters": [{"key": "step", "value": 100}]}
+    assert client.put(f"{NS}/packages/ow-rpkg?overwrite=true", json=pkg).status_code == 200
+    assert client.put(f"{NS}/actions/ow-rpkg/inc?overwrite=true", json=action(INC)).is_success
     assert client.put(f"{NS}/triggers/ow-seq-t?overwrite=true", json={}).status_code == 200
     rule = {"trigger": "ow-seq-t", "action": "ow-seq2"}
     assert client.put(f"{NS}/rules/ow-seq-r?overwrite=true", json=rule).status_code == 200
+    rule = {"trigger": "ow-seq-t", "action": "/_/ow-rpkg/inc"}
+    made = client.put(f"{NS}/rules/ow-seq-r2?overwrite=true", json=rule)
+    assert made.status_code == 200, made.text
+    assert made.json()["action"] == {"name": "inc", "path": "default/ow-rpkg"}
+    shown = client.get(f"{NS}/triggers/ow-seq-t").json()["rules"]
+    assert shown["default/ow-seq-r2"]["action"] == {"name": "inc", "path": "default/ow-rpkg"}
     fired = client.post(f"{NS}/triggers/ow-seq-t", json={"n": 10})
     assert fired.status_code == 202, fired.text
-    [line] = client.get(f"{NS}/activations/{fired.json()['activationId']}").json()["logs"]
-    done = finished(client, json.loads(line)["activationId"])
-    assert done["response"]["result"] == {"n": 12} and done["cause"] == fired.json()["activationId"]
+    fire_id = fired.json()["activationId"]
+    lines = [json.loads(x) for x in client.get(f"{NS}/activations/{fire_id}").json()["logs"]]
+    assert [x["action"] for x in lines] == ["default/ow-seq2", "default/ow-rpkg/inc"]
+    done = finished(client, lines[0]["activationId"])
+    assert done["response"]["result"] == {"n": 12} and done["cause"] == fire_id
+    packaged = finished(client, lines[1]["activationId"])
+    assert packaged["response"]["result"] == {"n": 110}  # the package's parameter
+    for name in ("ow-seq-r", "ow-seq-r2"):
+        assert client.delete(f"{NS}/rules/{name}").status_code == 200
 
 
 def test_web_actions_are_refused_clearly(client: httpx.Client) -> None:
