@@ -72,5 +72,6 @@ async def version_v2() -> Version:
 @router.get("/swagger.json", include_in_schema=False)
 async def swagger_json(request: Request) -> JSONResponse:
     """The DEEPaaS routes as Swagger 2.0, the document DEEPaaS clients read."""
-    document: dict[str, Any] = swagger2(request.app.openapi(), wanted=DEEPAAS_PATHS)
+    docs = str(request.url_for("docs"))
+    document: dict[str, Any] = swagger2(request.app.openapi(), wanted=DEEPAAS_PATHS, docs_url=docs)
     return JSONResponse(document)

@@ -35,7 +35,7 @@ from runtimes.errors import ModelNotFoundError
 from runtimes.models import MODEL_NAME_PATTERN
 from runtimes.types import ActivationRecord, ActivationStatus
 
-router = APIRouter(tags=["models"], route_class=DeepaasRoute)  # under /v2/models
+router = APIRouter(route_class=DeepaasRoute)  # under /v2/models, with its tags
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN)]
 RETRAIN = "retrain"
 RUNNING = (ActivationStatus.RUNNING, ActivationStatus.RETRYING)

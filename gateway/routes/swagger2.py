@@ -43,9 +43,11 @@ def schema(node: Any) -> Any:
         choices = node.get(union)
         if isinstance(choices, list):
             solid = [c for c in choices if not (isinstance(c, dict) and c.get("type") == "null")]
+            rest = {k: v for k, v in node.items() if k != union}
             if len(solid) == 1:
-                rest = {k: v for k, v in node.items() if k != union}
-                return {**schema(solid[0]), **schema(rest), "x-nullable": True}
+                return {**schema(solid[0]), **schema(rest), "x-nullable": len(solid) < len(choices)}
+            # Swagger 2.0 has no unions: kept as a vendor extension, for readers that know it
+            return {**schema(rest), f"x-{union}": schema(choices)}
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "type" and isinstance(value, list):
@@ -114,7 +116,7 @@ def operation(op: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "responses": responses,
         "parameters": params,
-        "tags": op.get("tags", []),
+        "tags": list(dict.fromkeys(op.get("tags", []))),
         "summary": op.get("summary", ""),
         "produces": ["application/json"],
     }
@@ -126,8 +128,36 @@ def operation(op: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def swagger2(openapi: dict[str, Any], *, wanted: tuple[str, ...]) -> dict[str, Any]:
-    """The paths of ``openapi`` equal to or under one of ``wanted``, as a Swagger 2.0 document."""
+def _referenced(node: Any, found: set[str]) -> None:
+    """The names of the definitions ``node`` refers to (not following them)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/definitions/"):
+            found.add(ref.removeprefix("#/definitions/"))
+        for value in node.values():
+            _referenced(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _referenced(value, found)
+
+
+def _definitions(paths: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """The schemas ``paths`` use, with those they use in turn, converted."""
+    wanted: set[str] = set()
+    _referenced(paths, wanted)
+    out: dict[str, Any] = {}
+    while wanted - set(out):
+        for name in sorted(wanted - set(out)):
+            out[name] = schema(schemas.get(name, {"type": "object"}))
+            _referenced(out[name], wanted)
+    return dict(sorted(out.items()))
+
+
+def swagger2(openapi: dict[str, Any], *, wanted: tuple[str, ...], docs_url: str) -> dict[str, Any]:
+    """The paths of ``openapi`` equal to or under one of ``wanted``, as a Swagger 2.0 document.
+
+    ``docs_url`` (absolute, as Swagger 2.0 wants it) points readers to the whole API.
+    """
     paths: dict[str, Any] = {}
     for path, item in openapi.get("paths", {}).items():
         if not any(path == w or (w != "/" and path.startswith(w + "/")) for w in wanted):
@@ -141,10 +171,7 @@ def swagger2(openapi: dict[str, Any], *, wanted: tuple[str, ...]) -> dict[str, A
             "version": info.get("version", ""),
             "description": info.get("summary") or info.get("description", ""),
         },
-        "externalDocs": {"description": "the whole API (OpenAPI 3.1)", "url": "/docs"},
+        "externalDocs": {"description": "the whole API (OpenAPI 3.1)", "url": docs_url},
         "paths": paths,
-        "definitions": {
-            name: schema(sub)
-            for name, sub in openapi.get("components", {}).get("schemas", {}).items()
-        },
+        "definitions": _definitions(paths, openapi.get("components", {}).get("schemas", {})),
     }
