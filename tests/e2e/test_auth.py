@@ -101,7 +101,11 @@ def test_a_key_of_another_namespace_is_refused_in_the_path(
         assert theirs.get("/api/v1/namespaces/default/actions").status_code == 403
         assert theirs.get("/api/v1/namespaces/_/actions").json() == []
         assert theirs.get("/api/v1/namespaces/elsewhere/actions").status_code == 200
-        assert theirs.get("/v1/buckets").status_code == 403  # platform-wide: default only
+        # buckets belong to namespaces: it lists its own (none), never default's
+        assert client.put("/v1/buckets/default-only").status_code in (200, 201)
+        listed = theirs.get("/v1/buckets")
+        assert listed.status_code == 200 and "default-only" not in listed.text
+        assert theirs.get("/v1/buckets/default-only/objects").status_code == 404
         assert theirs.post("/v1/auth/keys", json={"namespace": "default"}).status_code == 403
         assert theirs.get("/v1/auth/keys").json()[0]["namespace"] == "elsewhere"
 
