@@ -311,7 +311,7 @@ def events_tail(
     params = {k: v for k, v in (("type", type_prefix), ("subject", subject), ("since", since)) if v}
     headers = {"last-event-id": str(after)} if after is not None else {}
     lines = not sys.stdout.isatty() if as_json is None else as_json
-    seen = 0
+    seen, last_id = 0, after
     try:
         with (
             _client(url, timeout=httpx.Timeout(10.0, read=None)) as client,
@@ -321,6 +321,8 @@ def events_tail(
                 response.read()
                 _check(response)
             for line in response.iter_lines():
+                if line.startswith("id: "):
+                    last_id = int(line[4:])
                 if not line.startswith("data: "):
                     continue
                 if lines:  # the gateway's compact JSON, as it came: one line, never wrapped
@@ -339,11 +341,17 @@ def events_tail(
                 seen += 1
                 if count is not None and seen >= count:
                     return
+        ended, code = "the gateway ended the stream", 0  # it is stopping
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        ended, code = f"the connection broke ({exc})", 1
     except KeyboardInterrupt:
         return
     except BrokenPipeError:  # `| head`: the reader is gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return
+    resume = "" if last_id is None else f"; resume with --after {last_id}"
+    err.print(f"{ended}{resume}")
+    raise typer.Exit(code)
 
 
 @dlq_app.command("list")

@@ -23,7 +23,7 @@ import pytest
 from cloudevents.core.bindings import http as sdk_http
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
-from bench.harness import Platform, start_platform
+from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
 
 TAG = uuid.uuid4().hex[:6]
@@ -260,14 +260,33 @@ def test_events_tail_prints_one_json_event_per_line(
     assert all(e["data"]["text"] == long and e["type"] == event_type for e in events)
 
 
-def test_the_platform_stops_on_sigterm_while_a_client_follows_the_stream(
+def test_the_platform_stops_on_sigterm_while_clients_follow_the_stream(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     own = start_platform(nats_server, tmp_path / "stopping")
+    event_type = f"com.example.stop.{TAG}"
+    command = [sys.executable, "-m", "gateway.cli", "events", "tail", "--url", own.url]
+    tail = subprocess.Popen(
+        [*command, "--type", event_type, "--json"],
+        env={**os.environ, "DEEPFAAS_AUTH": own.auth},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    shown: list[bytes] = []
+    assert tail.stdout is not None
+    reader = threading.Thread(target=lambda: shown.extend(tail.stdout or ()), daemon=True)
+    reader.start()
     try:
         with own.client(timeout=30) as c, open_stream(c) as response:
             lines = response.iter_lines()
             assert next(lines) == ": subscribed"
+
+            def tail_follows() -> bool:  # post until `events tail` shows one (it is connected)
+                posted(c, event_type, uuid.uuid4().hex)
+                return bool(shown)
+
+            wait_for(tail_follows, timeout=30, interval=0.3)
             began = time.monotonic()
             own.process.send_signal(signal.SIGTERM)
             # the server ends the response (or, past its grace time, the connection): no
@@ -278,7 +297,17 @@ def test_the_platform_stops_on_sigterm_while_a_client_follows_the_stream(
             assert time.monotonic() - began < 10
         own.process.wait(15)
         assert time.monotonic() - began < 15
+        tail.wait(10)
+        reader.join(5)
+        assert tail.stderr is not None
+        stderr = tail.stderr.read()
+        assert tail.returncode in (0, 1) and b"resume with --after " in stderr, stderr
     finally:
+        tail.kill()
+        tail.wait(5)
+        for pipe in (tail.stdout, tail.stderr):
+            if pipe is not None:
+                pipe.close()
         own.stop()
 
 
