@@ -4,6 +4,7 @@ for its server-sent-events clients to hang up: the gateway under uvicorn, on a r
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,3 +74,32 @@ async def test_close_streams_ends_every_open_stream(
     async with asyncio.timeout(POLL_S + 3):
         late = await client.get("/v1/events/stream")
     assert late.status_code == 200 and late.text.startswith(": subscribed")
+
+
+class _ClosingServer(uvicorn.Server):
+    """A server that ends the event streams as its shutdown begins (what `up` can do)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        close_streams(self.config.app)
+        await super().shutdown(sockets)
+
+
+async def test_a_server_that_closes_streams_on_shutdown_stops_at_once(
+    served: tuple[uvicorn.Server, httpx.AsyncClient],
+) -> None:
+    first, client = served
+    config = uvicorn.Config(first.config.app, host="127.0.0.1", port=free_port(), lifespan="off")
+    server = _ClosingServer(config)  # the same app (its lifespan ran): a second listener
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(20):
+        while not server.started:
+            await asyncio.sleep(0.02)
+    url = f"http://127.0.0.1:{config.port}/v1/events/stream"
+    async with client.stream("GET", url) as response:
+        lines = response.aiter_lines()
+        assert await anext(lines) == ": subscribed"
+        server.should_exit = True  # as on SIGTERM
+        async with asyncio.timeout(POLL_S + 3):
+            rest = [line async for line in lines]  # a clean end: no protocol error
+            await task
+    assert all(not line.startswith("data:") for line in rest)
