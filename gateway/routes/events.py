@@ -9,7 +9,6 @@ resumes right after it and misses nothing stored meanwhile.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated
@@ -20,6 +19,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from eventbus.codec import to_structured_json
 from eventbus.errors import BusUnavailableError, InvalidEventError, ValidationFailedError
@@ -30,7 +30,6 @@ from eventbus.types import CloudEvent
 from gateway.auth.access import namespace
 from gateway.state import state_of
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/events", tags=["events"])
 KEEPALIVE_S = 15.0
 #: how often a waiting stream looks whether the gateway is stopping (seconds)
@@ -139,39 +138,49 @@ async def stream_events(
 
     async def frames() -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        try:
-            # a frame with only an id sets the client's Last-Event-ID: it resumes from here
-            # even if it hangs up before any event
-            last_id = feed.start_after
-            start = b"" if last_id is None else b"id: %d\n" % last_id
-            yield b": subscribed\n" + start + b"\n"
-            quiet_since = loop.time()
-            while not closing.is_set() and not state.bus.closing:
-                try:
-                    stored = await feed.next(POLL_S)
-                except nats.errors.ConnectionClosedError:
-                    return
-                if stored is not None and matches(stored.event):
-                    frame = _frame(stored.seq, stored.event)
-                    if frame is not None:
-                        yield frame
-                        last_id, quiet_since = stored.seq, loop.time()
-                        continue
-                if loop.time() - quiet_since >= KEEPALIVE_S:
-                    # the id moves past events of no interest here: a resume skips them
-                    keepalive = b": keep-alive\n"
-                    if feed.last_seq and feed.last_seq != last_id:
-                        last_id = feed.last_seq
-                        keepalive += b"id: %d\n" % last_id
-                    yield keepalive + b"\n"
-                    quiet_since = loop.time()
-        finally:
-            # the response may be cancelled (the client hung up): finish the cleanup anyway
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await feed.close()
+        # a frame with only an id sets the client's Last-Event-ID: it resumes from here even
+        # if it hangs up before any event
+        last_id = feed.start_after
+        yield b": subscribed\n" + (b"" if last_id is None else b"id: %d\n" % last_id) + b"\n"
+        quiet_since = loop.time()
+        while not closing.is_set() and not state.bus.closing:
+            try:
+                stored = await feed.next(POLL_S)
+            except nats.errors.ConnectionClosedError:
+                return
+            if stored is not None and matches(stored.event):
+                frame = _frame(stored.seq, stored.event)
+                if frame is not None:
+                    yield frame
+                    last_id, quiet_since = stored.seq, loop.time()
+                    continue
+            if loop.time() - quiet_since >= KEEPALIVE_S:
+                # the id moves past events of no interest here: a resume skips them
+                keepalive = b": keep-alive\n"
+                if feed.last_seq and feed.last_seq != last_id:
+                    last_id = feed.last_seq
+                    keepalive += b"id: %d\n" % last_id
+                yield keepalive + b"\n"
+                quiet_since = loop.time()
 
-    return StreamingResponse(
-        frames(),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
+    return _FeedResponse(feed, frames())
+
+
+class _FeedResponse(StreamingResponse):
+    """Server-sent events from a feed, which closes however the response ends (finished,
+    cancelled because the client hung up, or never started)."""
+
+    def __init__(self, feed: EventFeed, content: AsyncIterator[bytes]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        self.feed = feed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self.feed.close()

@@ -15,6 +15,7 @@ import uvicorn
 from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats, free_port
 from eventbus.streams import ensure_layout
+from eventbus.types import EVENTS_STREAM
 from gateway.app import create_app
 from gateway.auth.bootstrap import ensure_first_key
 from gateway.routes.events import POLL_S, close_streams
@@ -103,3 +104,26 @@ async def test_a_server_that_closes_streams_on_shutdown_stops_at_once(
             rest = [line async for line in lines]  # a clean end: no protocol error
             await task
     assert all(not line.startswith("data:") for line in rest)
+
+
+async def test_a_client_that_hangs_up_leaves_no_consumer_behind(
+    served: tuple[uvicorn.Server, httpx.AsyncClient], nats_server: EmbeddedNats
+) -> None:
+    _, client = served
+    admin = await Bus.connect(nats_server.url, name="test", auth=nats_server.auth("admin"))
+
+    async def ephemeral() -> int:
+        consumers = await admin.js.consumers_info(EVENTS_STREAM)
+        return sum(1 for c in consumers if not c.config.durable_name)
+
+    try:
+        before = await ephemeral()
+        for _ in range(3):
+            async with client.stream("GET", "/v1/events/stream") as response:
+                assert await anext(response.aiter_lines()) == ": subscribed"
+                assert await ephemeral() > before  # the stream's own ordered consumer
+        async with asyncio.timeout(20):  # the server drops a consumer without interest
+            while await ephemeral() > before:
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
