@@ -78,13 +78,17 @@ def reserved_reason(event_type: str, prefix: str) -> str | None:
     status_code=202,
     response_model=Accepted,
     openapi_extra=_BODY_DOC,
-    responses={400: {"description": "not a valid CloudEvent"}, 403: {"description": "reserved"}},
+    responses={
+        400: {"description": "not a valid CloudEvent, or data declared JSON that is not JSON"},
+        403: {"description": "reserved"},
+    },
 )
 async def post_event(request: Request) -> Accepted | Response:
     """Publish a CloudEvent of the caller's namespace on EVENTS; a re-post of the same id within
     2 minutes is a duplicate."""
     state, ns = state_of(request), namespace(request)
-    event = from_http(request.headers, await request.body())  # InvalidEventError: 400
+    # InvalidEventError (400): not a CloudEvent, or data its content type says is JSON but is not
+    event = from_http(request.headers, await request.body())
     reason = reserved_reason(event.type, state.bus.prefix)
     if reason is not None:
         return problem(403, reason, kind="reserved-type", event_type=event.type)
