@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from eventbus.errors import DeepfaasError
 
@@ -93,10 +94,31 @@ async def validation_error_handler(_: Request, exc: Exception) -> Response:
     return problem(422, detail or "invalid request", kind="invalid", errors=errors)
 
 
-async def http_error_handler(_: Request, exc: Exception) -> Response:
-    """Starlette's own HTTP errors (404 for unknown routes, 405) as problems."""
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own HTTP errors (404 for unknown routes, 405 with `Allow`) as problems."""
     assert isinstance(exc, StarletteHTTPException)
-    return problem(exc.status_code, str(exc.detail))
+    response = problem(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+#: the methods a 405 may name in `Allow`
+METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette names only those of
+    the first route that matches the path, and several routes may share it)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 async def unexpected_error_handler(_: Request, exc: Exception) -> Response:

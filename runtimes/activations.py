@@ -184,13 +184,32 @@ class ActivationStore:
         where: Callable[[ActivationRecord], bool] | None = None,
     ) -> list[ActivationRecord]:
         """The newest records first (those ``where`` accepts), from the bucket stream's tail."""
-        kv = await self._bucket()
+        found, _ = await self.page(limit=limit, function=function, scan=scan, where=where)
+        return found
+
+    async def page(
+        self,
+        *,
+        limit: int = 30,
+        function: str | None = None,
+        scan: int = 2000,
+        where: Callable[[ActivationRecord], bool] | None = None,
+        before: int | None = None,
+    ) -> tuple[list[ActivationRecord], int | None]:
+        """Like `recent`, from the stream sequence ``before`` down; and the cursor to go on.
+
+        The cursor is the sequence to pass as ``before`` for the next page, or None when the
+        scan reached the start of the bucket (a record updated meanwhile moves to the top, as
+        the bucket keeps one revision per key).
+        """
+        await self._bucket()  # the bucket (and its stream) exist from here on
         info = await self.bus.js.stream_info(f"KV_{ACTIVATIONS_KV}")
         first, last = int(info.state.first_seq), int(info.state.last_seq)
+        top = last if before is None else min(last, before - 1)
         seen: set[str] = set()
         found: list[ActivationRecord] = []
-        seq = last
-        while seq >= max(first, last - scan) and seq > 0 and len(found) < limit:
+        seq = top
+        while seq >= max(first, top - scan) and seq > 0 and len(found) < limit:
             try:
                 msg = await self.bus.js.get_msg(f"KV_{ACTIVATIONS_KV}", seq, direct=True)
             except NotFoundError:
@@ -206,8 +225,7 @@ class ActivationStore:
                 where is None or where(record)
             ):
                 found.append(record)
-        del kv
-        return found
+        return found, (seq + 1 if seq >= max(first, 1) else None)
 
 
 def new_activation_id() -> str:

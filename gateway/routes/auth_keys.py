@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventbus.errors import ConflictError, NotFoundError
@@ -12,6 +12,7 @@ from eventbus.namespaces import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
 from gateway.auth import ForbiddenError, KeyInfo
 from gateway.auth.access import namespace
 from gateway.auth.keys import KeyStore
+from gateway.params import KeyId
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/auth/keys", tags=["auth"])
@@ -71,7 +72,7 @@ async def create_key(request: Request, body: KeyIn) -> NewKey:
 
 
 @router.delete("/{key_id}", response_model=KeyInfo)
-async def revoke_key(request: Request, key_id: Annotated[str, Path(max_length=64)]) -> KeyInfo:
+async def revoke_key(request: Request, key_id: KeyId) -> KeyInfo:
     """Revoke a key: it is refused from the next request on."""
     store = _store(request)
     found = await store.get(key_id)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eventbus.errors import ValidationFailedError
 from gateway.auth.errors import ForbiddenError
 from gateway.auth.types import Principal
+from gateway.params import MAX_NUMBER
 from gateway.state import state_of
 from runtimes.catalog.store import CatalogStore
 from runtimes.catalog.types import GateDecision, Lineage, ModelVersion, Module, ModuleSpec
@@ -27,7 +28,7 @@ from runtimes.models import (
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN)]
-Version = Annotated[int, Path(ge=1)]
+Version = Annotated[int, Path(ge=1, le=MAX_NUMBER)]
 MAX_ARTIFACT = 512 * 1024 * 1024
 
 
@@ -72,7 +73,7 @@ class Rollback(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: int | None = Field(default=None, ge=1)
+    to: int | None = Field(default=None, ge=1, le=MAX_NUMBER)
 
 
 def catalog_of(request: Request) -> CatalogStore:

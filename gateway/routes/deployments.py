@@ -7,21 +7,64 @@ here first (offline, local imports only), so a bad one gets a 422 problem before
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eventbus.namespaces import QUALIFIED_NAME_PATTERN
 from functions.deploy.handler import to_spec
-from functions.deploy.models import DeployInput
+from functions.deploy.models import Constraints, DeployInput
 from gateway.routes.invoke import sync_response
 from gateway.state import state_of
 from runtimes.deployments import DeploymentRecord, DeploymentStore
+from runtimes.ranking import Preferences
+from runtimes.tosca import TEMPLATES_DIR
+from runtimes.types import RuntimeSpec
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 NamePath = Path(pattern=QUALIFIED_NAME_PATTERN, description="deployment name")
 DEPLOY = "deploy"
+SOURCES = ("template", "template_path", "spec")
+
+
+def _one_source(schema: dict[str, Any]) -> None:
+    """The schema says what the validator checks: exactly one source, none of them null."""
+    props = schema.get("properties", {})
+    for field in SOURCES:
+        kinds = props.get(field, {}).pop("anyOf", None)
+        if kinds:
+            props[field].update(next(k for k in kinds if k.get("type") != "null"))
+            props[field].pop("default", None)
+    schema["oneOf"] = [{"required": [field]} for field in SOURCES]
+    # the templates this server has (a path outside them is refused with 422)
+    found = sorted(p.name for p in TEMPLATES_DIR.glob("*.y*ml") if p.is_file())
+    props.get("template_path", {})["enum"] = found
+
+
+class DeploymentIn(BaseModel):
+    """A deployment to create or update: exactly one of `template`, `template_path`, `spec`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_source)
+
+    action: Literal["create", "update"] = "create"
+    name: str | None = Field(default=None, pattern=QUALIFIED_NAME_PATTERN)
+    template: str | None = Field(default=None, description="TOSCA template YAML text")
+    template_path: str | None = Field(
+        default=None, description="a template file under infra/tosca/templates"
+    )
+    inputs: dict[str, Any] = Field(default_factory=dict, description="the template's inputs")
+    spec: RuntimeSpec | None = None
+    constraints: Constraints = Field(default_factory=Constraints)
+    preferences: Preferences = Field(default_factory=Preferences)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DeploymentIn:
+        given = [f for f in SOURCES if getattr(self, f) is not None]
+        if len(given) != 1 or len([f for f in SOURCES if f in self.model_fields_set]) != 1:
+            raise ValueError("give exactly one of template, template_path or spec (not null)")
+        return self
 
 
 def _accepted(activation_id: str, name: str) -> Response:
@@ -51,18 +94,24 @@ async def _invoke(
     return sync_response(outcome.record)
 
 
-@router.post("", status_code=202, responses={422: {"description": "bad template or spec"}})
+@router.post(
+    "",
+    status_code=202,
+    responses={
+        404: {"description": "the `deploy` function is not registered"},
+        422: {"description": "bad template or spec"},
+    },
+)
 async def create_deployment(
     request: Request,
-    body: DeployInput,
+    body: DeploymentIn,
     wait: Annotated[float | None, Query(gt=0, le=3600, description="wait for the result")] = None,
 ) -> Response:
     """Create (or update) a deployment: 202 with the `deploy` activation id and its name."""
-    action = body.action if body.action in ("create", "update") else "create"
-    checked = DeployInput.model_validate({**body.model_dump(exclude_unset=True), "action": action})
+    checked = DeployInput.model_validate(body.model_dump(exclude_unset=True))
     spec, _ = to_spec(checked)  # TemplateError (422) before anything is queued
     name = checked.name or spec.name
-    payload = {**checked.model_dump(mode="json", exclude_unset=True), "action": action,
+    payload = {**checked.model_dump(mode="json", exclude_unset=True), "action": body.action,
                "name": name}  # fmt: skip
     return await _invoke(request, payload, name, wait)
 

@@ -12,6 +12,7 @@ from eventbus.invocations import enqueue, new_invocation
 from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
 from gateway.auth.types import Principal
 from gateway.models import Accepted
+from gateway.params import StreamSeq
 from gateway.state import state_of
 from runtimes.activations import new_activation_id
 
@@ -64,7 +65,7 @@ async def list_dlq(
 
 
 @router.get("/v1/dlq/{seq}", response_model=DeadLetter, tags=["dead letters"])
-async def get_dlq(request: Request, seq: int) -> DeadLetter:
+async def get_dlq(request: Request, seq: StreamSeq) -> DeadLetter:
     """One dead letter with its error, traceback and original event."""
     return await get_dead_letter(state_of(request).bus, seq)
 
@@ -72,7 +73,7 @@ async def get_dlq(request: Request, seq: int) -> DeadLetter:
 @router.post(
     "/v1/dlq/{seq}/replay", status_code=202, response_model=Accepted, tags=["dead letters"]
 )
-async def replay_dlq(request: Request, seq: int) -> Accepted:
+async def replay_dlq(request: Request, seq: StreamSeq) -> Accepted:
     """Queue the dead letter's invocation again, as a new activation; the letter is removed."""
     state = state_of(request)
     letter = await get_dead_letter(state.bus, seq)
@@ -101,7 +102,9 @@ async def replay_dlq(request: Request, seq: int) -> Accepted:
 
 
 @router.delete("/v1/dlq/{seq}", status_code=204, tags=["dead letters"])
-async def delete_dlq(request: Request, seq: int) -> Response:
-    """Discard a dead letter."""
+async def delete_dlq(request: Request, seq: StreamSeq) -> Response:
+    """Discard a dead letter (404 when there is none at ``seq``)."""
+    # JetStream answers a delete past the stream's end with a store error, not "not found"
+    await get_dead_letter(state_of(request).bus, seq)
     await delete_dead_letter(state_of(request).bus, seq)
     return Response(status_code=204)

@@ -12,10 +12,9 @@ output would create it); another namespace's bucket is refused with 403.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventbus.errors import BucketTakenError, NotFoundError, ValidationFailedError
@@ -23,6 +22,7 @@ from eventbus.namespaces import NAMESPACE_PATTERN, belongs, is_name, local_name
 from eventbus.triggers import OutputTarget, Trigger, TriggerStore, legacy_confinement
 from gateway.auth.access import namespace, qualified
 from gateway.auth.errors import ForbiddenError
+from gateway.params import FunctionFilter
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
@@ -40,28 +40,42 @@ def local(trigger: Trigger) -> Trigger:
     )
 
 
+def _needs_a_match(schema: dict[str, Any]) -> None:
+    """The schema says what `Trigger.parse` checks: filters or a storage shortcut."""
+    schema["anyOf"] = [
+        {"required": ["filters"], "properties": {"filters": {"minItems": 1}}},
+        *(
+            {"required": [field], "properties": {field: {"type": "string", "minLength": 1}}}
+            for field in ("bucket", "key_prefix", "key_suffix")
+        ),
+        {"required": ["event_types"], "properties": {"event_types": {"minItems": 1}}},
+    ]
+
+
 class TriggerIn(BaseModel):
     """A trigger as sent by a client; filters are checked by the route, naming the bad part."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_needs_a_match)
 
-    name: str | None = Field(default=None, description="taken from the path on PUT")
-    function: str
+    name: str | None = Field(
+        default=None, pattern=NAMESPACE_PATTERN, description="taken from the path on PUT"
+    )
+    function: str = Field(pattern=NAMESPACE_PATTERN, description="the function it invokes")
     description: str = ""
     filters: list[dict[str, Any]] = Field(
         default_factory=list, description="CloudEvents Subscriptions API filters (implicit all)"
     )
-    bucket: str | None = None
-    key_prefix: str | None = None
-    key_suffix: str | None = None
-    event_types: list[str] = Field(default_factory=list)
+    bucket: str | None = Field(default=None, min_length=1)
+    key_prefix: str | None = Field(default=None, min_length=1)
+    key_suffix: str | None = Field(default=None, min_length=1)
+    event_types: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     output: OutputTarget | None = None
-    enabled: bool = True
-    # managed by the platform: accepted (a GET body can be sent back) and ignored
-    version: int | None = None
-    created: datetime | None = None
-    updated: datetime | None = None
+    enabled: bool = Field(default=True, strict=True)
+    # managed by the platform: accepted whatever they hold (a GET body can be sent back), ignored
+    version: Any = Field(default=None, description="ignored (the platform's)")
+    created: Any = Field(default=None, description="ignored (the platform's)")
+    updated: Any = Field(default=None, description="ignored (the platform's)")
 
 
 def _store(request: Request) -> TriggerStore:
@@ -115,10 +129,7 @@ async def _check_output(request: Request, bucket: str, ns: str) -> None:
 
 
 @router.get("", response_model=list[Trigger])
-async def list_triggers(
-    request: Request,
-    function: Annotated[str | None, Query(description="only this function's")] = None,
-) -> list[Trigger]:
+async def list_triggers(request: Request, function: FunctionFilter = None) -> list[Trigger]:
     """Every trigger, sorted by name."""
     ns = namespace(request)
     found = await _store(request).list(function=qualified(request, function) if function else None)
@@ -133,7 +144,11 @@ async def create_trigger(request: Request, body: TriggerIn, response: Response) 
     return local(trigger)
 
 
-@router.put("/{name}", response_model=Trigger)
+@router.put(
+    "/{name}",
+    response_model=Trigger,
+    responses={201: {"model": Trigger, "description": "created (it did not exist)"}},
+)
 async def put_trigger(
     request: Request, body: TriggerIn, response: Response, name: str = NamePath
 ) -> Trigger:
