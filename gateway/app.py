@@ -15,7 +15,7 @@ from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ensure_layout
-from gateway import openwhisk, problems
+from gateway import openapi, openwhisk, problems
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import KeyStore
 from gateway.auth.middleware import AuthMiddleware
@@ -108,6 +108,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.openapi = openapi.create_openapi(app)  # type: ignore[method-assign]
     app.add_exception_handler(DeepfaasError, problems.deepfaas_error_handler)
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)

@@ -66,7 +66,11 @@ async def create_function(
     return local(spec)
 
 
-@router.put("/{name}", response_model=FunctionSpec)
+@router.put(
+    "/{name}",
+    response_model=FunctionSpec,
+    responses={201: {"model": FunctionSpec, "description": "created (it did not exist)"}},
+)
 async def put_function(
     request: Request, body: FunctionSpecIn, response: Response, name: str = NamePath
 ) -> FunctionSpec:

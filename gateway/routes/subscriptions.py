@@ -88,7 +88,11 @@ async def get_subscription(request: Request, subscription_id: str = IdPath) -> S
     return _view(found, await store.delivery_state(key))
 
 
-@router.put("/{subscription_id}", response_model=SubscriptionView)
+@router.put(
+    "/{subscription_id}",
+    response_model=SubscriptionView,
+    responses={201: {"model": SubscriptionView, "description": "created (it did not exist)"}},
+)
 async def put_subscription(
     request: Request, body: Subscription, response: Response, subscription_id: str = IdPath
 ) -> SubscriptionView:
