@@ -13,6 +13,7 @@ are not confirmed), except on create, where a taken name answers 409.
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -237,7 +238,12 @@ def _metadata(request: Request) -> dict[str, str]:
     return found
 
 
-@router.put("/{bucket}/objects/{key:path}", status_code=201, response_model=ObjectOut)
+@router.put(
+    "/{bucket}/objects/{key:path}",
+    status_code=201,
+    response_model=ObjectOut,
+    responses={200: {"model": ObjectOut, "description": "replaced an object"}},
+)
 async def put_object(request: Request, bucket: str, key: str, response: Response) -> ObjectOut:
     """Store the request body as the object (201 new, 200 replaced); the ETag in a header."""
     state = state_of(request)
@@ -254,7 +260,7 @@ async def put_object(request: Request, bucket: str, key: str, response: Response
         bucket,
         key,
         request.stream(),
-        content_type=request.headers.get("content-type") or DEFAULT_CONTENT_TYPE,
+        content_type=content_type_of(key, request.headers.get("content-type")),
         metadata=_metadata(request),
         size=_declared_size(request),
     )
@@ -264,6 +270,21 @@ async def put_object(request: Request, bucket: str, key: str, response: Response
     response.headers["etag"] = f'"{info.etag}"'
     response.headers["location"] = object_path(bucket, key)
     return _object_out(info)
+
+
+#: Python's own table of types by extension (not the machine's /etc/mime.types: the same
+#: answer on every host)
+_TYPES: Final = mimetypes.MimeTypes()
+
+
+def content_type_of(key: str, sent: str | None) -> str:
+    """The type the client sent, or, when it sent none or the generic one, the key's guess."""
+    if sent and sent.split(";")[0].strip().lower() != DEFAULT_CONTENT_TYPE:
+        return sent
+    guessed, encoding = _TYPES.guess_type(key, strict=False)
+    if encoding is not None:  # `.tar.gz` is gzip bytes, not a tar file
+        guessed = None
+    return guessed or sent or DEFAULT_CONTENT_TYPE
 
 
 def _parse_range(header: str | None) -> tuple[int | None, int | None] | None:
