@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import orjson
@@ -106,6 +106,45 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+#: where the built-in functions' specs live (`functions/<name>/function.yaml` from any folder)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _read_text(path: Path, option: str) -> str:
+    """A file named on the command line; a missing one is a one-line error, not a traceback."""
+    tried = [path]
+    if not path.is_absolute():
+        tried.append(PROJECT_ROOT / path)
+    for candidate in tried:
+        if candidate.is_file():
+            try:
+                return candidate.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                _fail(f"{option} {candidate}: {exc}")
+    where = " or ".join(str(p.absolute()) for p in tried)
+    _fail(f"{option} {path}: no such file (looked for {where})")
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    """A function.yaml as a mapping (one-line errors for a missing file or bad YAML)."""
+    try:
+        spec = yaml.safe_load(_read_text(path, "--spec"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        _fail(f"--spec {path} is not valid YAML{at}: {problem}")
+    if spec is not None and not isinstance(spec, dict):
+        _fail(f"--spec {path} must hold a mapping of function fields")
+    return spec or {}
+
+
+def _fail(message: str) -> NoReturn:
+    """A usage error on one line (exit 2)."""
+    err.print(f"[red]error[/red]: {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
 @fn_app.command("deploy")
 def fn_deploy(
     name: Annotated[str, typer.Argument(help="function name")],
@@ -134,9 +173,9 @@ def fn_deploy(
     """Create or update a function (an update bumps its version)."""
     body: dict[str, Any] = {}
     if spec_file is not None:
-        body.update(yaml.safe_load(spec_file.read_text()) or {})
+        body.update(_read_spec(spec_file))
     if file is not None:
-        body["code"] = file.read_text()
+        body["code"] = _read_text(file, "--file")
         body["handler"] = handler
     elif "handler" not in body:
         body["handler"] = handler

@@ -14,9 +14,12 @@ import signal
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import uvicorn
-from pydantic import Field
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings
+from starlette.applications import Starlette
 
 from eventbus.connection import Bus
 from eventbus.credentials import RoleCredentials
@@ -38,6 +41,7 @@ from gateway.app import create_app
 from gateway.auth.bootstrap import auth_file, ensure_first_key
 from gateway.auth.keys import KeyStore
 from gateway.builtins import reconcile_deployments, register_builtins
+from gateway.routes.events import close_streams
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge
 from runtimes.controller import Controller
@@ -143,6 +147,12 @@ async def run_controller(
         await bus.close()
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+#: seconds requests in flight (an SSE stream, a sync invoke) get to finish when `up` stops
+SHUTDOWN_GRACE_S = 5
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal capture: `up` stops the parts in order itself."""
 
@@ -157,6 +167,11 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             self.force_exit = True
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if isinstance(self.config.app, Starlette):
+            close_streams(self.config.app)  # event streams end now, not when clients hang up
+        await super().shutdown(sockets)
 
 
 async def run_deliverer(settings: GatewaySettings) -> None:
@@ -193,6 +208,8 @@ async def run_gateway(settings: GatewaySettings) -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        # a request still open past this (a long sync invoke) is cut off
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     await _Server(config).serve()
 
@@ -329,4 +346,17 @@ def main_up() -> None:
         level=os.environ.get("DEEPFAAS_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(up(UpSettings()))
+    asyncio.run(up(settings_or_exit(UpSettings)))
+
+
+def settings_or_exit(cls: type[S]) -> S:
+    """The settings from the environment; invalid ones stop the process with one line."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        reasons = "; ".join(
+            (f"DEEPFAAS_{str(e['loc'][0]).upper()}: " if e["loc"] else "")
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise SystemExit(f"deepfaas: invalid settings: {reasons}") from None
