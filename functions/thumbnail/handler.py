@@ -7,18 +7,19 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
+from functions.errors import FunctionError, InvalidInputError
 from functions.thumbnail.models import ThumbnailInput
 from runtimes.types import Context
 
 
-class ThumbnailError(ValueError):
-    """The object is not an image this function can read."""
+class ThumbnailError(InvalidInputError, ValueError):
+    """The object is not an image this function can read (final: not retried)."""
 
 
 async def handle(inp: ThumbnailInput, ctx: Context) -> bytes:
     """Stream the object in, shrink it, return PNG bytes (the trigger's output target gets them)."""
     if ctx.storage is None:
-        raise ThumbnailError("the worker has no object store")
+        raise FunctionError("the worker has no object store")
     info, stream = await ctx.storage.get(inp.object.bucket, inp.object.key)
     if info.size > inp.max_bytes:
         await stream.aclose()
