@@ -20,7 +20,6 @@ from gateway.routes.invoke import sync_response
 from gateway.state import state_of
 from runtimes.deployments import DeploymentRecord, DeploymentStore
 from runtimes.ranking import Preferences
-from runtimes.tosca import TEMPLATES_DIR
 from runtimes.types import RuntimeSpec
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
@@ -38,9 +37,6 @@ def _one_source(schema: dict[str, Any]) -> None:
             props[field].update(next(k for k in kinds if k.get("type") != "null"))
             props[field].pop("default", None)
     schema["oneOf"] = [{"required": [field]} for field in SOURCES]
-    # the templates this server has (a path outside them is refused with 422)
-    found = sorted(p.name for p in TEMPLATES_DIR.glob("*.y*ml") if p.is_file())
-    props.get("template_path", {})["enum"] = found
 
 
 class DeploymentIn(BaseModel):
