@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.auth.policy import PUBLIC_PATHS
-from gateway.params import BUCKET_NAME_SCHEMA
+from gateway.params import BUCKET_NAME_SCHEMA, EVENT_FILTER_SCHEMA
 from gateway.problems import TITLES
 
 PROBLEM: Final = {
@@ -89,7 +89,12 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int
 def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
     """Add the gateway's own error answers to every operation of ``spec`` (in place)."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(Problem=PROBLEM, OpenWhiskError=OPENWHISK_ERROR, FieldErrors=FIELD_ERRORS)
+    schemas.update(
+        Problem=PROBLEM,
+        OpenWhiskError=OPENWHISK_ERROR,
+        FieldErrors=FIELD_ERRORS,
+        EventFilter=EVENT_FILTER_SCHEMA,
+    )
     for path, item in spec.get("paths", {}).items():
         for method, operation in item.items():
             if not isinstance(operation, dict) or "responses" not in operation:

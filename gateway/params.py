@@ -46,3 +46,47 @@ BUCKET_NAME_SCHEMA: Final = {
     },
     "description": "bucket name (S3 rules: 3-63 of a-z 0-9 . -, not like an IP address)",
 }
+
+#: a CloudEvents Subscriptions API filter as `eventbus.filters.compile_filters` checks it
+#: (recursive: `all`/`any` hold filters, `not` holds one); `gateway.openapi` adds it to the
+#: document's components
+EVENT_FILTER_REF: Final = {"$ref": "#/components/schemas/EventFilter"}
+_ATTRIBUTE: Final = {
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "propertyNames": {"pattern": "^[a-z0-9]{1,20}$"},
+    "additionalProperties": {"type": "string"},
+    "description": "one context attribute name (1-20 of a-z, 0-9) -> a string",
+}
+EVENT_FILTER_SCHEMA: Final = {
+    "description": "one filter: exactly one dialect key",
+    "oneOf": [
+        *(
+            {
+                "type": "object",
+                "required": [dialect],
+                "properties": {dialect: _ATTRIBUTE},
+                "additionalProperties": False,
+            }
+            for dialect in ("exact", "prefix", "suffix")
+        ),
+        *(
+            {
+                "type": "object",
+                "required": [dialect],
+                "properties": {
+                    dialect: {"type": "array", "minItems": 1, "items": EVENT_FILTER_REF}
+                },
+                "additionalProperties": False,
+            }
+            for dialect in ("all", "any")
+        ),
+        {
+            "type": "object",
+            "required": ["not"],
+            "properties": {"not": EVENT_FILTER_REF},
+            "additionalProperties": False,
+        },
+    ],
+}

@@ -22,7 +22,7 @@ from eventbus.namespaces import NAMESPACE_PATTERN, belongs, is_name, local_name
 from eventbus.triggers import OutputTarget, Trigger, TriggerStore, legacy_confinement
 from gateway.auth.access import namespace, qualified
 from gateway.auth.errors import ForbiddenError
-from gateway.params import FunctionFilter
+from gateway.params import EVENT_FILTER_REF, FunctionFilter
 from gateway.state import state_of
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
@@ -42,6 +42,7 @@ def local(trigger: Trigger) -> Trigger:
 
 def _needs_a_match(schema: dict[str, Any]) -> None:
     """The schema says what `Trigger.parse` checks: filters or a storage shortcut."""
+    schema["properties"]["filters"]["items"] = EVENT_FILTER_REF
     schema["anyOf"] = [
         {"required": ["filters"], "properties": {"filters": {"minItems": 1}}},
         *(
@@ -76,6 +77,12 @@ class TriggerIn(BaseModel):
     version: Any = Field(default=None, description="ignored (the platform's)")
     created: Any = Field(default=None, description="ignored (the platform's)")
     updated: Any = Field(default=None, description="ignored (the platform's)")
+
+
+class NewTrigger(TriggerIn):
+    """A trigger to create (POST): the body names it."""
+
+    name: str = Field(pattern=NAMESPACE_PATTERN, description="the trigger's name")
 
 
 def _store(request: Request) -> TriggerStore:
@@ -137,7 +144,7 @@ async def list_triggers(request: Request, function: FunctionFilter = None) -> li
 
 
 @router.post("", status_code=201, response_model=Trigger)
-async def create_trigger(request: Request, body: TriggerIn, response: Response) -> Trigger:
+async def create_trigger(request: Request, body: NewTrigger, response: Response) -> Trigger:
     """Create a trigger; 409 when the name is taken, 422 for a bad filter or missing function."""
     trigger = await _store(request).put(await _trigger_from(request, body, None), create_only=True)
     response.headers["location"] = f"/v1/triggers/{local_name(trigger.name)}"
