@@ -106,7 +106,7 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
             cwd=Path(__file__).resolve().parents[1],
         )
     platform = Platform(f"http://127.0.0.1:{port}", process, nats, data_dir, log_path)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a loaded 2-core CI machine can take this long
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"platform exited with {process.returncode}:\n{platform.log_text()}")
@@ -118,7 +118,7 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
             pass
         time.sleep(0.05)
     platform.stop()
-    raise RuntimeError(f"platform not ready in 30 s:\n{platform.log_text()}")
+    raise RuntimeError(f"platform not ready in 60 s:\n{platform.log_text()}")
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
