@@ -29,8 +29,8 @@ from runtimes.errors import FunctionLoadError
 from runtimes.executor import Executor, FunctionExecutor
 from runtimes.loader import failing_function, load_function
 from runtimes.registry import FunctionRegistry
-from runtimes.sandbox import SandboxedExecutor, SandboxLimits, is_trusted
-from runtimes.sandbox.host import SandboxFactory
+from runtimes.sandbox import SandboxLimits, is_trusted
+from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
 from runtimes.sandbox.process import RunnerGoneError, RunnerProcess
 from runtimes.sandbox.types import SandboxUnavailableError
 from runtimes.settings import WorkerSettings

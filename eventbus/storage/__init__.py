@@ -1,5 +1,7 @@
 """Object storage behind one protocol: a local directory or any S3 endpoint."""
 
+from typing import TYPE_CHECKING
+
 from eventbus.storage.errors import (
     BucketExistsError,
     BucketNotEmptyError,
@@ -37,7 +39,9 @@ from eventbus.storage.records import (
     parse_minio_notification,
     unescape_key,
 )
-from eventbus.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from eventbus.storage.s3 import S3Storage
 from eventbus.storage.types import (
     DEFAULT_CONTENT_TYPE,
     BucketInfo,
@@ -89,3 +93,13 @@ __all__ = [
     "validate_bucket_name",
     "validate_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The S3 backend imports the minio SDK (and its HTTP stack): only the processes that use
+    # it pay for that, not every importer of a storage error or type (a sandboxed runner).
+    if name == "S3Storage":
+        from eventbus.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

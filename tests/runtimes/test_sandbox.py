@@ -19,9 +19,9 @@ from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.storage import LocalStorage
 from eventbus.streams import ensure_layout
-from runtimes.sandbox import SandboxedExecutor, SandboxLimits, SandboxUnavailableError, is_trusted
+from runtimes.sandbox import SandboxLimits, SandboxUnavailableError, is_trusted
 from runtimes.sandbox.command import bwrap_path
-from runtimes.sandbox.host import SandboxFactory
+from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
 from runtimes.types import ActivationStatus, Context, FunctionSpec
 
 pytestmark = pytest.mark.timeout(120)
