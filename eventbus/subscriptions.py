@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.filters import compile_filters
+from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import DEFAULT_NAMESPACE, NAME, SEPARATOR, event_namespace, is_name
 from eventbus.streams import DELIVERIES_KV, SUBSCRIPTIONS_KV
 from eventbus.types import EVENTS_STREAM, CloudEvent, new_id
@@ -250,10 +251,7 @@ class SubscriptionStore:
     async def list(self, namespace: str | None = None) -> list[Subscription]:
         """Every subscription (of one namespace, if given), oldest first."""
         kv = await self.bus.kv(SUBSCRIPTIONS_KV)
-        try:
-            keys = await kv.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
-            return []
+        keys = await kv_keys(kv)
         found: list[Subscription] = []
         for key in keys:
             if namespace is not None and split_key(key)[0] != namespace:

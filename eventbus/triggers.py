@@ -24,6 +24,7 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.filters import FilterList, compile_filters, storage_filters
 from eventbus.invocations import new_invocation
+from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import (
     DEFAULT_NAMESPACE,
     QUALIFIED_NAME_PATTERN,
@@ -290,10 +291,7 @@ class TriggerStore:
     async def list(self, *, function: str | None = None) -> list[Trigger]:
         """Every trigger (of one function, if given), sorted by name."""
         kv = await self.bus.kv(TRIGGERS_KV)
-        try:
-            keys = await kv.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
-            return []
+        keys = await kv_keys(kv)
         found = []
         for key in sorted(keys):
             trigger, _ = await self._read(key)

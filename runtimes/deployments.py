@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError, NotFoundError
+from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import QUALIFIED_NAME_PATTERN
 from eventbus.streams import DEPLOYMENTS_KV
 from runtimes.errors import ProviderError
@@ -113,10 +114,7 @@ class DeploymentStore:
     async def list(self) -> list[DeploymentRecord]:
         """Every record, by name."""
         kv = await self.bus.kv(DEPLOYMENTS_KV)
-        try:
-            keys = await kv.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
-            return []
+        keys = await kv_keys(kv)
         found = [await self.find(k) for k in sorted(keys)]
         return [r for r in found if r is not None]
 

@@ -9,6 +9,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError
+from eventbus.kv import keys as kv_keys
 from eventbus.streams import FUNCTIONS_KV, remove_function_queue
 from runtimes.types import FunctionSpec
 
@@ -35,10 +36,7 @@ class FunctionRegistry:
     async def list(self) -> list[FunctionSpec]:
         """Every function, sorted by name."""
         kv = await self.bus.kv(FUNCTIONS_KV)
-        try:
-            keys = await kv.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
-            return []
+        keys = await kv_keys(kv)
         specs = []
         for key in sorted(keys):
             try:

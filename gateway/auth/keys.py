@@ -21,11 +21,12 @@ import uuid
 from datetime import UTC, datetime
 
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import NotFoundError
+from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import is_name
 from gateway.auth.errors import AuthError
 from gateway.auth.types import ApiKey, KeyInfo, Principal
@@ -142,10 +143,7 @@ class KeyStore:
     async def list(self, namespace: str | None = None) -> list[KeyInfo]:
         """Every key (of one namespace), oldest first, without secrets."""
         kv = await self._bucket()
-        try:
-            ids = await kv.keys()
-        except NoKeysError:
-            return []
+        ids = await kv_keys(kv)
         found = []
         for key_id in ids:
             try:

@@ -11,10 +11,11 @@ from typing import Any
 
 import orjson
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
+from eventbus.kv import keys as kv_keys
 
 OPENWHISK_KV = "openwhisk"
 
@@ -61,9 +62,6 @@ class OpenWhiskStore:
     async def names(self, kind: str) -> list[str]:
         """Internal names of every document of one kind."""
         kv = await self._bucket()
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            return []
+        keys = await kv_keys(kv)
         prefix = f"{kind}."
         return sorted(k[len(prefix) :] for k in keys if k.startswith(prefix))

@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError
+from eventbus.kv import cas, keys, read
 from eventbus.namespaces import DEFAULT_NAMESPACE
 from eventbus.publish import publish_event
 from eventbus.storage import Storage
@@ -28,7 +29,6 @@ from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
 from eventbus.types import CloudEvent
 from runtimes.catalog.errors import CatalogForbiddenError
 from runtimes.catalog.gate import decide
-from runtimes.catalog.kv import cas, keys, read
 from runtimes.catalog.types import (
     ARTIFACT_BUCKET,
     CATALOG_KV,

@@ -1,18 +1,34 @@
-"""Compare-and-set reads and writes of catalog entries in a JetStream KV bucket."""
+"""Reads and compare-and-set writes of JSON models in a JetStream KV bucket, written once.
+
+Every store on the bus (functions, triggers, subscriptions, keys, catalog, deployments, the
+OpenWhisk documents) lists and updates its entries through these helpers, so that "the bucket
+is empty" and "the bus is down" never read alike: only nats-py's no-keys error means empty.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from eventbus.errors import ConflictError
 
 M = TypeVar("M", bound=BaseModel)
-TRIES = 20
+#: compare-and-set attempts before a writer is told the entry keeps changing
+CAS_TRIES = 20
+
+
+async def keys(kv: KeyValue, prefix: str = "") -> list[str]:
+    """Keys of live entries that start with ``prefix``; an empty bucket has none."""
+    # nats-py 2.16's `keys(filters=…)` finds nothing on nats-server 2.15: filter here instead.
+    try:
+        found = await kv.keys()
+    except NoKeysError:
+        return []
+    return [key for key in found if key.startswith(prefix)]
 
 
 async def read(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
@@ -30,7 +46,7 @@ async def cas(
     kv: KeyValue, key: str, model: type[M], change: Callable[[M | None], M]
 ) -> tuple[M, int]:
     """Apply ``change`` to the current value and write it if nobody wrote in between."""
-    for _ in range(TRIES):
+    for _ in range(CAS_TRIES):
         found = await read(kv, key, model)
         updated = change(found[0] if found else None)
         value = updated.model_dump_json().encode()
@@ -42,14 +58,4 @@ async def cas(
         except KeyWrongLastSequenceError:
             continue
         return updated, revision
-    raise ConflictError(f"catalog entry {key!r} keeps changing; retry", key=key)
-
-
-async def keys(kv: KeyValue, prefix: str) -> list[str]:
-    """Keys that start with ``prefix``."""
-    # nats-py 2.16's `keys(filters=…)` finds nothing on nats-server 2.15: filter here instead.
-    try:
-        keys = await kv.keys()
-    except Exception:  # nats-py raises NoKeysError on an empty bucket
-        return []
-    return [key for key in keys if key.startswith(prefix)]
+    raise ConflictError(f"entry {key!r} keeps changing; retry", key=key)
