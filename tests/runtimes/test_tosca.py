@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -220,16 +219,6 @@ def test_parses_concurrently() -> None:
         sys.setswitchinterval(interval)
     assert sorted(results) == ["fn"] * 20 + ["gpu_memory"] * 20
     assert not ExceptionCollector.collecting
-
-
-def test_parse_time_of_a_small_template() -> None:
-    parse_template(SMALL)  # warm up: tosca-parser loads its normative types once
-    runs = 20
-    started = time.perf_counter()
-    for _ in range(runs):
-        parse_template(SMALL)
-    per_parse_ms = 1e3 * (time.perf_counter() - started) / runs
-    print(f"\nparse time of a small TOSCA template: {per_parse_ms:.2f} ms")
 
 
 # --- inputs -------------------------------------------------------------------------------
