@@ -31,6 +31,8 @@ DELIVERIES_KV = "deliveries"
 CATALOG_KV = "catalog"
 DEPLOYMENTS_KV = "deployments"
 BUCKETS_KV = "buckets"
+#: schedules: the last tick fired per trigger, and event schedules (`eventbus.scheduler`)
+SCHEDULES_KV = "schedules"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ async def ensure_layout(js: JetStreamContext, layout: Layout | None = None) -> N
         KeyValueConfig(bucket=CATALOG_KV, history=10, replicas=layout.replicas),
         KeyValueConfig(bucket=DEPLOYMENTS_KV, history=10, replicas=layout.replicas),
         KeyValueConfig(bucket=BUCKETS_KV, history=5, replicas=layout.replicas),
+        KeyValueConfig(bucket=SCHEDULES_KV, history=1, replicas=layout.replicas),
         KeyValueConfig(
             bucket=DELIVERIES_KV, history=1, ttl=layout.activations_ttl, replicas=layout.replicas
         ),
