@@ -244,6 +244,7 @@ def role_permissions(role: str) -> Permissions:
                         _LEDGER_KV,
                         "auth_keys",
                         "openwhisk",
+                        "oscar",
                     )
                 ),
             ),
@@ -262,7 +263,7 @@ def role_permissions(role: str) -> Permissions:
         ]
         deny = [
             f"$JS.API.STREAM.{verb}.{stream}"
-            for stream in (*_LAYOUT_STREAMS, "KV_auth_keys", "KV_openwhisk")
+            for stream in (*_LAYOUT_STREAMS, "KV_auth_keys", "KV_openwhisk", "KV_oscar")
             for verb in ("CREATE", "UPDATE")
         ]
         for stream in (EVENTS_STREAM, INVOCATIONS_STREAM, DLQ_STREAM):

@@ -15,7 +15,7 @@ from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ensure_layout
-from gateway import openapi, openwhisk, problems
+from gateway import openapi, openwhisk, oscar, problems
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import KeyStore
 from gateway.auth.middleware import AuthMiddleware
@@ -135,6 +135,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         BodyLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/buckets",)
     )
     app.include_router(auth_keys.router)
+    app.include_router(oscar.router)
     for ow_router in openwhisk.ROUTERS:
         app.include_router(ow_router)
     app.add_middleware(AuthMiddleware)

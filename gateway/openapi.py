@@ -58,6 +58,8 @@ def error_content(path: str) -> dict[str, Any]:
     problem = {"application/problem+json": {"schema": _PROBLEM_REF}}
     if path.startswith("/api/v1/"):
         return {"application/json": {"schema": {"$ref": "#/components/schemas/OpenWhiskError"}}}
+    if path.startswith(("/system/", "/run/", "/job/")):  # OSCAR's plain text (auth: problems)
+        return {"text/plain": {"schema": {"type": "string"}}, **problem}
     if path.startswith("/v2/"):
         return {
             "application/json": {"schema": {"$ref": "#/components/schemas/FieldErrors"}},

@@ -40,6 +40,10 @@ class LoadedFunction:
 
 def load_function(spec: FunctionSpec) -> LoadedFunction:
     """Import the spec's handler; `FunctionLoadError` says what went wrong."""
+    if spec.script is not None:
+        from runtimes.script import load_script  # it imports this module
+
+        return load_script(spec)
     module_name, _, attr = spec.handler.rpartition(":")
     if spec.code is not None:
         module = _module_from_code(spec, module_name or f"deepfaas_fn_{spec.name}")

@@ -19,6 +19,20 @@ HANDLER_PATTERN: Final = (
 )
 MAX_CODE_BYTES: Final = 1_000_000
 MAX_INLINE_RESULT_BYTES: Final = 1 << 20
+#: the handler of a script function (`FunctionSpec.script`): runs the script with /bin/sh
+SCRIPT_HANDLER: Final = "runtimes.script:run"
+BUCKET_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+class ScriptOutput(BaseModel):
+    """Where a script function's output files go (OSCAR's `output[]`): bucket, folder, filters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str = Field(pattern=BUCKET_NAME_PATTERN)
+    prefix: str = Field(default="", max_length=512, description="folder inside the bucket")
+    file_prefix: list[str] = Field(default_factory=list, description="upload only names so begun")
+    file_suffix: list[str] = Field(default_factory=list, description="upload only names so ended")
 
 
 class FunctionSpec(BaseModel):
@@ -37,6 +51,16 @@ class FunctionSpec(BaseModel):
         default=None,
         max_length=MAX_CODE_BYTES,
         description="Python source of the handler's module (inline code, as OpenWhisk actions)",
+    )
+    script: str | None = Field(
+        default=None,
+        max_length=MAX_CODE_BYTES,
+        description="a shell script run with /bin/sh instead of Python code (OSCAR's `script`); "
+        f"the handler is then `{SCRIPT_HANDLER}` (may be left out)",
+    )
+    script_outputs: list[ScriptOutput] = Field(
+        default_factory=list,
+        description="where a script's files in $TMP_OUTPUT_DIR are uploaded when it exits",
     )
     description: str = ""
     runtime: str = Field(default="python:3.11", pattern=r"^python:3(\.\d+)?$")
@@ -62,10 +86,21 @@ class FunctionSpec(BaseModel):
     created: datetime | None = None
     updated: datetime | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _script_handler(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("script") is not None and "handler" not in data:
+            return {**data, "handler": SCRIPT_HANDLER}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> FunctionSpec:
         if self.min_scale > self.max_scale:
             raise ValueError("min_scale must not exceed max_scale")
+        if self.script is not None and (self.code is not None or self.handler != SCRIPT_HANDLER):
+            raise ValueError(f"a script function has no code and its handler is {SCRIPT_HANDLER}")
+        if self.script is None and (self.script_outputs or self.handler == SCRIPT_HANDLER):
+            raise ValueError(f"script_outputs and the handler {SCRIPT_HANDLER} need a script")
         if self.code is None and ":" not in self.handler:
             raise ValueError("handler must be `module:function` when no code is given")
         return self

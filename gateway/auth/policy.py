@@ -27,6 +27,8 @@ _PREDICT = re.compile(r"^/v2/models/([^/]+)/predict/?$")
 _INVOKE = re.compile(
     r"^(/v1/functions/[^/]+/invoke|/api/v1/namespaces/[^/]+/actions/[^/]+(/[^/]+)?)/?$"
 )
+#: OSCAR's `/run` and `/job`: they also take the service's own token (`gateway/oscar`)
+_SERVICE_TOKEN = re.compile(r"^/(run|job)/[^/]+/?$")
 #: OpenWhisk's web actions (not built): anyone may hear that they are not supported
 UNSUPPORTED_PREFIXES: Final = ("/api/v1/web",)
 
@@ -39,6 +41,8 @@ def is_anonymous(method: str, path: str) -> bool:
     """Whether the request may go through without a credential."""
     if path in PUBLIC_PATHS or _under(path, PUBLIC_PREFIXES + UNSUPPORTED_PREFIXES):
         return True
+    if method == "POST" and _SERVICE_TOKEN.match(path):
+        return True  # the route checks the service's token when no key or OIDC token is given
     return method in ("GET", "HEAD") and _under(path, ANONYMOUS_READ_PREFIXES)
 
 
