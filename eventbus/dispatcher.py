@@ -4,16 +4,21 @@ A trigger matches only events of its own namespace (the event's ``namespace`` at
 meaning ``default``). The activation id of (event, trigger) is derived from both, so a
 redelivered event is de-duplicated by JetStream (`Nats-Msg-Id`) within the window and by the
 worker's claim after. An event is acknowledged only once every invocation it causes is enqueued.
+
+Scheduled triggers (and event schedules) are fired by the `Scheduler` each dispatcher runs:
+ticks come from the clock the settings name, and each tick is claimed once across dispatchers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -31,7 +36,16 @@ from eventbus.filters import FilterIndex
 from eventbus.invocations import enqueue
 from eventbus.namespaces import EVENT_ATTRIBUTE, event_namespace, namespace_of
 from eventbus.publish import publish_event
-from eventbus.streams import FUNCTIONS_KV, TRIGGERS_KV, ensure_layout
+from eventbus.scheduler import (
+    EMIT_PREFIX,
+    EventSchedule,
+    Scheduled,
+    Scheduler,
+    emitted_event,
+    tick_event,
+)
+from eventbus.schedules import Clock, SystemClock
+from eventbus.streams import FUNCTIONS_KV, SCHEDULES_KV, TRIGGERS_KV, ensure_layout
 from eventbus.triggers import Trigger, invocation_for, storage_object
 from eventbus.types import EVENTS_STREAM, CloudEvent
 
@@ -52,6 +66,9 @@ class Dispatcher:
         batch: int = 256,
         retry_base: float = 0.5,
         retry_max: float = 30.0,
+        clock: Clock | None = None,
+        schedule_grace_s: float = 30.0,
+        schedule_poll_s: float = 0.5,
     ) -> None:
         self.bus = bus
         self.ack_wait = ack_wait
@@ -69,6 +86,14 @@ class Dispatcher:
         self._stats_sub: Any = None
         self._stopping = asyncio.Event()
         self._in_hand: asyncio.Future[list[None]] | None = None
+        self.event_schedules: dict[str, EventSchedule] = {}
+        self.scheduler = Scheduler(
+            bus,
+            clock or SystemClock(),
+            self._scheduled,
+            grace_s=schedule_grace_s,
+            poll_s=schedule_poll_s,
+        )
 
     def counters(self) -> dict[str, int]:
         """Events seen, matched and unmatched, invocations enqueued, skips by reason, and more."""
@@ -76,10 +101,13 @@ class Dispatcher:
 
     async def start(self, *, sync_timeout: float = 10.0) -> None:
         """Load triggers and functions, then consume EVENTS with the durable `dispatcher`."""
-        synced = [asyncio.Event(), asyncio.Event()]
+        synced = [asyncio.Event(), asyncio.Event(), asyncio.Event()]
         self._tasks = [
             asyncio.create_task(self._watch(TRIGGERS_KV, self._load_triggers, synced[0])),
             asyncio.create_task(self._watch(FUNCTIONS_KV, self._load_functions, synced[1])),
+            asyncio.create_task(
+                self._watch(SCHEDULES_KV, self._load_event_schedules, synced[2], EMIT_PREFIX)
+            ),
         ]
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in synced)), sync_timeout)
@@ -104,6 +132,7 @@ class Dispatcher:
         )
         self._stats_sub = await self.bus.nc.subscribe(STATS_SUBJECT, cb=self._on_stats)
         self._tasks.append(asyncio.create_task(self._consume(), name="dispatch"))
+        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="schedule"))
         log.info(
             "dispatcher started: %d triggers, %d functions", len(self.index), len(self.functions)
         )
@@ -129,13 +158,15 @@ class Dispatcher:
         bucket: str,
         load: Callable[[dict[str, bytes], bool], None],
         synced: asyncio.Event,
+        prefix: str = "",
     ) -> None:
-        """Follow a bucket; after each (re)connect the snapshot replaces what was known."""
+        """Follow a bucket (its keys under ``prefix``); after each (re)connect the snapshot
+        replaces what was known."""
         while True:
             watcher: Any = None
             try:
                 kv = await self.bus.kv(bucket)
-                watcher = await kv.watchall()
+                watcher = await (kv.watch(prefix + ">") if prefix else kv.watchall())
                 snapshot: dict[str, bytes] = {}
                 live = False
                 async for entry in watcher:
@@ -172,7 +203,10 @@ class Dispatcher:
                 continue
             try:
                 trigger = Trigger.model_validate_json(value)
-                self.index.add(name, trigger.effective_filters(self.bus.prefix))
+                if trigger.matches_events:
+                    self.index.add(name, trigger.effective_filters(self.bus.prefix))
+                else:  # schedule only: no filter at all would match every event
+                    self.index.remove(name)
             except Exception as exc:  # a stored trigger this version cannot read
                 log.error("trigger %s ignored: %s", name, exc)
                 self.stats["triggers_unreadable"] += 1
@@ -183,6 +217,43 @@ class Dispatcher:
     def _drop_trigger(self, name: str) -> None:
         self.index.remove(name)
         self.triggers.pop(name, None)
+
+    def _load_event_schedules(self, values: dict[str, bytes], snapshot: bool) -> None:
+        if snapshot:
+            self.event_schedules.clear()
+        for key, value in values.items():
+            name = key.removeprefix(EMIT_PREFIX)
+            if not value:
+                self.event_schedules.pop(name, None)
+                continue
+            try:
+                self.event_schedules[name] = EventSchedule.model_validate_json(value)
+            except Exception as exc:  # a stored schedule this version cannot read
+                log.error("event schedule %s ignored: %s", name, exc)
+                self.event_schedules.pop(name, None)
+
+    def _scheduled(self) -> list[Scheduled]:
+        """What the scheduler fires: scheduled triggers, then event schedules."""
+        found = []
+        for trigger in list(self.triggers.values()):
+            schedule, created = trigger.schedule, trigger.created
+            if schedule is not None and created is not None:
+                fire = functools.partial(self._fire_tick, trigger)
+                found.append(Scheduled(trigger.name, schedule, created, trigger.enabled, fire))
+        for name, emit in list(self.event_schedules.items()):
+            fire = functools.partial(self._emit_tick, emit)
+            found.append(Scheduled(EMIT_PREFIX + name, emit.schedule, emit.created, True, fire))
+        return found
+
+    async def _fire_tick(self, trigger: Trigger, tick: datetime) -> None:
+        payload = trigger.schedule.payload if trigger.schedule else {}
+        event = tick_event(self.bus, trigger.name, tick, payload)
+        self.stats["schedule_ticks"] += 1
+        await self._fire(event, to_structured_json(event), None, trigger)
+
+    async def _emit_tick(self, emit: EventSchedule, tick: datetime) -> None:
+        self.stats["schedule_events"] += 1
+        await publish_event(self.bus, emitted_event(emit, tick))
 
     def _load_functions(self, values: dict[str, bytes], snapshot: bool) -> None:
         if snapshot:
@@ -324,8 +395,10 @@ async def run_dispatcher(
     ack_wait: float = 30.0,
     freeze_gc: bool = False,
     auth: BusAuth | None = None,
+    clock: Clock | None = None,
+    schedule_grace_s: float = 30.0,
 ) -> None:
-    """Connect, declare the layout and dispatch until cancelled (a service of its own).
+    """Connect, declare the layout and dispatch (and fire schedules) until cancelled.
 
     ``freeze_gc`` (for a process of its own) moves what is loaded at start, the trigger index
     above all, out of the garbage collector's full passes: with 10,000 triggers those passes
@@ -333,7 +406,7 @@ async def run_dispatcher(
     """
     bus = await Bus.connect(url, name="dispatcher", prefix=prefix, auth=auth)
     await ensure_layout(bus.js)
-    dispatcher = Dispatcher(bus, ack_wait=ack_wait)
+    dispatcher = Dispatcher(bus, ack_wait=ack_wait, clock=clock, schedule_grace_s=schedule_grace_s)
     await dispatcher.start()
     if freeze_gc:
         gc.collect()

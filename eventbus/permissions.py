@@ -18,6 +18,7 @@ from eventbus.streams import (
     DELIVERIES_KV,
     DEPLOYMENTS_KV,
     FUNCTIONS_KV,
+    SCHEDULES_KV,
     SUBSCRIPTIONS_KV,
     TRIGGERS_KV,
 )
@@ -58,6 +59,7 @@ _LAYOUT_STREAMS: Final = (
             DELIVERIES_KV,
             ACTIVATIONS_KV,
             BUCKETS_KV,
+            SCHEDULES_KV,
         )
     ),
 )
@@ -211,10 +213,13 @@ def role_permissions(role: str) -> Permissions:
         publish += [
             "invoke.>",
             "events.trigger.>",
+            # ticks of OpenWhisk alarms fire their trigger's rules (`gateway/openwhisk/alarms.py`)
+            "events.openwhisk.trigger.fired",
             "dlq.>",
             *kv_read(TRIGGERS_KV),
             *kv_read(FUNCTIONS_KV),
             *kv_read(_LEDGER_KV),
+            *kv_write(SCHEDULES_KV),
             *consume(EVENTS_STREAM, create=True),
         ]
         subscribe += ["control.dispatcher.>"]
@@ -242,6 +247,7 @@ def role_permissions(role: str) -> Permissions:
                         DEPLOYMENTS_KV,
                         ACTIVATIONS_KV,
                         _LEDGER_KV,
+                        SCHEDULES_KV,
                         "auth_keys",
                         "openwhisk",
                         "oscar",

@@ -33,6 +33,14 @@ class BusSettings(BaseSettings):
     ack_wait_s: float = Field(default=30.0, gt=0, description="lease of an async invocation")
     retry_base_s: float = Field(default=1.0, ge=0, description="first retry delay")
     retry_max_s: float = Field(default=60.0, ge=0, description="longest retry delay")
+    schedule_clock: str = Field(
+        default="system",
+        pattern=r"^(system|file:.+)$",
+        description="the schedulers' clock: `system`, or `file:<path>` holding the time (tests)",
+    )
+    schedule_grace_s: float = Field(
+        default=30.0, gt=0, description="a tick found later than this was missed (catch_up)"
+    )
 
     @field_validator(
         "nats_creds",

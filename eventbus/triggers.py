@@ -31,6 +31,7 @@ from eventbus.namespaces import (
     SEPARATOR,
     namespace_of,
 )
+from eventbus.schedules import Schedule
 from eventbus.streams import TRIGGERS_KV
 from eventbus.types import CloudEvent
 
@@ -105,6 +106,9 @@ class Trigger(BaseModel):
         description="full event types; with storage shortcuts the default is object created",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="static parameters")
+    schedule: Schedule | None = Field(
+        default=None, description="fire by itself on a schedule (beside or instead of events)"
+    )
     output: OutputTarget | None = None
     enabled: bool = True
     # managed by the platform
@@ -130,12 +134,17 @@ class Trigger(BaseModel):
 
     @model_validator(mode="after")
     def _something_to_match(self) -> Trigger:
-        if not (self.filters or self.has_storage_shortcut or self.event_types):
+        if not (self.matches_events or self.schedule):
             raise ValueError(
-                "a trigger needs filters or a storage shortcut (bucket, key_prefix, key_suffix, "
-                "event_types)"
+                "a trigger needs filters, a storage shortcut (bucket, key_prefix, key_suffix, "
+                "event_types) or a schedule"
             )
         return self
+
+    @property
+    def matches_events(self) -> bool:
+        """Whether events can fire it (filters or shortcuts), not only its schedule."""
+        return bool(self.filters or self.has_storage_shortcut or self.event_types)
 
     @property
     def has_storage_shortcut(self) -> bool:

@@ -175,6 +175,7 @@ def dispatcher_command() -> None:
     import logging
 
     from eventbus.dispatcher import run_dispatcher
+    from eventbus.schedules import create_clock
     from eventbus.settings import BusSettings
 
     logging.basicConfig(
@@ -189,5 +190,7 @@ def dispatcher_command() -> None:
                 ack_wait=settings.ack_wait_s,
                 freeze_gc=True,
                 auth=settings.bus_auth("dispatcher"),
+                clock=create_clock(settings.schedule_clock),
+                schedule_grace_s=settings.schedule_grace_s,
             )
         )

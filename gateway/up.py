@@ -34,6 +34,7 @@ from eventbus.permissions import (
     PLATFORM_WORKER,
     WORKER,
 )
+from eventbus.schedules import create_clock
 from eventbus.server import EmbeddedNats
 from eventbus.settings import BusSettings
 from eventbus.streams import ensure_layout
@@ -256,6 +257,8 @@ async def up(settings: UpSettings) -> None:
             prefix=settings.event_prefix,
             ack_wait=settings.ack_wait_s,
             auth=settings.bus_auth(DISPATCHER),
+            clock=create_clock(settings.schedule_clock),
+            schedule_grace_s=settings.schedule_grace_s,
         )
         background.append(asyncio.create_task(dispatch, name="dispatcher"))
     if settings.storage_events == "bridge":
