@@ -12,7 +12,7 @@ import os
 import secrets
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +91,14 @@ class RoleCredentials:
         return cls.load(directory)
 
     @classmethod
-    def load(cls, directory: Path) -> RoleCredentials:
-        """Read every role's credentials (written by `ensure`), or raise."""
+    def load(cls, directory: Path, roles: Iterable[str] = ROLES) -> RoleCredentials:
+        """Read the ``roles``' credentials (written by `ensure`), or raise.
+
+        A process reads only the roles it connects as, so a directory may hold just those
+        (a Kubernetes pod mounts only its own roles' files from the Secret).
+        """
         passwords: dict[str, str] = {}
-        for role in ROLES:
+        for role in roles:
             path = _role_file(directory, role)
             try:
                 body = orjson.loads(path.read_bytes())

@@ -63,7 +63,7 @@ class BusSettings(BaseSettings):
             tls_ca=self.nats_tls_ca, tls_cert=self.nats_tls_cert, tls_key=self.nats_tls_key
         )
         if role is not None and self.nats_credentials_dir is not None:
-            return RoleCredentials.load(self.nats_credentials_dir).auth(role, tls=tls)
+            return RoleCredentials.load(self.nats_credentials_dir, (role,)).auth(role, tls=tls)
         password = self.nats_password.get_secret_value() if self.nats_password else None
         return BusAuth(
             user=self.nats_user,

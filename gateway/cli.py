@@ -93,6 +93,39 @@ def controller() -> None:
     asyncio.run(run_controller(settings, env, Path(settings.state_dir) / "logs", trusted))
 
 
+@app.command()
+def deliverer() -> None:
+    """Run only the subscriptions' deliverer (DEEPFAAS_NATS_URL names the bus)."""
+    import asyncio
+    import contextlib
+    import logging
+
+    from gateway.settings import GatewaySettings
+    from gateway.up import run_deliverer, settings_or_exit
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = settings_or_exit(GatewaySettings)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_deliverer(settings))
+
+
+@app.command()
+def bootstrap() -> None:
+    """Declare the bus layout, register the built-ins and print a first API key (as `admin`)."""
+    import asyncio
+
+    from gateway.up import UpSettings, bootstrap_bus, settings_or_exit
+
+    settings = settings_or_exit(UpSettings)
+    key = asyncio.run(bootstrap_bus(settings))
+    if key is None:
+        print(f"the bus is ready; the key in {settings.data_dir / 'auth'} still works")
+    else:
+        print(f"the bus is ready; API key of namespace 'default' (shown once):\n{key}")
+
+
 # -- functions ------------------------------------------------------------------------------
 
 

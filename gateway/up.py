@@ -113,7 +113,7 @@ def worker_auth_env(settings: BusSettings, trusted: Iterable[str]) -> dict[str, 
     """
     if settings.nats_credentials_dir is None:
         return {"": settings.bus_auth().env()}
-    roles = RoleCredentials.load(settings.nats_credentials_dir)
+    roles = RoleCredentials.load(settings.nats_credentials_dir, (WORKER, PLATFORM_WORKER))
     tls = settings.bus_auth()
     platform = roles.auth(PLATFORM_WORKER, tls=tls).env()
     return {"": roles.auth(WORKER, tls=tls).env(), **{name: platform for name in trusted}}
@@ -242,7 +242,7 @@ async def up(settings: UpSettings) -> None:
             bwrap_path()
         except SandboxUnavailableError as exc:
             raise SystemExit(str(exc)) from None
-    first_key = await _bootstrap(settings)
+    first_key = await bootstrap_bus(settings)
     env = worker_env(settings)
     trusted = _names(settings.trusted_functions)
     controller = asyncio.create_task(
@@ -286,7 +286,7 @@ async def up(settings: UpSettings) -> None:
             nats.stop()
 
 
-async def _bootstrap(settings: UpSettings) -> str | None:
+async def bootstrap_bus(settings: UpSettings) -> str | None:
     """Declare the layout, register the built-ins, make the first key: one connection."""
     names = _names(settings.builtins)
     bus = await Bus.connect(

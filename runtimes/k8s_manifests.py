@@ -19,6 +19,9 @@ WORKLOAD_LABEL: Final = "workload"
 JOB_WORKLOAD: Final = "job"
 CONTAINER_NAME: Final = "worker"
 GPU_RESOURCES: Final = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
+#: the platform image (`Containerfile`): gateway, controller and the worker runtime; the
+#: `kubernetes` provider runs a spec that names no image with it (`DEEPFAAS_KUBERNETES_IMAGE`)
+DEFAULT_IMAGE: Final = "ghcr.io/deepfaas/deepfaas:0.1.0"
 
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -35,6 +38,9 @@ class ManifestOptions:
     # spec.gpu.model -> node label values (e.g. "a100" -> "NVIDIA-A100-SXM4-80GB").
     gpu_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     command: tuple[str, ...] = ("python", "-m", "runtimes")
+    #: a Secret in the runtimes' namespace whose keys become the worker's environment (its
+    #: bus credentials: DEEPFAAS_NATS_USER, DEEPFAAS_NATS_PASSWORD, DEEPFAAS_NATS_INBOX_PREFIX)
+    env_secret: str | None = None
     port: int = 8080
     termination_grace_s: int = 35
     job_backoff_limit: int = 3
@@ -146,6 +152,8 @@ def _pod_spec(spec: RuntimeSpec, options: ManifestOptions, *, job: bool) -> dict
         "resources": resources,
         "securityContext": {"allowPrivilegeEscalation": False},
     }
+    if options.env_secret:
+        container["envFrom"] = [{"secretRef": {"name": options.env_secret}}]
     if not job:
         container["ports"] = [{"name": "http", "containerPort": options.port, "protocol": "TCP"}]
     pod: dict[str, Any] = {

@@ -20,6 +20,7 @@ from runtimes.errors import (
     SiteConfigError,
 )
 from runtimes.k8s_manifests import (
+    DEFAULT_IMAGE,
     MANAGED_BY,
     ManifestOptions,
     build_manifests,
@@ -63,7 +64,7 @@ class KubernetesProvider:
             raise SiteConfigError(f"API host {host!r} of site {site!r} is not an http(s) URL")
         self.site = site
         self.namespace = namespace
-        self.options = options or ManifestOptions()
+        self.options = options or ManifestOptions(image=DEFAULT_IMAGE)
         self.request_timeout_s = request_timeout_s
         self.poll_s = poll_s
         config = k8s.Configuration(host=host.rstrip("/"))

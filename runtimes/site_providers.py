@@ -14,6 +14,7 @@ from eventbus.connection import Bus
 from runtimes.base import Provider
 from runtimes.errors import SiteConfigError
 from runtimes.gpus import Gpu
+from runtimes.k8s_manifests import DEFAULT_IMAGE, ManifestOptions
 from runtimes.local import LocalProvider, parse_announcement
 from runtimes.sites import Site, SiteKind, SitesFile, resolve_credentials, with_discovered_gpus
 
@@ -33,6 +34,11 @@ class ProviderOptions:
     local_gpus: tuple[Gpu, ...] | None = None
     local_env: Mapping[str, str] = field(default_factory=dict)
     request_timeout_s: float = 10.0
+    #: what `kubernetes` sites run a spec that names no image with, and how workers there
+    #: reach the bus (`runtimes.k8s_manifests.ManifestOptions`)
+    kubernetes: ManifestOptions = field(default_factory=lambda: ManifestOptions(DEFAULT_IMAGE))
+    #: CA bundle of the Kubernetes API servers (in a pod: the service account's ca.crt)
+    kubernetes_ca_file: str | None = None
 
 
 def declared_gpus(site: Site) -> list[Gpu]:
@@ -59,6 +65,7 @@ def create_provider(site: Site, options: ProviderOptions) -> Provider:
         return KubernetesProvider(
             site.name, endpoint, token=secret,
             namespace=site.labels.get(NAMESPACE_LABEL, "default"),
+            ca_file=options.kubernetes_ca_file, options=options.kubernetes,
             request_timeout_s=options.request_timeout_s,
         )  # fmt: skip
     if site.kind is SiteKind.OPENWHISK:

@@ -21,6 +21,7 @@ from functions.deploy.settings import DeploySettings
 from runtimes.deployments import Deployments, DeploymentStore
 from runtimes.errors import CapacityError, TemplateError
 from runtimes.gpus import Gpu
+from runtimes.k8s_manifests import ManifestOptions
 from runtimes.placement import Placer
 from runtimes.ranking import CandidateSite, Preferences, RankInput, RankOutput, Requirements
 from runtimes.site_providers import ProviderOptions, ProviderRegistry
@@ -100,6 +101,12 @@ def _registry(settings: DeploySettings) -> ProviderRegistry:
             env=dict(os.environ),
             secrets_dir=Path(settings.secrets_dir) if settings.secrets_dir else None,
             local_gpus=gpus,
+            kubernetes=ManifestOptions(
+                image=settings.kubernetes_image,
+                nats_url=settings.kubernetes_nats_url,
+                env_secret=settings.kubernetes_worker_secret,
+            ),
+            kubernetes_ca_file=settings.kubernetes_ca_file,
         )
         found = _registries[key] = ProviderRegistry(load_sites(path), options)
     return found
