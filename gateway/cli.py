@@ -190,6 +190,10 @@ def fn_deploy(
     spec_file: Annotated[
         Path | None, typer.Option("--spec", help="function.yaml to start from")
     ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option("--script", help="shell script run with /bin/sh (OSCAR's `script`)"),
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds")] = None,
     memory: Annotated[int | None, typer.Option(help="MB")] = None,
     concurrency: Annotated[int | None, typer.Option()] = None,
@@ -207,10 +211,14 @@ def fn_deploy(
     body: dict[str, Any] = {}
     if spec_file is not None:
         body.update(_read_spec(spec_file))
-    if file is not None:
+    if script is not None:
+        body["script"] = _read_text(script, "--script")
+        body.pop("code", None)
+        body.pop("handler", None)
+    elif file is not None:
         body["code"] = _read_text(file, "--file")
         body["handler"] = handler
-    elif "handler" not in body:
+    elif "handler" not in body and "script" not in body:
         body["handler"] = handler
     options = {
         "timeout_s": timeout,

@@ -9,7 +9,11 @@ key sees none of it.
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -79,6 +83,15 @@ def _object(client: httpx.Client, bucket: str, key: str) -> bytes | None:
     return r.content if r.status_code == 200 else None
 
 
+def _processed(client: httpx.Client, key: str, result: str) -> bytes | None:
+    """The result of ``key``, uploading it again while there is none: the dispatcher learns of
+    a new trigger through a KV watch, and an upload it saw before that does not match."""
+    found = _object(client, "oscar-out", result)
+    if found is None:
+        assert client.put(f"/v1/buckets/oscar-in/objects/{key}", content=b"hello").is_success
+    return found
+
+
 def _status(error: requests.HTTPError) -> int | None:
     return error.response.status_code if error.response is not None else None
 
@@ -99,14 +112,15 @@ def test_service_from_fdl_processes_uploads(oscar: Client, client: httpx.Client)
     assert service["image"] == "ghcr.io/grycap/alpine" and len(service["token"]) == 64
     assert service["environment"]["variables"] == {"GREETING": "hola"}
 
-    assert client.put("/v1/buckets/oscar-in/objects/in/hello.txt", content=b"hello").is_success
     assert client.put("/v1/buckets/oscar-in/objects/in/skip.csv", content=b"no").is_success
-    out = wait_for(lambda: _object(client, "oscar-out", "results/hello.up"), timeout=90)
+    out = wait_for(
+        lambda: _processed(client, "in/hello.txt", "results/hello.up"), timeout=90, interval=2
+    )
     assert out == b"HELLO"
     assert _object(client, "oscar-out", "results/skip.up") is None  # the suffix filter
 
     jobs = oscar.list_jobs("upper").json()["jobs"]
-    assert [j["status"] for j in jobs.values()] == ["Succeeded"]
+    assert jobs and {j["status"] for j in jobs.values()} == {"Succeeded"}
     logs = oscar.get_job_logs("upper", next(iter(jobs))).text
     assert "processing in/hello.txt" in logs and "greeting is hola" in logs
 
@@ -175,3 +189,30 @@ def test_another_namespace_sees_nothing(oscar: Client, platform: Platform, tenan
     with pytest.raises(requests.HTTPError) as taken:  # the input bucket is the default's
         tenant.create_service(fdl("mine"))
     assert _status(taken.value) == 403
+
+
+def test_script_function_from_the_cli_runs_in_the_sandbox(
+    platform: Platform, client: httpx.Client, tmp_path: Path
+) -> None:
+    script = tmp_path / "probe.sh"
+    script.write_text(
+        f'test -e "{platform.data_dir}" && echo "data dir visible" || echo "data dir hidden"\n'
+        'echo "uid $(id -u) input $(cat "$INPUT_FILE_PATH")"\n'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "fn", "deploy", "probe", "--script", str(script)],
+        env={**os.environ, "DEEPFAAS_URL": platform.url, "DEEPFAAS_AUTH": platform.auth},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    spec = client.get("/v1/functions/probe").json()
+    assert spec["handler"] == "runtimes.script:run" and spec["script"] == script.read_text()
+    r = client.post("/v1/functions/probe/invoke", json={"n": 1})
+    assert r.status_code == 200, r.text
+    assert r.json().startswith("data dir hidden\nuid ")
+    assert 'input {"n":1}' in r.json() and "uid 0 " not in r.json()
+    client.delete("/v1/functions/probe")
