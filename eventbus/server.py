@@ -6,7 +6,10 @@ with passwords generated on first start and kept 0600 in ``<store dir>/credentia
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import secrets
 import shutil
 import socket
 import subprocess
@@ -20,6 +23,8 @@ import orjson
 
 from eventbus.credentials import BusAuth, RoleCredentials, write_private
 from eventbus.errors import BusUnavailableError
+
+log = logging.getLogger(__name__)
 
 #: 8 MiB: room for a 6 MiB request body plus headers; NATS advises no more than this
 MAX_PAYLOAD = 8 * 1024 * 1024
@@ -56,6 +61,12 @@ class EmbeddedNats:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     credentials: RoleCredentials | None = None
+    #: a clustered server: its peers' cluster ports, its own (``cluster_port``) and its name
+    cluster: ClusterPeer | None = None
+    #: the monitoring port (``/jsz``, ``/varz``), 0 for none
+    http_port: int = 0
+    #: where the roles' credentials are kept, when several servers share them
+    shared_credentials: Path | None = None
 
     @property
     def url(self) -> str:
@@ -64,7 +75,7 @@ class EmbeddedNats:
     @property
     def credentials_dir(self) -> Path:
         """Where each role's credentials are kept (give it as DEEPFAAS_NATS_CREDENTIALS_DIR)."""
-        return self.store_dir / "credentials"
+        return self.shared_credentials or self.store_dir / "credentials"
 
     @property
     def admin_url(self) -> str:
@@ -87,12 +98,16 @@ class EmbeddedNats:
         config = self.store_dir / "nats.conf"
         # nats-server reads JSON as its config syntax; the permissions follow this code's
         # version, so the file is written again on every start (the passwords are kept)
-        body = {
+        body: dict[str, object] = {
             "listen": f"{self.host}:{self.port}",
             "max_payload": MAX_PAYLOAD,
             "jetstream": {"store_dir": str(self.store_dir / "js")},
             "authorization": self.credentials.authorization(),
         }
+        if self.http_port:
+            body["http"] = f"{self.host}:{self.http_port}"
+        if self.cluster is not None:
+            body.update(self.cluster.config(self.host))
         write_private(config, orjson.dumps(body, option=orjson.OPT_INDENT_2))
         log = (self.store_dir / "nats.log").open("ab")
         self.process = subprocess.Popen(
@@ -141,3 +156,86 @@ class EmbeddedNats:
         """Stop and start again on the same port and store."""
         self.stop()
         self.start()
+
+    async def keep_running(self, interval: float = 0.5) -> None:
+        """Start the server again (same port, same store) whenever it dies, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.process is None or self.process.poll() is None:
+                continue
+            log.error(
+                "nats-server on %s exited with %s; starting it again (see %s)",
+                self.url,
+                self.process.returncode,
+                self.store_dir / "nats.log",
+            )
+            try:
+                await asyncio.to_thread(self.start)
+            except BusUnavailableError as exc:
+                log.error("nats-server did not start again: %s", exc)
+            else:
+                log.info("nats-server is back on %s", self.url)
+
+
+@dataclass(frozen=True)
+class ClusterPeer:
+    """One server's place in a loopback cluster: its name, route port and its peers' ports."""
+
+    name: str
+    cluster_name: str
+    cluster_port: int
+    peer_ports: tuple[int, ...]
+    route_password: str
+
+    def config(self, host: str) -> dict[str, object]:
+        """The server config's ``server_name`` and ``cluster`` blocks."""
+        login = f"route:{self.route_password}"
+        return {
+            "server_name": self.name,
+            "cluster": {
+                "name": self.cluster_name,
+                "listen": f"{host}:{self.cluster_port}",
+                # routes authenticate too: nothing else on the machine joins the cluster
+                "authorization": {"user": "route", "password": self.route_password},
+                "routes": [f"nats-route://{login}@{host}:{port}" for port in self.peer_ports],
+            },
+        }
+
+
+def create_cluster(
+    store_dir: Path, size: int, *, ports: list[int] | None = None, host: str = "127.0.0.1"
+) -> list[EmbeddedNats]:
+    """``size`` clustered servers on loopback (not started), each with its own store under
+    ``store_dir`` and the same role credentials; client ports are ``ports`` or free ones."""
+    if size < 1:
+        raise BusUnavailableError("a NATS cluster needs at least one server")
+    ports = list(ports or [free_port(host) for _ in range(size)])
+    if len(ports) != size:
+        raise BusUnavailableError(f"{size} servers need {size} client ports, not {len(ports)}")
+    route_ports = [free_port(host) for _ in range(size)]
+    secret_file = store_dir / "route-password"
+    if secret_file.is_file():
+        password = secret_file.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(24)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        write_private(secret_file, password.encode())
+    servers = []
+    for index in range(size):
+        peer = ClusterPeer(
+            name=f"n{index + 1}",
+            cluster_name="deepfaas",
+            cluster_port=route_ports[index],
+            peer_ports=tuple(p for i, p in enumerate(route_ports) if i != index),
+            route_password=password,
+        )
+        node = EmbeddedNats(store_dir=store_dir / f"n{index + 1}", host=host, port=ports[index])
+        node.cluster, node.http_port = peer, free_port(host)
+        node.shared_credentials = store_dir / "credentials"
+        servers.append(node)
+    return servers
+
+
+def cluster_url(servers: list[EmbeddedNats]) -> str:
+    """The comma-separated client URLs of a cluster (``DEEPFAAS_NATS_URL``)."""
+    return ",".join(server.url for server in servers)

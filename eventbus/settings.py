@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus.credentials import BusAuth, RoleCredentials
+from eventbus.streams import Layout
 
 
 class BusSettings(BaseSettings):
@@ -33,6 +35,23 @@ class BusSettings(BaseSettings):
     ack_wait_s: float = Field(default=30.0, gt=0, description="lease of an async invocation")
     retry_base_s: float = Field(default=1.0, ge=0, description="first retry delay")
     retry_max_s: float = Field(default=60.0, ge=0, description="longest retry delay")
+    nats_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="replicas of every stream and KV bucket (3 on a cluster); an existing "
+        "stream's are raised to this, never lowered",
+    )
+    nats_budget: ByteSize | None = Field(
+        default=None,
+        description="bytes all streams and buckets may keep, shared out per stream (e.g. "
+        "`20GiB`); unset: half the free disk under the data dir when each is created",
+    )
+    nats_budgets: dict[str, ByteSize] = Field(
+        default_factory=dict,
+        description='bytes per stream or bucket, over the shares: JSON, e.g. {"INVOCATIONS": '
+        '"64MiB", "activations": "1GiB"}',
+    )
     schedule_clock: str = Field(
         default="system",
         pattern=r"^(system|file:.+)$",
@@ -55,6 +74,17 @@ class BusSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    def layout(self, disk: Path | None = None) -> Layout:
+        """The bus layout these settings ask for; ``disk`` (a path on the bus's disk) gives
+        the default budgets when none is set."""
+        free = shutil.disk_usage(disk).free if disk is not None and disk.exists() else None
+        return Layout(
+            replicas=self.nats_replicas,
+            budget=int(self.nats_budget) if self.nats_budget is not None else None,
+            budgets={name: int(size) for name, size in self.nats_budgets.items()},
+            disk_free=free,
+        )
 
     def bus_auth(self, role: str | None = None) -> BusAuth:
         """What to connect with: ``role``'s generated credentials where the credentials dir is

@@ -1,23 +1,36 @@
-"""The JetStream layout (streams, KV buckets, per-function consumers), declared idempotently."""
+"""The JetStream layout (streams, KV buckets, per-function consumers), declared idempotently.
+
+Every stream and KV bucket of the platform is declared here, once, with its share of the bus's
+disk budget and what happens at that limit: records and events lose their oldest entries
+(DiscardOld); the invocation queue and the stores of definitions refuse new writes
+(DiscardNew), which the gateway answers with 503. Replicas only ever go up: a process started
+with a lower setting leaves a stream as it found it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
+from eventbus.errors import BusUnavailableError
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM, invoke_subject
 
 log = logging.getLogger(__name__)
@@ -33,86 +46,247 @@ DEPLOYMENTS_KV = "deployments"
 BUCKETS_KV = "buckets"
 #: schedules: the last tick fired per trigger, and event schedules (`eventbus.scheduler`)
 SCHEDULES_KV = "schedules"
+#: leader leases of replicated services: who runs the controller (`runtimes.leader`)
+LEASES_KV = "leases"
+#: API keys (`gateway.auth.keys`)
+AUTH_KV = "auth_keys"
+#: OpenWhisk's action parameters and triggers (`gateway.openwhisk.store`)
+OPENWHISK_KV = "openwhisk"
+#: the storage events emitted per object (`eventbus.storage_events.StorageLedger`)
+LEDGER_KV = "storage_events"
+#: the share of the free disk that the bus may fill when no budget is set (at first start)
+DISK_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Budgeted:
+    """What every stream and bucket declares: its share of the budget, and what to do at it."""
+
+    #: fraction of the bus's total budget
+    share: float
+    #: at the limit, drop the oldest (records, events) or refuse new writes (work, definitions)
+    discard: DiscardPolicy
+
+
+@dataclass(frozen=True)
+class StreamSpec(Budgeted):
+    """A stream of the layout."""
+
+    name: str = ""
+    subject: str = ""
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
+    #: the `Layout` field holding its age limit, or "" for none
+    max_age_of: str = ""
+
+
+@dataclass(frozen=True)
+class BucketSpec(Budgeted):
+    """A KV bucket of the layout."""
+
+    bucket: str = ""
+    history: int = 1
+    #: the `Layout` field holding its entries' time to live, or "" for none
+    ttl_of: str = ""
+    direct: bool = False
+    #: read by few roles (the gateway's API keys): declared by `ensure_layout(private=True)`
+    private: bool = False
+
+
+OLD, NEW = DiscardPolicy.OLD, DiscardPolicy.NEW
+#: every stream: add a line here for a new one
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(0.28, OLD, EVENTS_STREAM, "events.>", RetentionPolicy.LIMITS, "events_max_age"),
+    StreamSpec(0.15, NEW, INVOCATIONS_STREAM, "invoke.>", RetentionPolicy.WORK_QUEUE),
+    StreamSpec(0.05, OLD, DLQ_STREAM, "dlq.>", RetentionPolicy.LIMITS, "dlq_max_age"),
+)
+#: every KV bucket: add a line here for a new one
+BUCKETS: tuple[BucketSpec, ...] = (
+    BucketSpec(0.01, NEW, FUNCTIONS_KV, history=10),
+    BucketSpec(0.01, NEW, TRIGGERS_KV, history=5),
+    BucketSpec(0.01, NEW, SUBSCRIPTIONS_KV, history=5),
+    BucketSpec(0.02, NEW, CATALOG_KV, history=10),
+    BucketSpec(0.01, NEW, DEPLOYMENTS_KV, history=10),
+    BucketSpec(0.01, NEW, BUCKETS_KV, history=5),
+    BucketSpec(0.01, NEW, SCHEDULES_KV, history=1),
+    BucketSpec(0.01, NEW, LEASES_KV, history=1),
+    BucketSpec(0.01, NEW, AUTH_KV, history=1, private=True),
+    BucketSpec(0.01, NEW, OPENWHISK_KV, history=1, private=True),
+    BucketSpec(0.05, NEW, LEDGER_KV, history=1, private=True),
+    BucketSpec(0.05, OLD, DELIVERIES_KV, history=1, ttl_of="activations_ttl"),
+    BucketSpec(0.25, OLD, ACTIVATIONS_KV, history=1, ttl_of="activations_ttl", direct=True),
+)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Retention and limits of the platform's streams and buckets."""
+    """Retention, replicas and disk budgets of the platform's streams and buckets."""
 
     events_max_age: float = 7 * DAY
     dlq_max_age: float = 30 * DAY
     activations_ttl: float = 7 * DAY
     duplicate_window: float = 120.0
+    #: replicas of every stream and bucket (a cluster: 3); never lowers an existing one
     replicas: int = 1
+    #: bytes the whole layout may keep, shared out by `Budgeted.share`; applied to existing
+    #: streams too. None: a share of ``disk_free`` when a stream is created (then kept)
+    budget: int | None = None
+    #: bytes by stream or bucket name, over the shares (applied to existing streams too)
+    budgets: Mapping[str, int] = field(default_factory=dict)
+    #: free bytes of the disk under the bus's store (None: unknown, no default budget)
+    disk_free: int | None = None
+
+    def max_bytes(self, name: str, share: float) -> tuple[int | None, bool]:
+        """(the budget of one stream or bucket, whether it was set rather than derived)."""
+        if name in self.budgets:
+            return self.budgets[name], True
+        if self.budget is not None:
+            return max(1, int(self.budget * share)), True
+        if self.disk_free is not None:
+            return max(1, int(self.disk_free * DISK_SHARE * share)), False
+        return None, False
 
 
-def _streams(layout: Layout) -> list[StreamConfig]:
-    def stream(
-        name: str, subject: str, retention: RetentionPolicy, max_age: float | None
-    ) -> StreamConfig:
-        return StreamConfig(
-            name=name,
-            subjects=[subject],
-            retention=retention,
-            max_age=max_age,
-            storage=StorageType.FILE,
-            num_replicas=layout.replicas,
-            duplicate_window=layout.duplicate_window,
-            allow_direct=True,
+def stream_names(*, private: bool = True) -> tuple[str, ...]:
+    """The JetStream name of every stream of the layout (KV buckets as ``KV_<bucket>``),
+    without the private buckets unless ``private``."""
+    buckets = (f"KV_{b.bucket}" for b in BUCKETS if private or not b.private)
+    return (*(s.name for s in STREAMS), *buckets)
+
+
+def _stream_config(spec: StreamSpec, layout: Layout) -> StreamConfig:
+    max_age = getattr(layout, spec.max_age_of) if spec.max_age_of else None
+    return StreamConfig(
+        name=spec.name,
+        subjects=[spec.subject],
+        retention=spec.retention,
+        max_age=max_age,
+        storage=StorageType.FILE,
+        num_replicas=layout.replicas,
+        duplicate_window=layout.duplicate_window,
+        allow_direct=True,
+        discard=spec.discard,
+    )
+
+
+def _bucket_config(spec: BucketSpec, layout: Layout) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=spec.bucket,
+        history=spec.history,
+        ttl=getattr(layout, spec.ttl_of) if spec.ttl_of else None,
+        replicas=layout.replicas,
+        direct=spec.direct,
+    )
+
+
+async def ensure_layout(
+    js: JetStreamContext, layout: Layout | None = None, *, private: bool = False
+) -> None:
+    """Create or update every stream and KV bucket (the private ones too with ``private``:
+    the gateway's and the admin's); safe to run from every process at start."""
+    layout = layout or Layout()
+    await wait_for_jetstream(js)
+    for spec in STREAMS:
+        await _ensure_stream(js, spec, layout)
+    for bucket in BUCKETS:
+        if private or not bucket.private:
+            await _ensure_bucket(js, bucket, layout)
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str, layout: Layout | None = None) -> None:
+    """Create one KV bucket of the layout (as `ensure_layout` would) if it does not exist."""
+    for spec in BUCKETS:
+        if spec.bucket == bucket:
+            await _ensure_bucket(js, spec, layout or Layout())
+            return
+    raise ValueError(f"{bucket!r} is not a bucket of the layout (eventbus.streams.BUCKETS)")
+
+
+async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> None:
+    """Return once JetStream answers (a new cluster elects its meta leader first)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await js.account_info()
+            return
+        except (ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if loop.time() >= deadline:
+                raise BusUnavailableError(f"JetStream did not answer in {timeout} s") from None
+            await asyncio.sleep(0.25)
+
+
+async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, layout: Layout) -> None:
+    wanted = _stream_config(spec, layout)
+    budget, explicit = layout.max_bytes(spec.name, spec.share)
+    # Look first: a role that may not create or change streams (a worker) only reads them.
+    try:
+        current = (await js.stream_info(spec.name)).config
+    except NotFoundError:
+        wanted.max_bytes = budget
+        try:
+            await js.add_stream(wanted)
+        except BadRequestError:
+            await js.update_stream(wanted)
+        return
+    changed = _reconciled(current, layout.replicas, budget, explicit, spec.discard)
+    if _differs(current, wanted) or changed is not current:
+        await js.update_stream(
+            dataclasses.replace(
+                wanted,
+                num_replicas=changed.num_replicas,
+                max_bytes=changed.max_bytes,
+            )
         )
 
-    return [
-        stream(EVENTS_STREAM, "events.>", RetentionPolicy.LIMITS, layout.events_max_age),
-        stream(INVOCATIONS_STREAM, "invoke.>", RetentionPolicy.WORK_QUEUE, None),
-        stream(DLQ_STREAM, "dlq.>", RetentionPolicy.LIMITS, layout.dlq_max_age),
-    ]
+
+async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec, layout: Layout) -> None:
+    name = f"KV_{spec.bucket}"
+    budget, explicit = layout.max_bytes(spec.bucket, spec.share)
+    try:
+        current = (await js.stream_info(name)).config
+    except NotFoundError:
+        config = _bucket_config(spec, layout)
+        config.max_bytes = budget
+        with contextlib.suppress(BadRequestError):  # another process made it just now
+            await js.create_key_value(config)
+        current = (await js.stream_info(name)).config
+        if budget is None or current.discard == spec.discard:
+            return
+        explicit = True  # nats-py makes every bucket DiscardNew: set this one's policy now
+    changed = _reconciled(current, layout.replicas, budget, explicit, spec.discard)
+    if changed is not current:
+        await js.update_stream(changed)
 
 
-async def ensure_layout(js: JetStreamContext, layout: Layout | None = None) -> None:
-    """Create or update every stream and KV bucket; safe to run from every process at start."""
-    layout = layout or Layout()
-    for config in _streams(layout):
-        # Look first: a role that may not create or change streams (a worker) only reads them.
-        try:
-            current = (await js.stream_info(str(config.name))).config
-        except NotFoundError:
-            try:
-                await js.add_stream(config)
-            except BadRequestError:
-                await js.update_stream(config)
-            continue
-        if _differs(current, config):
-            await js.update_stream(config)
-    buckets = [
-        KeyValueConfig(bucket=FUNCTIONS_KV, history=10, replicas=layout.replicas),
-        KeyValueConfig(bucket=TRIGGERS_KV, history=5, replicas=layout.replicas),
-        KeyValueConfig(bucket=SUBSCRIPTIONS_KV, history=5, replicas=layout.replicas),
-        KeyValueConfig(bucket=CATALOG_KV, history=10, replicas=layout.replicas),
-        KeyValueConfig(bucket=DEPLOYMENTS_KV, history=10, replicas=layout.replicas),
-        KeyValueConfig(bucket=BUCKETS_KV, history=5, replicas=layout.replicas),
-        KeyValueConfig(bucket=SCHEDULES_KV, history=1, replicas=layout.replicas),
-        KeyValueConfig(
-            bucket=DELIVERIES_KV, history=1, ttl=layout.activations_ttl, replicas=layout.replicas
-        ),
-        KeyValueConfig(
-            bucket=ACTIVATIONS_KV,
-            history=1,
-            ttl=layout.activations_ttl,
-            replicas=layout.replicas,
-            direct=True,
-        ),
-    ]
-    for kv_config in buckets:
-        try:
-            await js.key_value(kv_config.bucket)
-        except BucketNotFoundError:
-            await js.create_key_value(kv_config)
+def _reconciled(
+    current: StreamConfig, replicas: int, budget: int | None, explicit: bool, discard: DiscardPolicy
+) -> StreamConfig:
+    """``current`` with replicas raised (never lowered), the budget applied where it was set
+    (or where none is yet) and the discard policy; the same object when nothing changes."""
+    update: dict[str, object] = {}
+    if replicas > (current.num_replicas or 1):
+        update["num_replicas"] = replicas
+    unbounded = current.max_bytes is None or current.max_bytes < 0
+    if budget is not None and (explicit or unbounded):
+        if current.max_bytes != budget:
+            update["max_bytes"] = budget
+        if current.discard != discard:
+            update["discard"] = discard
+    return dataclasses.replace(current, **update) if update else current  # type: ignore[arg-type]
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
     def key(c: StreamConfig) -> tuple[object, ...]:
         retention = getattr(c.retention, "value", c.retention)
-        return (c.subjects, retention, c.max_age or 0.0, c.duplicate_window, c.allow_direct)
+        discard = getattr(c.discard, "value", c.discard)
+        return (
+            c.subjects,
+            retention,
+            c.max_age or 0.0,
+            c.duplicate_window,
+            c.allow_direct,
+            discard,
+        )
 
     return key(current) != key(wanted)
 

@@ -62,8 +62,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             name="gateway",
             prefix=settings.event_prefix,
             auth=settings.bus_auth("gateway"),
+            # refuse (503) while disconnected: nothing a caller was refused is sent later
+            buffer_while_disconnected=False,
         )
-        await ensure_layout(bus.js)
+        await ensure_layout(bus.js, settings.layout(settings.data_dir), private=True)
         cache = FunctionCache(bus)
         await cache.start()
         metrics = Metrics()

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 
 from eventbus.codec import to_nats
 from eventbus.connection import Bus
+from eventbus.failover import FAILOVER_S, RETRY_AFTER_S, BusRefusedError, publish_or_refuse
 from eventbus.invocations import enqueue, new_invocation
 from eventbus.types import CloudEvent, run_subject
 from runtimes.activations import new_activation_id
@@ -64,8 +65,17 @@ class Invoker:
             callback=callback,
             cause=cause,
         )
-        await enqueue(self.bus, invocation)
+        await self._enqueue(invocation)
         return invocation.id
+
+    async def _enqueue(self, invocation: CloudEvent) -> None:
+        """Queue once (its id de-duplicates retries), or raise `BusRefusedError` (503)."""
+        await publish_or_refuse(
+            self.bus,
+            lambda timeout: enqueue(self.bus, invocation, timeout=timeout),
+            what=f"activation {invocation.id} was not queued",
+            if_unsure={"activation_id": invocation.id},
+        )
 
     async def invoke_sync(
         self,
@@ -89,6 +99,8 @@ class Invoker:
             cause=cause,
         )
         headers, data = to_nats(invocation)
+        if not await self.bus.wait_connected(FAILOVER_S):
+            raise _not_connected(invocation)
         try:
             reply = await self.bus.nc.request(
                 run_subject(spec.name), data, timeout=wait, headers=headers
@@ -98,6 +110,8 @@ class Invoker:
         except nats.errors.TimeoutError:
             await self._queue_safety_net(invocation)
             return SyncResult(invocation.id, None)
+        except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
+            raise _not_connected(invocation) from None  # nothing was sent
         record = _record(reply)
         if record is None:  # the worker said `busy`: another run holds it; wait on the queue
             return await self._queue_and_wait(invocation, wait)
@@ -116,8 +130,9 @@ class Invoker:
             queued = invocation.model_copy(
                 update={"extensions": {**invocation.extensions, "replyto": inbox}}
             )
-            await enqueue(self.bus, queued)
-            await self.bus.nc.publish(f"control.wake.{invocation.subject}", b"")
+            await self._enqueue(queued)
+            with contextlib.suppress(nats.errors.Error):  # the controller also polls queues
+                await self.bus.nc.publish(f"control.wake.{invocation.subject}", b"")
             try:
                 msg = await asyncio.wait_for(future, wait)
             except TimeoutError:
@@ -129,11 +144,27 @@ class Invoker:
 
     async def _queue_safety_net(self, invocation: CloudEvent) -> None:
         try:
-            await enqueue(self.bus, invocation)
-        except Exception as exc:
-            log.warning(
-                "activation %s: could not queue after a sync timeout: %s", invocation.id, exc
-            )
+            await self._enqueue(invocation)
+        except BusRefusedError as exc:
+            # the request went out: a worker may be running it, so the caller gets its id
+            log.warning("activation %s: not queued after a sync timeout: %s", invocation.id, exc)
+            raise BusRefusedError(
+                f"activation {invocation.id}: the bus went away during the call; it may have "
+                f"run: see /v1/activations/{invocation.id}",
+                retry_after=RETRY_AFTER_S,
+                reason="unavailable",
+                maybe_stored=True,
+                activation_id=invocation.id,
+            ) from exc
+
+
+def _not_connected(invocation: CloudEvent) -> BusRefusedError:
+    return BusRefusedError(
+        f"activation {invocation.id} was not sent: the bus is not connected; try again later",
+        retry_after=RETRY_AFTER_S,
+        reason="unavailable",
+        maybe_stored=False,
+    )
 
 
 def _record(msg: Msg) -> ActivationRecord | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import nats.errors
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from eventbus.errors import DeepfaasError
+from eventbus.failover import RETRY_AFTER_S
 
 PROBLEM_TYPE_BASE = "https://deepfaas.dev/problems/"
 
@@ -80,7 +82,10 @@ async def deepfaas_error_handler(request: Request, exc: Exception) -> Response:
     fields = {k: v for k, v in exc.fields.items() if isinstance(v, str | int | float | list | dict)}
     if request.url.path.startswith("/api/v1/"):
         fields["error"] = exc.message  # where OpenWhisk's clients read the reason
-    return problem(status, exc.message, kind=exc.code.replace("_", "-"), **fields)
+    response = problem(status, exc.message, kind=exc.code.replace("_", "-"), **fields)
+    if status == 503:  # the bus or capacity: worth trying again, after a pause
+        response.headers["retry-after"] = str(exc.fields.get("retry_after", RETRY_AFTER_S))
+    return response
 
 
 async def validation_error_handler(_: Request, exc: Exception) -> Response:
@@ -122,5 +127,10 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 async def unexpected_error_handler(_: Request, exc: Exception) -> Response:
-    """Anything else: a 500 problem, never a stack trace to the client."""
+    """Anything else: a 500 problem, never a stack trace to the client; a bus that did not
+    answer (nats-py's errors, wherever raised) is a 503 to try again."""
+    if isinstance(exc, nats.errors.Error):
+        response = problem(503, f"the bus did not answer: {type(exc).__name__}", kind="bus")
+        response.headers["retry-after"] = str(RETRY_AFTER_S)
+        return response
     return problem(500, f"internal error: {type(exc).__name__}")

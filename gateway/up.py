@@ -35,7 +35,7 @@ from eventbus.permissions import (
     WORKER,
 )
 from eventbus.schedules import create_clock
-from eventbus.server import EmbeddedNats
+from eventbus.server import EmbeddedNats, cluster_url, create_cluster
 from eventbus.settings import BusSettings
 from eventbus.streams import ensure_layout
 from gateway.app import create_app
@@ -59,6 +59,13 @@ class UpSettings(GatewaySettings):
 
     embedded_nats: bool = Field(default=True, description="start nats-server here")
     nats_port: int = 4222
+    nats_cluster: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="start this many clustered nats-servers on loopback (ports from "
+        "nats_port up; streams then get min(3, n) replicas unless DEEPFAAS_NATS_REPLICAS says)",
+    )
     idle_release_s: float = 300.0
     dispatcher: bool = Field(default=True, description="run the trigger dispatcher here")
     builtins: str = Field(
@@ -136,7 +143,7 @@ async def run_controller(
         prefix=settings.event_prefix,
         auth=settings.bus_auth(CONTROLLER),
     )
-    await ensure_layout(bus.js)
+    await ensure_layout(bus.js, settings.layout())
     auth_env = worker_auth_env(settings, trusted)
     provider = LocalProvider.from_settings(settings, env=env, log_dir=log_dir, auth_env=auth_env)
     controller = Controller(bus, provider, settings)
@@ -183,7 +190,7 @@ async def run_deliverer(settings: GatewaySettings) -> None:
         prefix=settings.event_prefix,
         auth=settings.bus_auth(DELIVERER),
     )
-    await ensure_layout(bus.js)
+    await ensure_layout(bus.js, settings.layout())
     deliverer = Deliverer(
         bus,
         ack_wait=settings.ack_wait_s,
@@ -217,15 +224,16 @@ async def run_gateway(settings: GatewaySettings) -> None:
 
 async def up(settings: UpSettings) -> None:
     """Start everything; return when interrupted."""
-    nats: EmbeddedNats | None = None
+    servers: list[EmbeddedNats] = []
     if settings.embedded_nats:
-        if not _port_free("127.0.0.1", settings.nats_port):
-            raise SystemExit(
-                f"port {settings.nats_port} is in use: stop what holds it or set DEEPFAAS_NATS_PORT"
-            )
-        nats = EmbeddedNats(store_dir=settings.data_dir / "nats", port=settings.nats_port).start()
+        servers = _start_nats(settings)
         # each part below connects with its own role's credentials from this directory
-        update = {"nats_url": nats.url, "nats_credentials_dir": nats.credentials_dir}
+        update: dict[str, object] = {
+            "nats_url": cluster_url(servers),
+            "nats_credentials_dir": servers[0].credentials_dir,
+        }
+        if len(servers) > 1 and "nats_replicas" not in settings.model_fields_set:
+            update["nats_replicas"] = min(3, len(servers))
         settings = settings.model_copy(update=update)
     # the bus settings (URL, credentials, TLS, prefix, leases) as `up` resolved them
     bus = {name: getattr(settings, name) for name in BusSettings.model_fields}
@@ -276,14 +284,31 @@ async def up(settings: UpSettings) -> None:
         f"Press Ctrl-C to stop.",
         flush=True,
     )
+    # a nats-server that dies is started again, on its port with its store
+    background += [asyncio.create_task(s.keep_running(), name="nats-server") for s in servers]
     try:
         await run_gateway(settings)
     finally:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        if nats is not None:
-            nats.stop()
+        for server in reversed(servers):
+            server.stop()
+
+
+def _start_nats(settings: UpSettings) -> list[EmbeddedNats]:
+    """The embedded nats-server (data dir ``nats/``), or a loopback cluster (``nats/n1``…)."""
+    ports = [settings.nats_port + i for i in range(settings.nats_cluster)]
+    for port in ports:
+        if not _port_free("127.0.0.1", port):
+            raise SystemExit(f"port {port} is in use: stop what holds it or set DEEPFAAS_NATS_PORT")
+    store = settings.data_dir / "nats"
+    if settings.nats_cluster == 1:
+        return [EmbeddedNats(store_dir=store, port=settings.nats_port).start()]
+    servers = create_cluster(store, settings.nats_cluster, ports=ports)
+    for server in servers:  # a cluster's JetStream waits for its peers: start all, then wait
+        server.start(timeout=30.0)
+    return servers
 
 
 async def bootstrap_bus(settings: UpSettings) -> str | None:
@@ -296,7 +321,7 @@ async def bootstrap_bus(settings: UpSettings) -> str | None:
         auth=settings.bus_auth(ADMIN),
     )
     try:
-        await ensure_layout(bus.js)
+        await ensure_layout(bus.js, settings.layout(settings.data_dir), private=True)
         if names:
             await register_builtins(bus, names)
         if "deploy" in names:  # runtimes that died with the last run are placed again

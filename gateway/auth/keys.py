@@ -20,7 +20,6 @@ import string
 import uuid
 from datetime import UTC, datetime
 
-from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -28,11 +27,11 @@ from eventbus.connection import Bus
 from eventbus.errors import NotFoundError
 from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import is_name
+from eventbus.streams import AUTH_KV, ensure_bucket
 from gateway.auth.errors import AuthError
 from gateway.auth.types import ApiKey, KeyInfo, Principal
 
 log = logging.getLogger(__name__)
-AUTH_KV = "auth_keys"
 SECRET_ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 64
 _DUMMY_SALT = secrets.token_bytes(16)
@@ -108,9 +107,8 @@ class KeyStore:
             try:
                 self._kv = await self.bus.js.key_value(AUTH_KV)
             except BucketNotFoundError:
-                self._kv = await self.bus.js.create_key_value(
-                    KeyValueConfig(bucket=AUTH_KV, history=1)
-                )
+                await ensure_bucket(self.bus.js, AUTH_KV)  # as `ensure_layout` declares it
+                self._kv = await self.bus.js.key_value(AUTH_KV)
         return self._kv
 
     async def create(self, namespace: str, description: str = "") -> tuple[KeyInfo, str]:

@@ -10,14 +10,12 @@ import contextlib
 from typing import Any
 
 import orjson
-from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.kv import keys as kv_keys
-
-OPENWHISK_KV = "openwhisk"
+from eventbus.streams import OPENWHISK_KV, ensure_bucket
 
 
 class OpenWhiskStore:
@@ -32,9 +30,8 @@ class OpenWhiskStore:
             try:
                 self._kv = await self.bus.js.key_value(OPENWHISK_KV)
             except BucketNotFoundError:
-                self._kv = await self.bus.js.create_key_value(
-                    KeyValueConfig(bucket=OPENWHISK_KV, history=1)
-                )
+                await ensure_bucket(self.bus.js, OPENWHISK_KV)  # as `ensure_layout` declares it
+                self._kv = await self.bus.js.key_value(OPENWHISK_KV)
         return self._kv
 
     async def get(self, kind: str, name: str) -> dict[str, Any] | None:
