@@ -10,6 +10,10 @@ SWAGGER_UI_VERSION := 5.32.0
 SWAGGER_UI := gateway/static/swagger-ui
 SWAGGER_UI_STAMP := $(SWAGGER_UI)/.swagger-ui-dist-$(SWAGGER_UI_VERSION)
 SWAGGER_UI_FILES := swagger-ui-bundle.js swagger-ui.css favicon-32x32.png favicon-16x16.png LICENSE NOTICE
+# The console's (/ui) htmx and uPlot, from npm at build time too: `package@version:file ...`.
+CONSOLE_VENDOR := gateway/console/static/vendor
+CONSOLE_PACKAGES := htmx.org@2.0.11:dist/htmx.min.js uplot@1.6.32:dist/uPlot.iife.min.js:dist/uPlot.min.css
+CONSOLE_STAMP := $(CONSOLE_VENDOR)/.packages-$(shell echo '$(CONSOLE_PACKAGES)' | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint bench clean venv sysdeps assets
 
@@ -33,7 +37,7 @@ sysdeps:
 	    echo "chromium is missing: the browser test of /docs and /api will skip ('sudo apt-get install -y chromium')"; \
 	  fi; }
 
-assets: $(SWAGGER_UI_STAMP)
+assets: $(SWAGGER_UI_STAMP) $(CONSOLE_STAMP)
 
 $(SWAGGER_UI_STAMP):
 	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: it fetches Swagger UI for /docs and /api ('sudo apt-get install -y npm')"; exit 1; }
@@ -42,6 +46,18 @@ $(SWAGGER_UI_STAMP):
 	  (cd $$tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null && tar -xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz) && \
 	  for f in $(SWAGGER_UI_FILES); do cp $$tmp/package/$$f $(SWAGGER_UI)/ || exit 1; done; \
 	  status=$$?; rm -rf $$tmp; exit $$status
+	@touch $@
+
+$(CONSOLE_STAMP):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: it fetches htmx and uPlot for the console /ui ('sudo apt-get install -y npm')"; exit 1; }
+	@rm -rf $(CONSOLE_VENDOR) && mkdir -p $(CONSOLE_VENDOR)
+	@tmp=$$(mktemp -d) && status=0 && \
+	  for spec in $(CONSOLE_PACKAGES); do \
+	    pkg=$${spec%%:*}; files=$$(echo $${spec#*:} | tr ':' ' '); name=$${pkg%@*}; \
+	    rm -rf $$tmp/package && (cd $$tmp && tar -xzf $$(npm pack --silent $$pkg)) || { status=1; break; }; \
+	    for f in $$files; do cp $$tmp/package/$$f $(CONSOLE_VENDOR)/ || status=1; done; \
+	    cp $$tmp/package/LICENSE $(CONSOLE_VENDOR)/LICENSE.$$name || status=1; \
+	  done; rm -rf $$tmp; exit $$status
 	@touch $@
 
 $(STAMP): requirements.lock pyproject.toml models/digits/pyproject.toml
@@ -69,4 +85,4 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(SWAGGER_UI) .deepfaas .pytest_cache .mypy_cache .ruff_cache *.egg-info models/digits/src/*.egg-info
+	rm -rf $(VENV) $(SWAGGER_UI) $(CONSOLE_VENDOR) .deepfaas .pytest_cache .mypy_cache .ruff_cache *.egg-info models/digits/src/*.egg-info

@@ -15,7 +15,7 @@ from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ensure_layout
-from gateway import openapi, openwhisk, oscar, problems
+from gateway import console, openapi, openwhisk, oscar, problems
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import KeyStore
 from gateway.auth.middleware import AuthMiddleware
@@ -141,5 +141,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for ow_router in openwhisk.ROUTERS:
         app.include_router(ow_router)
     app.add_middleware(AuthMiddleware)
+    for console_router in console.ROUTERS:  # `/ui`: pages, and fragments under `/ui/x`
+        app.include_router(console_router)
     app.add_middleware(openwhisk.OpenWhiskErrors)  # outermost: `/api/v1` errors as OpenWhisk's
     return app

@@ -47,7 +47,10 @@ class AuthMiddleware:
             if not anonymous:
                 log.info("request %s %s %s refused: %s", request_id, method, path, exc.message)
                 response = problem(401, exc.message, kind="unauthorized")
-                response.headers["www-authenticate"] = 'Basic realm="deepfaas"'
+                # a Basic challenge makes browsers prompt; the console signs in its own way
+                console = policy.is_console_fragment(path)
+                scheme = "Bearer" if console else "Basic"
+                response.headers["www-authenticate"] = f'{scheme} realm="deepfaas"'
                 await response(scope, receive, send)
                 return
         state = scope.setdefault("state", {})

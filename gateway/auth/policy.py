@@ -13,6 +13,9 @@ PUBLIC_PATHS: Final = frozenset(
 )
 #: the API pages' own assets (Swagger UI, served from the package)
 PUBLIC_PREFIXES: Final = ("/static/swagger-ui",)
+#: the console: its page shells and assets are public (no tenant data); its fragments are not
+CONSOLE: Final = "/ui"
+CONSOLE_FRAGMENTS: Final = "/ui/x"
 #: catalog browsing: anonymous GET/HEAD; other methods need a key
 ANONYMOUS_READ_PREFIXES: Final = ("/v1/catalog", "/v2/models")
 #: platform-wide resources (dead letters, runtimes, deployments): the operator's only; buckets,
@@ -41,9 +44,16 @@ def is_anonymous(method: str, path: str) -> bool:
     """Whether the request may go through without a credential."""
     if path in PUBLIC_PATHS or _under(path, PUBLIC_PREFIXES + UNSUPPORTED_PREFIXES):
         return True
+    if _under(path, (CONSOLE,)) and not _under(path, (CONSOLE_FRAGMENTS,)):
+        return method in ("GET", "HEAD")
     if method == "POST" and _SERVICE_TOKEN.match(path):
         return True  # the route checks the service's token when no key or OIDC token is given
     return method in ("GET", "HEAD") and _under(path, ANONYMOUS_READ_PREFIXES)
+
+
+def is_console_fragment(path: str) -> bool:
+    """Whether ``path`` is one of the console's fragments (they need a credential)."""
+    return _under(path, (CONSOLE_FRAGMENTS,))
 
 
 def predicted_model(method: str, path: str) -> str | None:

@@ -1,0 +1,177 @@
+// The console's behaviour: the credential (this tab's session storage only), uploads with
+// progress, authorised downloads, charts. Nothing here holds tenant data of its own.
+"use strict";
+(function () {
+  const KEY = "deepfaas.authorization";
+  const credential = () => sessionStorage.getItem(KEY);
+
+  function headerFor(text) {
+    const value = text.trim();
+    if (/^bearer\s+/i.test(value)) return "Bearer " + value.replace(/^bearer\s+/i, "");
+    if (/^[0-9a-f-]{36}:\S+$/i.test(value)) return "Basic " + btoa(value);
+    return "Bearer " + value;
+  }
+
+  function showSignIn(message) {
+    document.getElementById("sign-in").hidden = false;
+    document.getElementById("main").hidden = true;
+    const error = document.getElementById("sign-in-error");
+    error.hidden = !message;
+    error.textContent = message || "";
+  }
+
+  document.addEventListener("htmx:configRequest", (event) => {
+    const auth = credential();
+    if (!auth) { event.preventDefault(); return; }
+    event.detail.headers["Authorization"] = auth;
+  });
+  document.addEventListener("htmx:responseError", (event) => {
+    if (event.detail.xhr.status === 401) {
+      sessionStorage.removeItem(KEY);
+      showSignIn("The credential was refused: sign in again.");
+    }
+  });
+
+  async function signIn(event) {
+    event.preventDefault();
+    const field = event.target.elements.credential;
+    const auth = headerFor(field.value);
+    const response = await fetch("/ui/x/whoami", { headers: { Authorization: auth } });
+    if (!response.ok) {
+      let detail = "refused";
+      try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+      showSignIn("Not signed in: " + detail);
+      return;
+    }
+    sessionStorage.setItem(KEY, auth);
+    field.value = "";
+    window.location.reload();
+  }
+
+  function objectUrl(bucket, key) {
+    return "/v1/buckets/" + encodeURIComponent(bucket) + "/objects/" +
+      key.split("/").map(encodeURIComponent).join("/");
+  }
+
+  function upload(zone, file) {
+    const bucket = zone.dataset.bucket;
+    const key = (zone.dataset.prefix || "") + file.name;
+    const list = zone.parentElement.querySelector(".uploads");
+    const item = document.createElement("li");
+    item.className = "upload";
+    const label = document.createElement("span");
+    label.textContent = key;
+    const bar = document.createElement("progress");
+    bar.max = 100; bar.value = 0;
+    const state = document.createElement("span");
+    state.className = "state";
+    state.textContent = "uploading";
+    item.append(label, bar, state);
+    list.prepend(item);
+    const since = new Date(Date.now() - 2000).toISOString();
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", objectUrl(bucket, key));
+    xhr.setRequestHeader("Authorization", credential());
+    xhr.setRequestHeader("Content-Type", file.type || "application/octet-stream");
+    xhr.upload.addEventListener("progress", (e) => {
+      if (e.lengthComputable) bar.value = Math.round((100 * e.loaded) / e.total);
+    });
+    xhr.addEventListener("load", () => {
+      if (xhr.status >= 300) {
+        state.textContent = "failed: " + xhr.status;
+        state.classList.add("error");
+        return;
+      }
+      bar.value = 100;
+      state.textContent = "uploaded";
+      const caused = document.createElement("div");
+      caused.className = "caused";
+      const query = new URLSearchParams({ key: key, since: since });
+      caused.setAttribute("hx-get", "/ui/x/buckets/" + encodeURIComponent(bucket) + "/caused?" + query);
+      caused.setAttribute("hx-trigger", "load, every 2s");
+      item.append(caused);
+      htmx.process(caused);
+      htmx.trigger(document.body, "df-objects");
+    });
+    xhr.addEventListener("error", () => { state.textContent = "failed"; state.classList.add("error"); });
+    xhr.send(file);
+  }
+
+  function bindDrop(zone) {
+    if (zone.dataset.bound) return;
+    zone.dataset.bound = "1";
+    zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      zone.classList.remove("over");
+      for (const file of e.dataTransfer.files) upload(zone, file);
+    });
+    const input = zone.querySelector("input[type=file]");
+    if (input) input.addEventListener("change", () => {
+      for (const file of input.files) upload(zone, file);
+      input.value = "";
+    });
+  }
+
+  async function download(button) {
+    const response = await fetch(button.dataset.download, { headers: { Authorization: credential() } });
+    if (!response.ok) { button.textContent = "failed: " + response.status; return; }
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = button.dataset.name || "download";
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  }
+
+  const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+
+  function drawChart(holder) {
+    const data = JSON.parse(holder.dataset.chart);
+    const place = holder.querySelector(".plot");
+    place.replaceChildren();
+    if (!data.x.length) { place.textContent = "nothing to show yet"; return; }
+    const width = Math.max(260, Math.min(place.clientWidth || 600, 900));
+    const options = {
+      width: width,
+      height: 220,
+      scales: { x: { time: Boolean(data.time) } },
+      axes: [{ label: data.xlabel || "" }, { label: data.ylabel || "" }],
+      series: [{ label: data.xlabel || "x" }].concat(data.series.map((s, i) => ({
+        label: s.label, stroke: COLOURS[i % COLOURS.length], width: 2,
+        points: { show: data.x.length < 30 },
+      }))),
+    };
+    new uPlot(options, [data.x].concat(data.series.map((s) => s.values)), place);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const menu = document.querySelector("header .menu");
+    menu.addEventListener("click", () => {
+      const open = document.body.classList.toggle("nav-open");
+      menu.setAttribute("aria-expanded", String(open));
+    });
+    document.getElementById("sign-in-form").addEventListener("submit", signIn);
+    const out = document.getElementById("sign-out");
+    out.addEventListener("click", () => { sessionStorage.removeItem(KEY); window.location.reload(); });
+    if (credential()) {
+      document.getElementById("main").hidden = false;
+      out.hidden = false;
+    } else {
+      showSignIn("");
+    }
+    document.body.addEventListener("click", (e) => {
+      const button = e.target.closest("[data-download]");
+      if (button) { e.preventDefault(); download(button); }
+    });
+    htmx.onLoad((elt) => {
+      const root = elt.querySelectorAll ? elt : document;
+      if (root.matches && root.matches(".drop")) bindDrop(root);
+      root.querySelectorAll(".drop").forEach(bindDrop);
+      if (root.matches && root.matches("[data-chart]")) drawChart(root);
+      root.querySelectorAll("[data-chart]").forEach(drawChart);
+    });
+  });
+})();

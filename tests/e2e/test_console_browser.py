@@ -1,0 +1,254 @@
+"""The console (`/ui`) in a real browser, offline: sign in, deploy and invoke a function from
+its form, upload an image that a thumbnail trigger processes, promote a model version, replay
+a dead letter; a screenshot of every page at 1280x800 and 390 px wide (under the tmp dir).
+
+Headless Chromium (Debian's `chromium`, through Playwright's `executable_path`) resolves no
+host but 127.0.0.1 and every request off loopback is aborted and recorded, as in
+`test_api_pages_browser.py`. One platform and one signed-in tab serve the whole module.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, FilePayload, Page, Route, expect, sync_playwright
+
+from bench.harness import Platform, start_platform, wait_activation, wait_for
+from eventbus.server import EmbeddedNats
+from gateway.console.routes import PAGES, STATIC
+from runtimes.models import load_model_plugin
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `make test` installs it as root"),
+    pytest.mark.timeout(240),
+]
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+WAIT = 60_000  # ms: a loaded 2-core machine starts sandboxed workers slowly
+SIZES = {"wide": (1280, 800), "phone": (390, 844)}
+FAILING = """
+def main(params):
+    raise ValueError("boom: " + str(params.get("why")))
+"""
+
+
+@pytest.fixture(scope="module")
+def platform(
+    nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    if not (STATIC / "vendor" / "htmx.min.js").is_file():
+        pytest.fail("the console's htmx and uPlot are not installed: run `make assets`")
+    served = start_platform(
+        nats_server, Path(tmp_path_factory.mktemp("platform")), builtins="thumbnail"
+    )
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="module")
+def client(platform: Platform) -> Iterator[httpx.Client]:
+    with platform.client(timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def outside() -> list[str]:
+    """Requests the pages tried to make off loopback (must stay empty)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def script_errors() -> list[str]:
+    """Errors the pages' scripts raised (must stay empty)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(platform: Platform, outside: list[str], script_errors: list[str]) -> Iterator[Page]:
+    """One tab, signed in with the default namespace's key (kept in its session storage)."""
+    with sync_playwright() as p:
+        browser: Browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=[OFFLINE, "--no-sandbox"]
+        )
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 800})
+            tab.set_default_timeout(WAIT)
+
+            def only_loopback(route: Route) -> None:
+                if urlsplit(route.request.url).hostname in ("127.0.0.1", None):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort("internetdisconnected")
+
+            tab.route("**/*", only_loopback)
+            tab.on("pageerror", lambda error: script_errors.append(str(error)))
+            tab.goto(f"{platform.url}/ui")
+            expect(tab.locator("#sign-in")).to_be_visible()
+            tab.fill("#sign-in-form input[name=credential]", "not-a-key")
+            tab.click("#sign-in-form button")
+            expect(tab.locator("#sign-in-error")).to_contain_text("Not signed in")
+            tab.fill("#sign-in-form input[name=credential]", platform.auth)
+            tab.click("#sign-in-form button")
+            expect(tab.locator("#whoami")).to_contain_text("default")
+            yield tab
+        finally:
+            browser.close()
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 120), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _open(page: Page, platform: Platform, name: str) -> None:
+    page.goto(f"{platform.url}/ui/{name}")
+    expect(page.locator("#main")).to_be_visible()
+    expect(page.locator("#main")).not_to_contain_text("loading…")
+
+
+def test_signed_in_pages_hold_no_secret(page: Page, platform: Platform) -> None:
+    _open(page, platform, "functions")
+    secret = platform.auth.partition(":")[2]
+    assert secret not in page.content()
+    shell = httpx.get(f"{platform.url}/ui/functions")  # anonymous: a shell, nothing more
+    assert (
+        shell.status_code == 200 and "script-src 'self'" in shell.headers["content-security-policy"]
+    )
+    assert httpx.get(f"{platform.url}/ui/x/functions").status_code == 401
+
+
+def test_deploy_and_invoke_a_function_from_its_form(page: Page, platform: Platform) -> None:
+    _open(page, platform, "functions")
+    page.click("#new-function")
+    form = page.locator("#function-form")
+    form.locator("input[name=name]").fill("hello")
+    schema = '{"type": "object", "properties": {"name": {"type": "string"}}}'
+    form.locator("textarea[name=input_schema]").fill(schema)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#fn-detail h2").first).to_contain_text("hello")
+    expect(page.locator("#fn-detail pre.schema")).to_contain_text('"name"')
+    expect(page.locator("#functions")).to_contain_text("hello")
+    page.fill("#invoke-form textarea[name=input]", '{"name": "console"}')
+    page.click("#invoke-form button")
+    expect(page.locator("#invoke-result .invoke-output")).to_contain_text("hello, console")
+    # a second version from the editor, and the versions table shows both
+    code = page.locator("#function-form textarea[name=code]")
+    code.fill(code.input_value().replace("hello, ", "hi, "))
+    page.click("#function-form button[type=submit]")
+    expect(page.locator("#versions tbody tr")).to_have_count(2)
+    page.fill("#invoke-form textarea[name=input]", "{not json")
+    page.click("#invoke-form button")
+    expect(page.locator("#invoke-result .error")).to_contain_text("not valid JSON")
+
+    _open(page, platform, "activations")
+    row = page.locator("#activations tbody tr", has_text="hello").first
+    row.locator("a").click()
+    expect(page.locator("#act-detail .activation")).to_contain_text("success")
+    expect(page.locator("#act-detail .activation")).to_contain_text("run")
+
+
+def test_an_upload_runs_the_thumbnail_trigger_beside_it(page: Page, platform: Platform) -> None:
+    _open(page, platform, "triggers")
+    form = page.locator("#trigger-form")
+    form.locator("input[name=name]").fill("thumbs")
+    form.locator("select[name=function]").select_option("thumbnail")
+    form.locator("input[name=bucket]").fill("photos")
+    form.locator("input[name=params]").fill('{"size": 32}')
+    form.locator("input[name=output_bucket]").fill("thumbs")
+    form.locator("input[name=output_key]").fill("{stem}-small.png")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#trigger-list tr[data-name=thumbs]")).to_contain_text("enabled")
+
+    _open(page, platform, "storage")
+    page.fill("#bucket-form input[name=name]", "photos")
+    page.click("#bucket-form button")
+    expect(page.locator("#bucket-list")).to_contain_text("photos")
+    image: FilePayload = {"name": "cat.png", "mimeType": "image/png", "buffer": _png()}
+    page.set_input_files("#upload-input", files=[image])
+    upload = page.locator(".upload", has_text="cat.png")
+    expect(upload.locator(".state")).to_have_text("uploaded")
+    expect(page.locator("#objects tr[data-key='cat.png']")).to_be_visible()
+    expect(upload.locator(".caused .status")).to_have_text("success", timeout=2 * WAIT)
+    expect(upload.locator(".output-key")).to_have_text("thumbs/cat-small.png")
+
+
+def test_promote_and_roll_back_a_model_version(
+    page: Page, platform: Platform, client: httpx.Client
+) -> None:
+    artifact = load_model_plugin("digits").train_default().artifact
+    r = client.post("/v1/catalog/modules", json={"name": "digits", "description": "digits"})
+    assert r.status_code == 201, r.text
+    assert client.put("/v1/buckets/artifacts").status_code in (200, 201)
+    assert client.put("/v1/buckets/artifacts/objects/v.bin", content=artifact).status_code == 201
+    for accuracy in (0.90, 0.95):
+        body = {
+            "artifact": {"bucket": "artifacts", "key": "v.bin"},
+            "metrics": {"accuracy": accuracy},
+        }
+        r = client.post("/v1/catalog/modules/digits/versions", json=body)
+        assert r.status_code == 201, r.text
+
+    _open(page, platform, "models")
+    page.click("#model-list a:text('digits')")
+    expect(page.locator("#model .plot canvas").first).to_be_visible()
+    page.click("#model-versions tr[data-version='1'] button")
+    expect(page.locator("#model .promoted-version")).to_have_text("1")
+    page.click("#model-versions tr[data-version='2'] button")
+    expect(page.locator("#model .promoted-version")).to_have_text("2")
+    page.click("#model button:text('Roll back')")
+    expect(page.locator("#model .promoted-version")).to_have_text("1")
+    assert client.get("/v1/catalog/modules/digits").json()["promoted"] == 1
+
+
+def test_replay_a_dead_letter(page: Page, platform: Platform, client: httpx.Client) -> None:
+    spec = {"handler": "main", "code": FAILING, "max_attempts": 1}
+    assert client.put("/v1/functions/failing", json=spec).status_code == 201
+    r = client.post("/v1/functions/failing/invoke?async=true", json={"why": "console"})
+    first = r.json()["activation_id"]
+    letter: dict[str, Any] = wait_for(
+        lambda: next(
+            (d for d in client.get("/v1/dlq").json() if d["activation_id"] == first), None
+        ),
+        timeout=60,
+    )
+    _open(page, platform, "dlq")
+    row = page.locator(f"#dlq-list tr[data-seq='{letter['seq']}']")
+    expect(row).to_contain_text("boom: console")
+    row.locator("button").click()
+    replayed = page.locator(".replayed .activation-id")
+    expect(replayed).not_to_be_empty()
+    record = wait_activation(client, replayed.inner_text(), timeout=60)
+    assert record["status"] == "error" and "boom: console" in record["error"]
+
+
+def test_every_page_at_both_sizes(
+    page: Page, platform: Platform, tmp_path: Path, outside: list[str], script_errors: list[str]
+) -> None:
+    shots = []
+    for size, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        for name in PAGES:
+            _open(page, platform, name)
+            if name == "rates":
+                expect(page.locator("#rate-table")).to_contain_text("hello")
+            shot = tmp_path / f"{name}-{size}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            shots.append(shot)
+            overflow = page.evaluate("document.documentElement.scrollWidth")
+            assert overflow <= width + 1, f"{name} is {overflow} px wide at {width} px"
+    print(f"screenshots: {tmp_path}")
+    assert all(s.stat().st_size > 5_000 for s in shots)
+    assert not outside, f"the console asked for {outside}"
+    assert not script_errors, script_errors
