@@ -40,6 +40,8 @@ from eventbus.storage_events import (
     bridge_event,
     created_event,
     event_kind,
+    sequencer_ns,
+    time_ns,
 )
 from eventbus.types import CloudEvent
 
@@ -187,9 +189,12 @@ class MinioBridge:
             log.debug("ignoring MinIO event %s on %s", record.event_name, record.key)
             return None
         event = bridge_event(self.bus, record, namespace=await self.owners.owner(record.bucket))
+        order = sequencer_ns(record.sequencer, record.time)
         last = await self.ledger.get(record.bucket, record.key)
+        # MinIO replays records (after its queue dir or a restart) with no regard for
+        # JetStream's de-duplication window: the ledger decides by the record's own order
         if last is not None and (
-            last.event_id == event.id
+            last.announced(event.id, order)
             or (
                 kind == "created"
                 and last.origin == "reconciler"
@@ -197,11 +202,13 @@ class MinioBridge:
                 and abs(record.time - last.modified) <= SAME_WRITE
             )
         ):
-            log.debug("storage event %s was emitted already", event.id)
+            log.debug("storage event %s was emitted already (or is stale)", event.id)
             return event
         await publish_event(self.bus, event)
         etag = record.etag if kind == "created" else None
-        entry = LedgerEntry(record.bucket, record.key, etag, event.id, record.time, "bridge")
+        entry = LedgerEntry(
+            record.bucket, record.key, etag, event.id, record.time, "bridge", sequencer=order
+        )
         await self.ledger.record(entry)
         log.debug("storage event %s for %s/%s", event.id, record.bucket, record.key)
         return event
@@ -366,7 +373,13 @@ class StorageReconciler:
         )
         await publish_event(self.bus, event)
         entry = LedgerEntry(
-            info.bucket, info.key, info.etag, event.id, summary.last_modified, "reconciler"
+            info.bucket,
+            info.key,
+            info.etag,
+            event.id,
+            summary.last_modified,
+            "reconciler",
+            sequencer=time_ns(summary.last_modified),
         )
         await self.ledger.record(entry)
         return event

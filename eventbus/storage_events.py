@@ -8,7 +8,9 @@ owner (`eventbus.buckets`), so only that namespace's triggers and subscriptions 
 ``sha256(bucket \\0 key \\0 (etag or "deleted") \\0 sequencer)[:32]``: the sequencer is per write
 (the event time in nanoseconds, upper-case hex, as MinIO writes it), so each completed write is
 one event while publishing the same one again (a retry, a redelivered MinIO message) is a
-JetStream duplicate. The ledger remembers the last event of each key, for the reconciler.
+JetStream duplicate. The ledger remembers the last event of each key with its sequencer (as
+nanoseconds), so a record replayed after JetStream's de-duplication window, or one older than
+the key's last (a stale ``created`` after ``deleted``), is not announced again.
 """
 
 from __future__ import annotations
@@ -76,7 +78,23 @@ def storage_source(store_name: str, bucket: str) -> str:
 
 def time_sequencer(moment: datetime) -> str:
     """A sequencer from a time, as MinIO makes one: nanoseconds since the epoch, hex."""
-    return f"{(moment - _EPOCH) // timedelta(microseconds=1) * 1000:X}"
+    return f"{time_ns(moment):X}"
+
+
+def time_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch (to the microsecond a datetime holds)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def sequencer_ns(sequencer: str | None, moment: datetime) -> int:
+    """A record's order among the writes of its key: its sequencer (MinIO's and ours are
+    nanoseconds in hex), else its time."""
+    if sequencer:
+        try:
+            return int(sequencer, 16)
+        except ValueError:
+            pass
+    return time_ns(moment)
 
 
 def storage_event(
@@ -219,8 +237,20 @@ class LedgerEntry:
     event_id: str
     #: when the write happened (the record's time, or the listing's last-modified)
     modified: datetime
-    #: ``bridge`` or ``reconciler``
+    #: ``bridge``, ``reconciler`` or ``seaweedfs``
     origin: str
+    #: the write's order among the key's writes (nanoseconds; 0: from ``modified``)
+    sequencer: int = 0
+
+    @property
+    def order(self) -> int:
+        """The sequencer, or the write's time for entries written without one."""
+        return self.sequencer or time_ns(self.modified)
+
+    def announced(self, event_id: str, sequencer: int) -> bool:
+        """Whether the event ``event_id`` of the write at ``sequencer`` is this entry's, or
+        older than it: a replay (however late) or a stale record, not to be announced again."""
+        return event_id == self.event_id or sequencer <= self.order
 
 
 class StorageLedger:
@@ -259,6 +289,7 @@ class StorageLedger:
             event_id=raw["event_id"],
             modified=datetime.fromisoformat(raw["modified"]),
             origin=raw["origin"],
+            sequencer=int(raw.get("sequencer") or 0),
         )
 
     async def record(self, entry: LedgerEntry) -> None:
@@ -271,5 +302,20 @@ class StorageLedger:
             "event_id": entry.event_id,
             "modified": entry.modified.isoformat(),
             "origin": entry.origin,
+            "sequencer": entry.sequencer,
         }
         await kv.put(self._key(entry.bucket, entry.key), orjson.dumps(value))
+
+    async def cursor(self, name: str) -> int | None:
+        """A source's resume point (e.g. the SeaweedFS bridge's last ``ts_ns``), or None."""
+        kv = await self.bus.kv(self.kv_bucket)
+        try:
+            entry = await kv.get(name)
+        except KeyNotFoundError:
+            return None
+        return int(entry.value) if entry.value else None
+
+    async def set_cursor(self, name: str, value: int) -> None:
+        """Keep a source's resume point (after what it covers is safely published)."""
+        kv = await self.bus.kv(self.kv_bucket)
+        await kv.put(name, str(value).encode())

@@ -56,6 +56,14 @@ def up() -> None:
     main_up()
 
 
+@app.command("storage-bridge")
+def storage_bridge() -> None:
+    """Run only the storage bridge (MinIO's notifications, or SeaweedFS's filer log)."""
+    from gateway.storage_settings import storage_bridge_command
+
+    storage_bridge_command()
+
+
 @app.command()
 def gateway() -> None:
     """Run only the gateway (DEEPFAAS_NATS_URL names the bus)."""

