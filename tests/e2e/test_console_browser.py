@@ -252,3 +252,60 @@ def test_every_page_at_both_sizes(
     assert all(s.stat().st_size > 5_000 for s in shots)
     assert not outside, f"the console asked for {outside}"
     assert not script_errors, script_errors
+
+
+def test_a_second_namespace_sees_none_of_the_first(
+    platform: Platform, client: httpx.Client
+) -> None:
+    """Every fragment renders the caller's namespace only; another's objects are 404 or 403."""
+    code = "def main(params):\n    return {'secret': 42}\n"
+    assert (
+        client.put("/v1/functions/private", json={"handler": "main", "code": code}).status_code
+        == 201
+    )
+    invoked = client.post("/v1/functions/private/invoke", json={})
+    assert invoked.status_code == 200, invoked.text
+    activation = invoked.headers["x-activation-id"]
+    assert client.put("/v1/buckets/private-bucket").status_code == 201
+    trigger = {"name": "private-trigger", "function": "private", "bucket": "private-bucket"}
+    assert client.post("/v1/triggers", json=trigger).status_code == 201
+    assert client.post("/v1/catalog/modules", json={"name": "privmodel"}).status_code == 201
+    r = client.post("/v1/auth/keys", json={"namespace": "other"})
+    assert r.status_code == 201, r.text
+    since = "2026-01-01T00:00:00Z"
+    with platform.client(auth=r.json()["key"]) as other:
+        assert "other" in other.get("/ui/x/whoami").text
+        for path, secret in [
+            ("/ui/x/functions", "private"),
+            ("/ui/x/activations", "private"),
+            ("/ui/x/activations/filters", "private"),
+            ("/ui/x/buckets", "private-bucket"),
+            ("/ui/x/triggers", "private-trigger"),
+            ("/ui/x/models", "privmodel"),
+            ("/ui/x/rates", "private"),
+        ]:
+            seen = other.get(path)
+            assert seen.status_code == 200 and secret not in seen.text, (path, seen.text)
+        for method, path in [
+            ("GET", "/ui/x/functions/private"),
+            ("POST", "/ui/x/functions/private/invoke"),
+            ("DELETE", "/ui/x/functions/private"),
+            ("GET", f"/ui/x/activations/{activation}"),
+            ("GET", "/ui/x/buckets/private-bucket"),
+            ("GET", "/ui/x/buckets/private-bucket/objects"),
+            ("GET", f"/ui/x/buckets/private-bucket/caused?key=a.png&since={since}"),
+            ("DELETE", "/ui/x/triggers/private-trigger"),
+            ("GET", "/ui/x/models/privmodel"),
+        ]:
+            refused = other.request(method, path)
+            assert refused.status_code == 404, (method, path, refused.text)
+        assert other.post("/ui/x/models/privmodel/rollback").status_code == 403
+        for path in ("/ui/x/dlq", "/ui/x/runtimes"):  # the platform's: the operator's only
+            assert other.get(path).status_code == 403, path
+        assert other.post("/ui/x/dlq/1/replay").status_code == 403
+    assert client.get("/v1/triggers/private-trigger").status_code == 200  # nothing was deleted
+    assert client.get("/v1/functions/private").status_code == 200
+    anonymous = httpx.get(f"{platform.url}/ui/x/functions")
+    assert anonymous.status_code == 401 and "Basic" not in anonymous.headers["www-authenticate"]
+    shell = httpx.get(f"{platform.url}/ui/functions").text
+    assert "private" not in shell and platform.auth.partition(":")[2] not in shell
