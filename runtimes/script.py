@@ -21,6 +21,7 @@ import mimetypes
 import os
 import posixpath
 import shutil
+import signal
 import sys
 import tempfile
 import zipfile
@@ -131,6 +132,7 @@ async def _run(script: Path, env: dict[str, str], cwd: Path) -> tuple[str, int]:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group: a timeout ends what it started too
     )
     collected: list[str] = []
 
@@ -145,9 +147,9 @@ async def _run(script: Path, env: dict[str, str], cwd: Path) -> tuple[str, int]:
         await asyncio.gather(pump(process.stdout, sys.stdout), pump(process.stderr, sys.stderr))
         status = await process.wait()
     finally:
-        if process.returncode is None:  # timed out or cancelled: no script outlives its run
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+        with contextlib.suppress(ProcessLookupError):  # nothing it started outlives its run
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.returncode is None:  # timed out or cancelled
             await process.wait()
     return "".join(collected), status
 

@@ -19,6 +19,7 @@ from eventbus.errors import (
     ValidationFailedError,
 )
 from eventbus.namespaces import qualify
+from eventbus.storage.settings import StorageSettings
 from gateway.auth.errors import ForbiddenError
 from gateway.oscar import fdl
 from gateway.oscar.store import ServiceStore
@@ -117,7 +118,7 @@ async def service_doc(request: Request, service: str) -> tuple[str, dict[str, An
     return name, doc
 
 
-def service_view(doc: dict[str, Any]) -> dict[str, Any]:
+def service_view(doc: dict[str, Any], settings: StorageSettings) -> dict[str, Any]:
     """A service as OSCAR lists it: the FDL, its token, its storage provider (no secrets)."""
     service = dict(doc["service"])
     env = dict(service.get("environment") or {})
@@ -125,11 +126,22 @@ def service_view(doc: dict[str, Any]) -> dict[str, Any]:
         env["secrets"] = {key: "" for key in env["secrets"]}
     service["environment"] = env
     service["token"] = doc["token"]
-    service["storage_providers"] = {"minio": {"default": minio_provider()}}
+    service["storage_providers"] = {"minio": {"default": minio_provider(settings)}}
     return service
 
 
-def minio_provider() -> dict[str, Any]:
-    # The platform's store has no S3 endpoint of its own with the local backend: uploads go
-    # through /v1/buckets. Credentials are never given out here.
-    return {"endpoint": "", "verify": True, "access_key": "", "secret_key": "", "region": ""}
+def minio_provider(settings: StorageSettings) -> dict[str, Any]:
+    """OSCAR's `minio_provider`: the S3 endpoint of the platform's store, never credentials
+    (they are the platform's, not the namespace's). The local store has no S3 endpoint:
+    uploads go through `/v1/buckets`."""
+    endpoint = ""
+    if settings.storage_backend != "local" and settings.storage_s3_endpoint:
+        scheme = "https" if settings.storage_s3_secure else "http"
+        endpoint = f"{scheme}://{settings.storage_s3_endpoint}"
+    return {
+        "endpoint": endpoint,
+        "verify": settings.storage_s3_secure,
+        "access_key": "",
+        "secret_key": "",
+        "region": settings.storage_s3_region or "",
+    }

@@ -63,6 +63,7 @@ async def _invoked(request: Request, service: str) -> str:
 
 @router.post(
     "/run/{service}",
+    response_class=PlainTextResponse,
     openapi_extra=RAW_BODY,
     responses={
         200: {
@@ -100,6 +101,7 @@ async def run(request: Request, service: str) -> Response:
 @router.post(
     "/job/{service}",
     status_code=201,
+    response_class=Response,
     openapi_extra=RAW_BODY,
     responses={201: {"description": "queued; the activation id is in X-Activation-Id"}},
 )
@@ -162,6 +164,7 @@ async def _job(request: Request, service: str, job_id: str) -> ActivationRecord:
 
 @router.get(
     "/system/logs/{service}/{job_id}",
+    response_class=PlainTextResponse,
     responses={200: {"description": "the job's logs", "content": TEXT}},
 )
 @plain_errors

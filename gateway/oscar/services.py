@@ -72,7 +72,7 @@ async def config(request: Request) -> Response:
                 "oidc_groups": [],
                 "storage_backend": state.settings.storage_backend,
             },
-            "minio_provider": minio_provider(),
+            "minio_provider": minio_provider(state.settings),
             "allowed_image_repositories": [],
         }
     )
@@ -88,13 +88,14 @@ async def list_services(request: Request) -> Response:
     for name in await store.names():
         doc = await store.get(name) if belongs(name, ns) else None
         if doc is not None:
-            shown.append(service_view(doc))
+            shown.append(service_view(doc, state_of(request).settings))
     return JSONResponse(shown)
 
 
 @router.post(
     "/system/services",
     status_code=201,
+    response_class=Response,
     openapi_extra=SERVICE_BODY,
     responses={201: {"description": "created"}, 400: {"content": TEXT}, 409: {"content": TEXT}},
 )
@@ -110,8 +111,13 @@ async def create_service(request: Request) -> Response:
 @router.put(
     "/system/services",
     status_code=204,
+    response_class=Response,
     openapi_extra=SERVICE_BODY,
-    responses={204: {"description": "updated"}, 400: {"content": TEXT}},
+    responses={
+        204: {"description": "updated"},
+        400: {"content": TEXT},
+        404: {"description": "no such service", "content": TEXT},
+    },
 )
 @plain_errors
 async def update_service(request: Request) -> Response:
@@ -169,7 +175,7 @@ async def _ensure_bucket(state: GatewayState, bucket: str, ns: str) -> None:
 async def get_service(request: Request, service: str) -> Response:
     """One service, with its token."""
     _, doc = await service_doc(request, service)
-    return JSONResponse(service_view(doc))
+    return JSONResponse(service_view(doc, state_of(request).settings))
 
 
 @router.delete("/system/services/{service}", status_code=204)
