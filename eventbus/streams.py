@@ -52,6 +52,8 @@ LEASES_KV = "leases"
 AUTH_KV = "auth_keys"
 #: OpenWhisk's action parameters and triggers (`gateway.openwhisk.store`)
 OPENWHISK_KV = "openwhisk"
+#: OSCAR's services: their FDL and token, and the token index (`gateway.oscar.store`)
+OSCAR_KV = "oscar"
 #: the storage events emitted per object (`eventbus.storage_events.StorageLedger`)
 LEDGER_KV = "storage_events"
 #: the share of the free disk that the bus may fill when no budget is set (at first start)
@@ -111,6 +113,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(0.01, NEW, LEASES_KV, history=1),
     BucketSpec(0.01, NEW, AUTH_KV, history=1, private=True),
     BucketSpec(0.01, NEW, OPENWHISK_KV, history=1, private=True),
+    BucketSpec(0.01, NEW, OSCAR_KV, history=1, private=True),
     BucketSpec(0.05, NEW, LEDGER_KV, history=1, private=True),
     BucketSpec(0.05, OLD, DELIVERIES_KV, history=1, ttl_of="activations_ttl"),
     BucketSpec(0.25, OLD, ACTIVATIONS_KV, history=1, ttl_of="activations_ttl", direct=True),

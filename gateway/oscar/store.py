@@ -13,14 +13,12 @@ import secrets
 from typing import Any
 
 import orjson
-from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.kv import keys as kv_keys
-
-OSCAR_KV = "oscar"
+from eventbus.streams import OSCAR_KV, ensure_bucket
 
 
 def new_token() -> str:
@@ -44,9 +42,8 @@ class ServiceStore:
             try:
                 self._kv = await self.bus.js.key_value(OSCAR_KV)
             except BucketNotFoundError:
-                self._kv = await self.bus.js.create_key_value(
-                    KeyValueConfig(bucket=OSCAR_KV, history=1)
-                )
+                await ensure_bucket(self.bus.js, OSCAR_KV)  # as `ensure_layout` declares it
+                self._kv = await self.bus.js.key_value(OSCAR_KV)
         return self._kv
 
     async def get(self, name: str) -> dict[str, Any] | None:
