@@ -31,6 +31,9 @@ class BusSettings(BaseSettings):
         description="every platform role's credentials, as deepfaas's own nats-server keeps "
         "them (<data dir>/nats/credentials): each part of `deepfaas up` then connects as its role",
     )
+    uvloop: bool = Field(
+        default=True, description="run the process on uvloop (false: asyncio's own event loop)"
+    )
     event_prefix: str = Field(default="io.deepfaas", pattern=r"^[a-z0-9]+(\.[a-z0-9-]+)+$")
     ack_wait_s: float = Field(default=30.0, gt=0, description="lease of an async invocation")
     retry_base_s: float = Field(default=1.0, ge=0, description="first retry delay")

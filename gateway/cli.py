@@ -67,24 +67,25 @@ def storage_bridge() -> None:
 @app.command()
 def gateway() -> None:
     """Run only the gateway (DEEPFAAS_NATS_URL names the bus)."""
-    import asyncio
     import logging
 
+    from eventbus import loop as event_loop
     from gateway.settings import GatewaySettings
     from gateway.up import run_gateway
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(run_gateway(GatewaySettings()))
+    settings = GatewaySettings()
+    event_loop.run(run_gateway(settings), uvloop=settings.uvloop)
 
 
 @app.command()
 def controller() -> None:
     """Run only the controller with the local provider (DEEPFAAS_NATS_URL names the bus)."""
-    import asyncio
     import logging
 
+    from eventbus import loop as event_loop
     from gateway.up import UpSettings, run_controller, worker_env
     from runtimes.settings import ControllerSettings
 
@@ -98,7 +99,10 @@ def controller() -> None:
         GatewaySettings(nats_url=settings.nats_url, event_prefix=settings.event_prefix)
     )
     trusted = UpSettings().trusted_functions.split(",")
-    asyncio.run(run_controller(settings, env, Path(settings.state_dir) / "logs", trusted))
+    event_loop.run(
+        run_controller(settings, env, Path(settings.state_dir) / "logs", trusted),
+        uvloop=settings.uvloop,
+    )
 
 
 @app.command()

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings
 from starlette.applications import Starlette
 
+from eventbus import loop as event_loop
 from eventbus.connection import Bus
 from eventbus.credentials import RoleCredentials
 from eventbus.delivery import Deliverer
@@ -102,6 +103,7 @@ def worker_env(settings: GatewaySettings) -> dict[str, str]:
         "DEEPFAAS_STORAGE_EVENTS": settings.storage_events,
         "DEEPFAAS_STORAGE_S3_SECURE": str(settings.storage_s3_secure).lower(),
         "DEEPFAAS_SANDBOX": "true" if settings.sandbox else "false",
+        "DEEPFAAS_UVLOOP": "true" if settings.uvloop else "false",
         "DEEPFAAS_NATS_URL": settings.nats_url,
         "DEEPFAAS_EVENT_PREFIX": settings.event_prefix,
         "DEEPFAAS_ACK_WAIT_S": str(settings.ack_wait_s),
@@ -385,7 +387,8 @@ def main_up() -> None:
         level=os.environ.get("DEEPFAAS_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(up(settings_or_exit(UpSettings)))
+    settings = settings_or_exit(UpSettings)
+    event_loop.run(up(settings), uvloop=settings.uvloop)
 
 
 def settings_or_exit(cls: type[S]) -> S:

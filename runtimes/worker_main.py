@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from eventbus import loop as event_loop
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.storage import Storage
@@ -282,10 +283,4 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.function and not settings.stem:
         log.error("no function to serve: pass --function or set DEEPFAAS_FUNCTION")
         return EXIT_BAD_SETTINGS
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    return asyncio.run(serve(settings, started))
+    return event_loop.run(serve(settings, started), uvloop=settings.uvloop)
