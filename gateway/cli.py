@@ -49,10 +49,23 @@ cli_auth.register(app)
 
 
 @app.command()
-def up() -> None:
+def up(
+    nats_cluster: Annotated[
+        int | None,
+        typer.Option(
+            "--nats-cluster",
+            min=1,
+            max=9,
+            help="start this many clustered nats-servers on loopback (3: try a cluster, every "
+            "stream R3); the setting DEEPFAAS_NATS_CLUSTER",
+        ),
+    ] = None,
+) -> None:
     """Start the whole platform here: nats-server, controller, workers, gateway (Ctrl-C stops)."""
     from gateway.up import main_up
 
+    if nats_cluster is not None:
+        os.environ["DEEPFAAS_NATS_CLUSTER"] = str(nats_cluster)  # read with the other settings
     main_up()
 
 
