@@ -1,0 +1,249 @@
+"""The platform on a real SeaweedFS: uploads through the gateway or straight into SeaweedFS
+become exactly one activation each, across the platform's downtime and a SIGKILL of its bridge.
+
+The session's SeaweedFS (`seaweed`) stands for an existing one (`DEEPFAAS_STORAGE_S3_ENDPOINT` +
+`DEEPFAAS_STORAGE_SEAWEEDFS_FILER`); the bridge runs as its own process
+(`deepfaas storage-bridge`), so a test can kill it mid-stream.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from minio import Minio
+from PIL import Image
+
+from bench.harness import Platform, start_platform, wait_for
+from eventbus.server import EmbeddedNats
+from eventbus.storage.seaweedfs import EmbeddedSeaweed
+from tests.e2e.test_faults import bucket_keys, ready_instances
+from tests.e2e.test_upload_path import png
+
+ECHO = """
+def main(params: dict, ctx) -> dict:
+    return {"key": params["object"]["key"]}
+"""
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def storage_env(seaweed: EmbeddedSeaweed) -> dict[str, str]:
+    return {
+        "storage_backend": "seaweedfs",
+        "storage_s3_endpoint": seaweed.s3_endpoint,
+        "storage_seaweedfs_filer": seaweed.filer,
+        "storage_s3_access_key": seaweed.access_key,
+        "storage_s3_secret_key": seaweed.secret_key,
+        "storage_s3_secure": "false",
+    }
+
+
+@dataclass
+class SeaweedPlatform:
+    """`deepfaas up` on the session's SeaweedFS, and its storage bridge as a process."""
+
+    nats: EmbeddedNats
+    seaweed: EmbeddedSeaweed
+    data_dir: Path
+    platform: Platform | None = None
+    bridges: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        settings = {**storage_env(self.seaweed), "storage_bridge": "false"}
+        self.platform = start_platform(self.nats, self.data_dir, **settings)
+        self.start_bridge()
+
+    def start_bridge(self) -> None:
+        """Start `deepfaas storage-bridge` and wait until it follows the filer."""
+        log_path = self.data_dir / "bridge.log"
+        before = following(log_path)
+        env = {
+            **os.environ,
+            **{f"DEEPFAAS_{k.upper()}": v for k, v in storage_env(self.seaweed).items()},
+            "DEEPFAAS_NATS_URL": self.nats.url,
+            "DEEPFAAS_NATS_CREDENTIALS_DIR": str(self.nats.credentials_dir),
+        }
+        with (self.data_dir / "bridge.log").open("ab") as log:
+            self.bridges.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "gateway.cli", "storage-bridge"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )
+            )
+        wait_for(lambda: following(log_path) > before, timeout=60, interval=0.1)
+
+    def kill_bridge(self) -> None:
+        self.bridges[-1].send_signal(signal.SIGKILL)
+        self.bridges[-1].wait()
+
+    def stop(self) -> None:
+        for proc in self.bridges:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+        if self.platform is not None:
+            self.platform.stop()
+
+    def client(self) -> httpx.Client:
+        assert self.platform is not None
+        return self.platform.client()
+
+
+def following(log_path: Path) -> int:
+    """How many bridges have started following the filer, by their log."""
+    if not log_path.exists():
+        return 0
+    return log_path.read_text(errors="replace").count("SeaweedFS bridge following")
+
+
+@pytest.fixture(scope="module")
+def sw(
+    nats_server: EmbeddedNats, seaweed: EmbeddedSeaweed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SeaweedPlatform]:
+    started = SeaweedPlatform(nats_server, seaweed, Path(tmp_path_factory.mktemp("platform")))
+    started.start()
+    yield started
+    started.stop()
+
+
+def s3(seaweed: EmbeddedSeaweed) -> Minio:
+    """A client straight to SeaweedFS, as another service would upload."""
+    return Minio(
+        seaweed.s3_endpoint,
+        access_key=seaweed.access_key,
+        secret_key=seaweed.secret_key,
+        secure=False,
+    )
+
+
+def watch(client: httpx.Client, bucket: str, fn: str, *, out: str) -> None:
+    """``fn`` (ECHO) runs on every object written to ``bucket``, its result going to ``out``."""
+    for name in (bucket, out):
+        assert client.put(f"/v1/buckets/{name}").status_code in (200, 201)
+    client.put(
+        f"/v1/functions/{fn}",
+        json={"handler": "main", "code": ECHO, "min_scale": 1, "max_scale": 2, "concurrency": 16},
+    ).raise_for_status()
+    client.post(
+        "/v1/triggers",
+        json={
+            "name": f"t-{fn}",
+            "function": fn,
+            "bucket": bucket,
+            "output": {"bucket": out, "key_template": "{key}.json"},
+        },
+    ).raise_for_status()
+    ready_instances(client, fn, 1)
+    time.sleep(0.3)  # the dispatcher learns of triggers through a KV watch
+
+
+def activations(client: httpx.Client, fn: str) -> list[dict[str, Any]]:
+    """Every activation of ``fn``, page after page."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"function": fn, "limit": 200}
+    while True:
+        r = client.get("/v1/activations", params=params)
+        r.raise_for_status()
+        found += r.json()
+        if "x-next-after" not in r.headers:
+            return found
+        params["after"] = r.headers["x-next-after"]
+
+
+def exactly_once(client: httpx.Client, fn: str, out: str, names: list[str]) -> None:
+    """One successful activation of ``fn`` per name, and its output, no more."""
+    wait_for(lambda: len(bucket_keys(client, out)) >= len(names), timeout=120, interval=0.5)
+    time.sleep(1.0)  # anything extra would show up now
+    assert sorted(bucket_keys(client, out)) == sorted(f"{n}.json" for n in names)
+    records = activations(client, fn)
+    assert len(records) == len({r["id"] for r in records}) == len(names)
+    assert all(r["status"] == "success" for r in records)
+
+
+def test_an_upload_through_the_gateway_makes_a_thumbnail(sw: SeaweedPlatform) -> None:
+    with sw.client() as client:
+        for bucket in ("sw-inputs", "sw-thumbs"):
+            assert client.put(f"/v1/buckets/{bucket}").status_code in (200, 201)
+        client.put(
+            "/v1/functions/thumbnail",
+            json={"handler": "functions.thumbnail.handler:handle", "timeout_s": 30},
+        ).raise_for_status()
+        client.post(
+            "/v1/triggers",
+            json={
+                "name": "sw-thumbs",
+                "function": "thumbnail",
+                "bucket": "sw-inputs",
+                "output": {"bucket": "sw-thumbs", "key_template": "{stem}.thumb.png"},
+            },
+        ).raise_for_status()
+        time.sleep(0.3)
+        r = client.put(
+            "/v1/buckets/sw-inputs/objects/photos/cat one.png",
+            content=png(300, 200),
+            headers={"content-type": "image/png"},
+        )
+        assert r.status_code == 201, r.text
+        path = "/v1/buckets/sw-thumbs/objects/photos/cat one.thumb.png"
+        thumb = wait_for(
+            lambda: resp if (resp := client.get(path)).status_code == 200 else None, timeout=60
+        )
+        assert Image.open(io.BytesIO(thumb.content)).size == (128, 85)
+        [record] = activations(client, "thumbnail")
+        assert record["status"] == "success"
+    # the object is in SeaweedFS itself, as any S3 client sees it
+    stat = s3(sw.seaweed).stat_object("sw-inputs", "photos/cat one.png")
+    assert stat.size == len(png(300, 200))
+
+
+def test_uploads_while_the_platform_is_down_run_once_each_after(sw: SeaweedPlatform) -> None:
+    with sw.client() as client:
+        watch(client, "sw-down", "echo-down", out="sw-down-out")
+    sw.stop()
+    direct = s3(sw.seaweed)
+    names = [f"d/{i:03d} file.txt" for i in range(100)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: direct.put_object("sw-down", n, io.BytesIO(b"x"), 1), names))
+    sw.start()
+    with sw.client() as client:
+        exactly_once(client, "echo-down", "sw-down-out", names)
+
+
+def test_a_killed_bridge_misses_nothing_and_repeats_nothing(sw: SeaweedPlatform) -> None:
+    with sw.client() as client:
+        watch(client, "sw-kill", "echo-kill", out="sw-kill-out")
+    direct = s3(sw.seaweed)
+    names = [f"k{i:03d}" for i in range(500)]
+    done = threading.Semaphore(0)
+
+    def put(name: str) -> None:
+        direct.put_object("sw-kill", name, io.BytesIO(name.encode()), len(name))
+        done.release()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        uploads = [pool.submit(put, n) for n in names]
+        for _ in range(150):
+            done.acquire(timeout=60)
+        sw.kill_bridge()  # mid-stream: uploads go on
+        for _ in range(150):
+            done.acquire(timeout=60)
+        sw.start_bridge()
+        for future in uploads:
+            future.result()
+    with sw.client() as client:
+        exactly_once(client, "echo-kill", "sw-kill-out", names)
