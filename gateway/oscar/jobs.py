@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import re
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import orjson
@@ -19,8 +20,9 @@ from nats.js.errors import KeyNotFoundError
 from eventbus.errors import (
     NotFoundError,
 )
-from eventbus.namespaces import local_name, qualify
+from eventbus.namespaces import local_name, namespace_of, qualify
 from eventbus.streams import ACTIVATIONS_KV
+from gateway.auth.quota import Quotas
 from gateway.oscar.common import (
     RAW_BODY,
     TEXT,
@@ -61,6 +63,22 @@ async def _invoked(request: Request, service: str) -> str:
     return name_of_token
 
 
+@contextlib.asynccontextmanager
+async def _limits(request: Request, name: str) -> AsyncIterator[None]:
+    """The namespace's limits, as on every invocation: its rate (the middleware took it when
+    a key or token named the caller, not for a service's token) and its runs at once."""
+    quotas: Quotas = request.app.state.auth.quotas
+    ns = namespace_of(name)
+    if getattr(request.state, "principal", None) is None and quotas.take(ns) > 0:
+        raise OscarError(429, f"namespace {ns!r} is over its rate limit")
+    if not quotas.enter(ns):
+        raise OscarError(429, f"namespace {ns!r} has {quotas.concurrency} invocations in flight")
+    try:
+        yield
+    finally:
+        quotas.leave(ns)
+
+
 @router.post(
     "/run/{service}",
     response_class=PlainTextResponse,
@@ -81,12 +99,13 @@ async def run(request: Request, service: str) -> Response:
     """Run the service synchronously with the body as its input."""
     state = state_of(request)
     spec = state.cache.get(await _invoked(request, service))
-    outcome = await state.invoker.invoke_sync(
-        spec,
-        await request.body(),
-        content_type="application/octet-stream",
-        wait=state.settings.sync_wait_s,
-    )
+    async with _limits(request, spec.name):
+        outcome = await state.invoker.invoke_sync(
+            spec,
+            await request.body(),
+            content_type="application/octet-stream",
+            wait=state.settings.sync_wait_s,
+        )
     headers = {"x-activation-id": outcome.activation_id}
     record = outcome.record
     if record is None:
@@ -110,9 +129,10 @@ async def job(request: Request, service: str) -> Response:
     """Queue a run of the service with the body as its input."""
     state = state_of(request)
     spec = state.cache.get(await _invoked(request, service))
-    activation_id = await state.invoker.invoke_async(
-        spec, await request.body(), content_type="application/octet-stream"
-    )
+    async with _limits(request, spec.name):
+        activation_id = await state.invoker.invoke_async(
+            spec, await request.body(), content_type="application/octet-stream"
+        )
     return Response(status_code=201, headers={"x-activation-id": activation_id})
 
 

@@ -111,6 +111,14 @@ def test_service_from_fdl_processes_uploads(oscar: Client, client: httpx.Client)
     service = oscar.get_service("upper").json()
     assert service["image"] == "ghcr.io/grycap/alpine" and len(service["token"]) == 64
     assert service["environment"]["variables"] == {"GREETING": "hola"}
+    fn = client.get("/v1/functions/upper").json()  # what the service became
+    assert (fn["script"], fn["memory_mb"], fn["cpu"], fn["max_attempts"]) == (SCRIPT, 256, 0.5, 1)
+    trigger = client.get("/v1/triggers/upper-input-0").json()
+    assert (trigger["function"], trigger["bucket"], trigger["key_prefix"]) == (
+        "upper",
+        "oscar-in",
+        "in/",
+    )
 
     assert client.put("/v1/buckets/oscar-in/objects/in/skip.csv", content=b"no").is_success
     out = wait_for(
@@ -148,6 +156,13 @@ def test_failing_script_is_a_failed_job(oscar: Client, client: httpx.Client) -> 
         assert "about to fail" in logs and "exited with status 3" in logs
         again = client.post("/system/services", json=fdl("fails"))  # the client checks first
         assert again.status_code == 409 and "already exists" in again.text
+        changed = fdl("fails", script="echo fixed\n")
+        changed["environment"]["variables"]["GREETING"] = "adios"
+        assert oscar.update_service("fails", changed).status_code == 204
+        assert oscar.get_service("fails").json()["environment"]["variables"]["GREETING"] == "adios"
+        assert client.get("/v1/functions/fails").json()["version"] == 2
+        # warm workers of version 1 are replaced as the new version's come up
+        assert wait_for(lambda: client.post("/run/fails", content=b"eA==").text == "fixed\n")
     finally:
         oscar.remove_service("fails")
     with pytest.raises(requests.HTTPError) as gone:
@@ -216,3 +231,15 @@ def test_script_function_from_the_cli_runs_in_the_sandbox(
     assert r.json().startswith("data dir hidden\nuid ")
     assert 'input {"n":1}' in r.json() and "uid 0 " not in r.json()
     client.delete("/v1/functions/probe")
+
+
+def test_a_script_past_its_timeout_is_ended(client: httpx.Client) -> None:
+    r = client.put(
+        "/v1/functions/sleeper", json={"script": "sleep 30 &\nsleep 30\n", "timeout_s": 1}
+    )
+    assert r.status_code == 201, r.text
+    try:
+        r = client.post("/v1/functions/sleeper/invoke", json={})
+        assert r.status_code == 504 and "timeout of 1 s" in r.json()["detail"]
+    finally:
+        client.delete("/v1/functions/sleeper")
