@@ -163,6 +163,8 @@ def test_failing_script_is_a_failed_job(oscar: Client, client: httpx.Client) -> 
         assert client.get("/v1/functions/fails").json()["version"] == 2
         # warm workers of version 1 are replaced as the new version's come up
         assert wait_for(lambda: client.post("/run/fails", content=b"eA==").text == "fixed\n")
+        oscar.remove_all_jobs("fails")  # the finished ones
+        assert oscar.list_jobs("fails").json()["jobs"] == {}
     finally:
         oscar.remove_service("fails")
     with pytest.raises(requests.HTTPError) as gone:
