@@ -1,5 +1,6 @@
 """The platform on a real SeaweedFS: uploads through the gateway or straight into SeaweedFS
-become exactly one activation each, across the platform's downtime and a SIGKILL of its bridge.
+become exactly one activation each, across the platform's downtime and a SIGKILL of its bridge;
+`deepfaas up` runs its own SeaweedFS when given none.
 
 The session's SeaweedFS (`seaweed`) stands for an existing one (`DEEPFAAS_STORAGE_S3_ENDPOINT` +
 `DEEPFAAS_STORAGE_SEAWEEDFS_FILER`); the bridge runs as its own process
@@ -24,19 +25,19 @@ from typing import Any
 import httpx
 import pytest
 from minio import Minio
-from PIL import Image
 
 from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
 from eventbus.storage.seaweedfs import EmbeddedSeaweed
 from tests.e2e.test_faults import bucket_keys, ready_instances
-from tests.e2e.test_upload_path import png
 
 ECHO = """
 def main(params: dict, ctx) -> dict:
     return {"key": params["object"]["key"]}
 """
 ROOT = Path(__file__).resolve().parents[2]
+# platform restarts and SeaweedFS's own start and graceful stop take long on a loaded machine
+pytestmark = pytest.mark.timeout(300)
 
 
 def storage_env(seaweed: EmbeddedSeaweed) -> dict[str, str]:
@@ -175,42 +176,6 @@ def exactly_once(client: httpx.Client, fn: str, out: str, names: list[str]) -> N
     assert all(r["status"] == "success" for r in records)
 
 
-def test_an_upload_through_the_gateway_makes_a_thumbnail(sw: SeaweedPlatform) -> None:
-    with sw.client() as client:
-        for bucket in ("sw-inputs", "sw-thumbs"):
-            assert client.put(f"/v1/buckets/{bucket}").status_code in (200, 201)
-        client.put(
-            "/v1/functions/thumbnail",
-            json={"handler": "functions.thumbnail.handler:handle", "timeout_s": 30},
-        ).raise_for_status()
-        client.post(
-            "/v1/triggers",
-            json={
-                "name": "sw-thumbs",
-                "function": "thumbnail",
-                "bucket": "sw-inputs",
-                "output": {"bucket": "sw-thumbs", "key_template": "{stem}.thumb.png"},
-            },
-        ).raise_for_status()
-        time.sleep(0.3)
-        r = client.put(
-            "/v1/buckets/sw-inputs/objects/photos/cat one.png",
-            content=png(300, 200),
-            headers={"content-type": "image/png"},
-        )
-        assert r.status_code == 201, r.text
-        path = "/v1/buckets/sw-thumbs/objects/photos/cat one.thumb.png"
-        thumb = wait_for(
-            lambda: resp if (resp := client.get(path)).status_code == 200 else None, timeout=60
-        )
-        assert Image.open(io.BytesIO(thumb.content)).size == (128, 85)
-        [record] = activations(client, "thumbnail")
-        assert record["status"] == "success"
-    # the object is in SeaweedFS itself, as any S3 client sees it
-    stat = s3(sw.seaweed).stat_object("sw-inputs", "photos/cat one.png")
-    assert stat.size == len(png(300, 200))
-
-
 def test_uploads_while_the_platform_is_down_run_once_each_after(sw: SeaweedPlatform) -> None:
     with sw.client() as client:
         watch(client, "sw-down", "echo-down", out="sw-down-out")
@@ -247,3 +212,58 @@ def test_a_killed_bridge_misses_nothing_and_repeats_nothing(sw: SeaweedPlatform)
             future.result()
     with sw.client() as client:
         exactly_once(client, "echo-kill", "sw-kill-out", names)
+
+
+def test_up_runs_its_own_seaweedfs_and_stops_it(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    data = tmp_path / "own"
+    platform = start_platform(nats_server, data, storage_backend="seaweedfs")
+    try:
+        with platform.client() as client:
+            watch(client, "own-in", "echo-own", out="own-out")
+            r = client.put("/v1/buckets/own-in/objects/a b.txt", content=b"hello")
+            assert r.status_code == 201, r.text
+            exactly_once(client, "echo-own", "own-out", ["a b.txt"])
+            assert client.get("/v1/buckets/own-in/objects/a b.txt").content == b"hello"
+            [record] = activations(client, "echo-own")
+            result = client.get(f"/v1/activations/{record['id']}/result").json()["result"]
+            assert result == {"key": "a b.txt"}
+    finally:
+        platform.stop()
+    own = data / "seaweedfs"
+    assert "weed" in (own / "weed.log").read_text(errors="replace")
+    assert (own / "s3.json").stat().st_mode & 0o777 == 0o600
+    assert not weed_processes(own), "weed outlived the platform"
+
+
+def weed_processes(data_dir: Path) -> list[int]:
+    """Pids of running `weed` processes with their data in ``data_dir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"-dir={data_dir}".encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_missing_weed_binary_is_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DEEPFAAS_DATA_DIR": str(tmp_path),
+        "DEEPFAAS_STORAGE_BACKEND": "seaweedfs",
+        "DEEPFAAS_STORAGE_SEAWEEDFS_BIN": str(tmp_path / "no" / "weed"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "up"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"deepfaas: SeaweedFS binary {tmp_path / 'no' / 'weed'} does not exist"
+    ]
