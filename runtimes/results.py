@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -21,11 +22,14 @@ from eventbus.publish import publish_event
 from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
 from eventbus.storage_events import emit_created
+from eventbus.streams import Layout
 from eventbus.types import CloudEvent
 from runtimes.types import ActivationRecord, ActivationStatus
 
 log = logging.getLogger(__name__)
 EVENT_RESULT_LIMIT: Final = 256 * 1024
+#: a completion is sent again only this far inside the de-duplication window (clock skew)
+REPEAT_MARGIN_S: Final = 20.0
 
 
 async def write_output(
@@ -105,6 +109,20 @@ async def emit_completion(bus: Bus, record: ActivationRecord) -> None:
         await publish_event(bus, completion_event(bus, record))
     except Exception as exc:
         log.warning("activation %s: completion event not published: %s", record.id, exc)
+
+
+async def emit_completion_again(bus: Bus, record: ActivationRecord) -> bool:
+    """Publish a finished activation's completion once more (its worker may have died before
+    publishing it), only while JetStream drops it if it is there already; whether it did."""
+    # Later (a storage record replayed after minutes) a repeat would be a second event.
+    if record.end is None:
+        return False
+    age = (datetime.now(UTC) - record.end).total_seconds()
+    if age >= Layout().duplicate_window - REPEAT_MARGIN_S:
+        log.info("activation %s ended %.0f s ago: its completion is not re-sent", record.id, age)
+        return False
+    await emit_completion(bus, record)
+    return True
 
 
 def sniff(data: bytes) -> str:

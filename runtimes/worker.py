@@ -38,7 +38,7 @@ from runtimes.activations import (
 )
 from runtimes.callbacks import post_callback
 from runtimes.executor import FunctionExecutor, Outcome
-from runtimes.results import emit_completion, output_target, write_output
+from runtimes.results import emit_completion, emit_completion_again, output_target, write_output
 from runtimes.settings import WorkerSettings
 from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
 
@@ -251,7 +251,7 @@ class Worker:
     ) -> None:
         """Answer for an activation that is done already, or held by a live run elsewhere."""
         if isinstance(claim, AlreadyDone):
-            await emit_completion(self.bus, claim.record)
+            await emit_completion_again(self.bus, claim.record)
             await self._answer(claim.record, invocation, reply, queued)
         elif queued is not None:
             await queued.nak(delay=claim.retry_after + 0.05)

@@ -1,0 +1,70 @@
+"""A finished activation's completion is sent again only while JetStream drops a repeat.
+
+A worker that finds its activation finished (a redelivery, or an event replayed much later)
+sends the completion again, as the worker that finished it may have died before publishing it;
+past the de-duplication window that would be a second event, so it is not sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from eventbus.codec import from_nats
+from eventbus.connection import Bus
+from eventbus.streams import ensure_layout
+from eventbus.types import EVENTS_STREAM
+from runtimes.results import completion_event, emit_completion_again
+from runtimes.types import ActivationRecord, ActivationStatus
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    connected = await Bus.connect(nats_url, name="test-completion-again")
+    await ensure_layout(connected.js)
+    yield connected
+    await connected.close()
+
+
+async def completions(bus: Bus, event_id: str) -> int:
+    """How many completion events with ``event_id`` the EVENTS stream holds."""
+    sub = await bus.js.pull_subscribe("events.activation.>", stream=EVENTS_STREAM)
+    try:
+        pending = (await sub.consumer_info()).num_pending
+        count = 0
+        while pending:
+            msgs = await sub.fetch(min(pending, 256), timeout=2)
+            pending -= len(msgs)
+            count += sum(from_nats(m.headers, m.data).id == event_id for m in msgs)
+            for msg in msgs:
+                await msg.ack()
+        return count
+    finally:
+        await sub.unsubscribe()
+
+
+def finished(ended: datetime) -> ActivationRecord:
+    return ActivationRecord(
+        id=uuid.uuid4().hex,
+        function="fn",
+        version=1,
+        mode="async",
+        status=ActivationStatus.SUCCESS,
+        start=ended - timedelta(seconds=1),
+        end=ended,
+        result={"ok": True},
+    )
+
+
+async def test_a_completion_is_sent_again_only_while_a_repeat_is_dropped(bus: Bus) -> None:
+    recent = finished(datetime.now(UTC))
+    assert await emit_completion_again(bus, recent)
+    assert await emit_completion_again(bus, recent)
+    assert await completions(bus, completion_event(bus, recent).id) == 1
+    # an activation that ended long ago: its completion went out then (or is not re-sent)
+    old = finished(datetime.now(UTC) - timedelta(minutes=10))
+    assert not await emit_completion_again(bus, old)
+    assert await completions(bus, completion_event(bus, old).id) == 0
