@@ -294,6 +294,46 @@ def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
     return key(current) != key(wanted)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a stream (or KV bucket's stream) keeps now, against its budget."""
+
+    name: str
+    bytes: int
+    messages: int
+    #: max_bytes, None when the stream has no byte limit
+    budget: int | None
+    #: ``old`` (the oldest go first at the limit) or ``new`` (new writes are refused)
+    discard: str
+
+    @property
+    def fraction(self) -> float | None:
+        """How full it is (0..1), None without a budget."""
+        return None if not self.budget else self.bytes / self.budget
+
+
+async def usage(js: JetStreamContext, *, private: bool = True) -> list[Usage]:
+    """Every stream of the layout that exists, with its bytes, messages and budget."""
+    found = []
+    for name in stream_names(private=private):
+        try:
+            info = await js.stream_info(name)
+        except NotFoundError:
+            continue
+        limit = info.config.max_bytes
+        discard = getattr(info.config.discard, "value", info.config.discard) or "old"
+        found.append(
+            Usage(
+                name=name,
+                bytes=int(info.state.bytes or 0),
+                messages=int(info.state.messages or 0),
+                budget=int(limit) if limit is not None and limit > 0 else None,
+                discard=str(discard),
+            )
+        )
+    return found
+
+
 def consumer_name(function: str) -> str:
     """The durable consumer that a function's workers share."""
     return f"fn-{function}"

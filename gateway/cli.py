@@ -14,7 +14,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from gateway import cli_auth, cli_storage
+from gateway import cli_auth, cli_status, cli_storage
 from gateway.cli_common import DEFAULT_URL, JSON, URL, console, err
 from gateway.cli_common import check as _check
 from gateway.cli_common import client as _client
@@ -46,6 +46,7 @@ app.add_typer(deploy_app, name="deploy")
 app.command("dispatcher")(dispatcher_command)
 cli_storage.register(app)
 cli_auth.register(app)
+cli_status.register(app)
 
 
 @app.command()

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from eventbus.connection import Bus
 from eventbus.namespaces import namespace_of
 from eventbus.streams import queue_depth
+from gateway.bus_usage import BusUsage
 
 log = logging.getLogger(__name__)
 #: labels that carry a namespace's object names
@@ -92,14 +93,18 @@ class Metrics:
         )
         self._sub: Any = None
         self._skip_sub: Any = None
+        #: the bus's streams against their disk budgets (and a warning near the limit)
+        self.bus_usage = BusUsage(self.registry)
 
     async def start(self, bus: Bus) -> None:
         """Follow `events.activation.*` (a plain subscription: it sees what JetStream stores)."""
         self._sub = await bus.nc.subscribe("events.activation.*", cb=self._on_event)
         self._skip_sub = await bus.nc.subscribe("events.trigger.skipped", cb=self._on_skipped)
+        self.bus_usage.start(bus)
 
     async def stop(self) -> None:
         """Stop following events."""
+        await self.bus_usage.stop()
         for sub in (self._sub, self._skip_sub):
             if sub is not None:
                 with contextlib.suppress(Exception):
@@ -145,6 +150,8 @@ class Metrics:
                 waiting, in_flight = await queue_depth(bus.js, fn)
                 self.queue_waiting.labels(fn).set(waiting)
                 self.queue_in_flight.labels(fn).set(in_flight)
+        with contextlib.suppress(Exception):  # the bus away: the last figures stay
+            await self.bus_usage.refresh(bus)
         view: Collector = (
             _Aggregate(self.registry) if namespace is None else _Own(self.registry, namespace)
         )
