@@ -213,8 +213,8 @@ def role_permissions(role: str) -> Permissions:
         publish += [
             "invoke.>",
             "events.trigger.>",
-            # ticks of OpenWhisk alarms fire their trigger's rules (`gateway/openwhisk/alarms.py`)
-            "events.openwhisk.trigger.fired",
+            # ticks of OpenWhisk alarms, which the gateway fires (`gateway/openwhisk/alarms.py`)
+            "events.openwhisk.alarm.tick",
             "dlq.>",
             *kv_read(TRIGGERS_KV),
             *kv_read(FUNCTIONS_KV),

@@ -110,6 +110,14 @@ async def delete_event_schedule(bus: Bus, name: str) -> bool:
     return found
 
 
+async def last_tick(bus: Bus, owner: str, created: datetime) -> datetime | None:
+    """The last tick of an owner that ran (or was passed over), if any since it was created."""
+    found = await read(await bus.kv(SCHEDULES_KV), FIRED_PREFIX + owner, TickRecord)
+    if found is None or found[0].created != created or not found[0].done:
+        return None
+    return found[0].last
+
+
 def tick_event(bus: Bus, owner: str, tick: datetime, payload: dict[str, Any]) -> CloudEvent:
     """The event of one tick of a trigger: its time is the tick's, its data the payload and
     ``tick`` (RFC 3339)."""

@@ -308,12 +308,16 @@ class TriggerStore:
                 found.append(trigger)
         return found
 
-    async def put(self, trigger: Trigger, *, create_only: bool = False) -> Trigger:
-        """Create, or replace with the version bumped; `ConflictError` on a concurrent change."""
+    async def put(
+        self, trigger: Trigger, *, create_only: bool = False, now: datetime | None = None
+    ) -> Trigger:
+        """Create, or replace with the version bumped; `ConflictError` on a concurrent change.
+
+        ``now`` is the time to stamp (the schedulers' clock: a schedule counts from it)."""
         current, revision = await self._read(trigger.name)
         if current is not None and create_only:
             raise ConflictError(f"trigger {trigger.name!r} exists already", trigger=trigger.name)
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         stored = trigger.model_copy(
             update={
                 "version": current.version + 1 if current else 1,

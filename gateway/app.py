@@ -25,6 +25,7 @@ from gateway.cache import FunctionCache
 from gateway.invoker import Invoker
 from gateway.limits import BodyLimit
 from gateway.metrics import Metrics
+from gateway.openwhisk.alarm_fires import AlarmFires
 from gateway.routes import (
     activations,
     auth_keys,
@@ -91,9 +92,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             storage=store,
             buckets=buckets,
         )
+        alarms = AlarmFires(app)  # OpenWhisk triggers fired by their alarms' ticks
+        await alarms.start()
         try:
             yield
         finally:
+            await alarms.stop()
             await buckets.stop()
             await keys.stop()
             await store.close()

@@ -1,8 +1,10 @@
-"""`deepfaas trigger`: bind event filters to functions from the command line."""
+"""`deepfaas trigger`: bind event filters (or schedules) to functions from the command line."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import typer
@@ -16,6 +18,50 @@ from gateway.cli_common import emit as _emit
 trigger_app = typer.Typer(
     help="Triggers: run a function when a matching event arrives.", no_args_is_help=True
 )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _parse_every(text: str) -> int:
+    """An interval such as ``90``, ``30s``, ``10m``, ``2h`` or ``1d``, in seconds."""
+    value = text.strip().lower()
+    factor = _UNITS.get(value[-1:], 0)
+    number = value[:-1] if factor else value
+    if not number.isdigit() or int(number) == 0:
+        raise typer.BadParameter(f"--every takes a whole number of s, m, h or d, not {text!r}")
+    return int(number) * (factor or 1)
+
+
+def _schedule(
+    cron: str | None,
+    tz: str | None,
+    every: str | None,
+    catch_up: str | None,
+    start: str | None,
+    stop: str | None,
+    payload: str | None,
+) -> dict[str, Any] | None:
+    """The `schedule` of a trigger from the options (the gateway checks the rest)."""
+    if cron is None and every is None:
+        if any(v is not None for v in (tz, catch_up, start, stop, payload)):
+            raise typer.BadParameter(
+                "--tz, --catch-up, --start, --stop and --payload need --cron or --every"
+            )
+        return None
+    if cron is not None and every is not None:
+        raise typer.BadParameter("give --cron or --every, not both")
+    schedule: dict[str, Any] = {"cron": cron} if cron is not None else {}
+    if every is not None:
+        schedule["interval_s"] = _parse_every(every)
+    optional = {"timezone": tz, "catch_up": catch_up, "start": start, "stop": stop}
+    schedule.update({k: v for k, v in optional.items() if v is not None})
+    if payload is not None:
+        try:
+            schedule["payload"] = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
+    return schedule
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -53,6 +99,21 @@ def trigger_create(
     output_key: Annotated[
         str | None, typer.Option(help="key template: {key} {stem} {ext} {bucket} {id} {trigger}")
     ] = None,
+    cron: Annotated[
+        str | None, typer.Option(help="schedule: cron expression, e.g. '0 3 * * *'")
+    ] = None,
+    tz: Annotated[str | None, typer.Option(help="schedule: IANA time zone of --cron")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="schedule: an interval instead, e.g. 10m, 30s, 2h")
+    ] = None,
+    catch_up: Annotated[
+        str | None, typer.Option(help="schedule: a tick missed while down: once (default) or skip")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="schedule: no tick before (RFC 3339)")] = None,
+    stop: Annotated[str | None, typer.Option(help="schedule: no tick after (RFC 3339)")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="schedule: JSON object handed to each tick")
+    ] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="create it disabled")] = False,
     replace: Annotated[
         bool, typer.Option("--replace", help="update the trigger if it exists")
@@ -60,8 +121,11 @@ def trigger_create(
     url: URL = DEFAULT_URL,
     as_json: JSON = False,
 ) -> None:
-    """Create a trigger (or replace one with --replace)."""
+    """Create a trigger (or replace one with --replace); a schedule prints its next fire times."""
     body: dict[str, Any] = {"function": function, "enabled": not disabled}
+    schedule = _schedule(cron, tz, every, catch_up, start, stop, payload)
+    if schedule is not None:
+        body["schedule"] = schedule
     shortcuts = {"bucket": bucket, "key_prefix": prefix, "key_suffix": suffix}
     body.update({k: v for k, v in shortcuts.items() if v is not None})
     if event_type:
@@ -88,6 +152,20 @@ def trigger_create(
             f"[green]trigger[/green] {trigger['name']} -> {trigger['function']} "
             f"version {trigger['version']}"
         )
+        _print_fires(trigger)
+
+
+def _print_fires(trigger: dict[str, Any]) -> None:
+    """The next fire times of a scheduled trigger, in UTC and in the schedule's zone."""
+    schedule = trigger.get("schedule")
+    if not schedule:
+        return
+    zone = ZoneInfo(schedule.get("timezone") or "UTC")
+    console.print("next fire times:")
+    for text in trigger.get("next_fires") or []:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        local = moment.astimezone(zone)
+        console.print(f"  {moment:%Y-%m-%d %H:%M:%S} UTC   {local:%Y-%m-%d %H:%M:%S %Z}")
 
 
 @trigger_app.command("list")
@@ -128,14 +206,21 @@ def _describe(t: dict[str, Any]) -> str:
         parts.append("type=" + ",".join(t["event_types"]))
     if t.get("filters"):
         parts.append(orjson.dumps(t["filters"]).decode()[:60])
+    schedule = t.get("schedule")
+    if schedule:
+        when = schedule.get("cron") or f"every {schedule.get('interval_s')}s"
+        parts.append(f"schedule={when} {schedule.get('timezone', 'UTC')}")
     return " ".join(parts)
 
 
 @trigger_app.command("get")
 def trigger_get(name: str, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
-    """One trigger."""
+    """One trigger (with its next fire times, when scheduled)."""
     with _client(url) as client:
-        _emit(_check(client.get(f"/v1/triggers/{name}")), as_json)
+        trigger = _check(client.get(f"/v1/triggers/{name}"))
+    _emit(trigger, as_json)
+    if not as_json:
+        _print_fires(trigger)
 
 
 @trigger_app.command("delete")

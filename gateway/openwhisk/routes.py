@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from gateway.openwhisk import actions, activations, namespaces, packages, rules, triggers, web
+from gateway.openwhisk import (
+    actions,
+    activations,
+    alarms,
+    namespaces,
+    packages,
+    rules,
+    triggers,
+    web,
+)
 
 ROUTERS = (
+    alarms.router,  # before actions: `/whisk.system/alarms/*` is ours, not another namespace's
     namespaces.router,
     actions.router,
     activations.router,

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from eventbus.errors import ConflictError, DeepfaasError, NotFoundError
 from eventbus.namespaces import belongs, local_name, namespace_of, qualify
+from eventbus.scheduler import delete_event_schedule
 from eventbus.triggers import activation_id_for
 from eventbus.types import new_id
 from gateway.openwhisk import shapes
@@ -120,10 +121,11 @@ async def get_trigger(request: Request, ns: str, name: str) -> Response:
 
 @router.delete("/{name}")
 async def delete_trigger(request: Request, ns: str, name: str) -> Response:
-    """Delete a trigger (its rules stay, and match nothing, as in OpenWhisk)."""
+    """Delete a trigger (its rules stay, and match nothing, as in OpenWhisk; its alarm goes)."""
     qname = qualified(resolve(request, ns), name, "trigger")
     doc = await _doc(request, qname)
     await ow_store(request).delete("trigger", qname)
+    await delete_event_schedule(state_of(request).bus, qname)
     return as_json(doc)
 
 
@@ -138,12 +140,23 @@ async def fire_trigger(request: Request, ns: str, name: str) -> Response:
     qname = qualified(ns, name, "trigger")
     doc = await _doc(request, qname)
     payload = parameters(await request.body(), "payload")
+    fire_id = new_id()
+    if not await fire(request, qname, doc, payload, fire_id):
+        return Response(status_code=204)
+    return as_json({"activationId": fire_id}, 202, {ACTIVATION_HEADER: fire_id})
+
+
+async def fire(
+    request: Request, qname: str, doc: dict[str, Any], payload: dict[str, Any], fire_id: str
+) -> bool:
+    """Start the action of each active rule on the trigger (a manual fire or an alarm's tick)
+    and record the trigger's activation ``fire_id``; False when no rule is active."""
+    ns = namespace_of(qname)
     rules = {k: v for k, v in (await _rules(request, qname)).items() if v["status"] == "active"}
     if not rules:
-        return Response(status_code=204)
+        return False
     state = state_of(request)
     params = {p["key"]: p.get("value") for p in doc.get("parameters", [])} | payload
-    fire_id = new_id()
     start = datetime.now(UTC)
     logs = []
     for rule_path, rule in sorted(rules.items()):
@@ -173,4 +186,4 @@ async def fire_trigger(request: Request, ns: str, name: str) -> Response:
         logs=logs,
     )
     await state.activations.put(record)
-    return as_json({"activationId": fire_id}, 202, {ACTIVATION_HEADER: fire_id})
+    return True

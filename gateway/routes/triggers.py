@@ -8,10 +8,15 @@ are reported as `trigger.skipped` events and dead letters of kind `dispatch`.
 A trigger sees only its namespace's events. Its output bucket must be one the namespace may
 write: its own, or a name nobody holds yet (claimed for the namespace here, as the first
 output would create it); another namespace's bucket is refused with 403.
+
+A trigger may carry a `schedule` (cron in a time zone, or an interval) beside or instead of
+its filters; every answer with a scheduled trigger lists its next five fire times
+(`next_fires`, UTC), from the clock the settings name.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -19,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eventbus.errors import BucketTakenError, NotFoundError, ValidationFailedError
 from eventbus.namespaces import NAMESPACE_PATTERN, belongs, is_name, local_name
+from eventbus.scheduler import last_tick
+from eventbus.schedules import Schedule, create_clock
 from eventbus.triggers import OutputTarget, Trigger, TriggerStore, legacy_confinement
 from gateway.auth.access import namespace, qualified
 from gateway.auth.errors import ForbiddenError
@@ -29,15 +36,42 @@ router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
 NamePath = Path(pattern=NAMESPACE_PATTERN, description="trigger name")
 
 
-def local(trigger: Trigger) -> Trigger:
-    """The trigger as its namespace sees it (bare names)."""
-    return trigger.model_copy(
-        update={
+class TriggerOut(Trigger):
+    """A trigger as answered: with its next fire times when it has a schedule."""
+
+    next_fires: list[datetime] = Field(
+        default_factory=list, description="the next five ticks of its schedule (UTC)"
+    )
+    last_tick: datetime | None = Field(
+        default=None, description="the last tick of its schedule that was handled (UTC)"
+    )
+
+
+def local(trigger: Trigger, now: datetime | None = None) -> TriggerOut:
+    """The trigger as its namespace sees it (bare names), with its next fire times."""
+    schedule = trigger.schedule
+    fires = schedule.upcoming(now) if schedule is not None and now is not None else []
+    return TriggerOut.model_validate(
+        {
+            **trigger.model_dump(),
             "name": local_name(trigger.name),
             "function": local_name(trigger.function),
             "filters": trigger.own_filters(),
+            "next_fires": fires,
         }
     )
+
+
+def _now(request: Request) -> datetime:
+    return create_clock(state_of(request).settings.schedule_clock).now()
+
+
+async def _shown(request: Request, trigger: Trigger, now: datetime) -> TriggerOut:
+    """`local` with the last tick handled, for a scheduled trigger."""
+    shown = local(trigger, now)
+    if trigger.schedule is not None and trigger.created is not None:
+        shown.last_tick = await last_tick(state_of(request).bus, trigger.name, trigger.created)
+    return shown
 
 
 def _needs_a_match(schema: dict[str, Any]) -> None:
@@ -45,6 +79,7 @@ def _needs_a_match(schema: dict[str, Any]) -> None:
     schema["properties"]["filters"]["items"] = EVENT_FILTER_REF
     schema["anyOf"] = [
         {"required": ["filters"], "properties": {"filters": {"minItems": 1}}},
+        {"required": ["schedule"], "properties": {"schedule": {"type": "object"}}},
         *(
             {"required": [field], "properties": {field: {"type": "string", "minLength": 1}}}
             for field in ("bucket", "key_prefix", "key_suffix")
@@ -71,12 +106,15 @@ class TriggerIn(BaseModel):
     key_suffix: str | None = Field(default=None, min_length=1)
     event_types: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
+    schedule: Schedule | None = Field(default=None, description="fire by itself on a schedule")
     output: OutputTarget | None = None
     enabled: bool = Field(default=True, strict=True)
     # managed by the platform: accepted whatever they hold (a GET body can be sent back), ignored
     version: Any = Field(default=None, description="ignored (the platform's)")
     created: Any = Field(default=None, description="ignored (the platform's)")
     updated: Any = Field(default=None, description="ignored (the platform's)")
+    next_fires: Any = Field(default=None, description="ignored (computed)")
+    last_tick: Any = Field(default=None, description="ignored (computed)")
 
 
 class NewTrigger(TriggerIn):
@@ -90,7 +128,9 @@ def _store(request: Request) -> TriggerStore:
 
 
 async def _trigger_from(request: Request, body: TriggerIn, name: str | None) -> Trigger:
-    data = body.model_dump(exclude_unset=True, exclude={"version", "created", "updated"})
+    data = body.model_dump(
+        exclude_unset=True, exclude={"version", "created", "updated", "next_fires", "last_tick"}
+    )
     if name is not None:
         if data.get("name") not in (None, name):
             raise ValidationFailedError(
@@ -135,41 +175,45 @@ async def _check_output(request: Request, bucket: str, ns: str) -> None:
         ) from exc
 
 
-@router.get("", response_model=list[Trigger])
-async def list_triggers(request: Request, function: FunctionFilter = None) -> list[Trigger]:
+@router.get("", response_model=list[TriggerOut])
+async def list_triggers(request: Request, function: FunctionFilter = None) -> list[TriggerOut]:
     """Every trigger, sorted by name."""
     ns = namespace(request)
     found = await _store(request).list(function=qualified(request, function) if function else None)
-    return [local(t) for t in found if belongs(t.name, ns)]
+    now = _now(request)
+    return [await _shown(request, t, now) for t in found if belongs(t.name, ns)]
 
 
-@router.post("", status_code=201, response_model=Trigger)
-async def create_trigger(request: Request, body: NewTrigger, response: Response) -> Trigger:
+@router.post("", status_code=201, response_model=TriggerOut)
+async def create_trigger(request: Request, body: NewTrigger, response: Response) -> TriggerOut:
     """Create a trigger; 409 when the name is taken, 422 for a bad filter or missing function."""
-    trigger = await _store(request).put(await _trigger_from(request, body, None), create_only=True)
+    now = _now(request)
+    wanted = await _trigger_from(request, body, None)
+    trigger = await _store(request).put(wanted, create_only=True, now=now)
     response.headers["location"] = f"/v1/triggers/{local_name(trigger.name)}"
-    return local(trigger)
+    return await _shown(request, trigger, now)
 
 
 @router.put(
     "/{name}",
-    response_model=Trigger,
-    responses={201: {"model": Trigger, "description": "created (it did not exist)"}},
+    response_model=TriggerOut,
+    responses={201: {"model": TriggerOut, "description": "created (it did not exist)"}},
 )
 async def put_trigger(
     request: Request, body: TriggerIn, response: Response, name: str = NamePath
-) -> Trigger:
+) -> TriggerOut:
     """Create or replace a trigger; every update bumps its version (201 when new)."""
-    trigger = await _store(request).put(await _trigger_from(request, body, name))
+    now = _now(request)
+    trigger = await _store(request).put(await _trigger_from(request, body, name), now=now)
     if trigger.version == 1:
         response.status_code = 201
-    return local(trigger)
+    return await _shown(request, trigger, now)
 
 
-@router.get("/{name}", response_model=Trigger)
-async def get_trigger(request: Request, name: str = NamePath) -> Trigger:
+@router.get("/{name}", response_model=TriggerOut)
+async def get_trigger(request: Request, name: str = NamePath) -> TriggerOut:
     """One trigger."""
-    return local(await _store(request).get(qualified(request, name)))
+    return await _shown(request, await _store(request).get(qualified(request, name)), _now(request))
 
 
 @router.delete("/{name}", status_code=204)
@@ -179,13 +223,15 @@ async def delete_trigger(request: Request, name: str = NamePath) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{name}/enable", response_model=Trigger)
-async def enable_trigger(request: Request, name: str = NamePath) -> Trigger:
+@router.post("/{name}/enable", response_model=TriggerOut)
+async def enable_trigger(request: Request, name: str = NamePath) -> TriggerOut:
     """Let the trigger invoke its function again."""
-    return local(await _store(request).set_enabled(qualified(request, name), True))
+    trigger = await _store(request).set_enabled(qualified(request, name), True)
+    return await _shown(request, trigger, _now(request))
 
 
-@router.post("/{name}/disable", response_model=Trigger)
-async def disable_trigger(request: Request, name: str = NamePath) -> Trigger:
-    """Stop invoking; matches are reported as `trigger.skipped` events instead."""
-    return local(await _store(request).set_enabled(qualified(request, name), False))
+@router.post("/{name}/disable", response_model=TriggerOut)
+async def disable_trigger(request: Request, name: str = NamePath) -> TriggerOut:
+    """Stop invoking; matches are reported as `trigger.skipped` events instead (ticks pass)."""
+    trigger = await _store(request).set_enabled(qualified(request, name), False)
+    return await _shown(request, trigger, _now(request))
