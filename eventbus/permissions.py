@@ -18,6 +18,7 @@ from eventbus.streams import (
     DELIVERIES_KV,
     DEPLOYMENTS_KV,
     FUNCTIONS_KV,
+    LEASES_KV,
     SCHEDULES_KV,
     SUBSCRIPTIONS_KV,
     TRIGGERS_KV,
@@ -60,6 +61,7 @@ _LAYOUT_STREAMS: Final = (
             ACTIVATIONS_KV,
             BUCKETS_KV,
             SCHEDULES_KV,
+            LEASES_KV,
         )
     ),
 )
@@ -205,6 +207,7 @@ def role_permissions(role: str) -> Permissions:
             *kv_read(FUNCTIONS_KV),
             *kv_write(ACTIVATIONS_KV),
             *kv_write(DEPLOYMENTS_KV),
+            *kv_write(LEASES_KV),  # the leader lease (`runtimes.leader`)
             *consume(INVOCATIONS_STREAM, create=True),
             f"$JS.API.STREAM.PURGE.{INVOCATIONS_STREAM}",
         ]
@@ -248,6 +251,7 @@ def role_permissions(role: str) -> Permissions:
                         ACTIVATIONS_KV,
                         _LEDGER_KV,
                         SCHEDULES_KV,
+                        LEASES_KV,
                         "auth_keys",
                         "openwhisk",
                         "oscar",

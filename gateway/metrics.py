@@ -97,9 +97,16 @@ class Metrics:
         self.bus_usage = BusUsage(self.registry)
 
     async def start(self, bus: Bus) -> None:
-        """Follow `events.activation.*` (a plain subscription: it sees what JetStream stores)."""
-        self._sub = await bus.nc.subscribe("events.activation.*", cb=self._on_event)
-        self._skip_sub = await bus.nc.subscribe("events.trigger.skipped", cb=self._on_skipped)
+        """Follow `events.activation.*` (a plain subscription: it sees what JetStream stores).
+
+        In a queue group: with several gateways each event is counted by one of them, so their
+        counters add up (sum every gateway's /metrics) instead of each counting everything.
+        """
+        queue = "gateway-metrics"
+        self._sub = await bus.nc.subscribe("events.activation.*", queue, cb=self._on_event)
+        self._skip_sub = await bus.nc.subscribe(
+            "events.trigger.skipped", queue, cb=self._on_skipped
+        )
         self.bus_usage.start(bus)
 
     async def stop(self) -> None:

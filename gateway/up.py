@@ -39,7 +39,6 @@ from eventbus.schedules import create_clock
 from eventbus.server import EmbeddedNats, cluster_url, create_cluster
 from eventbus.settings import BusSettings
 from eventbus.streams import ensure_layout
-from gateway.app import create_app
 from gateway.auth.bootstrap import auth_file, ensure_first_key
 from gateway.auth.keys import KeyStore
 from gateway.builtins import reconcile_deployments, register_builtins
@@ -47,6 +46,7 @@ from gateway.routes.events import close_streams
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge, seaweedfs_settings, start_seaweedfs
 from runtimes.controller import Controller
+from runtimes.leader import create_lease, while_leader
 from runtimes.local import LocalProvider
 from runtimes.sandbox.command import bwrap_path
 from runtimes.sandbox.types import SandboxUnavailableError
@@ -144,7 +144,7 @@ async def run_controller(
     log_dir: Path,
     trusted: Iterable[str] = (),
 ) -> None:
-    """Run the controller until cancelled."""
+    """Run the controller until cancelled: leading while it holds the lease, else standing by."""
     bus = await Bus.connect(
         settings.nats_url,
         name="controller",
@@ -153,13 +153,23 @@ async def run_controller(
     )
     await ensure_layout(bus.js, settings.layout())
     auth_env = worker_auth_env(settings, trusted)
-    provider = LocalProvider.from_settings(settings, env=env, log_dir=log_dir, auth_env=auth_env)
-    controller = Controller(bus, provider, settings)
-    await controller.start()
+
+    async def lead() -> None:
+        provider = LocalProvider.from_settings(
+            settings, env=env, log_dir=log_dir, auth_env=auth_env
+        )
+        controller = Controller(bus, provider, settings)
+        await controller.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await controller.stop()
+
+    # Only the holder of the lease starts workers; another controller stands by (docs).
+    lease = create_lease(bus, "controller", settings.state_dir, ttl_s=settings.leader_ttl_s)
     try:
-        await asyncio.Event().wait()
+        await while_leader(lease, lead)
     finally:
-        await controller.stop()
         await bus.close()
 
 
@@ -215,6 +225,10 @@ async def run_deliverer(settings: GatewaySettings) -> None:
 
 async def run_gateway(settings: GatewaySettings) -> None:
     """Serve the gateway until cancelled or interrupted."""
+    # imported here: the API's modules are heavy, and the split-mode controller, dispatcher
+    # and deliverer commands import this module without serving it
+    from gateway.app import create_app
+
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

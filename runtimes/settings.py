@@ -67,3 +67,9 @@ class ControllerSettings(BusSettings):
     gpu_wait_s: float = Field(
         default=120.0, gt=0, description="how long an invocation waits for a free GPU"
     )
+    leader_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="the controller leader's lease: a standby takes over this long after the "
+        "leader stopped renewing it (`runtimes.leader`)",
+    )
