@@ -21,7 +21,14 @@ from typing import Any, Final
 
 import orjson
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError, NotFoundError
 
 from eventbus.buckets import BucketOwners
@@ -43,6 +50,7 @@ from eventbus.storage_events import (
     sequencer_ns,
     time_ns,
 )
+from eventbus.streams import Layout, ensure_stream
 from eventbus.types import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,9 @@ SAME_WRITE: Final = timedelta(seconds=2)
 #: the ``eventSource`` of records that the reconciler makes
 RECONCILER_SOURCE: Final = "deepfaas:reconciler"
 
+#: MinIO's stream's share of the bus's disk budget (`eventbus.streams`)
+MINIO_SHARE: Final = 0.05
+
 #: (bucket, key prefix) pairs to reconcile
 Watched = Callable[[], Awaitable[Iterable[tuple[str, str]]]]
 
@@ -65,19 +76,19 @@ async def ensure_minio_stream(
     stream: str = DEFAULT_STREAM,
     subject: str = DEFAULT_SUBJECT,
     max_age: float = 7 * 86_400,
+    layout: Layout | None = None,
 ) -> None:
-    """Create (or update) the stream MinIO's NATS target publishes into."""
+    """Create (or update) the stream MinIO's NATS target publishes into, with the layout's
+    replicas and its share of the budget (its oldest records go first at the limit)."""
     config = StreamConfig(
         name=stream,
         subjects=[subject],
         max_age=max_age,
         storage=StorageType.FILE,
         duplicate_window=120.0,
+        discard=DiscardPolicy.OLD,
     )
-    try:
-        await bus.js.add_stream(config)
-    except BadRequestError:
-        await bus.js.update_stream(config)
+    await ensure_stream(bus.js, config, layout or Layout(), share=MINIO_SHARE)
 
 
 class MinioBridge:
@@ -97,8 +108,10 @@ class MinioBridge:
         max_tries: int = 20,
         retry_base: float = 0.5,
         retry_max: float = 30.0,
+        layout: Layout | None = None,
     ) -> None:
         self.bus = bus
+        self.layout = layout
         self.stream = stream
         self.subject = subject
         self.durable = durable
@@ -116,7 +129,9 @@ class MinioBridge:
 
     async def start(self) -> None:
         """Declare the stream, the ledger and the durable consumer; start consuming."""
-        await ensure_minio_stream(self.bus, stream=self.stream, subject=self.subject)
+        await ensure_minio_stream(
+            self.bus, stream=self.stream, subject=self.subject, layout=self.layout
+        )
         await self.ledger.ensure()
         try:
             await self.bus.js.consumer_info(self.stream, self.durable)

@@ -219,11 +219,22 @@ async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> Non
 
 
 async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, layout: Layout) -> None:
-    wanted = _stream_config(spec, layout)
-    budget, explicit = layout.max_bytes(spec.name, spec.share)
+    config = _stream_config(spec, layout)
+    await ensure_stream(js, config, layout, share=spec.share)
+
+
+async def ensure_stream(
+    js: JetStreamContext, wanted: StreamConfig, layout: Layout, *, share: float
+) -> None:
+    """Create or update one stream (``wanted`` names its discard policy) with the layout's
+    replicas (never lowering them) and ``share`` of its budget; for streams declared outside
+    this module (MinIO's notifications)."""
+    name = str(wanted.name)
+    wanted = dataclasses.replace(wanted, num_replicas=layout.replicas)
+    budget, explicit = layout.max_bytes(name, share)
     # Look first: a role that may not create or change streams (a worker) only reads them.
     try:
-        current = (await js.stream_info(spec.name)).config
+        current = (await js.stream_info(name)).config
     except NotFoundError:
         wanted.max_bytes = budget
         try:
@@ -231,7 +242,8 @@ async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, layout: Layout)
         except BadRequestError:
             await js.update_stream(wanted)
         return
-    changed = _reconciled(current, layout.replicas, budget, explicit, spec.discard)
+    discard = wanted.discard or DiscardPolicy.OLD
+    changed = _reconciled(current, layout.replicas, budget, explicit, discard)
     if _differs(current, wanted) or changed is not current:
         await js.update_stream(
             dataclasses.replace(

@@ -26,7 +26,7 @@ from eventbus.storage.errors import StorageUnavailableError
 from eventbus.storage.seaweedfs import EmbeddedSeaweed, find_weed
 from eventbus.storage.settings import StorageSettings, create_storage
 from eventbus.storage_events import StorageLedger
-from eventbus.streams import ensure_layout
+from eventbus.streams import Layout, ensure_layout
 
 
 def gateway_emits_events(settings: StorageSettings) -> bool:
@@ -35,7 +35,12 @@ def gateway_emits_events(settings: StorageSettings) -> bool:
 
 
 async def run_storage_bridge(
-    settings: StorageSettings, nats_url: str, event_prefix: str, *, auth: BusAuth | None = None
+    settings: StorageSettings,
+    nats_url: str,
+    event_prefix: str,
+    *,
+    auth: BusAuth | None = None,
+    layout: Layout | None = None,
 ) -> None:
     """Run the storage bridge until cancelled (``storage_events=bridge``): SeaweedFS's, or
     MinIO's and the reconciler."""
@@ -64,6 +69,7 @@ async def run_storage_bridge(
         subject=settings.storage_bridge_subject,
         ledger=ledger,
         owners=owners,
+        layout=layout,
     )
     reconciler = StorageReconciler(
         bus,

@@ -296,7 +296,11 @@ async def up(settings: UpSettings) -> None:
         background.append(asyncio.create_task(dispatch, name="dispatcher"))
     if settings.storage_events == "bridge" and settings.storage_bridge:
         bridge = run_storage_bridge(
-            settings, settings.nats_url, settings.event_prefix, auth=settings.bus_auth(BRIDGE)
+            settings,
+            settings.nats_url,
+            settings.event_prefix,
+            auth=settings.bus_auth(BRIDGE),
+            layout=settings.layout(),
         )
         background.append(asyncio.create_task(bridge, name="storage-bridge"))
     print(

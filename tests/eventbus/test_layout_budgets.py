@@ -9,6 +9,7 @@ import pytest
 from nats.js.api import DiscardPolicy
 
 from eventbus.connection import Bus, split_servers
+from eventbus.minio_bridge import MINIO_SHARE, ensure_minio_stream
 from eventbus.server import EmbeddedNats, free_port
 from eventbus.streams import DISK_SHARE, STREAMS, Layout, ensure_layout, stream_names, usage
 from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
@@ -61,6 +62,11 @@ async def test_budgets_derive_once_and_settings_apply(bus: Bus) -> None:
     found = {u.name: u for u in await usage(bus.js)}
     assert found[EVENTS_STREAM].budget == int(GIB * events_share)
     assert found[INVOCATIONS_STREAM].discard == "new"
+    # MinIO's stream, declared by its bridge, takes the same replicas and its share
+    await ensure_minio_stream(bus, stream="MINIO_B", subject="minio.b", layout=Layout(budget=GIB))
+    assert await _max_bytes(bus, "MINIO_B") == int(GIB * MINIO_SHARE)
+    await ensure_minio_stream(bus, stream="MINIO_B", subject="minio.b")  # no budget: kept
+    assert await _max_bytes(bus, "MINIO_B") == int(GIB * MINIO_SHARE)
 
 
 def test_servers_split_with_one_login() -> None:
