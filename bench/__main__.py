@@ -11,7 +11,6 @@ import platform as host
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import httpx
 
 from bench.harness import start_platform, wait_for
 from bench.loadgen import LoadResult, http_load, nats_load
+from bench.throughput import async_throughput, batch_throughput
 from eventbus.server import EmbeddedNats, free_port
 
 NOOP = "def main(params):\n    return params\n"
@@ -136,55 +136,14 @@ def core(seconds: float) -> list[str]:
                     f"gateway sync p50 / (HTTP floor + NATS floor) at c={c}: "
                     f"{gw:.3f} / {floor:.3f} ms = {gw / floor:.2f}x (target <= 3x)"
                 )
-            lines += asyncio.run(async_throughput(plat.auth_url, nats.admin_url, seconds))
+            lines += asyncio.run(async_throughput(plat.auth_url, nats.admin_url, seconds))[1]
+            lines += asyncio.run(batch_throughput(plat.auth_url, nats.admin_url, seconds))[1]
         finally:
             plat.stop()
             responder.terminate()
             asgi.terminate()
             nats.stop()
     return lines
-
-
-async def async_throughput(url: str, nats_url: str, seconds: float) -> list[str]:
-    """Accepted -> completed rate of async no-op invocations (HTTP in, completion events out).
-
-    The raw HTTP generator (a child process) posts `?async=true` for ``seconds``; this process
-    counts completion events until every accepted invocation has completed.
-    """
-    import nats as nats_client
-
-    nc = await nats_client.connect(nats_url)
-    completed = 0
-    last = 0.0
-
-    async def on_done(msg: object) -> None:
-        nonlocal completed, last
-        completed += 1
-        last = time.perf_counter()
-
-    await nc.subscribe("events.activation.completed", cb=on_done)
-    await nc.flush()
-    t0 = time.perf_counter()
-    load = await asyncio.to_thread(
-        http_load,
-        "async invoke accepted via gateway",
-        url,
-        "/v1/functions/noop/invoke?async=true",
-        b"{}",
-        concurrency=32,
-        seconds=seconds,
-        warmup=0,
-    )
-    deadline = time.perf_counter() + 120
-    while completed < load.requests and time.perf_counter() < deadline:
-        await asyncio.sleep(0.05)
-    await nc.close()
-    total = (last or time.perf_counter()) - t0
-    return [
-        load.row(),
-        f"async no-op accepted->completed: {completed} of {load.requests} in {total:.2f} s = "
-        f"{completed / total:,.0f}/s (target >= 2,000/s)",
-    ]
 
 
 def rank(_: float) -> list[str]:

@@ -70,7 +70,9 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
 
     With a started ``nats``, `up` uses it as an external server (with its roles' credentials);
     with one from `embedded_nats(data_dir)`, `up` starts it itself, as `make run` does.
+    ``source=<dir>`` runs another copy of the code (e.g. `git archive` of an earlier commit).
     """
+    source: Path | None = settings.pop("source", None)
     port = free_port()
     if nats.process is None:
         nats_env = {"DEEPFAAS_EMBEDDED_NATS": "true", "DEEPFAAS_NATS_PORT": str(nats.port)}
@@ -103,7 +105,7 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=source or Path(__file__).resolve().parents[1],
         )
     platform = Platform(f"http://127.0.0.1:{port}", process, nats, data_dir, log_path)
     deadline = time.monotonic() + 60  # a loaded 2-core CI machine can take this long

@@ -144,7 +144,7 @@ def _child(kind: str, args: tuple[Any, ...], queue: Any) -> None:
     import uvloop
 
     runner = _http_run if kind == "http" else _nats_run
-    queue.put(uvloop.run(runner(*args)))  # type: ignore[arg-type]
+    queue.put(uvloop.run(runner(*args)))
 
 
 def _in_child(kind: str, args: tuple[Any, ...]) -> tuple[list[float], int, float]:

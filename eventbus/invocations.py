@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,24 @@ async def enqueue(bus: Bus, invocation: CloudEvent, *, timeout: float = 5.0) -> 
     return await bus.js.publish(
         invoke_subject(invocation.subject), body, timeout=timeout, headers=headers
     )
+
+
+async def enqueue_many(
+    bus: Bus, invocations: list[CloudEvent], *, timeout: float = 5.0, window: int = 256
+) -> list[BaseException | None]:
+    """Queue many invocations with pipelined acks: up to ``window`` publishes go out back to
+    back and their acks are awaited together, not one round trip each. One entry per
+    invocation: None when JetStream stored it, else the error (a retry with the same ids is
+    de-duplicated)."""
+    outcome: list[BaseException | None] = []
+    for start in range(0, len(invocations), window):
+        chunk = invocations[start : start + window]
+        acks = await asyncio.gather(
+            *(enqueue(bus, invocation, timeout=timeout) for invocation in chunk),
+            return_exceptions=True,
+        )
+        outcome += [ack if isinstance(ack, BaseException) else None for ack in acks]
+    return outcome
 
 
 def invocation_input(invocation: CloudEvent) -> Any:

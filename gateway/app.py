@@ -29,6 +29,7 @@ from gateway.openwhisk.alarm_fires import AlarmFires
 from gateway.routes import (
     activations,
     auth_keys,
+    batch,
     catalog,
     deepaas,
     deployments,
@@ -122,6 +123,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     routers = (
         functions,
         invoke,
+        batch,
         activations,
         events,
         ingest,

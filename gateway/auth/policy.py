@@ -28,7 +28,7 @@ DEFAULT_ONLY_PREFIXES: Final = (
 _DEFAULT_ONLY = re.compile(r"^/v1/functions/[^/]+/runtime/?$")
 _PREDICT = re.compile(r"^/v2/models/([^/]+)/predict/?$")
 _INVOKE = re.compile(
-    r"^(/v1/functions/[^/]+/invoke|/api/v1/namespaces/[^/]+/actions/[^/]+(/[^/]+)?)/?$"
+    r"^(/v1/functions/[^/]+/(invoke|invocations)|/api/v1/namespaces/[^/]+/actions/[^/]+(/[^/]+)?)/?$"
 )
 #: OSCAR's `/run` and `/job`: they also take the service's own token (`gateway/oscar`)
 _SERVICE_TOKEN = re.compile(r"^/(run|job)/[^/]+/?$")

@@ -22,16 +22,17 @@ class Quotas:
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _inflight: dict[str, int] = field(default_factory=dict)
 
-    def take(self, namespace: str) -> float:
-        """Take one request from the namespace's rate; 0, or the seconds until one is free."""
+    def take(self, namespace: str, count: int = 1) -> float:
+        """Take ``count`` requests from the namespace's rate; 0, or the seconds until they are
+        free (nothing is taken then)."""
         now = time.monotonic()
         bucket = self._buckets.setdefault(namespace, _Bucket(float(self.burst), now))
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
         bucket.at = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+        if bucket.tokens >= count:
+            bucket.tokens -= count
             return 0.0
-        return (1 - bucket.tokens) / self.rate
+        return (count - bucket.tokens) / self.rate
 
     def enter(self, namespace: str) -> bool:
         """Count one invocation in; False when the namespace is at its limit."""

@@ -113,6 +113,14 @@ def test_quotas() -> None:
     assert quotas.enter("a")
 
 
+def test_quotas_take_a_batch_at_once() -> None:
+    quotas = Quotas(rate=10, burst=5, concurrency=1)
+    assert quotas.take("a", 4) == 0
+    assert 0.1 < quotas.take("a", 3) <= 0.2  # one token left: nothing is taken
+    assert quotas.take("a") == 0
+    assert is_invocation("POST", "/v1/functions/f/invocations")
+
+
 def _token(key: rsa.RSAPrivateKey, **claims: object) -> str:
     now = int(time.time())
     body = {"iss": "https://idp", "aud": "df", "exp": now + 60, "namespace": "team-a", **claims}
