@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
+import yaml
 from oscar_python.client import Client
 
 from bench.harness import Platform, wait_for
@@ -245,3 +246,33 @@ def test_a_script_past_its_timeout_is_ended(client: httpx.Client) -> None:
         assert r.status_code == 504 and "timeout of 1 s" in r.json()["detail"]
     finally:
         client.delete("/v1/functions/sleeper")
+
+
+def test_service_from_an_fdl_file(oscar: Client, tmp_path: Path) -> None:
+    (tmp_path / "script.sh").write_text('echo "from a file: $GREETING"\n')
+    (tmp_path / "fdl.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "functions": {
+                    "oscar": [
+                        {
+                            "deepfaas": {
+                                "name": "from-file",
+                                "image": "ghcr.io/grycap/alpine",
+                                "script": "script.sh",
+                                "cpu": 1,
+                                "memory": "1Gi",
+                                "environment": {"variables": {"GREETING": "hi"}},
+                            }
+                        }
+                    ]
+                }
+            }
+        )
+    )
+    oscar.create_service(str(tmp_path / "fdl.yaml"))  # as `oscar-python` reads FDL files
+    try:
+        assert oscar.get_service("from-file").json()["cpu"] == "1"
+        assert oscar.run_service("from-file", input="x").text == "from a file: hi\n"
+    finally:
+        oscar.remove_service("from-file")
