@@ -64,6 +64,7 @@ class OscarError(DeepfaasError):
 
 
 def text_answer(status: int, message: str = "") -> Response:
+    """A plain-text answer, as OSCAR's handlers write them."""
     return PlainTextResponse(message, status_code=status)
 
 
@@ -91,6 +92,7 @@ def plain_errors(
 
 
 async def body_json(request: Request) -> Any:
+    """The request body as JSON; 400 as OSCAR says it when it is not."""
     try:
         return orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -98,6 +100,7 @@ async def body_json(request: Request) -> Any:
 
 
 def caller_namespace(request: Request) -> str:
+    """The namespace of the authenticated caller (401 without one)."""
     principal = getattr(request.state, "principal", None)
     if principal is None:
         raise OscarError(401)
@@ -105,12 +108,14 @@ def caller_namespace(request: Request) -> str:
 
 
 def service_name(service: str) -> str:
+    """``service`` if it can name a service; else not found."""
     if not re.match(fdl.SERVICE_NAME_PATTERN, service):
         raise NotFoundError(f"no service {service!r}")
     return service
 
 
 async def service_doc(request: Request, service: str) -> tuple[str, dict[str, Any]]:
+    """The internal name and the record of the caller's service (404 when it has none)."""
     name = qualify(caller_namespace(request), service_name(service))
     doc = await ServiceStore(state_of(request).bus).get(name)
     if doc is None:
