@@ -189,6 +189,13 @@ def sandbox(seconds: float) -> list[str]:
     return sandbox_bench.run(seconds)
 
 
+def cluster(seconds: float) -> list[str]:
+    """Async throughput and sync latency on a 3-node NATS cluster (R3) beside one server."""
+    from bench import cluster_bench
+
+    return cluster_bench.run(seconds)
+
+
 SUITES = {
     "core": core,
     "sandbox": sandbox,
@@ -197,6 +204,7 @@ SUITES = {
     "rank": rank,
     "models": models,
     "coldstart": coldstart,
+    "cluster": cluster,
 }
 
 
