@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Final
 
-import nats.errors
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from eventbus.errors import BusUnavailableError
+from eventbus.failover import publish_or_refuse
 from eventbus.http_codec import from_http
 from eventbus.namespaces import DEFAULT_NAMESPACE, EVENT_ATTRIBUTE
 from eventbus.publish import publish_event
@@ -97,10 +96,15 @@ async def post_event(request: Request) -> Accepted | Response:
     # ids are de-duplicated per namespace: another namespace's id can neither suppress an
     # event nor be probed for
     msg_id = event.id if ns == DEFAULT_NAMESPACE else f"{ns}/{event.id}"
-    try:
-        ack = await publish_event(state.bus, event, subject=subject, msg_id=msg_id)
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
-        raise BusUnavailableError(f"the bus did not take the event: {exc}") from exc
+    # the bus away: 503 + Retry-After (BusRefusedError); a failover is waited out and the
+    # same id published again, which EVENTS stores once
+    ack = await publish_or_refuse(
+        state.bus,
+        lambda timeout: publish_event(
+            state.bus, event, subject=subject, msg_id=msg_id, timeout=timeout
+        ),
+        what=f"event {event.id} was not stored",
+    )
     return Accepted(
         id=event.id,
         type=event.type,

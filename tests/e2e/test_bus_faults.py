@@ -17,6 +17,14 @@ from tests.e2e.functions import NOOP, RECORDING
 from tests.e2e.test_faults import ready_instances, recorded
 from tests.e2e.test_invoke import deploy
 
+EVENT = {
+    "ce-specversion": "1.0",
+    "ce-id": "refused-while-down",
+    "ce-source": "/tests/faults",
+    "ce-type": "com.example.faults.refused",
+    "content-type": "application/json",
+}
+
 
 def _refused(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
@@ -48,6 +56,7 @@ def test_bus_down_answers_503_and_runs_nothing_refused(
             _refused(client.post(invoke, json={"bucket": "runs-down", "tag": f"sync{i}"}))
             body = {"bucket": "runs-down", "tag": f"async{i}"}
             _refused(client.post(f"{invoke}?async=true", json=body))
+        _refused(client.post("/v1/events", headers=EVENT, content=b"{}"))
         # every other route that needs the bus is a 503 to retry too, never a 500
         down = client.get("/v1/activations", params={"function": "faulty"})
         assert down.status_code == 503 and "retry-after" in down.headers, down.text
@@ -63,6 +72,9 @@ def test_bus_down_answers_503_and_runs_nothing_refused(
     synced = client.post(invoke, json={"bucket": "runs-down", "tag": "aftersync"})
     assert synced.status_code == 200, synced.text
     assert recorded(client, "runs-down") == ["after", "aftersync", "before"]
+    # the refused event was not stored: its id is new to EVENTS (a stored one is a duplicate)
+    again = client.post("/v1/events", headers=EVENT, content=b"{}")
+    assert again.status_code == 202 and again.json()["duplicate"] is False, again.text
 
 
 @pytest.fixture(scope="module")
