@@ -82,7 +82,7 @@ class SplitPlatform:
             "DEEPFAAS_ACK_WAIT_S": "2",
             "DEEPFAAS_RETRY_BASE_S": "0.2",
             "DEEPFAAS_RETRY_MAX_S": "1",
-            "DEEPFAAS_LEADER_TTL_S": "2",
+            "DEEPFAAS_LEADER_TTL_S": "3",
             "DEEPFAAS_IDLE_RELEASE_S": "60",
             "DEEPFAAS_BUILTINS": "",
             "PYTHONUNBUFFERED": "1",
