@@ -152,8 +152,10 @@ class Bus:
         seconds (a cluster's failover), and answers False at once in a longer outage."""
         loop = asyncio.get_running_loop()
         while not self.connected:
-            if self.nc.is_closed or self.lost_at is None:
-                return self.connected
+            if self.nc.is_closed:
+                return False
+            if self.lost_at is None:  # nats-py noticed before its disconnect callback ran
+                self.lost_at = loop.time()
             if loop.time() >= self.lost_at + grace:
                 return False
             await asyncio.sleep(0.02)
