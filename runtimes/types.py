@@ -21,6 +21,7 @@ MAX_CODE_BYTES: Final = 1_000_000
 MAX_INLINE_RESULT_BYTES: Final = 1 << 20
 #: the handler of a script function (`FunctionSpec.script`): runs the script with /bin/sh
 SCRIPT_HANDLER: Final = "runtimes.script:run"
+#: S3's bucket names (as `eventbus.triggers.BUCKET_PATTERN`, which the runner must not import)
 BUCKET_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
