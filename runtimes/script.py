@@ -94,7 +94,8 @@ async def run_script(spec: FunctionSpec, body: Any, ctx: Context) -> Any:
 
 async def _stage_object(ctx: Context, obj: dict[str, Any], in_dir: Path) -> dict[str, str]:
     bucket, key = str(obj["bucket"]), str(obj["key"])
-    path = in_dir / (posixpath.basename(key) or "input")
+    name = posixpath.basename(key)
+    path = in_dir / (name if name not in ("", ".", "..") else "input")
     _, stream = await ctx.storage.get(bucket, key)
     with path.open("wb") as file:
         async for chunk in stream:
