@@ -236,12 +236,15 @@ async def ensure_stream(
     try:
         current = (await js.stream_info(name)).config
     except NotFoundError:
-        wanted.max_bytes = budget
+        created = dataclasses.replace(wanted, max_bytes=budget)
         try:
-            await js.add_stream(wanted)
+            await js.add_stream(created)
+            return
         except BadRequestError:
-            await js.update_stream(wanted)
-        return
+            # it exists after all (made just now, or its replicas not answering yet): look
+            # again and change only what the rules allow, never a blind update that would
+            # lower its replicas
+            current = await _settled(js, name)
     discard = wanted.discard or DiscardPolicy.OLD
     changed = _reconciled(current, layout.replicas, budget, explicit, discard)
     if _differs(current, wanted) or changed is not current:
@@ -264,13 +267,27 @@ async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec, layout: Layout)
         config.max_bytes = budget
         with contextlib.suppress(BadRequestError):  # another process made it just now
             await js.create_key_value(config)
-        current = (await js.stream_info(name)).config
+        current = await _settled(js, name)
         if budget is None or current.discard == spec.discard:
             return
         explicit = True  # nats-py makes every bucket DiscardNew: set this one's policy now
     changed = _reconciled(current, layout.replicas, budget, explicit, spec.discard)
     if changed is not current:
         await js.update_stream(changed)
+
+
+async def _settled(js: JetStreamContext, name: str, timeout: float = 15.0) -> StreamConfig:
+    """A just-created stream's config (a cluster may answer "not found" until its replicas
+    have elected a leader)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return (await js.stream_info(name)).config
+        except NotFoundError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def _reconciled(

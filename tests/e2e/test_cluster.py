@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamInfo
+from nats.js.errors import NotFoundError
 
 from bench.harness import Platform, start_platform, wait_for
 from eventbus.connection import Bus
@@ -55,11 +56,25 @@ async def test_every_stream_is_replicated_and_never_lowered(cluster: list[Embedd
         await ensure_layout(bus.js, Layout(replicas=3), private=True)
         await ensure_layout(bus.js, Layout(replicas=1), private=True)  # a process with R1
         for name in stream_names(private=True):
-            info = await bus.js.stream_info(name)
+            info = await _info(bus, name)
             assert info.config.num_replicas == 3, name
             assert info.cluster is not None and len(info.cluster.replicas or []) == 2, name
     finally:
         await bus.close()
+
+
+async def _info(bus: Bus, name: str) -> StreamInfo:
+    """A stream's info once its replicas answer (a new R3 stream may be "not found" a while)."""
+    for _ in range(100):
+        try:
+            info = await bus.js.stream_info(name)
+        except NotFoundError:
+            await asyncio.sleep(0.2)
+            continue
+        if info.cluster is not None and len(info.cluster.replicas or []) == 2:
+            return info
+        await asyncio.sleep(0.2)
+    return await bus.js.stream_info(name)
 
 
 def _meta_leader(servers: list[EmbeddedNats]) -> EmbeddedNats:
