@@ -1,22 +1,33 @@
 """Models: the namespace's catalog modules, their versions' metrics as a chart, promote and
-roll back."""
+roll back, predict from a file, start a training and watch it (through the `/v2` routes)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Path, Request, Response
 
+from eventbus.errors import NotFoundError
 from gateway.auth.access import namespace
 from gateway.console.render import FragmentRoute, fragment
-from gateway.params import MAX_NUMBER
+from gateway.params import MAX_NUMBER, ActivationId
 from gateway.routes import catalog as api
+from gateway.routes import models as models_api
+from gateway.routes import models_train as train_api
 from runtimes.catalog.types import ModelVersion
 from runtimes.models import MODEL_NAME_PATTERN
 
 router = APIRouter(prefix="/ui/x/models", route_class=FragmentRoute, include_in_schema=False)
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, max_length=63)]
 Version = Annotated[int, Path(ge=1, le=MAX_NUMBER)]
+
+
+async def _own(request: Request, name: str) -> None:
+    """404 unless the caller's namespace published ``name`` (others' are not shown here)."""
+    module = await api.get_module(request, name)
+    if module.owner != namespace(request):
+        raise NotFoundError(f"no module {name!r} of yours", model=name)
 
 
 @router.get("")
@@ -46,9 +57,8 @@ def _chart(versions: list[ModelVersion], metric: str) -> dict[str, object]:
 @router.get("/{name}")
 async def show_model(request: Request, name: Name, note: str = "") -> Response:
     """A module: its versions (state, metrics) with promote and roll back, and their chart."""
+    await _own(request, name)
     module = await api.get_module(request, name)
-    if module.owner != namespace(request):
-        return fragment(request, "error.html", status_code=404, message=f"no module {name!r}")
     versions = await api.list_versions(request, name)
     return fragment(
         request,
@@ -72,3 +82,37 @@ async def rollback(request: Request, name: Name) -> Response:
     """Promote the version promoted before the current one."""
     back = await api.rollback(request, name, None)
     return await show_model(request, name, note=f"rolled back to version {back.version}")
+
+
+@router.post("/{name}/predict")
+async def predict(request: Request, name: Name) -> Response:
+    """Predict with the promoted version from the form's `data` file (as `/v2` predict)."""
+    await _own(request, name)
+    answer = await models_api.predict(request, name, None)
+    return fragment(
+        request,
+        "model_answer.html",
+        status=answer.status_code,
+        answer=orjson.loads(bytes(answer.body)),
+    )
+
+
+@router.post("/{name}/train")
+async def train(request: Request, name: Name) -> Response:
+    """Start a training on the plug-in's own data (as `/v2` train); its state follows."""
+    await _own(request, name)
+    answer = await train_api.train(request, name)
+    return fragment(request, "training.html", name=name, training=orjson.loads(bytes(answer.body)))
+
+
+@router.get("/{name}/trainings/{uuid}")
+async def training(request: Request, name: Name, uuid: ActivationId) -> Response:
+    """A training's state; it polls itself while the training is queued or running."""
+    await _own(request, name)
+    try:
+        answer = await train_api.get_training(request, name, uuid)
+    except NotFoundError:
+        queued = {"uuid": uuid, "status": "queued"}
+        return fragment(request, "training.html", name=name, training=queued)
+    state = orjson.loads(bytes(answer.body))
+    return fragment(request, "training.html", name=name, training=state)

@@ -52,10 +52,14 @@ TEMPLATES.env.filters["size"] = _size
 
 
 def fragment(
-    request: Request, name: str, status_code: int = 200, trigger: str | None = None, **context: Any
+    request: Request,
+    template: str,
+    status_code: int = 200,
+    trigger: str | None = None,
+    **context: Any,
 ) -> Response:
-    """An HTML fragment rendered from ``name`` (``trigger``: an htmx event to fire after it)."""
-    response = TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+    """An HTML fragment rendered from ``template`` (``trigger``: an htmx event to fire after)."""
+    response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
     if trigger:
         response.headers["hx-trigger"] = trigger
     response.headers["cache-control"] = "no-store"

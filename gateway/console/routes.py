@@ -16,6 +16,7 @@ STATIC: Final = HERE / "static"
 PAGES: Final = {
     "functions": "Functions",
     "activations": "Activations",
+    "events": "Events",
     "storage": "Storage",
     "triggers": "Triggers",
     "dlq": "Dead letters",

@@ -1,6 +1,7 @@
 """The console (`/ui`) in a real browser, offline: sign in, deploy and invoke a function from
-its form, upload an image that a thumbnail trigger processes, promote a model version, replay
-a dead letter; a screenshot of every page at 1280x800 and 390 px wide (under the tmp dir).
+its form, follow events live, upload an image that a thumbnail trigger processes, promote and
+roll back a model version, predict from a file, watch a training, replay a dead letter; a
+screenshot of every page at 1280x800 and 390 px wide (under the tmp dir).
 
 Headless Chromium (Debian's `chromium`, through Playwright's `executable_path`) resolves no
 host but 127.0.0.1 and every request off loopback is aborted and recorded, as in
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from playwright.sync_api import Browser, FilePayload, Page, Route, expect, sync_playwright
 
 from bench.harness import Platform, start_platform, wait_activation, wait_for
@@ -47,7 +48,9 @@ def platform(
     if not (STATIC / "vendor" / "htmx.min.js").is_file():
         pytest.fail("the console's htmx and uPlot are not installed: run `make assets`")
     served = start_platform(
-        nats_server, Path(tmp_path_factory.mktemp("platform")), builtins="thumbnail"
+        nats_server,
+        Path(tmp_path_factory.mktemp("platform")),
+        builtins="thumbnail,inference,retrain",
     )
     try:
         yield served
@@ -83,6 +86,7 @@ def page(platform: Platform, outside: list[str], script_errors: list[str]) -> It
         try:
             tab = browser.new_page(viewport={"width": 1280, "height": 800})
             tab.set_default_timeout(WAIT)
+            expect.set_options(timeout=WAIT)
 
             def only_loopback(route: Route) -> None:
                 if urlsplit(route.request.url).hostname in ("127.0.0.1", None):
@@ -107,8 +111,11 @@ def page(platform: Platform, outside: list[str], script_errors: list[str]) -> It
 
 
 def _png() -> bytes:
+    """A white stroke on black: a thumbnail's image and a digit the classifier reads."""
+    image = Image.new("RGB", (120, 120), (0, 0, 0))
+    ImageDraw.Draw(image).line([(60, 15), (60, 105)], fill=(255, 255, 255), width=14)
     buffer = io.BytesIO()
-    Image.new("RGB", (200, 120), (200, 40, 40)).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -159,6 +166,25 @@ def test_deploy_and_invoke_a_function_from_its_form(page: Page, platform: Platfo
     expect(page.locator("#act-detail .activation")).to_contain_text("run")
 
 
+def test_events_appear_live_with_their_filter(
+    page: Page, platform: Platform, client: httpx.Client
+) -> None:
+    _open(page, platform, "events")
+    page.fill("#event-filter input[name=type]", "org.example.console")
+    page.click("#event-filter button[type=submit]")
+    expect(page.locator("#event-state")).to_contain_text("Following")
+    for kind in ("org.example.other", "org.example.console.ping"):
+        headers = {"ce-specversion": "1.0", "ce-id": kind, "ce-source": "/test", "ce-type": kind}
+        r = client.post("/v1/events", headers=headers, json={"n": 1})
+        assert r.status_code in (200, 202), r.text
+    expect(
+        page.locator("#event-list tbody tr[data-type='org.example.console.ping']")
+    ).to_be_visible()
+    assert page.locator("#event-list tbody tr[data-type='org.example.other']").count() == 0
+    page.click("#event-stop")
+    expect(page.locator("#event-state")).to_contain_text("Stopped")
+
+
 def test_an_upload_runs_the_thumbnail_trigger_beside_it(page: Page, platform: Platform) -> None:
     _open(page, platform, "triggers")
     form = page.locator("#trigger-form")
@@ -184,7 +210,7 @@ def test_an_upload_runs_the_thumbnail_trigger_beside_it(page: Page, platform: Pl
     expect(upload.locator(".output-key")).to_have_text("thumbs/cat-small.png")
 
 
-def test_promote_and_roll_back_a_model_version(
+def test_promote_roll_back_predict_and_train_a_model(
     page: Page, platform: Platform, client: httpx.Client
 ) -> None:
     artifact = load_model_plugin("digits").train_default().artifact
@@ -210,6 +236,14 @@ def test_promote_and_roll_back_a_model_version(
     page.click("#model button:text('Roll back')")
     expect(page.locator("#model .promoted-version")).to_have_text("1")
     assert client.get("/v1/catalog/modules/digits").json()["promoted"] == 1
+    image: FilePayload = {"name": "digit.png", "mimeType": "image/png", "buffer": _png()}
+    page.set_input_files("#predict-form input[name=data]", files=[image])
+    page.click("#predict-form button")
+    expect(page.locator("#predict-result .predictions")).to_contain_text("[")
+    page.click("#train")
+    expect(page.locator("#trainings .training[data-status=done]")).to_contain_text(
+        "done", timeout=2 * WAIT
+    )
 
 
 def test_replay_a_dead_letter(page: Page, platform: Platform, client: httpx.Client) -> None:

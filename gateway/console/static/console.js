@@ -147,7 +147,82 @@
     new uPlot(options, [data.x].concat(data.series.map((s) => s.values)), place);
   }
 
+  // Events: the SSE stream of `/v1/events/stream` read with fetch (EventSource cannot send
+  // the Authorization header); rows are built with textContent, never as HTML.
+  let following = null;
+
+  function eventRow(seq, event) {
+    const row = document.createElement("tr");
+    const time = event.time ? new Date(event.time).toLocaleTimeString() : "";
+    const cells = [seq, time, event.type, event.source, event.subject || ""];
+    cells.forEach((value, i) => {
+      const cell = document.createElement("td");
+      cell.textContent = String(value);
+      if (i === 3) cell.className = "wide";
+      row.append(cell);
+    });
+    row.dataset.type = event.type;
+    return row;
+  }
+
+  async function follow(form) {
+    if (following) following.abort();
+    following = new AbortController();
+    const query = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) if (value) query.set(name, value);
+    const state = document.getElementById("event-state");
+    const body = document.querySelector("#event-list tbody");
+    const stop = document.getElementById("event-stop");
+    let response;
+    try {
+      response = await fetch("/v1/events/stream?" + query, {
+        headers: { Authorization: credential(), Accept: "text/event-stream" },
+        signal: following.signal,
+      });
+    } catch (e) { state.textContent = "Not following: " + e; return; }
+    if (!response.ok) {
+      let detail = String(response.status);
+      try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+      state.textContent = "Not following: " + detail;
+      return;
+    }
+    state.textContent = "Following: new events appear at the top.";
+    stop.disabled = false;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let seq = "", data = "";
+          for (const line of frame.split("\n")) {
+            if (line.startsWith("id: ")) seq = line.slice(4);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (!data) continue;
+          body.prepend(eventRow(seq, JSON.parse(data)));
+          while (body.rows.length > 200) body.deleteRow(-1);
+        }
+      }
+      state.textContent = "The stream ended.";
+    } catch (e) {
+      state.textContent = "Stopped.";
+    }
+    stop.disabled = true;
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    const events = document.getElementById("event-filter");
+    if (events && credential()) {
+      events.addEventListener("submit", (e) => { e.preventDefault(); follow(events); });
+      document.getElementById("event-stop").addEventListener("click", () => following && following.abort());
+      follow(events);
+    }
     const menu = document.querySelector("header .menu");
     menu.addEventListener("click", () => {
       const open = document.body.classList.toggle("nav-open");
