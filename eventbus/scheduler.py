@@ -165,17 +165,15 @@ class Scheduler:
         self.poll_s = poll_s
         self.name = name or f"scheduler-{id(self):x}"
         self.fired = 0
-        #: owner -> (created, next tick not yet due): skips the bucket until it is due
-        self._next: dict[str, tuple[datetime, datetime | None]] = {}
+        #: owner -> (created, schedule, next tick not yet due): no bucket read until it is due
+        self._next: dict[str, tuple[datetime, Schedule, datetime | None]] = {}
 
     async def run(self) -> None:
-        """Pass after pass until cancelled; a pass that fails is logged and tried again."""
+        """Pass after pass until cancelled; what fails is logged and tried on the next pass."""
         while True:
             try:
                 await self.run_pass()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # the clock could not be read
                 log.warning("schedule pass failed (%s); trying again", exc)
             await asyncio.sleep(self.poll_s)
 
@@ -185,13 +183,22 @@ class Scheduler:
         seen = set()
         for item in self.owners():
             seen.add(item.owner)
-            cached = self._next.get(item.owner)
-            if cached is not None and cached[0] == item.created and not _due(cached[1], now):
+            if not self._due(item, now):
                 continue
             self._next.pop(item.owner, None)
-            await self._advance(item, now)
+            try:
+                await self._advance(item, now)
+            except Exception as exc:  # the bus failed: this owner's ticks wait for the next pass
+                log.warning("schedule %s: pass failed (%s); trying again", item.owner, exc)
         for gone in set(self._next) - seen:
             del self._next[gone]
+
+    def _due(self, item: Scheduled, now: datetime) -> bool:
+        """Whether the owner may have a tick due (unknown, changed, or its next tick came)."""
+        cached = self._next.get(item.owner)
+        if cached is None or cached[:2] != (item.created, item.schedule):
+            return True
+        return cached[2] is not None and cached[2] <= now
 
     async def _advance(self, item: Scheduled, now: datetime) -> None:
         kv = await self.bus.kv(SCHEDULES_KV)
@@ -222,7 +229,8 @@ class Scheduler:
                 revision = await self._fire(item, kv, key, record, revision)
                 if revision is None:
                     return
-        self._next[item.owner] = (item.created, item.schedule.next_after(max(base, now)))
+        upcoming = item.schedule.next_after(max(base, now))
+        self._next[item.owner] = (item.created, item.schedule, upcoming)
 
     async def _fire(
         self, item: Scheduled, kv: KeyValue, key: str, record: TickRecord, revision: int | None
@@ -266,7 +274,3 @@ async def _swap(kv: KeyValue, key: str, record: TickRecord, revision: int | None
         return int(await kv.update(key, value, last=revision))
     except KeyWrongLastSequenceError:
         return None
-
-
-def _due(tick: datetime | None, now: datetime) -> bool:
-    return tick is not None and tick <= now

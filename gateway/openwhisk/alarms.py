@@ -29,6 +29,7 @@ from eventbus.scheduler import (
     put_event_schedule,
 )
 from eventbus.schedules import Schedule, create_clock
+from gateway.auth import ForbiddenError
 from gateway.auth.access import namespace
 from gateway.openwhisk import shapes
 from gateway.openwhisk.common import ACTIVATION_HEADER, as_json, entity, ow_store, qualified
@@ -119,11 +120,49 @@ def config_of(found: EventSchedule) -> dict[str, Any]:
     return config
 
 
+_PARAMETERS: Final = {
+    "alarm": ("cron", "timezone", "trigger_payload", "startDate", "stopDate"),
+    "interval": ("minutes", "trigger_payload", "startDate", "stopDate"),
+    "once": ("date", "trigger_payload", "deleteAfterFire"),
+}
+
+
+def _feed(feed: str) -> str:
+    if feed not in FEEDS:
+        raise NotFoundError(f"the action /whisk.system/alarms/{feed} does not exist")
+    return feed
+
+
+@router.get("/{feed}")
+async def get_feed(feed: str) -> Response:
+    """The feed action's document (the alarms package is the system's, shared by everyone)."""
+    feed = _feed(feed)
+    return as_json(
+        {
+            "namespace": "whisk.system/alarms",
+            "name": feed,
+            "version": "0.0.1",
+            "publish": True,
+            "exec": {"kind": "nodejs:default", "binary": False},
+            "annotations": [{"key": "feed", "value": f"/whisk.system/alarms/{feed}"}],
+            "parameters": [{"key": k, "value": ""} for k in _PARAMETERS[feed]],
+            "limits": {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1},
+        }
+    )
+
+
+@router.put("/{feed}")
+@router.delete("/{feed}")
+async def change_feed(feed: str) -> Response:
+    """The alarms package belongs to `whisk.system`: nobody changes it (403)."""
+    _feed(feed)
+    raise ForbiddenError("the action /whisk.system/alarms/" + feed + " is the system's: read only")
+
+
 @router.post("/{feed}")
 async def feed_action(request: Request, feed: str) -> Response:
     """Invoke a feed action of the alarms package (blocking): its activation as the answer."""
-    if feed not in FEEDS:
-        raise NotFoundError(f"the action /whisk.system/alarms/{feed} does not exist")
+    feed = _feed(feed)
     params = parameters(await request.body())
     event = params.get("lifecycleEvent")
     if event not in LIFECYCLE:

@@ -221,3 +221,5 @@ def test_openwhisk_alarms_feed_with_the_npm_client(platform: Platform, clock: Fa
     assert found["badCron"].startswith("400") and "cron" in found["badCron"]
     assert found["deleted"] is True and found["readAfterDelete"].startswith("404")
     assert found["otherNamespace"].startswith("403")
+    assert found["feedAnnotations"] == [{"key": "feed", "value": "/whisk.system/alarms/alarm"}]
+    assert found["feedDelete"].startswith("403")

@@ -50,6 +50,9 @@ async function main () {
   await ow.triggers.create({ ...trigger, overwrite: true })
   await ow.rules.create({ name: 'js-alarm-rule', action: 'alarm-echo', trigger: 'js-alarm', overwrite: true })
 
+  const feedAction = await ow.actions.get({ name: FEED })
+  out.feedAnnotations = feedAction.annotations
+  out.feedDelete = await failure(ow.actions.delete({ name: FEED }))
   const params = { cron: '* * * * *', trigger_payload: { hello: 'alarm' } }
   out.created = await ow.feeds.create({ name: FEED, trigger: 'js-alarm', params })
   out.read = (await ow.feeds.get({ name: FEED, trigger: 'js-alarm' })).response.result
