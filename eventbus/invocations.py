@@ -14,6 +14,9 @@ from eventbus.publish import MSG_ID_HEADER
 from eventbus.types import CloudEvent, invoke_subject, new_id
 
 INVOCATION_TYPE_SUFFIX = "invocation.requested"
+#: extension of a sync request whose activation id the gateway made for it (held by nothing
+#: else yet): its worker may write the final record without a claim first
+FRESH_ID = "freshid"
 
 
 def new_invocation(

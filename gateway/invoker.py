@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from eventbus.codec import to_nats
 from eventbus.connection import Bus
 from eventbus.failover import FAILOVER_S, RETRY_AFTER_S, BusRefusedError, publish_or_refuse
-from eventbus.invocations import enqueue, enqueue_many, new_invocation
+from eventbus.invocations import FRESH_ID, enqueue, enqueue_many, new_invocation
 from eventbus.types import CloudEvent, run_subject
 from runtimes.activations import new_activation_id
 from runtimes.types import ActivationRecord, FunctionSpec
@@ -121,6 +121,9 @@ class Invoker:
             content_type=content_type,
             mode="sync",
             cause=cause,
+            # an id made here is held by nothing else: its worker may skip the claim of a
+            # quick run (`runtimes.worker`); a given id may have run already
+            extra=None if activation_id else {FRESH_ID: "true"},
         )
         headers, data = to_nats(invocation)
         if not await self.bus.wait_connected(FAILOVER_S):
