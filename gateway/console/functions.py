@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import APIRouter, Form, Path, Request, Response
@@ -25,6 +25,36 @@ TEMPLATE_CODE = '''def main(params):
     """Greet whoever the input names."""
     return {"greeting": f"hello, {params.get('name', 'world')}"}
 '''
+
+
+BLANKS: Final[dict[str, Any]] = {
+    "string": "",
+    "integer": 0,
+    "number": 0,
+    "boolean": False,
+    "array": [],
+    "object": {},
+}
+
+
+def example_input(schema: dict[str, Any] | None) -> str:
+    """A JSON input to start from: each property of the schema with its default, its first
+    example, or a blank of its type (`{}` without a schema)."""
+    properties = (schema or {}).get("properties")
+    if not isinstance(properties, dict):
+        return "{}"
+    example: dict[str, Any] = {}
+    for name, prop in properties.items():
+        prop = prop if isinstance(prop, dict) else {}
+        examples = prop.get("examples")
+        if "default" in prop:
+            example[name] = prop["default"]
+        elif isinstance(examples, list) and examples:
+            example[name] = examples[0]
+        else:
+            kind = prop.get("type")
+            example[name] = BLANKS.get(kind, None) if isinstance(kind, str) else None
+    return orjson.dumps(example, option=orjson.OPT_INDENT_2).decode()
 
 
 async def _versions(request: Request, name: str) -> list[FunctionSpec]:
@@ -63,6 +93,7 @@ async def show_function(request: Request, name: Name) -> Response:
         if spec.input_schema
         else "",
         versions=await _versions(request, name),
+        example=example_input(spec.input_schema),
     )
 
 

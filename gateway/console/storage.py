@@ -17,11 +17,17 @@ from gateway.console.render import FragmentRoute, fragment
 from gateway.routes import activations as activations_api
 from gateway.routes import storage as api
 from gateway.state import state_of
+from runtimes.types import ActivationStatus
 
 router = APIRouter(prefix="/ui/x/buckets", route_class=FragmentRoute, include_in_schema=False)
 #: how long a look for an upload's storage events reads the event stream, at most
 FEED_IDLE_S: Final = 0.3
 FEED_MAX_EVENTS: Final = 2000
+#: htmx stops polling an element whose answer has this status
+STOP_POLLING: Final = 286
+#: how long after an upload the page keeps looking for what it caused
+LOOK_FOR: Final = timedelta(minutes=10)
+UNSETTLED: Final = (ActivationStatus.RUNNING, ActivationStatus.RETRYING)
 
 
 @router.get("")
@@ -69,7 +75,8 @@ async def caused(
     key: Annotated[str, Query(min_length=1, max_length=1024)],
     since: Annotated[datetime, Query(description="when the upload began")],
 ) -> Response:
-    """The activations that the storage events of ``key`` written since ``since`` caused."""
+    """The activations that the storage events of ``key`` written since ``since`` caused; the
+    answer stops the page's polling (286) once they have all ended, or after `LOOK_FOR`."""
     validate_bucket_name(bucket)
     validate_key(key, bucket=bucket)
     await api.head_bucket(request, bucket)  # the namespace's own bucket, or 404
@@ -84,9 +91,11 @@ async def caused(
         if ids
         else []
     )
+    settled = bool(records) and all(r.status not in UNSETTLED for r in records)
     return fragment(
         request,
         "caused.html",
+        status_code=STOP_POLLING if settled or since < datetime.now(UTC) - LOOK_FOR else 200,
         events=len(ids),
         records=[activations_api.local(r) for r in reversed(records)],
     )

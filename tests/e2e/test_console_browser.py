@@ -147,7 +147,9 @@ def test_deploy_and_invoke_a_function_from_its_form(page: Page, platform: Platfo
     expect(page.locator("#fn-detail h2").first).to_contain_text("hello")
     expect(page.locator("#fn-detail pre.schema")).to_contain_text('"name"')
     expect(page.locator("#functions")).to_contain_text("hello")
-    page.fill("#invoke-form textarea[name=input]", '{"name": "console"}')
+    example = page.locator("#invoke-form textarea[name=input]")
+    expect(example).to_have_value('{\n  "name": ""\n}')  # made from the input schema
+    example.fill('{"name": "console"}')
     page.click("#invoke-form button")
     expect(page.locator("#invoke-result .invoke-output")).to_contain_text("hello, console")
     # a second version from the editor, and the versions table shows both
@@ -196,6 +198,11 @@ def test_an_upload_runs_the_thumbnail_trigger_beside_it(page: Page, platform: Pl
     form.locator("input[name=output_key]").fill("{stem}-small.png")
     form.locator("button[type=submit]").click()
     expect(page.locator("#trigger-list tr[data-name=thumbs]")).to_contain_text("enabled")
+    subscription = page.locator("#subscription-form")
+    subscription.locator("input[name=sink]").fill("http://127.0.0.1:9/hook")
+    subscription.locator("input[name=types]").fill("org.example.nothing")
+    subscription.locator("button").click()
+    expect(page.locator("#subscription-list")).to_contain_text("http://127.0.0.1:9/hook")
 
     _open(page, platform, "storage")
     page.fill("#bucket-form input[name=name]", "photos")
