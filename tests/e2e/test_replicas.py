@@ -379,3 +379,23 @@ def test_each_part_twice_survives_losing_one_of_each(
         return delta if delta[1] >= AFTER else None
 
     assert wait_for(added_up, timeout=30) == (AFTER, AFTER)
+
+
+def test_readyz_says_whether_the_bus_answers(
+    split: SplitPlatform, nats_server: EmbeddedNats
+) -> None:
+    gateway = split.parts["gateway2"]
+
+    def readiness() -> tuple[int, dict[str, Any]]:
+        r = httpx.get(f"{gateway.url}/readyz", timeout=10)
+        return r.status_code, r.json()
+
+    assert readiness()[0] == 200
+    nats_server.stop()
+    try:
+        _, body = wait_for(lambda: (r := readiness())[0] == 503 and r, timeout=60)
+        assert body["status"] == "unavailable" and body["nats"] is False
+        assert httpx.get(f"{gateway.url}/healthz", timeout=10).status_code == 200  # still alive
+    finally:
+        nats_server.start()
+    wait_for(lambda: readiness()[0] == 200, timeout=60)
