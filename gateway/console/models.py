@@ -74,14 +74,18 @@ async def show_model(request: Request, name: Name, note: str = "") -> Response:
 async def promote(request: Request, name: Name, version: Version) -> Response:
     """Serve this version from now on (only the owner may)."""
     await api.promote(request, name, version)
-    return await show_model(request, name, note=f"promoted version {version}")
+    response = await show_model(request, name, note=f"promoted version {version}")
+    response.headers["hx-trigger"] = "df-models"
+    return response
 
 
 @router.post("/{name}/rollback")
 async def rollback(request: Request, name: Name) -> Response:
     """Promote the version promoted before the current one."""
     back = await api.rollback(request, name, None)
-    return await show_model(request, name, note=f"rolled back to version {back.version}")
+    response = await show_model(request, name, note=f"rolled back to version {back.version}")
+    response.headers["hx-trigger"] = "df-models"
+    return response
 
 
 @router.post("/{name}/predict")
@@ -115,4 +119,6 @@ async def training(request: Request, name: Name, uuid: ActivationId) -> Response
         queued = {"uuid": uuid, "status": "queued"}
         return fragment(request, "training.html", name=name, training=queued)
     state = orjson.loads(bytes(answer.body))
-    return fragment(request, "training.html", name=name, training=state)
+    ended = state.get("status") not in ("running", "queued")
+    trigger = "df-models" if ended else None  # the list shows the new version
+    return fragment(request, "training.html", trigger=trigger, name=name, training=state)

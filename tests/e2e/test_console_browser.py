@@ -187,7 +187,9 @@ def test_events_appear_live_with_their_filter(
     expect(page.locator("#event-state")).to_contain_text("Stopped")
 
 
-def test_an_upload_runs_the_thumbnail_trigger_beside_it(page: Page, platform: Platform) -> None:
+def test_an_upload_runs_the_thumbnail_trigger_beside_it(
+    page: Page, platform: Platform, tmp_path: Path
+) -> None:
     _open(page, platform, "triggers")
     form = page.locator("#trigger-form")
     form.locator("input[name=name]").fill("thumbs")
@@ -215,10 +217,11 @@ def test_an_upload_runs_the_thumbnail_trigger_beside_it(page: Page, platform: Pl
     expect(page.locator("#objects tr[data-key='cat.png']")).to_be_visible()
     expect(upload.locator(".caused .status")).to_have_text("success", timeout=2 * WAIT)
     expect(upload.locator(".output-key")).to_have_text("thumbs/cat-small.png")
+    page.screenshot(path=str(tmp_path / "storage-upload.png"), full_page=True)
 
 
 def test_promote_roll_back_predict_and_train_a_model(
-    page: Page, platform: Platform, client: httpx.Client
+    page: Page, platform: Platform, client: httpx.Client, tmp_path: Path
 ) -> None:
     artifact = load_model_plugin("digits").train_default().artifact
     r = client.post("/v1/catalog/modules", json={"name": "digits", "description": "digits"})
@@ -251,6 +254,10 @@ def test_promote_roll_back_predict_and_train_a_model(
     expect(page.locator("#trainings .training[data-status=done]")).to_contain_text(
         "done", timeout=2 * WAIT
     )
+    page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
+    page.click("#trainings button:text('Show the new version')")
+    expect(page.locator("#model-versions tr[data-version='3']")).to_be_visible()
+    expect(page.locator("#model-list")).to_contain_text("3")
 
 
 def test_replay_a_dead_letter(page: Page, platform: Platform, client: httpx.Client) -> None:

@@ -138,7 +138,11 @@
       width: width,
       height: 220,
       scales: { x: { time: Boolean(data.time) } },
-      axes: [{ label: data.xlabel || "" }, { label: data.ylabel || "" }],
+      // versions and counts are whole numbers: no ticks between them
+      axes: [
+        data.time ? { label: data.xlabel || "" } : { label: data.xlabel || "", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] },
+        { label: data.ylabel || "" },
+      ],
       series: [{ label: data.xlabel || "x" }].concat(data.series.map((s, i) => ({
         label: s.label, stroke: COLOURS[i % COLOURS.length], width: 2,
         points: { show: data.x.length < 30 },
