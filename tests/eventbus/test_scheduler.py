@@ -249,3 +249,49 @@ def test_next_fire_times_honour_the_zone_and_the_dates() -> None:
         stop=now + timedelta(minutes=30),
     )
     assert [t.minute for t in bounded.upcoming(now)] == [5, 15, 25]
+
+
+async def test_a_tick_claimed_by_a_dispatcher_that_died_is_run_by_another(
+    bus: Bus, nats_url: str, fake: FakeTime
+) -> None:
+    store = TriggerStore(bus)
+    stored = await store.put(
+        Trigger(name="orphan", function="tick", schedule=Schedule(interval_s=1))
+    )
+    assert stored.created is not None
+    tick = fake.now.replace(microsecond=0)
+    # a dispatcher claimed this tick a minute ago and died before enqueueing it
+    pending = TickRecord(
+        created=stored.created, since=tick - timedelta(seconds=5), last=tick, done=False,
+        by="scheduler-gone", claimed=time.time() - 60,
+    )  # fmt: skip
+    kv = await bus.kv(SCHEDULES_KV)
+    await kv.put(FIRED_PREFIX + "orphan", pending.model_dump_json().encode())
+    async with dispatchers(nats_url, fake, 1):
+        found = await count_is(bus, 1)
+        await eventually(lambda: _settled(bus, "orphan", tick.isoformat()))
+    assert ticks_of(found) == [tick.isoformat()]
+    assert found[0].id == activation_id_for(tick_id("orphan", tick), "orphan")
+
+
+async def test_a_changed_schedule_counts_at_once(bus: Bus, nats_url: str, fake: FakeTime) -> None:
+    store = TriggerStore(bus)
+    yearly = Schedule(cron="0 0 1 1 *")
+    await store.put(Trigger(name="changes", function="tick", schedule=yearly))
+    async with dispatchers(nats_url, fake, 1) as (d,):
+        await eventually(lambda: _armed(bus, "changes"))
+        await eventually(lambda: _passed(d))
+        await store.put(Trigger(name="changes", function="tick", schedule=Schedule(interval_s=1)))
+        await eventually(lambda: _knows_interval(d, "changes"))
+        tick = fake.advance(1).replace(microsecond=0)
+        found = await count_is(bus, 1)
+    assert ticks_of(found) == [tick.isoformat()]
+
+
+async def _passed(d: Dispatcher) -> bool:
+    return bool(d.scheduler._next)
+
+
+async def _knows_interval(d: Dispatcher, name: str) -> bool:
+    schedule = d.triggers[name].schedule
+    return schedule is not None and schedule.interval_s == 1
