@@ -41,8 +41,12 @@ async def create_trigger(
     params: Annotated[str, Form(max_length=10_000)] = "",
     output_bucket: Text = "",
     output_key: Text = "",
+    cron: Annotated[str, Form(max_length=200)] = "",
+    timezone: Annotated[str, Form(max_length=64)] = "",
+    interval_s: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
-    """Create a trigger from the form: a storage match and/or event types, params, output."""
+    """Create a trigger from the form: a storage match and/or event types, or a schedule
+    (cron in a time zone, or an interval); params; an output."""
     data: dict[str, Any] = {"name": name, "function": function}
     matches = {"bucket": bucket, "key_prefix": key_prefix, "key_suffix": key_suffix}
     for field, value in matches.items():
@@ -58,6 +62,13 @@ async def create_trigger(
         data["output"] = {"bucket": output_bucket.strip()}
         if output_key.strip():
             data["output"]["key_template"] = output_key.strip()
+    schedule: dict[str, Any] = {}
+    if cron.strip():
+        schedule = {"cron": cron.strip(), "timezone": timezone.strip() or "UTC"}
+    if interval_s.strip():
+        schedule["interval_s"] = interval_s.strip()
+    if schedule:
+        data["schedule"] = schedule
     await api.create_trigger(request, api.NewTrigger.model_validate(data), Response())
     return await list_triggers(request)
 
