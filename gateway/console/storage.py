@@ -40,15 +40,24 @@ async def list_buckets(request: Request) -> Response:
 async def create_bucket(request: Request, name: Annotated[str, Form(max_length=63)]) -> Response:
     """Create a bucket of the namespace (409 when the name is taken: names are global)."""
     await api.create_bucket(request, name.strip(), Response())
-    response = await show_bucket(request, name.strip())
+    response = await show_bucket(request, name.strip(), "", "")
     response.headers["hx-trigger"] = "df-buckets"
     return response
 
 
 @router.get("/{bucket}")
-async def show_bucket(request: Request, bucket: str, prefix: str = "") -> Response:
-    """A bucket: a drop zone for uploads, and its listing at ``prefix``."""
+async def show_bucket(
+    request: Request,
+    bucket: str,
+    prefix: Annotated[str, Query(max_length=1024)] = "",
+    folder: Annotated[str, Query(max_length=255)] = "",
+) -> Response:
+    """A bucket: a drop zone for uploads, and its listing at ``prefix`` (or at a new
+    ``folder`` under it, which exists once something is uploaded there, as in S3)."""
     await api.head_bucket(request, bucket)
+    if folder.strip("/ "):
+        prefix = f"{prefix}{folder.strip('/ ')}/"
+        validate_key(prefix + "x", bucket=bucket)
     parts = [p for p in prefix.split("/") if p]
     crumbs = [(p, "/".join(parts[: i + 1]) + "/") for i, p in enumerate(parts)]
     return fragment(request, "bucket.html", bucket=bucket, prefix=prefix, crumbs=crumbs)

@@ -226,6 +226,23 @@ def test_an_upload_runs_the_thumbnail_trigger_beside_it(
     expect(upload.locator(".caused .status")).to_have_text("success", timeout=2 * WAIT)
     expect(upload.locator(".output-key")).to_have_text("thumbs/cat-small.png")
     page.screenshot(path=str(tmp_path / "storage-upload.png"), full_page=True)
+    # a folder: opened empty, it exists once a file is uploaded into it; then the file goes
+    page.fill("#folder-form input[name=folder]", "raw")
+    page.click("#folder-form button")
+    expect(page.locator("#bucket h2")).to_contain_text("raw")
+    note: FilePayload = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}
+    page.set_input_files("#upload-input", files=[note])
+    row = page.locator("#objects tr[data-key='raw/notes.txt']")
+    expect(row).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button.danger").click()
+    expect(row).to_have_count(0)
+    assert (
+        httpx.get(
+            f"{platform.url}/v1/buckets/photos/objects/raw/notes.txt", auth=platform.basic_auth
+        ).status_code
+        == 404
+    )
 
 
 def test_promote_roll_back_predict_and_train_a_model(
