@@ -100,7 +100,7 @@ def controller() -> None:
     import logging
 
     from eventbus import loop as event_loop
-    from gateway.up import UpSettings, run_controller, worker_env
+    from gateway.up import UpSettings, run_controller, until_stopped, worker_env
     from runtimes.settings import ControllerSettings
 
     logging.basicConfig(
@@ -114,7 +114,7 @@ def controller() -> None:
     )
     trusted = UpSettings().trusted_functions.split(",")
     event_loop.run(
-        run_controller(settings, env, Path(settings.state_dir) / "logs", trusted),
+        until_stopped(run_controller(settings, env, Path(settings.state_dir) / "logs", trusted)),
         uvloop=settings.uvloop,
     )
 
@@ -127,14 +127,14 @@ def deliverer() -> None:
     import logging
 
     from gateway.settings import GatewaySettings
-    from gateway.up import run_deliverer, settings_or_exit
+    from gateway.up import run_deliverer, settings_or_exit, until_stopped
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = settings_or_exit(GatewaySettings)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_deliverer(settings))
+        asyncio.run(until_stopped(run_deliverer(settings)))
 
 
 @app.command()

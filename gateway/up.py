@@ -12,9 +12,9 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import uvicorn
 from pydantic import Field, ValidationError
@@ -171,6 +171,17 @@ async def run_controller(
         await while_leader(lease, lead)
     finally:
         await bus.close()
+
+
+async def until_stopped(work: Coroutine[Any, Any, None]) -> None:
+    """Run one split-mode part until SIGTERM or SIGINT, then cancel it so that it cleans up
+    (a controller releases its lease at once and drains its workers)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -381,6 +381,36 @@ def test_each_part_twice_survives_losing_one_of_each(
     assert wait_for(added_up, timeout=30) == (AFTER, AFTER)
 
 
+def _lease_released(nats_server: EmbeddedNats) -> bool:
+    """Whether the controller lease was deleted (released), not merely left to lapse."""
+
+    async def read() -> bool:
+        nc = await nats.connect(nats_server.admin_url)
+        try:
+            await (await nc.jetstream().key_value("leases")).get("controller")
+            return False
+        except nats.js.errors.KeyNotFoundError:
+            return True
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_a_stopped_controller_hands_its_lease_over_at_once(
+    split: SplitPlatform, nats_server: EmbeddedNats
+) -> None:
+    [survivor] = [
+        p for n, p in split.parts.items() if n.startswith("controller") and p.process.poll() is None
+    ]
+    wait_for(lambda: f":{survivor.process.pid}:" in (_leader(nats_server) or ""), timeout=60)
+    workers = WorkerCensus({"c": survivor}).count()["c"]
+    survivor.process.terminate()  # SIGTERM, as Kubernetes stops a pod
+    assert survivor.process.wait(60) == 0, survivor.tail()
+    assert _lease_released(nats_server)
+    assert workers >= 1 and "released by" in survivor.log.read_text()
+
+
 def test_readyz_says_whether_the_bus_answers(
     split: SplitPlatform, nats_server: EmbeddedNats
 ) -> None:
