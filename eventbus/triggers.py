@@ -31,8 +31,9 @@ from eventbus.namespaces import (
     SEPARATOR,
     namespace_of,
 )
+from eventbus.scheduler import FIRED_PREFIX
 from eventbus.schedules import Schedule
-from eventbus.streams import TRIGGERS_KV
+from eventbus.streams import SCHEDULES_KV, TRIGGERS_KV
 from eventbus.types import CloudEvent
 
 #: internal names: ``<namespace>=<name>`` outside the default namespace (`eventbus.namespaces`)
@@ -344,10 +345,13 @@ class TriggerStore:
         return stored
 
     async def delete(self, name: str) -> None:
-        """Delete the trigger; `NotFoundError` when absent."""
-        await self.get(name)
+        """Delete the trigger (and its schedule's record); `NotFoundError` when absent."""
+        trigger = await self.get(name)
         kv = await self.bus.kv(TRIGGERS_KV)
         await kv.delete(name)
+        if trigger.schedule is not None:
+            with contextlib.suppress(KeyNotFoundError):
+                await (await self.bus.kv(SCHEDULES_KV)).delete(FIRED_PREFIX + name)
 
     async def _read(self, name: str) -> tuple[Trigger | None, int | None]:
         kv = await self.bus.kv(TRIGGERS_KV)

@@ -199,6 +199,8 @@ async def test_a_disabled_trigger_claims_its_ticks_without_running(
         nxt = fake.advance(1).replace(microsecond=0)
         found = await count_is(bus, 1)  # the disabled tick is not caught up
     assert ticks_of(found) == [nxt.isoformat()]
+    await store.delete("off")
+    assert await record(bus, "off") is None  # its record goes with it
 
 
 async def _armed(bus: Bus, owner: str) -> bool:
