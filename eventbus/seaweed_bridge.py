@@ -4,9 +4,11 @@ It subscribes to the filer's ``SubscribeMetadata`` gRPC stream under ``/buckets`
 resume point, turns each change into storage events (`eventbus.seaweed_changes`) and publishes
 them in order. After each change's events are acknowledged by JetStream, the change's ``ts_ns``
 becomes the resume point, kept in the storage-events ledger's KV bucket: after any downtime or
-a SIGKILL the bridge resumes where it stopped, so no write is missed. A change replayed from
-before the resume point (the one in flight at a kill) has the same event id, and the ledger's
-per-key order keeps it from being announced twice however late it comes.
+a SIGKILL the bridge resumes where it stopped, so no write is missed. The filer's stream is not
+quite in ``ts_ns`` order under concurrent writes (a change may come a few milliseconds late),
+so nothing is skipped by its time: a subscription starts a little before the resume point, and
+a change seen before (the one in flight at a kill, or one replayed) has the same event id, and
+the ledger's per-key order keeps it from being announced twice however late it comes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ SUBSCRIBE: Final = "/filer_pb.SeaweedFiler/SubscribeMetadata"
 CURSOR_KEY: Final = "cursor-seaweedfs"
 #: on a first start, changes this many seconds old are still announced
 FIRST_LOOKBACK_S: Final = 30.0
+#: a subscription starts this much before the resume point (a late change is not missed; the
+#: ledger knows the ones announced)
+RESUME_OVERLAP_NS: Final = 5 * 10**9
 
 
 def filer_grpc_target(filer: str) -> str:
@@ -121,7 +126,7 @@ class SeaweedBridge:
         request = SubscribeMetadataRequest(
             client_name=self.client_name,
             path_prefix=BUCKETS_DIR + "/",
-            since_ns=self.done_ns,
+            since_ns=self.done_ns - RESUME_OVERLAP_NS,
             client_id=random.randint(1, 2**31 - 1),
             client_epoch=1,
         )
@@ -160,15 +165,16 @@ class SeaweedBridge:
             channel.close()
 
     async def handle(self, response: SubscribeMetadataResponse) -> list[CloudEvent]:
-        """Announce one filer change (unless before the resume point); the events published."""
-        if response.ts_ns <= self.done_ns:
-            return []
+        """Announce one filer change (the ledger drops what was announced); those published."""
+        if response.ts_ns < self.done_ns:
+            # the filer's log is read from its files, then from memory: changes may come late
+            log.info("SeaweedFS change at %d after %d", response.ts_ns, self.done_ns)
         published = []
         for change in filer_changes(response):
             event = await self.forward(change)
             if event is not None:
                 published.append(event)
-        self.done_ns = response.ts_ns
+        self.done_ns = max(self.done_ns, response.ts_ns)
         return published
 
     async def forward(self, change: ObjectChange) -> CloudEvent | None:

@@ -9,6 +9,7 @@ The session's SeaweedFS (`seaweed`) stands for an existing one (`DEEPFAAS_STORAG
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import io
 import os
@@ -26,10 +27,12 @@ import httpx
 import pytest
 from minio import Minio
 
-from bench.harness import Platform, start_platform, wait_for
+from bench.harness import Platform, embedded_nats, start_platform, wait_for
+from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats
 from eventbus.storage.seaweedfs import EmbeddedSeaweed
 from tests.e2e.test_faults import bucket_keys, ready_instances
+from tests.eventbus.test_storage_events import bucket_events
 
 ECHO = """
 def main(params: dict, ctx) -> dict:
@@ -166,14 +169,43 @@ def activations(client: httpx.Client, fn: str) -> list[dict[str, Any]]:
         params["after"] = r.headers["x-next-after"]
 
 
-def exactly_once(client: httpx.Client, fn: str, out: str, names: list[str]) -> None:
+def exactly_once(
+    client: httpx.Client,
+    fn: str,
+    out: str,
+    names: list[str],
+    *,
+    nats: EmbeddedNats | None = None,
+    bucket: str = "",
+) -> None:
     """One successful activation of ``fn`` per name, and its output, no more."""
-    wait_for(lambda: len(bucket_keys(client, out)) >= len(names), timeout=120, interval=0.5)
+    try:
+        wait_for(lambda: len(bucket_keys(client, out)) >= len(names), timeout=120, interval=0.5)
+    except AssertionError:
+        records = activations(client, fn)
+        errors = {r.get("error") for r in records if r["status"] != "success"}
+        missing = sorted({f"{n}.json" for n in names} - set(bucket_keys(client, out)))
+        announced = asyncio.run(storage_subjects(nats, bucket)) if nats else None
+        raise AssertionError(
+            f"{len(records)} activations, errors {errors}, outputs missing: {missing[:10]}, "
+            f"storage events: {announced and len(announced)}, of the missing: "
+            f"{announced and [m for m in missing if m.removesuffix('.json') in announced]}"
+        ) from None
+
     time.sleep(1.0)  # anything extra would show up now
     assert sorted(bucket_keys(client, out)) == sorted(f"{n}.json" for n in names)
     records = activations(client, fn)
     assert len(records) == len({r["id"] for r in records}) == len(names)
     assert all(r["status"] == "success" for r in records)
+
+
+async def storage_subjects(nats: EmbeddedNats, bucket: str) -> list[str]:
+    """The keys of every storage event of ``bucket`` on the bus."""
+    bus = await Bus.connect(nats.admin_url, name="test-seaweedfs")
+    try:
+        return [event.subject or "" for event in await bucket_events(bus, bucket)]
+    finally:
+        await bus.close()
 
 
 def test_uploads_while_the_platform_is_down_run_once_each_after(sw: SeaweedPlatform) -> None:
@@ -186,7 +218,7 @@ def test_uploads_while_the_platform_is_down_run_once_each_after(sw: SeaweedPlatf
         list(pool.map(lambda n: direct.put_object("sw-down", n, io.BytesIO(b"x"), 1), names))
     sw.start()
     with sw.client() as client:
-        exactly_once(client, "echo-down", "sw-down-out", names)
+        exactly_once(client, "echo-down", "sw-down-out", names, nats=sw.nats, bucket="sw-down")
 
 
 def test_a_killed_bridge_misses_nothing_and_repeats_nothing(sw: SeaweedPlatform) -> None:
@@ -211,12 +243,13 @@ def test_a_killed_bridge_misses_nothing_and_repeats_nothing(sw: SeaweedPlatform)
         for future in uploads:
             future.result()
     with sw.client() as client:
-        exactly_once(client, "echo-kill", "sw-kill-out", names)
+        exactly_once(client, "echo-kill", "sw-kill-out", names, nats=sw.nats, bucket="sw-kill")
 
 
 def test_up_runs_its_own_seaweedfs_and_stops_it(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     data = tmp_path / "own"
-    platform = start_platform(nats_server, data, storage_backend="seaweedfs")
+    # its own bus too: the module's platform would run this one's workers (one controller leads)
+    platform = start_platform(embedded_nats(data), data, storage_backend="seaweedfs")
     try:
         with platform.client() as client:
             watch(client, "own-in", "echo-own", out="own-out")
