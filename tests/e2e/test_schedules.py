@@ -19,6 +19,8 @@ import pytest
 
 from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
+from gateway.openwhisk.alarms import schedule_of
+from gateway.openwhisk.errors import BadRequestError
 from tests.e2e.test_invoke import deploy
 from tests.e2e.test_openwhisk_client import HERE, npm_ci
 
@@ -223,3 +225,26 @@ def test_openwhisk_alarms_feed_with_the_npm_client(platform: Platform, clock: Fa
     assert found["otherNamespace"].startswith("403")
     assert found["feedAnnotations"] == [{"key": "feed", "value": "/whisk.system/alarms/alarm"}]
     assert found["feedDelete"].startswith("403")
+
+
+def test_interval_and_once_feeds_make_the_schedules_openwhisk_describes() -> None:
+    now = datetime(2026, 11, 28, 6, 0, 30, tzinfo=UTC)
+    every = schedule_of("interval", {"minutes": 10}, now)  # no startDate: from now on
+    assert [t.isoformat() for t in every.upcoming(now, 2)] == [
+        "2026-11-28T06:10:30+00:00",
+        "2026-11-28T06:20:30+00:00",
+    ]
+    started = schedule_of("interval", {"minutes": 5, "startDate": "2026-11-28T07:00:00Z"}, now)
+    assert started.upcoming(now, 1)[0].isoformat() == "2026-11-28T07:00:00+00:00"
+    once = schedule_of("once", {"date": "2026-11-29T00:00:00Z", "trigger_payload": '{"a": 1}'}, now)
+    assert [t.isoformat() for t in once.upcoming(now)] == ["2026-11-29T00:00:00+00:00"]
+    assert once.payload == {"a": 1}
+    for feed, params, reason in [
+        ("interval", {"minutes": 0}, "minutes"),
+        ("once", {"date": "2020-01-01T00:00:00Z"}, "in the past"),
+        ("alarm", {}, "needs `cron`"),
+        ("alarm", {"cron": "* * * * *", "timezone": "Nowhere/Land"}, "unknown time zone"),
+        ("alarm", {"cron": "* * * * *", "stopDate": "not a date"}, "not a date"),
+    ]:
+        with pytest.raises(BadRequestError, match=reason):
+            schedule_of(feed, params, now)
