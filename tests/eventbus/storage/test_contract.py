@@ -1,7 +1,7 @@
 """The Storage contract, run against every backend: local directory and S3.
 
-The S3 backend runs against moto's server mode, which stands in for MinIO and other S3
-endpoints because no MinIO server can run here. Each test gets a fresh store.
+The S3 backend runs against a real SeaweedFS (no MinIO server can run here). Each test gets a
+fresh store (the SeaweedFS one emptied of every bucket).
 """
 
 from __future__ import annotations

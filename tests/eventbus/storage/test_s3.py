@@ -1,6 +1,6 @@
 """What only the S3 backend does: presigned URLs, error translation, listing order.
 
-moto's server mode stands in for MinIO and other S3 endpoints (no MinIO server can run here).
+They run on the session's SeaweedFS, a real S3 server (no MinIO server can run here).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ async def test_presigned_get_and_put(s3: S3Storage) -> None:
     async with httpx.AsyncClient() as client:
         got = await client.get(get_url)
         assert got.status_code == 200 and got.content == b"downloadable"
-        # moto stores an empty body unless the content type is given
+        # moto (an emulator) stored an empty body unless the content type was given
         headers = {"Content-Type": "application/octet-stream"}
         put = await client.put(put_url, content=b"uploaded", headers=headers)
         assert put.status_code == 200
