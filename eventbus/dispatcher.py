@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, KeyNotFoundError
 
@@ -86,6 +87,9 @@ class Dispatcher:
         self._stats_sub: Any = None
         self._stopping = asyncio.Event()
         self._in_hand: asyncio.Future[list[None]] | None = None
+        #: the last KV revision each watch has applied, and a signal on every step
+        self._applied: dict[str, int] = {}
+        self._watch_step = asyncio.Event()
         self.event_schedules: dict[str, EventSchedule] = {}
         self.scheduler = Scheduler(
             bus,
@@ -169,20 +173,25 @@ class Dispatcher:
                 watcher = await (kv.watch(prefix + ">") if prefix else kv.watchall())
                 snapshot: dict[str, bytes] = {}
                 live = False
+                pending = 0
                 async for entry in watcher:
                     if entry is None:
                         load(snapshot, True)
                         live = True
                         synced.set()
+                        self._applied_up_to(bucket, pending)
                         continue
                     deleted = entry.operation in ("DEL", "PURGE") or not entry.value
                     change = {entry.key: b"" if deleted else bytes(entry.value)}
                     if live:
                         load(change, False)
-                    elif deleted:
-                        snapshot.pop(entry.key, None)
+                        self._applied_up_to(bucket, entry.revision or 0)
                     else:
-                        snapshot.update(change)
+                        pending = max(pending, entry.revision or 0)
+                        if deleted:
+                            snapshot.pop(entry.key, None)
+                        else:
+                            snapshot.update(change)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -192,6 +201,33 @@ class Dispatcher:
                 if watcher is not None:
                     with contextlib.suppress(Exception):
                         await watcher.stop()
+
+    def _applied_up_to(self, bucket: str, revision: int) -> None:
+        self._applied[bucket] = max(self._applied.get(bucket, 0), revision)
+        self._watch_step.set()
+
+    async def _catch_up_triggers(self, *, timeout: float = 2.0) -> None:
+        """Wait until the trigger watch has applied every trigger written before now.
+
+        Events in a fetched batch were stored before the fetch, so a trigger whose creation
+        was answered before its event was published is in the index when the event is matched
+        (a watch alone may lag it: an upload right after a new trigger would go unmatched).
+        """
+        try:
+            info = await self.bus.js.stream_info(f"KV_{TRIGGERS_KV}")
+        except (NatsError, TimeoutError) as exc:
+            log.debug("trigger index freshness unknown: %s", exc)
+            return
+        last = info.state.last_seq or 0
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._applied.get(TRIGGERS_KV, 0) < last:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.warning("trigger index behind the bucket (%s < %s)", self._applied, last)
+                return
+            self._watch_step.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch_step.wait(), left)
 
     def _load_triggers(self, values: dict[str, bytes], snapshot: bool) -> None:
         if snapshot:
@@ -278,6 +314,7 @@ class Dispatcher:
             msgs = await fetch_batch(self._pull, self.batch)
             if not msgs:
                 continue
+            await self._catch_up_triggers()
             self._in_hand = asyncio.gather(*(self._handle(msg) for msg in msgs))
             try:
                 await self._in_hand

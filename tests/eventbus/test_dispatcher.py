@@ -481,3 +481,29 @@ async def test_a_json_object_payload_is_merged_over_the_static_params(
     body = invocation.json_data()
     assert body["greeting"] == "Hi" and body["name"] == "Ada"
     assert body["event"]["id"] == event.id and body["event"]["data"] == {"name": "Ada"}
+
+
+async def test_an_event_published_right_after_its_trigger_is_created_is_matched(
+    bus: Bus, dispatcher: Dispatcher, nats_url: str
+) -> None:
+    """An event published once its trigger's creation was answered is matched by it.
+
+    The dispatcher learns triggers through a KV watch, which may lag the event's delivery
+    (seen under load end to end); before matching a batch it waits until the watch has
+    applied the bucket's last revision. Here a second connection writes and publishes.
+    """
+    await add_function(bus, "fresh")
+    writer = await Bus.connect(nats_url, name="writer", prefix=PREFIX)
+    rounds = 30
+    try:
+        store = TriggerStore(writer)
+        for i in range(rounds):
+            await store.put(Trigger(name=f"f{i}", function="fresh", event_types=[f"x.fresh.{i}"]))
+            await publish_event(
+                writer, CloudEvent.create(type=f"x.fresh.{i}", source="/t", data={})
+            )
+    finally:
+        await writer.close()
+    await settled(dispatcher, rounds)
+    fired = sorted(inv.extensions["trigger"] for _, _, inv in await invocations(bus))
+    assert fired == sorted(f"f{i}" for i in range(rounds))
