@@ -139,6 +139,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     for module in (*routers, ops):
         app.include_router(module.router)
+    # innermost: the plainest invokes skip FastAPI's routing (after auth and the body limit)
+    app.add_middleware(invoke.InvokeFastPath)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/buckets",)
     )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventbus.errors import DeepfaasError
 from eventbus.namespaces import local_name
+from gateway import problems
 from gateway.auth.access import qualified
 from gateway.models import Accepted
 from gateway.problems import problem
@@ -57,13 +60,20 @@ async def invoke(
     x_callback_url: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Invoke a function with the request body as its input."""
-    state = state_of(request)
-    spec = state.cache.get(qualified(request, name))
-    body, content_type = normalise_body(await request.body(), request.headers.get("content-type"))
     callback = callback or x_callback_url
     if callback is not None and not callback.startswith(("http://", "https://")):
         raise BadRequestError("the callback must be an http(s) URL")
     run_async = async_ or (prefer is not None and "respond-async" in prefer.lower()) or callback
+    return await _invoke(request, name, bool(run_async), timeout, callback)
+
+
+async def _invoke(
+    request: Request, name: str, run_async: bool, timeout: float | None, callback: str | None
+) -> Response:
+    """The work of an invoke, once its parameters are read (by FastAPI or `InvokeFastPath`)."""
+    state = state_of(request)
+    spec = state.cache.get(qualified(request, name))
+    body, content_type = normalise_body(await request.body(), request.headers.get("content-type"))
     if run_async:
         activation_id = await state.invoker.invoke_async(
             spec, body, content_type=content_type, callback=callback
@@ -76,6 +86,42 @@ async def invoke(
     if outcome.record is None:
         return _accepted(outcome.activation_id)
     return sync_response(outcome.record)
+
+
+class InvokeFastPath:
+    """Serves the plainest invokes without FastAPI's routing and parameter solving.
+
+    A pure ASGI middleware, inside the auth and body-limit middlewares: a POST to
+    `/v1/functions/{name}/invoke` with no query string but ``async=true``, and neither `Prefer`
+    nor `X-Callback-Url`, runs the route's own work (`_invoke`) with our errors mapped by the
+    same table; every other request (and every other route) goes on to FastAPI, which also
+    keeps documenting this one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _FAST.match(scope["path"]) if scope["type"] == "http" else None
+        if (
+            found is None
+            or scope["method"] != "POST"
+            or scope["query_string"] not in (b"", b"async=true")
+            or any(key in (b"prefer", b"x-callback-url") for key, _ in scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await _invoke(
+                request, found.group(1), scope["query_string"] == b"async=true", None, None
+            )
+        except DeepfaasError as exc:
+            response = await problems.deepfaas_error_handler(request, exc)
+        await response(scope, receive, send)
+
+
+_FAST = re.compile(r"^/v1/functions/(" + FUNCTION_NAME_PATTERN.strip("^$") + r")/invoke$")
 
 
 def normalise_body(body: bytes, content_type: str | None) -> tuple[bytes, str]:
