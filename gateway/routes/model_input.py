@@ -1,4 +1,5 @@
-"""What a DEEPaaS-style request carries: a file (`data`) and arguments, from JSON, form or query."""
+"""What a DEEPaaS-style request carries: a file (`data`) and arguments, from JSON, form, a raw
+`image/*` body or the query."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ async def read_model_request(request: Request) -> ModelRequest:
             else:
                 out.args[key] = value
         return out
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        # the raw file as the body (`curl --data-binary @x.png -H 'content-type: image/png'`)
+        out.data = await request.body()
+        out.filename = _disposition_name(request.headers.get("content-disposition", ""))
+        out.filename = out.filename or f"input.{kind.partition('/')[2] or 'bin'}"
+        return out
     body = await request.body()
     if not body:
         return out
@@ -74,6 +81,15 @@ async def read_model_request(request: Request) -> ModelRequest:
     out.filename = parsed.pop("filename", None) if isinstance(parsed.get("filename"), str) else None
     out.args.update(parsed)
     return out
+
+
+def _disposition_name(header: str) -> str | None:
+    """The file name a `Content-Disposition` header gives (``filename="x.png"``), if any."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "filename" and value.strip('"'):
+            return value.strip('"').rsplit("/", 1)[-1]
+    return None
 
 
 @functools.cache

@@ -202,6 +202,8 @@ def _body_docs(schema: dict[str, Any] | None) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": json_schema},
                 "multipart/form-data": {"schema": form},
+                # the file itself as the body; arguments then come from the query string
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
             },
         }
     }

@@ -154,6 +154,17 @@ def test_predict_by_json_and_by_multipart_png(client: httpx.Client) -> None:
     assert r.json()["predictions"]["predictions"][0]["label"] == data.y[7]
 
 
+def test_predict_by_a_raw_image_body(client: httpx.Client) -> None:
+    data = digits()
+    r = client.post(
+        "/v2/models/digits/predict/",
+        content=png(data.x[5]),
+        headers={"content-type": "image/png", "content-disposition": 'inline; filename="5.png"'},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"]["predictions"][0]["label"] == data.y[5]
+
+
 def test_bad_input_is_a_clear_error_and_stops_nothing(client: httpx.Client) -> None:
     corrupt = b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20
     problem = _invalid(
