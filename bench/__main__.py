@@ -196,6 +196,13 @@ def cluster(seconds: float) -> list[str]:
     return cluster_bench.run(seconds)
 
 
+def memory(seconds: float) -> list[str]:
+    """USS per warm no-op worker (and its runner), and how many fit in 4 GiB."""
+    from bench import memory_bench
+
+    return memory_bench.run(seconds)
+
+
 SUITES = {
     "core": core,
     "sandbox": sandbox,
@@ -204,6 +211,7 @@ SUITES = {
     "rank": rank,
     "models": models,
     "coldstart": coldstart,
+    "memory": memory,
     "cluster": cluster,
 }
 

@@ -108,19 +108,19 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
             cwd=source or Path(__file__).resolve().parents[1],
         )
     platform = Platform(f"http://127.0.0.1:{port}", process, nats, data_dir, log_path)
-    deadline = time.monotonic() + 60  # a loaded 2-core CI machine can take this long
+    deadline = time.monotonic() + 90  # a loaded 2-core CI machine can take this long
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"platform exited with {process.returncode}:\n{platform.log_text()}")
         try:
-            if httpx.get(f"{platform.url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{platform.url}/readyz", timeout=5).status_code == 200:
                 platform.auth = (data_dir / "auth").read_text().strip()
                 return platform
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     platform.stop()
-    raise RuntimeError(f"platform not ready in 60 s:\n{platform.log_text()}")
+    raise RuntimeError(f"platform not ready in 90 s:\n{platform.log_text()}")
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -1,17 +1,19 @@
 """Before/after on a loaded machine: two platforms side by side, measured in alternation.
 
 `python -m bench.pair --a DEEPFAAS_UVLOOP=false --b "" --rounds 5` starts platform A and
-platform B on one nats-server (each with its own settings, or ``--a-source DIR`` to run another
-copy of the code, e.g. ``git archive HEAD~1 | tar -x -C DIR``), then runs short loads on A and
-B in turn, swapping who goes first each round, so both see the same noise from the other
-processes on the machine. It prints the median over rounds of each figure beside the floors
-measured in the same rounds.
+platform B, each on a nats-server of its own and with its own settings (or ``--a-source DIR``
+to run another copy of the code, e.g. ``git archive HEAD~1 | tar -x -C DIR``), then runs short
+loads on A and B in turn, swapping who goes first each round, so both see the same noise from
+the other processes on the machine. It prints the median over rounds of each figure beside
+the floors measured in the same rounds, and the CPU time per request of each side's processes
+(platform tree + its nats-server), which other load bends least.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import statistics
 import sys
@@ -48,9 +50,28 @@ def _platform(nats: EmbeddedNats, data_dir: Path, settings: str, source: str | N
     return plat
 
 
-def _round(plat: Platform, nats_url: str, seconds: float) -> dict[str, float]:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` and its live descendants have used."""
+    from bench.memory_bench import descendants
+
+    total = 0.0
+    for each in (pid, *descendants(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _round(plat: Platform, nats: EmbeddedNats, seconds: float) -> dict[str, float]:
+    """One round on one side. CPU ms per request (platform processes + nats-server) is the
+    figure least bent by other load on the machine; latencies are printed beside it."""
     figures: dict[str, float] = {}
+    nats_url = nats.admin_url
+    pids = [plat.process.pid, nats.process.pid if nats.process else plat.process.pid]
     for c in (1, 32):
+        before = sum(cpu_s(pid) for pid in pids)
         r = http_load(
             "",
             plat.auth_url,
@@ -64,6 +85,8 @@ def _round(plat: Platform, nats_url: str, seconds: float) -> dict[str, float]:
         figures[f"sync c={c} p99 ms"] = r.p99_ms
         figures[f"sync c={c} req/s"] = r.rps
         figures[f"sync c={c} errors"] = r.errors
+        used = sum(cpu_s(pid) for pid in pids) - before
+        figures[f"sync c={c} CPU ms/req"] = used * 1000 / max(1, r.requests)
     rate, _ = asyncio.run(async_throughput(plat.auth_url, nats_url, seconds, prefix=""))
     figures["async accepted->completed /s"] = rate
     return figures
@@ -88,9 +111,13 @@ def main() -> None:
         responder = _spawn("nats", nats.admin_url, "floor.echo")
         asgi_port = free_port()
         asgi = _spawn("asgi", str(asgi_port))
+        # each side its own nats-server: two platforms on one bus would share functions,
+        # workers and the controller's lease
+        other = EmbeddedNats(store_dir=Path(tmp) / "nats-b", port=free_port()).start()
+        buses = {"A": nats, "B": other}
         sides = {
             "A": _platform(nats, Path(tmp) / "a", args.a, args.a_source),
-            "B": _platform(nats, Path(tmp) / "b", args.b, args.b_source),
+            "B": _platform(other, Path(tmp) / "b", args.b, args.b_source),
         }
         runs: dict[str, list[dict[str, float]]] = {"A": [], "B": [], "floor": []}
         try:
@@ -120,13 +147,14 @@ def main() -> None:
                     floors[f"floor NATS+HTTP c={c} p50 ms"] = nf.p50_ms + hf.p50_ms
                 runs["floor"].append(floors)
                 for side in order:
-                    runs[side].append(_round(sides[side], nats.admin_url, args.seconds))
+                    runs[side].append(_round(sides[side], buses[side], args.seconds))
                 _summary(args, runs)
         finally:
             for plat in sides.values():
                 plat.stop()
             responder.terminate()
             asgi.terminate()
+            other.stop()
             nats.stop()
 
 

@@ -25,10 +25,11 @@ class BatchInvocation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[Any] = Field(
+    inputs: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=MAX_BATCH,
-        description=f"the function's inputs, 1 to {MAX_BATCH}; each runs as its own activation",
+        description=f"the function's inputs, 1 to {MAX_BATCH} JSON objects (its parameters); "
+        "each runs as its own activation",
     )
     callback: str | None = Field(
         default=None,

@@ -54,7 +54,7 @@ def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def test_each_input_is_its_own_activation(deployed: Platform, client: httpx.Client) -> None:
-    inputs: list[Any] = [{"n": 1}, {"n": 2, "s": "two"}, [3], "four", None, {}]
+    inputs: list[Any] = [{"n": 1}, {"n": 2, "s": "two"}, {"list": [3]}, {"s": "four"}, {}]
     r = client.post(DOOR, json={"inputs": inputs})
     assert r.status_code == 202, r.text
     body = r.json()
@@ -89,11 +89,12 @@ def test_a_thousand_inputs_are_stored_before_the_202(
         {"inputs": [{}] * 1001},
         {"inputs": []},
         {"inputs": {"not": "a list"}},
+        {"inputs": [{"a": 1}, "not an object"]},
         {"input": [{}]},
         [{"a": 1}],
         {"inputs": [{}], "callback": "ftp://nope"},
     ],
-    ids=["1001", "empty", "object", "unknown-field", "bare-list", "bad-callback"],
+    ids=["1001", "empty", "object", "not-objects", "unknown-field", "bare-list", "bad-callback"],
 )
 def test_bodies_outside_the_rules_are_422(
     deployed: Platform, client: httpx.Client, body: Any
@@ -106,12 +107,12 @@ def test_malformed_json_and_oversized_bodies(deployed: Platform, client: httpx.C
     assert bad.status_code in (400, 422) and bad.headers["content-type"].startswith(
         "application/problem+json"
     )
-    huge = orjson.dumps({"inputs": ["x" * 7000] * 1000})  # ~7 MB, over the 6 MiB cap
+    huge = orjson.dumps({"inputs": [{"x": "x" * 7000}] * 1000})  # ~7 MB, over the 6 MiB cap
     _problem(client.post(DOOR, content=huge, headers={"content-type": "application/json"}), 413)
 
 
 def test_unknown_function_is_404(deployed: Platform, client: httpx.Client) -> None:
-    _problem(client.post("/v1/functions/nobody/invocations", json={"inputs": [1]}), 404)
+    _problem(client.post("/v1/functions/nobody/invocations", json={"inputs": [{}]}), 404)
 
 
 def test_another_namespace_is_refused(
@@ -124,5 +125,5 @@ def test_another_namespace_is_refused(
     activation_id = mine.json()["activation_ids"][0]
     wait_activation(client, activation_id, timeout=90)
     _problem(tenant.get(f"/v1/activations/{activation_id}"), 404)
-    anonymous = httpx.post(f"{deployed.url}{DOOR}", json={"inputs": [1]})
+    anonymous = httpx.post(f"{deployed.url}{DOOR}", json={"inputs": [{}]})
     _problem(anonymous, 401)
