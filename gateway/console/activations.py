@@ -8,14 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from gateway.auth.access import namespace, qualified
-from gateway.console.render import FragmentRoute, fragment
+from gateway.console.render import FRAGMENTS, FragmentRoute, fragment
 from gateway.params import ActivationId, FunctionFilter
 from gateway.routes import activations as api
 from gateway.routes import functions as functions_api
 from gateway.state import state_of
 from runtimes.types import ActivationRecord, ActivationStatus
 
-router = APIRouter(prefix="/ui/x/activations", route_class=FragmentRoute, include_in_schema=False)
+router = APIRouter(
+    prefix=f"{FRAGMENTS}/activations", route_class=FragmentRoute, include_in_schema=False
+)
 Status = Annotated[ActivationStatus | None, Query()]
 Minutes = Annotated[int | None, Query(ge=1, le=60 * 24 * 30)]
 

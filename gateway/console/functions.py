@@ -13,13 +13,15 @@ from eventbus.namespaces import local_name
 from eventbus.streams import FUNCTIONS_KV
 from gateway.auth.access import namespace, qualified
 from gateway.auth.errors import TooManyRequestsError
-from gateway.console.render import FragmentRoute, fragment, json_field
+from gateway.console.render import FRAGMENTS, FragmentRoute, fragment, json_field
 from gateway.models import FunctionSpecIn
 from gateway.routes import functions as api
 from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN, FunctionSpec
 
-router = APIRouter(prefix="/ui/x/functions", route_class=FragmentRoute, include_in_schema=False)
+router = APIRouter(
+    prefix=f"{FRAGMENTS}/functions", route_class=FragmentRoute, include_in_schema=False
+)
 Name = Annotated[str, Path(pattern=FUNCTION_NAME_PATTERN, max_length=63)]
 TEMPLATE_CODE = '''def main(params):
     """Greet whoever the input names."""

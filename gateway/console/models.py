@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from eventbus.errors import NotFoundError
 from gateway.auth.access import namespace
-from gateway.console.render import FragmentRoute, fragment
+from gateway.console.render import FRAGMENTS, FragmentRoute, fragment
 from gateway.params import MAX_NUMBER, ActivationId
 from gateway.routes import catalog as api
 from gateway.routes import models as models_api
@@ -18,7 +18,7 @@ from gateway.routes import models_train as train_api
 from runtimes.catalog.types import ModelVersion
 from runtimes.models import MODEL_NAME_PATTERN
 
-router = APIRouter(prefix="/ui/x/models", route_class=FragmentRoute, include_in_schema=False)
+router = APIRouter(prefix=f"{FRAGMENTS}/models", route_class=FragmentRoute, include_in_schema=False)
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, max_length=63)]
 Version = Annotated[int, Path(ge=1, le=MAX_NUMBER)]
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from eventbus.dlq import list_dead_letters
 from eventbus.namespaces import local_name
 from gateway.auth.access import namespace, qualified
-from gateway.console.render import FragmentRoute, fragment, operator_only
+from gateway.console.render import FRAGMENTS, FragmentRoute, fragment, operator_only
 from gateway.params import FunctionFilter, StreamSeq
 from gateway.routes import deployments as deployments_api
 from gateway.routes import functions as functions_api
@@ -21,7 +21,7 @@ from gateway.routes import runtimes as runtimes_api
 from gateway.state import state_of
 from runtimes.types import ActivationRecord, ActivationStatus
 
-router = APIRouter(prefix="/ui/x", route_class=FragmentRoute, include_in_schema=False)
+router = APIRouter(prefix=FRAGMENTS, route_class=FragmentRoute, include_in_schema=False)
 #: records read for the rate charts, at most (the newest; older ones fall outside the hour)
 RATE_SCAN: Final = 5000
 

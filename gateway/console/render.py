@@ -26,8 +26,8 @@ from gateway.problems import STATUS_BY_CODE
 
 HERE: Final = Path(__file__).resolve().parent
 TEMPLATES: Final = Jinja2Templates(directory=HERE / "templates")
-#: fragments of the console: each needs a credential (the middleware checks it)
-FRAGMENTS: Final = "/ui/x"
+#: where the fragments are: each needs a credential (`AuthMiddleware` checks it)
+FRAGMENTS: Final = policy.CONSOLE_FRAGMENTS
 
 
 def _pretty(value: Any) -> str:

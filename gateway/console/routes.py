@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from gateway.auth.access import caller
 from gateway.console import activations, functions, models, operations, storage, triggers
-from gateway.console.render import HERE, TEMPLATES, fragment
+from gateway.console.render import FRAGMENTS, HERE, TEMPLATES, fragment
 
 STATIC: Final = HERE / "static"
 #: the pages: path segment -> title, in the order of the navigation
@@ -71,7 +71,7 @@ async def shell(request: Request, page: str) -> Response:
     return response
 
 
-whoami = APIRouter(prefix="/ui/x", include_in_schema=False)
+whoami = APIRouter(prefix=FRAGMENTS, include_in_schema=False)
 
 
 @whoami.get("/whoami")

@@ -13,13 +13,15 @@ from eventbus.namespaces import EVENT_ATTRIBUTE
 from eventbus.storage import validate_bucket_name, validate_key
 from eventbus.storage_events import CREATED_SUFFIX
 from gateway.auth.access import namespace
-from gateway.console.render import FragmentRoute, fragment
+from gateway.console.render import FRAGMENTS, FragmentRoute, fragment
 from gateway.routes import activations as activations_api
 from gateway.routes import storage as api
 from gateway.state import state_of
 from runtimes.types import ActivationStatus
 
-router = APIRouter(prefix="/ui/x/buckets", route_class=FragmentRoute, include_in_schema=False)
+router = APIRouter(
+    prefix=f"{FRAGMENTS}/buckets", route_class=FragmentRoute, include_in_schema=False
+)
 #: how long a look for an upload's storage events reads the event stream, at most
 FEED_IDLE_S: Final = 0.3
 FEED_MAX_EVENTS: Final = 2000

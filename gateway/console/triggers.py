@@ -8,12 +8,12 @@ from fastapi import APIRouter, Form, Path, Request, Response
 
 from eventbus.namespaces import NAMESPACE_PATTERN
 from eventbus.subscriptions import Subscription
-from gateway.console.render import FragmentRoute, fragment, json_field
+from gateway.console.render import FRAGMENTS, FragmentRoute, fragment, json_field
 from gateway.routes import functions as functions_api
 from gateway.routes import subscriptions as subscriptions_api
 from gateway.routes import triggers as api
 
-router = APIRouter(prefix="/ui/x", route_class=FragmentRoute, include_in_schema=False)
+router = APIRouter(prefix=FRAGMENTS, route_class=FragmentRoute, include_in_schema=False)
 Name = Annotated[str, Path(pattern=NAMESPACE_PATTERN, max_length=63)]
 Text = Annotated[str, Form(max_length=1024)]
 
