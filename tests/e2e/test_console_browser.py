@@ -343,6 +343,8 @@ def test_a_second_namespace_sees_none_of_the_first(
     trigger = {"name": "private-trigger", "function": "private", "bucket": "private-bucket"}
     assert client.post("/v1/triggers", json=trigger).status_code == 201
     assert client.post("/v1/catalog/modules", json={"name": "privmodel"}).status_code == 201
+    sink = {"sink": "http://127.0.0.1:9/private-sink", "types": ["org.example.private"]}
+    assert client.post("/v1/subscriptions", json=sink).status_code == 201
     r = client.post("/v1/auth/keys", json={"namespace": "other"})
     assert r.status_code == 201, r.text
     since = "2026-01-01T00:00:00Z"
@@ -356,6 +358,7 @@ def test_a_second_namespace_sees_none_of_the_first(
             ("/ui/x/triggers", "private-trigger"),
             ("/ui/x/models", "privmodel"),
             ("/ui/x/rates", "private"),
+            ("/ui/x/subscriptions", "private-sink"),
         ]:
             seen = other.get(path)
             assert seen.status_code == 200 and secret not in seen.text, (path, seen.text)
@@ -369,6 +372,10 @@ def test_a_second_namespace_sees_none_of_the_first(
             ("GET", f"/ui/x/buckets/private-bucket/caused?key=a.png&since={since}"),
             ("DELETE", "/ui/x/triggers/private-trigger"),
             ("GET", "/ui/x/models/privmodel"),
+            ("POST", "/ui/x/models/privmodel/predict"),
+            ("POST", "/ui/x/models/privmodel/train"),
+            ("GET", f"/ui/x/models/privmodel/trainings/{activation}"),
+            ("POST", "/ui/x/triggers/private-trigger/disable"),
         ]:
             refused = other.request(method, path)
             assert refused.status_code == 404, (method, path, refused.text)
