@@ -126,6 +126,20 @@ class EmbeddedSeaweed:
         write_private(self.config_path, orjson.dumps({"identities": [identity]}))
 
     @property
+    def sockets(self) -> tuple[Path, Path]:
+        """The filer's and the S3 API's unix sockets: in the data dir when the path is short
+        enough for a socket, else weed's own names in /tmp (unique by port)."""
+        filer, s3 = self.data_dir / "filer.sock", self.data_dir / "s3.sock"
+        if len(str(filer)) > 100:
+            filer = Path(f"/tmp/seaweedfs-filer-{self.filer_port}.sock")
+            s3 = Path(f"/tmp/seaweedfs-s3-{self.s3_port}.sock")
+        return filer, s3
+
+    def _remove_sockets(self) -> None:
+        for path in self.sockets:
+            path.unlink(missing_ok=True)  # a SIGKILLed weed leaves its sockets behind
+
+    @property
     def log_path(self) -> Path:
         """Where ``weed`` writes its log."""
         return self.data_dir / "weed.log"
@@ -139,6 +153,8 @@ class EmbeddedSeaweed:
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_keys()
+        self._remove_sockets()
+        filer_socket, s3_socket = self.sockets
         command = [
             binary,
             "server",
@@ -149,9 +165,11 @@ class EmbeddedSeaweed:
             f"-volume.port={self.volume_port}",
             "-filer",
             f"-filer.port={self.filer_port}",
+            f"-filer.localSocket={filer_socket}",
             "-s3",
             f"-s3.port={self.s3_port}",
             f"-s3.config={self.config_path}",
+            f"-s3.localSocket={s3_socket}",
             # the S3 side-servers would take fixed ports: off
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
@@ -206,6 +224,7 @@ class EmbeddedSeaweed:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+        self._remove_sockets()
 
 
 def _die_with_parent() -> None:
