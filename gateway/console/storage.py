@@ -27,7 +27,9 @@ FEED_IDLE_S: Final = 0.3
 FEED_MAX_EVENTS: Final = 2000
 #: htmx stops polling an element whose answer has this status
 STOP_POLLING: Final = 286
-#: how long after an upload the page keeps looking for what it caused
+#: how long after an upload the page keeps looking for what it caused: while none has
+#: started (no trigger may match), and while some still run
+LOOK_FOR_FIRST: Final = timedelta(minutes=2)
 LOOK_FOR: Final = timedelta(minutes=10)
 UNSETTLED: Final = (ActivationStatus.RUNNING, ActivationStatus.RETRYING)
 
@@ -87,7 +89,7 @@ async def caused(
     since: Annotated[datetime, Query(description="when the upload began")],
 ) -> Response:
     """The activations that the storage events of ``key`` written since ``since`` caused; the
-    answer stops the page's polling (286) once they have all ended, or after `LOOK_FOR`."""
+    answer stops the page's polling (286) once they have all ended, or after a while."""
     validate_bucket_name(bucket)
     validate_key(key, bucket=bucket)
     await api.head_bucket(request, bucket)  # the namespace's own bucket, or 404
@@ -103,10 +105,13 @@ async def caused(
         else []
     )
     settled = bool(records) and all(r.status not in UNSETTLED for r in records)
+    waited = datetime.now(UTC) - since
+    done = settled or waited > (LOOK_FOR if records else LOOK_FOR_FIRST)
     return fragment(
         request,
         "caused.html",
-        status_code=STOP_POLLING if settled or since < datetime.now(UTC) - LOOK_FOR else 200,
+        status_code=STOP_POLLING if done else 200,
+        stopped=done and not settled,
         events=len(ids),
         records=[activations_api.local(r) for r in reversed(records)],
     )
