@@ -73,6 +73,7 @@ run: $(STAMP) sysdeps assets
 
 test: $(STAMP) sysdeps assets
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
