@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -28,9 +26,17 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from eventbus.errors import BusUnavailableError
+from eventbus.stream_sync import (
+    TRANSIENT,
+    Usage,
+    streams_usage,
+    sync_bucket,
+    sync_stream,
+    wait_for_jetstream,
+)
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM, invoke_subject
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,8 @@ OSCAR_KV = "oscar"
 LEDGER_KV = "storage_events"
 #: the share of the free disk that the bus may fill when no budget is set (at first start)
 DISK_SHARE = 0.5
+#: seconds `ensure_layout` keeps trying through a cluster's leader elections
+LAYOUT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -187,12 +195,24 @@ async def ensure_layout(
     """Create or update every stream and KV bucket (the private ones too with ``private``:
     the gateway's and the admin's); safe to run from every process at start."""
     layout = layout or Layout()
-    await wait_for_jetstream(js)
-    for spec in STREAMS:
-        await _ensure_stream(js, spec, layout)
-    for bucket in BUCKETS:
-        if private or not bucket.private:
-            await _ensure_bucket(js, bucket, layout)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LAYOUT_TIMEOUT_S
+    while True:
+        try:
+            await wait_for_jetstream(js)
+            for spec in STREAMS:
+                await _ensure_stream(js, spec, layout)
+            for bucket in BUCKETS:
+                if private or not bucket.private:
+                    await _ensure_bucket(js, bucket, layout)
+            return
+        except TRANSIENT as exc:
+            # a cluster electing leaders (a node just died or came back) answers late or
+            # "unavailable" for a few seconds: a process starting then waits, it does not exit
+            if loop.time() >= deadline:
+                raise BusUnavailableError(f"the bus layout did not answer: {exc!r}") from exc
+            log.warning("bus layout: %r; trying again", exc)
+            await asyncio.sleep(0.5)
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: str, layout: Layout | None = None) -> None:
@@ -202,20 +222,6 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, layout: Layout | None
             await _ensure_bucket(js, spec, layout or Layout())
             return
     raise ValueError(f"{bucket!r} is not a bucket of the layout (eventbus.streams.BUCKETS)")
-
-
-async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> None:
-    """Return once JetStream answers (a new cluster elects its meta leader first)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            await js.account_info()
-            return
-        except (ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
-            if loop.time() >= deadline:
-                raise BusUnavailableError(f"JetStream did not answer in {timeout} s") from None
-            await asyncio.sleep(0.25)
 
 
 async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, layout: Layout) -> None:
@@ -229,138 +235,25 @@ async def ensure_stream(
     """Create or update one stream (``wanted`` names its discard policy) with the layout's
     replicas (never lowering them) and ``share`` of its budget; for streams declared outside
     this module (MinIO's notifications)."""
-    name = str(wanted.name)
-    wanted = dataclasses.replace(wanted, num_replicas=layout.replicas)
-    budget, explicit = layout.max_bytes(name, share)
-    # Look first: a role that may not create or change streams (a worker) only reads them.
-    try:
-        current = (await js.stream_info(name)).config
-    except NotFoundError:
-        created = dataclasses.replace(wanted, max_bytes=budget)
-        try:
-            await js.add_stream(created)
-            return
-        except BadRequestError:
-            # it exists after all (made just now, or its replicas not answering yet): look
-            # again and change only what the rules allow, never a blind update that would
-            # lower its replicas
-            current = await _settled(js, name)
-    discard = wanted.discard or DiscardPolicy.OLD
-    changed = _reconciled(current, layout.replicas, budget, explicit, discard)
-    if _differs(current, wanted) or changed is not current:
-        await js.update_stream(
-            dataclasses.replace(
-                wanted,
-                num_replicas=changed.num_replicas,
-                max_bytes=changed.max_bytes,
-            )
-        )
+    budget, explicit = layout.max_bytes(str(wanted.name), share)
+    await sync_stream(js, wanted, replicas=layout.replicas, budget=budget, explicit=explicit)
 
 
 async def _ensure_bucket(js: JetStreamContext, spec: BucketSpec, layout: Layout) -> None:
-    name = f"KV_{spec.bucket}"
     budget, explicit = layout.max_bytes(spec.bucket, spec.share)
-    try:
-        current = (await js.stream_info(name)).config
-    except NotFoundError:
-        config = _bucket_config(spec, layout)
-        config.max_bytes = budget
-        with contextlib.suppress(BadRequestError):  # another process made it just now
-            await js.create_key_value(config)
-        current = await _settled(js, name)
-        if budget is None or current.discard == spec.discard:
-            return
-        explicit = True  # nats-py makes every bucket DiscardNew: set this one's policy now
-    changed = _reconciled(current, layout.replicas, budget, explicit, spec.discard)
-    if changed is not current:
-        await js.update_stream(changed)
-
-
-async def _settled(js: JetStreamContext, name: str, timeout: float = 15.0) -> StreamConfig:
-    """A just-created stream's config (a cluster may answer "not found" until its replicas
-    have elected a leader)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return (await js.stream_info(name)).config
-        except NotFoundError:
-            if loop.time() >= deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-def _reconciled(
-    current: StreamConfig, replicas: int, budget: int | None, explicit: bool, discard: DiscardPolicy
-) -> StreamConfig:
-    """``current`` with replicas raised (never lowered), the budget applied where it was set
-    (or where none is yet) and the discard policy; the same object when nothing changes."""
-    update: dict[str, object] = {}
-    if replicas > (current.num_replicas or 1):
-        update["num_replicas"] = replicas
-    unbounded = current.max_bytes is None or current.max_bytes < 0
-    if budget is not None and (explicit or unbounded):
-        if current.max_bytes != budget:
-            update["max_bytes"] = budget
-        if current.discard != discard:
-            update["discard"] = discard
-    return dataclasses.replace(current, **update) if update else current  # type: ignore[arg-type]
-
-
-def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
-    def key(c: StreamConfig) -> tuple[object, ...]:
-        retention = getattr(c.retention, "value", c.retention)
-        discard = getattr(c.discard, "value", c.discard)
-        return (
-            c.subjects,
-            retention,
-            c.max_age or 0.0,
-            c.duplicate_window,
-            c.allow_direct,
-            discard,
-        )
-
-    return key(current) != key(wanted)
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What a stream (or KV bucket's stream) keeps now, against its budget."""
-
-    name: str
-    bytes: int
-    messages: int
-    #: max_bytes, None when the stream has no byte limit
-    budget: int | None
-    #: ``old`` (the oldest go first at the limit) or ``new`` (new writes are refused)
-    discard: str
-
-    @property
-    def fraction(self) -> float | None:
-        """How full it is (0..1), None without a budget."""
-        return None if not self.budget else self.bytes / self.budget
+    await sync_bucket(
+        js,
+        _bucket_config(spec, layout),
+        discard=spec.discard,
+        replicas=layout.replicas,
+        budget=budget,
+        explicit=explicit,
+    )
 
 
 async def usage(js: JetStreamContext, *, private: bool = True) -> list[Usage]:
     """Every stream of the layout that exists, with its bytes, messages and budget."""
-    found = []
-    for name in stream_names(private=private):
-        try:
-            info = await js.stream_info(name)
-        except NotFoundError:
-            continue
-        limit = info.config.max_bytes
-        discard = getattr(info.config.discard, "value", info.config.discard) or "old"
-        found.append(
-            Usage(
-                name=name,
-                bytes=int(info.state.bytes or 0),
-                messages=int(info.state.messages or 0),
-                budget=int(limit) if limit is not None and limit > 0 else None,
-                discard=str(discard),
-            )
-        )
-    return found
+    return await streams_usage(js, stream_names(private=private))
 
 
 def consumer_name(function: str) -> str:

@@ -9,7 +9,8 @@ import logging
 from prometheus_client import CollectorRegistry, Gauge
 
 from eventbus.connection import Bus
-from eventbus.streams import Usage, usage
+from eventbus.stream_sync import Usage
+from eventbus.streams import usage
 
 log = logging.getLogger(__name__)
 #: a stream this full (of its budget) is logged as a warning, once per crossing
