@@ -115,12 +115,11 @@ def main() -> None:
         # workers and the controller's lease
         other = EmbeddedNats(store_dir=Path(tmp) / "nats-b", port=free_port()).start()
         buses = {"A": nats, "B": other}
-        sides = {
-            "A": _platform(nats, Path(tmp) / "a", args.a, args.a_source),
-            "B": _platform(other, Path(tmp) / "b", args.b, args.b_source),
-        }
+        sides: dict[str, Platform] = {}
         runs: dict[str, list[dict[str, float]]] = {"A": [], "B": [], "floor": []}
         try:
+            sides["A"] = _platform(nats, Path(tmp) / "a", args.a, args.a_source)
+            sides["B"] = _platform(other, Path(tmp) / "b", args.b, args.b_source)
             _wait_http(f"http://127.0.0.1:{asgi_port}/")
             for n in range(args.rounds):
                 order = ("A", "B") if n % 2 == 0 else ("B", "A")
