@@ -64,9 +64,18 @@ def test_a_full_queue_refuses_with_503_and_loses_nothing(budgeted: Platform) -> 
         again = client.post(invoke, json={"s": 0})
         assert again.status_code == 202, again.text
         assert wait_activation(client, again.json()["activation_id"])["status"] == "success"
+        for i in range(24):  # 24 KiB of events: more than EVENTS may keep
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": f"filler-{i}",
+                "ce-source": "/tests/budgets",
+                "ce-type": "com.example.filler",
+                "content-type": "application/octet-stream",
+            }
+            assert client.post("/v1/events", headers=headers, content=b"x" * 1024).is_success
         text = client.get("/metrics").text
     assert _metric(text, "deepfaas_bus_stream_budget_bytes", "INVOCATIONS") == 6000
-    # EVENTS took more completions than fit: its oldest went, it stays within its budget
+    # EVENTS took more than fits: its oldest went, it stays within its budget
     assert _metric(text, "deepfaas_bus_stream_budget_bytes", "EVENTS") == 16384
     assert 0 < _metric(text, "deepfaas_bus_stream_bytes", "EVENTS") <= 16384
     assert _metric(text, "deepfaas_bus_stream_budget_bytes", "KV_functions") > 0
