@@ -150,7 +150,8 @@ def sandbox_factory(settings: WorkerSettings) -> SandboxFactory:
         exclude.append(settings.sandbox_dir)
     return SandboxFactory(
         root=settings.sandbox_dir,
-        uid=settings.sandbox_uid_base + os.getpid() % 50_000,
+        # a live pid is unique, so is the uid: RLIMIT_NPROC counts per uid (pid_max may be 2**22)
+        uid=settings.sandbox_uid_base + os.getpid(),
         exclude=exclude,
         limits=SandboxLimits(
             max_processes=settings.sandbox_max_processes,

@@ -16,7 +16,9 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,7 +76,15 @@ class Runner:
         spec = FunctionSpec.model_validate(header["spec"])
         drop_privileges(int(header["uid"]), int(header["gid"]))
         self.limits = limits
-        set_limits(limits, threads=spec.concurrency + 8)
+        # The threads that run sync handlers start now, before the limits: started lazily
+        # under load, each 8 MiB stack counted against the memory limit (RLIMIT_DATA) and a
+        # pool of 66 failed near its 28th thread ("can't start new thread"), which read as the
+        # user's process limit. Their stacks are the platform's, not the function's memory.
+        threads = spec.concurrency + 2
+        before = data_bytes()
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fn")
+        prestart(pool, threads)
+        set_limits(limits, threads=spec.concurrency + 8, stacks=data_bytes() - before)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails, not the runner
         signal.signal(signal.SIGXCPU, self._on_cpu_limit)
         os.environ.update({str(k): str(v) for k, v in spec.env.items()})
@@ -85,7 +95,9 @@ class Runner:
         except FunctionLoadError as exc:
             error = str(exc)
             loaded = failing_function(spec, exc)
-        self.executor = Executor(loaded, threads=spec.concurrency + 2, explain=self.explain)
+        self.executor = Executor(loaded, threads=threads, explain=self.explain)
+        self.executor.pool.shutdown(wait=False)  # never started a thread: the prestarted one
+        self.executor.pool = pool
         await self.send(
             {
                 "op": "loaded",
@@ -100,6 +112,8 @@ class Runner:
     def explain(self, exc: BaseException) -> str | None:
         """The limit a handler's exception means, if it means one."""
         limits = self.limits
+        if _raised_by_the_pool(exc):
+            return None  # the platform's own thread did not start: not the function's limit
         if isinstance(exc, MemoryError):
             return f"memory limit {limits.get('memory_mb')} MiB exceeded"
         if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
@@ -172,6 +186,16 @@ class Runner:
             await self.send(answer, body)
 
 
+def _raised_by_the_pool(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the executor starting one of its threads, not from user code."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_adjust_thread_count":
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def drop_privileges(uid: int, gid: int) -> None:
     """Become ``uid``/``gid`` with no capabilities and no way back (no_new_privs)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -183,8 +207,26 @@ def drop_privileges(uid: int, gid: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
-def set_limits(limits: dict[str, Any], *, threads: int) -> None:
-    """The kernel's limits for everything this process and its children do from now on."""
+def data_bytes() -> int:
+    """This process's private writable memory as RLIMIT_DATA counts it (VmData)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) << 10
+    return 0
+
+
+def prestart(pool: ThreadPoolExecutor, count: int) -> None:
+    """Have all ``count`` threads of ``pool`` running (idle) before this returns."""
+    barrier = threading.Barrier(count + 1)
+    for _ in range(count):
+        pool.submit(barrier.wait, 30)  # each waits, so each submit starts a thread
+    barrier.wait(30)
+
+
+def set_limits(limits: dict[str, Any], *, threads: int, stacks: int = 0) -> None:
+    """The kernel's limits for everything this process and its children do from now on
+    (``stacks``: bytes of the platform's thread stacks, not counted as the function's)."""
 
     def cap(kind: int, value: int, hard: int | None = None) -> None:
         _, current_hard = resource.getrlimit(kind)
@@ -194,7 +236,7 @@ def set_limits(limits: dict[str, Any], *, threads: int) -> None:
             value = min(value, hard)
         resource.setrlimit(kind, (value, hard))
 
-    cap(resource.RLIMIT_DATA, int(limits["memory_mb"]) << 20)
+    cap(resource.RLIMIT_DATA, (int(limits["memory_mb"]) << 20) + max(0, stacks))
     cap(resource.RLIMIT_NPROC, int(limits["max_processes"]) + threads)
     cap(resource.RLIMIT_NOFILE, int(limits["max_open_files"]))
     cap(resource.RLIMIT_FSIZE, int(limits["max_file_mb"]) << 20)
