@@ -7,7 +7,6 @@ where it was set (or where a stream has none yet), a cluster electing leaders is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +17,9 @@ from nats.js.api import DiscardPolicy, KeyValueConfig, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from eventbus.errors import BusUnavailableError
+
+#: "no suitable peers for placement": a new cluster has not met all its servers yet
+NO_PEERS = 10005
 
 #: what a JetStream API call answers while leaders are being elected
 TRANSIENT: tuple[type[Exception], ...] = (
@@ -62,7 +64,9 @@ async def sync_stream(
         try:
             await js.add_stream(created)
             return
-        except BadRequestError:
+        except BadRequestError as exc:
+            if exc.err_code == NO_PEERS:
+                raise
             # it exists after all (made just now, or its replicas not answering yet): look
             # again and change only what the rules allow, never a blind update that would
             # lower its replicas
@@ -94,8 +98,11 @@ async def sync_bucket(
         current = (await js.stream_info(name)).config
     except NotFoundError:
         config = dataclasses.replace(config, max_bytes=budget)
-        with contextlib.suppress(BadRequestError):  # another process made it just now
+        try:
             await js.create_key_value(config)
+        except BadRequestError as exc:  # another process made it just now
+            if exc.err_code == NO_PEERS:
+                raise
         current = await _settled(js, name)
         if budget is None or current.discard == discard:
             return

@@ -30,6 +30,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from eventbus.errors import BusUnavailableError
 from eventbus.stream_sync import (
+    NO_PEERS,
     TRANSIENT,
     Usage,
     streams_usage,
@@ -66,6 +67,8 @@ LEDGER_KV = "storage_events"
 DISK_SHARE = 0.5
 #: seconds `ensure_layout` keeps trying through a cluster's leader elections
 LAYOUT_TIMEOUT_S = 60.0
+#: what `ensure_layout` tries again (a bad request only when it says "no peers yet")
+RETRIED: tuple[type[Exception], ...] = (*TRANSIENT, BadRequestError)
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,9 @@ async def ensure_layout(
                 if private or not bucket.private:
                     await _ensure_bucket(js, bucket, layout)
             return
-        except TRANSIENT as exc:
+        except RETRIED as exc:
+            if isinstance(exc, BadRequestError) and exc.err_code != NO_PEERS:
+                raise
             # a cluster electing leaders (a node just died or came back) answers late or
             # "unavailable" for a few seconds: a process starting then waits, it does not exit
             if loop.time() >= deadline:
