@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml models/digits/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+# Test files run on this many processes (each file keeps its own nats-server and platform).
+TEST_WORKERS ?= 2
 
 # Swagger UI for /docs and /api, from npm at build time: the pages never load a CDN.
 SWAGGER_UI_VERSION := 5.32.0
@@ -75,7 +77,7 @@ test: $(STAMP) sysdeps assets
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
