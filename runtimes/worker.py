@@ -123,8 +123,11 @@ class Worker:
         """Stop taking work, finish what is in flight (bounded), release subscriptions."""
         self._stopping.set()
         if self._sync_sub is not None:
+            # drain, not unsubscribe: a request already routed here (a rolling update stops
+            # old workers under load) is still answered; unsubscribing would drop it and its
+            # caller would wait out the whole sync wait before the safety net queued it
             with contextlib.suppress(Exception):
-                await self._sync_sub.unsubscribe()
+                await self._sync_sub.drain()
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
