@@ -26,7 +26,8 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from eventbus.errors import BusUnavailableError
 from eventbus.stream_sync import (
@@ -227,6 +228,15 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, layout: Layout | None
             await _ensure_bucket(js, spec, layout or Layout())
             return
     raise ValueError(f"{bucket!r} is not a bucket of the layout (eventbus.streams.BUCKETS)")
+
+
+async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The layout's KV bucket ``bucket``, created as `ensure_layout` declares it if missing."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        await ensure_bucket(js, bucket)
+        return await js.key_value(bucket)
 
 
 async def _ensure_stream(js: JetStreamContext, spec: StreamSpec, layout: Layout) -> None:

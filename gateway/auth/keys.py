@@ -20,14 +20,14 @@ import string
 import uuid
 from datetime import UTC, datetime
 
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import NotFoundError
 from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import is_name
-from eventbus.streams import AUTH_KV, ensure_bucket
+from eventbus.streams import AUTH_KV, bind_bucket
 from gateway.auth.errors import AuthError
 from gateway.auth.types import ApiKey, KeyInfo, Principal
 
@@ -104,11 +104,7 @@ class KeyStore:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            try:
-                self._kv = await self.bus.js.key_value(AUTH_KV)
-            except BucketNotFoundError:
-                await ensure_bucket(self.bus.js, AUTH_KV)  # as `ensure_layout` declares it
-                self._kv = await self.bus.js.key_value(AUTH_KV)
+            self._kv = await bind_bucket(self.bus.js, AUTH_KV)
         return self._kv
 
     async def create(self, namespace: str, description: str = "") -> tuple[KeyInfo, str]:

@@ -10,12 +10,12 @@ import contextlib
 from typing import Any
 
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.kv import keys as kv_keys
-from eventbus.streams import OPENWHISK_KV, ensure_bucket
+from eventbus.streams import OPENWHISK_KV, bind_bucket
 
 
 class OpenWhiskStore:
@@ -27,11 +27,7 @@ class OpenWhiskStore:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            try:
-                self._kv = await self.bus.js.key_value(OPENWHISK_KV)
-            except BucketNotFoundError:
-                await ensure_bucket(self.bus.js, OPENWHISK_KV)  # as `ensure_layout` declares it
-                self._kv = await self.bus.js.key_value(OPENWHISK_KV)
+            self._kv = await bind_bucket(self.bus.js, OPENWHISK_KV)
         return self._kv
 
     async def get(self, kind: str, name: str) -> dict[str, Any] | None:

@@ -13,12 +13,12 @@ import secrets
 from typing import Any
 
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.kv import keys as kv_keys
-from eventbus.streams import OSCAR_KV, ensure_bucket
+from eventbus.streams import OSCAR_KV, bind_bucket
 
 
 def new_token() -> str:
@@ -39,11 +39,7 @@ class ServiceStore:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            try:
-                self._kv = await self.bus.js.key_value(OSCAR_KV)
-            except BucketNotFoundError:
-                await ensure_bucket(self.bus.js, OSCAR_KV)  # as `ensure_layout` declares it
-                self._kv = await self.bus.js.key_value(OSCAR_KV)
+            self._kv = await bind_bucket(self.bus.js, OSCAR_KV)
         return self._kv
 
     async def get(self, name: str) -> dict[str, Any] | None:
