@@ -168,6 +168,13 @@ def storage(seconds: float) -> list[str]:
     return storage_bench.run(seconds)
 
 
+def backends(seconds: float) -> list[str]:
+    """Upload-to-function-start latency on SeaweedFS beside the local backend (same run)."""
+    from bench import storage_bench
+
+    return storage_bench.backends(seconds)
+
+
 def models(seconds: float) -> list[str]:
     """Warm inference images/s beside in-process predict; inference worker cold start."""
     from bench import models_bench
@@ -208,6 +215,7 @@ SUITES = {
     "sandbox": sandbox,
     "dispatch": dispatch,
     "storage": storage,
+    "backends": backends,
     "rank": rank,
     "models": models,
     "coldstart": coldstart,

@@ -55,23 +55,33 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(seconds: float) -> list[str]:
-    """Upload -> function start p50/p99 for 1 KiB files, and MB/s of a 1 GiB upload."""
+def run(seconds: float, *, backend: str = "local", throughput: bool = True) -> list[str]:
+    """Upload -> function start p50/p99 for 1 KiB files, and MB/s of a 1 GiB upload.
+
+    ``backend="seaweedfs"`` runs the platform on its own SeaweedFS: the PUT goes through the
+    gateway into SeaweedFS and the storage event comes from the filer's log (the bridge).
+    """
     n = max(200, min(500, int(seconds * 100)))
     with tempfile.TemporaryDirectory(prefix="storage-bench-") as tmp:
         root = Path(tmp)
         nats = EmbeddedNats(store_dir=root / "nats").start()
         plat: Platform | None = None
         try:
-            plat = start_platform(nats, root / "platform")
+            plat = start_platform(nats, root / "platform", storage_backend=backend)
             _deploy(plat)
             lines = asyncio.run(_latency(plat.auth_url, nats.admin_url, n))
-            lines.append(_throughput(plat.auth_url, root / "files"))
-            return lines
+            if throughput:
+                lines.append(_throughput(plat.auth_url, root / "files"))
+            return [f"[{backend}] {line}" for line in lines]
         finally:
             if plat is not None:
                 plat.stop()
             nats.stop()
+
+
+def backends(seconds: float) -> list[str]:
+    """Upload -> function start on SeaweedFS (events from its filer) beside the local backend."""
+    return run(seconds, throughput=False) + run(seconds, backend="seaweedfs", throughput=False)
 
 
 def _deploy(plat: Platform) -> None:
