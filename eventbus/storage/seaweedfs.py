@@ -26,6 +26,7 @@ from typing import Final
 import orjson
 
 from eventbus.credentials import write_private
+from eventbus.server import stop_process
 from eventbus.storage.errors import StorageUnavailableError
 
 #: weed opens a gRPC port at each of its HTTP ports plus this
@@ -215,15 +216,7 @@ class EmbeddedSeaweed:
         """Stop ``weed``: SIGTERM (or SIGKILL with ``kill``) and wait for its exit."""
         if self.process is None or self.process.poll() is not None:
             return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, kill=kill, grace=20)
         self._remove_sockets()
 
 
