@@ -25,7 +25,7 @@ from eventbus.errors import InvalidEventError
 from eventbus.streams import consumer_name
 from eventbus.types import INVOCATIONS_STREAM, CloudEvent, invoke_subject
 from runtimes.activations import ActivationStore, AlreadyDone, Claimed, LostClaimError
-from runtimes.results import emit_completion
+from runtimes.results import CompletionNotPublishedError, emit_completion, emit_completion_again
 from runtimes.types import ActivationRecord, ActivationStatus, FunctionSpec
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,12 @@ class PendingInvocations:
         )
         claim = await self.store.claim(record, lease=5.0)
         if isinstance(claim, AlreadyDone):
+            # its completion may not have reached the bus (a failover): send it again
+            try:
+                await emit_completion_again(self.bus, claim.record)
+            except CompletionNotPublishedError:
+                await msg.nak(delay=RECHECK_S)
+                return
             await msg.ack()
             return
         if not isinstance(claim, Claimed):
@@ -141,7 +147,10 @@ class PendingInvocations:
         if isinstance(replyto, str) and replyto:
             with contextlib.suppress(Exception):
                 await self.bus.nc.publish(replyto, final.model_dump_json().encode())
-        await msg.ack()
+        if results[1] is True:
+            await msg.ack()
+        else:  # the completion event was not taken: the redelivery sends it again
+            await msg.nak(delay=RECHECK_S)
 
 
 def _waited_s(invocation: CloudEvent, msg: Msg) -> float:

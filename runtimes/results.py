@@ -7,8 +7,10 @@ hands), and both events carry the ``namespace`` attribute.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -30,6 +32,13 @@ log = logging.getLogger(__name__)
 EVENT_RESULT_LIMIT: Final = 256 * 1024
 #: a completion is sent again only this far inside the de-duplication window (clock skew)
 REPEAT_MARGIN_S: Final = 20.0
+#: how long a completion event is retried in place (a JetStream leader election takes seconds);
+#: well inside the de-duplication window, so a retry that did land the first time is dropped
+COMPLETION_PATIENCE_S: Final = 30.0
+
+
+class CompletionNotPublishedError(RuntimeError):
+    """The bus did not take a completion event within its patience."""
 
 
 async def write_output(
@@ -103,25 +112,44 @@ def completion_event(bus: Bus, record: ActivationRecord) -> CloudEvent:
     )
 
 
-async def emit_completion(bus: Bus, record: ActivationRecord) -> None:
-    """Publish the completion event; the record is the source of truth, the event a notice."""
-    try:
-        await publish_event(bus, completion_event(bus, record))
-    except Exception as exc:
-        log.warning("activation %s: completion event not published: %s", record.id, exc)
+async def emit_completion(
+    bus: Bus, record: ActivationRecord, *, patience: float = COMPLETION_PATIENCE_S
+) -> bool:
+    """Publish the completion event, retrying while the bus cannot take it (its id makes a
+    repeat a duplicate); whether it was published. A False leaves the caller to have the
+    invocation redelivered, whose worker sends the completion again."""
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            await publish_event(bus, completion_event(bus, record))
+            return True
+        except Exception as exc:
+            if time.monotonic() + delay >= deadline:
+                log.warning("activation %s: completion event not published: %s", record.id, exc)
+                return False
+            log.info("activation %s: completion event not taken yet (%s); retrying", record.id, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
-async def emit_completion_again(bus: Bus, record: ActivationRecord) -> bool:
+async def emit_completion_again(
+    bus: Bus, record: ActivationRecord, *, patience: float = COMPLETION_PATIENCE_S
+) -> bool:
     """Publish a finished activation's completion once more (its worker may have died before
-    publishing it), only while JetStream drops it if it is there already; whether it did."""
+    publishing it), only while JetStream drops it if it is there already; whether it did.
+    Raises CompletionNotPublishedError when the bus would not take it, so that the invocation
+    is redelivered and this is tried again."""
     # Later (a storage record replayed after minutes) a repeat would be a second event.
     if record.end is None:
         return False
     age = (datetime.now(UTC) - record.end).total_seconds()
-    if age >= Layout().duplicate_window - REPEAT_MARGIN_S:
+    left = Layout().duplicate_window - REPEAT_MARGIN_S - age
+    if left <= 0:
         log.info("activation %s ended %.0f s ago: its completion is not re-sent", record.id, age)
         return False
-    await emit_completion(bus, record)
+    if not await emit_completion(bus, record, patience=min(patience, left)):
+        raise CompletionNotPublishedError(record.id)
     return True
 
 

@@ -39,7 +39,13 @@ from runtimes.activations import (
 )
 from runtimes.callbacks import post_callback
 from runtimes.executor import FunctionExecutor, Outcome
-from runtimes.results import emit_completion, emit_completion_again, output_target, write_output
+from runtimes.results import (
+    CompletionNotPublishedError,
+    emit_completion,
+    emit_completion_again,
+    output_target,
+    write_output,
+)
 from runtimes.settings import WorkerSettings
 from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
 
@@ -279,7 +285,11 @@ class Worker:
     ) -> None:
         """Answer for an activation that is done already, or held by a live run elsewhere."""
         if isinstance(claim, AlreadyDone):
-            await emit_completion_again(self.bus, claim.record)
+            try:
+                await emit_completion_again(self.bus, claim.record)
+            except CompletionNotPublishedError:
+                await self._answer(claim.record, invocation, reply, queued, announced=False)
+                return
             await self._answer(claim.record, invocation, reply, queued)
         elif queued is not None:
             await queued.nak(delay=claim.retry_after + 0.05)
@@ -474,7 +484,7 @@ class Worker:
             if isinstance(result, BaseException):
                 raise result
         self.completed += 1
-        await self._answer(final, invocation, reply, queued)
+        await self._answer(final, invocation, reply, queued, announced=written[1] is True)
         callback = invocation.extensions.get("callback")
         if isinstance(callback, str) and callback:
             self._spawn(post_callback(callback, final, tries=self.settings.callback_tries))
@@ -485,7 +495,11 @@ class Worker:
         invocation: CloudEvent,
         reply: Msg | None,
         queued: Msg | None,
+        *,
+        announced: bool = True,
     ) -> None:
+        """Answer the caller and settle the queued message; one whose completion event the bus
+        did not take is redelivered instead, and its next worker sends the event again."""
         body = record.model_dump_json().encode()
         if reply is not None:
             await reply.respond(body)
@@ -493,8 +507,12 @@ class Worker:
         if isinstance(replyto, str) and replyto:
             with contextlib.suppress(Exception):
                 await self.bus.nc.publish(replyto, body)
-        if queued is not None:
+        if queued is None:
+            return
+        if announced:
             await queued.ack()
+        else:
+            await queued.nak(delay=self._backoff(1))
 
     def _backoff(self, attempt: int) -> float:
         base, cap = self.settings.retry_base_s, self.settings.retry_max_s

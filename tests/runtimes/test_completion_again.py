@@ -7,17 +7,25 @@ past the de-duplication window that would be a second event, so it is not sent.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
+from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from eventbus.types import EVENTS_STREAM
-from runtimes.results import completion_event, emit_completion_again
+from runtimes.results import (
+    CompletionNotPublishedError,
+    completion_event,
+    emit_completion,
+    emit_completion_again,
+)
 from runtimes.types import ActivationRecord, ActivationStatus
 
 
@@ -68,3 +76,30 @@ async def test_a_completion_is_sent_again_only_while_a_repeat_is_dropped(bus: Bu
     old = finished(datetime.now(UTC) - timedelta(minutes=10))
     assert not await emit_completion_again(bus, old)
     assert await completions(bus, completion_event(bus, old).id) == 0
+
+
+async def test_a_completion_waits_out_a_bus_that_cannot_take_it(tmp_path: Path) -> None:
+    """A completion the bus cannot take (its server down, as in a leader election) is retried
+    in place and lands once; past its patience the caller is told, so that the invocation is
+    redelivered instead of its completion being lost."""
+    server = EmbeddedNats(store_dir=tmp_path).start()
+    bus = await Bus.connect(server.admin_url, name="test-completion-patience")
+    try:
+        await ensure_layout(bus.js)
+        record = finished(datetime.now(UTC))
+        server.stop(kill=True)
+        # down for longer than the patience: not published, and said so
+        assert not await emit_completion(bus, record, patience=0.5)
+        with pytest.raises(CompletionNotPublishedError):
+            await emit_completion_again(bus, record, patience=0.5)
+        # back while a publish is still being retried: it lands, once
+        sending = asyncio.create_task(emit_completion(bus, record, patience=30))
+        await asyncio.sleep(1.0)
+        assert not sending.done()
+        await asyncio.to_thread(server.start)
+        assert await sending
+        assert await emit_completion(bus, record)  # a repeat, dropped by its id
+        assert await completions(bus, completion_event(bus, record).id) == 1
+    finally:
+        await bus.close()
+        server.stop()
