@@ -282,15 +282,23 @@ def test_reconcile_after_restart_replaces_gone_runtimes_only(
 ) -> None:
     with platform.client() as client:
         before = {d["name"]: d for d in client.get("/v1/deployments").json()}
+        runs = client.get("/v1/activations", params={"function": "deploy", "limit": 200})
+        earlier = {a["id"] for a in runs.json()}
     platform.stop()  # the local runtimes lived in the deploy worker: they are gone now
     again = start_platform(platform.nats, platform.data_dir, **settings)
     try:
         with again.client(timeout=90) as client:
-            # `up` queues a reconcile at start; wait until it has placed gpu-job again
+            # `up` queues a reconcile at start; wait until its activation has finished (it
+            # places the deployments one after another: gpu-job ready says nothing of no-creds)
             def reconciled() -> dict[str, Any] | None:
-                found = {d["name"]: d for d in client.get("/v1/deployments").json()}
-                done = found["gpu-job"]["version"] > before["gpu-job"]["version"]
-                return found if done and found["gpu-job"]["status"] == "ready" else None
+                runs = client.get("/v1/activations", params={"function": "deploy"}).json()
+                done = [
+                    client.get(f"/v1/activations/{a['id']}").json()
+                    for a in runs if a["status"] == "success" and a["id"] not in earlier
+                ]  # fmt: skip
+                if not any((a.get("result") or {}).get("action") == "reconcile" for a in done):
+                    return None
+                return {d["name"]: d for d in client.get("/v1/deployments").json()}
 
             after = wait_for(reconciled, timeout=60)
             r = client.post("/v1/functions/deploy/invoke", json={"action": "reconcile"})
