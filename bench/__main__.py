@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import start_platform, wait_for
 from bench.loadgen import LoadResult, http_load, nats_load
 from bench.throughput import async_throughput, batch_throughput
 from eventbus.server import EmbeddedNats, free_port
+from tests.support import start_platform, wait_for
 
 NOOP = "def main(params):\n    return params\n"
 

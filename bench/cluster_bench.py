@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import start_platform, wait_for
 from bench.loadgen import LoadResult, http_load
 from eventbus.server import EmbeddedNats, cluster_url, create_cluster
+from tests.support import start_platform, wait_for
 
 NOOP = "def main(params):\n    return params\n"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench.harness import start_platform, wait_for
 from eventbus.server import EmbeddedNats
+from tests.support import start_platform, wait_for
 
 NOOP = "def main(params):\n    return params\n"
 MIB = 1024 * 1024

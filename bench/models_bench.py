@@ -20,10 +20,10 @@ import orjson
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from bench.harness import Platform, start_platform, wait_for
 from bench.loadgen import http_load
 from eventbus.server import EmbeddedNats
 from runtimes.models import load_model_plugin
+from tests.support import Platform, start_platform, wait_for
 
 
 def digit_png() -> bytes:

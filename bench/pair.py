@@ -20,10 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import Platform, start_platform, wait_for
 from bench.loadgen import http_load, nats_load
 from bench.throughput import async_throughput
 from eventbus.server import EmbeddedNats, free_port
+from tests.support import Platform, start_platform, wait_for
 
 NOOP = "def main(params):\n    return params\n"
 BODY = b'{"x": 1}'

@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 from bench import coldstart_bench
-from bench.harness import start_platform, wait_for
 from bench.loadgen import LoadResult, http_load
 from eventbus.server import EmbeddedNats
+from tests.support import start_platform, wait_for
 
 NOOP = "def main(params):\n    return params\n"
 

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
+from tests.support import Platform, start_platform, wait_for
 
 FUNCTION = "stamp"
 #: the handler stamps its own entry time first, then names the object it was given

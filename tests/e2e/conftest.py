@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import Platform, start_platform
 from eventbus.server import EmbeddedNats
+from tests.support import Platform, start_platform
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import Platform, wait_activation, wait_for
 from tests.e2e.functions import NOOP
+from tests.support import Platform, wait_activation, wait_for
 
 PROBLEM = "application/problem+json"
 

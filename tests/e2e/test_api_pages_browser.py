@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Route, sync_playwright
 
-from bench.harness import Platform, start_platform
 from eventbus.server import EmbeddedNats
 from gateway.routes.docs import ASSETS
+from tests.support import Platform, start_platform
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
-from bench.harness import Platform, start_platform
 from eventbus.server import EmbeddedNats, free_port
 from gateway.cli import app as cli_app
+from tests.support import Platform, start_platform
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "deepfaas-tests"

@@ -8,8 +8,8 @@ import asyncio
 import httpx
 import nats
 
-from bench.harness import wait_for
 from eventbus.server import EmbeddedNats
+from tests.support import wait_for
 
 
 async def _put_broken_spec(url: str) -> None:

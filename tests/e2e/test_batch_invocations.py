@@ -15,8 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from bench.harness import Platform, wait_activation
 from tests.e2e.functions import NOOP
+from tests.support import Platform, wait_activation
 
 DOOR = "/v1/functions/echo/invocations"
 

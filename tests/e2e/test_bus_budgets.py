@@ -13,11 +13,11 @@ import httpx
 import orjson
 import pytest
 
-from bench.harness import Platform, start_platform, wait_activation, wait_for
 from eventbus.server import EmbeddedNats
 from tests.e2e.functions import SLEEPY
 from tests.e2e.test_faults import ready_instances
 from tests.e2e.test_invoke import deploy
+from tests.support import Platform, start_platform, wait_activation, wait_for
 
 #: about a dozen invocations fit in the queue; EVENTS holds a few dozen completions
 BUDGETS = {"INVOCATIONS": 6000, "EVENTS": 16384}

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import Platform, embedded_nats, start_platform, wait_activation, wait_for
 from tests.e2e.functions import NOOP, RECORDING
 from tests.e2e.test_faults import ready_instances, recorded
 from tests.e2e.test_invoke import deploy
+from tests.support import Platform, embedded_nats, start_platform, wait_activation, wait_for
 
 EVENT = {
     "ce-specversion": "1.0",

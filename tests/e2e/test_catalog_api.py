@@ -11,9 +11,9 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from bench.harness import Platform
 from eventbus.codec import from_nats
 from runtimes.models import load_model_plugin
+from tests.support import Platform
 
 PREFIX = "io.deepfaas"
 SPEC = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import Platform, embedded_nats, start_platform
+from tests.support import Platform, embedded_nats, start_platform
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,13 +18,13 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamInfo
 from nats.js.errors import NotFoundError
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats, cluster_url, create_cluster, free_port
 from eventbus.streams import Layout, ensure_layout, stream_names
 from tests.e2e.functions import NOOP
 from tests.e2e.test_faults import ready_instances
 from tests.e2e.test_invoke import deploy
+from tests.support import Platform, start_platform, wait_for
 
 #: the count the issue asks for; each is one small async invoke of a no-op function
 INVOCATIONS = 1000

@@ -22,10 +22,10 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import Browser, FilePayload, Page, Route, expect, sync_playwright
 
-from bench.harness import Platform, start_platform, wait_activation, wait_for
 from eventbus.server import EmbeddedNats
 from gateway.console.routes import PAGES, STATIC
 from runtimes.models import load_model_plugin
+from tests.support import Platform, start_platform, wait_activation, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

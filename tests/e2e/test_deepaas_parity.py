@@ -23,9 +23,9 @@ import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV2SpecValidator
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats, free_port
 from tests.models.samples import csv_bytes, digits
+from tests.support import Platform, start_platform, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -23,8 +23,8 @@ import pytest
 from cloudevents.core.bindings import http as sdk_http
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
+from tests.support import Platform, start_platform, wait_for
 
 TAG = uuid.uuid4().hex[:6]
 ROOT = Path(__file__).resolve().parents[2]

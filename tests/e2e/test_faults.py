@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Platform, wait_activation, wait_for
 from tests.e2e.functions import FAILING, RECORDING, SLEEPY
 from tests.e2e.test_invoke import deploy
+from tests.support import Platform, wait_activation, wait_for
 
 
 def ready_instances(client: httpx.Client, name: str, count: int = 1) -> list[dict[str, Any]]:

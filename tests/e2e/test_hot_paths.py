@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import Platform, wait_for
 from tests.e2e.functions import NOOP, SLEEPY
+from tests.support import Platform, wait_for
 
 KIND = """
 def main(data):

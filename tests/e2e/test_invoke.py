@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from bench.harness import wait_activation, wait_for
 from tests.e2e.functions import HELLO, NOOP
+from tests.support import wait_activation, wait_for
 
 
 def deploy(client: httpx.Client, name: str, code: str, **spec: Any) -> dict[str, Any]:

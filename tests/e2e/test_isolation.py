@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.harness import Platform, wait_activation
+from tests.support import Platform, wait_activation
 
 MARKER = "isolation-marker-7f3a"
 CODE = f"def main(args):\n    print('{MARKER}')\n    return {{'secret': '{MARKER}'}}\n"

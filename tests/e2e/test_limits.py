@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import Platform, start_platform
 from eventbus.server import EmbeddedNats
+from tests.support import Platform, start_platform
 
 NS = "/api/v1/namespaces/_"
 SLOW = "import time\ndef main(args):\n    time.sleep(1.5)\n    return {'ok': 1}\n"

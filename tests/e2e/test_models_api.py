@@ -22,13 +22,13 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.connection import Bus
 from eventbus.namespaces import DEFAULT_NAMESPACE, qualify
 from eventbus.server import EmbeddedNats
 from runtimes.activations import ActivationStore, new_activation_id, now
 from runtimes.types import ActivationRecord, ActivationStatus
 from tests.models.samples import csv_bytes, digits, npy, png
+from tests.support import Platform, start_platform, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import numpy as np
 import orjson
 import pytest
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
 from tests.models.samples import csv_bytes, digits, png
+from tests.support import Platform, start_platform, wait_for
 
 PREFIX = "io.deepfaas"
 

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import Platform, start_platform, wait_activation, wait_for
 from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats
 from eventbus.storage.local import LocalStorage
@@ -26,6 +25,7 @@ from runtimes.catalog import CatalogStore, Lineage
 from runtimes.models import load_model_plugin
 from tests.models.crafted import code_pickle, digits_format_1
 from tests.models.samples import digits, png
+from tests.support import Platform, start_platform, wait_activation, wait_for
 
 TENANT = "tenant-b"
 RULE = "only the namespace that published a module may change it"

@@ -11,10 +11,10 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from bench.harness import Platform, embedded_nats, start_platform
 from eventbus.connection import Bus
 from eventbus.permissions import ROLES
 from tests.e2e.functions import HELLO
+from tests.support import Platform, embedded_nats, start_platform
 
 
 @pytest.fixture(scope="module")

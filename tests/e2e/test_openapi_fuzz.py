@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import Platform, start_platform
 from eventbus.server import EmbeddedNats
+from tests.support import Platform, start_platform
 
 SEED = 20261128
 MAX_EXAMPLES = 10

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import wait_for
+from tests.support import wait_for
 
 NS = "/api/v1/namespaces/_"
 HELLO = (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import Platform
+from tests.support import Platform
 
 HERE = Path(__file__).parent / "openwhisk_js"
 

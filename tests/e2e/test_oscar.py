@@ -22,7 +22,7 @@ import requests
 import yaml
 from oscar_python.client import Client
 
-from bench.harness import Platform, wait_for
+from tests.support import Platform, wait_for
 
 TENANT = "oscar-tenant"
 SCRIPT = """#!/bin/sh

@@ -11,9 +11,9 @@ import pytest
 import requests
 from oscar_python.client import Client
 
-from bench.harness import Platform
 from tests.e2e.test_auth import oidc_platform, signing_key, token
 from tests.e2e.test_oscar import fdl
+from tests.support import Platform
 
 __all__ = ["oidc_platform", "signing_key"]  # the fixtures this module uses
 

@@ -15,10 +15,10 @@ import pytest
 from oscar_python.client import Client
 from oscar_python.storage import Storage
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
 from eventbus.storage.seaweedfs import EmbeddedSeaweed
 from tests.e2e.test_oscar import fdl, oscar_client
+from tests.support import Platform, start_platform, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ import kmock
 import nats
 import pytest
 
-from bench.harness import Platform, start_platform, wait_activation, wait_for
 from eventbus.codec import from_nats
 from eventbus.server import EmbeddedNats
+from tests.support import Platform, start_platform, wait_activation, wait_for
 
 TOKEN_ENV = "DEEPFAAS_TEST_K8S_TOKEN"
 SITES = """

@@ -30,11 +30,11 @@ import orjson
 import psutil
 import pytest
 
-from bench.harness import wait_for
 from eventbus.server import EmbeddedNats, free_port
 from runtimes.leader import LeaseRecord
 from tests.e2e.functions import RECORDING
 from tests.e2e.test_faults import recorded
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "runs-replicas"

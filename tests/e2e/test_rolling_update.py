@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Platform, wait_activation, wait_for
 from tests.e2e.test_invoke import deploy
+from tests.support import Platform, wait_activation, wait_for
 
 VERSIONED = """
 import time

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import start_platform
 from eventbus.server import EmbeddedNats
+from tests.support import start_platform
 
 WHERE = "import os\ndef main(args):\n    return {'in_worker': 'DEEPFAAS_DATA_DIR' in os.environ}\n"
 

@@ -19,11 +19,11 @@ import httpx
 import orjson
 import pytest
 
-from bench.harness import Platform, start_platform, wait_activation, wait_for
 from eventbus.server import EmbeddedNats
 from tests.e2e.functions import NOOP, RECORDING
 from tests.e2e.test_faults import recorded
 from tests.e2e.test_invoke import deploy
+from tests.support import Platform, start_platform, wait_activation, wait_for
 
 IDLE_S = 1.0
 GPU_WAIT_S = 2.0

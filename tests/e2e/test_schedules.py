@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
 from gateway.openwhisk.alarms import schedule_of
 from gateway.openwhisk.errors import BadRequestError
 from tests.e2e.test_invoke import deploy
 from tests.e2e.test_openwhisk_client import HERE, npm_ci
+from tests.support import Platform, start_platform, wait_for
 
 TENANT = "sched-tenant"
 ECHO = """

@@ -27,12 +27,12 @@ import httpx
 import pytest
 from minio import Minio
 
-from bench.harness import Platform, embedded_nats, start_platform, wait_for
 from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats
 from eventbus.storage.seaweedfs import EmbeddedSeaweed
 from tests.e2e.test_faults import bucket_keys, ready_instances
 from tests.eventbus.test_storage_events import bucket_events
+from tests.support import Platform, embedded_nats, start_platform, wait_for
 
 ECHO = """
 def main(params: dict, ctx) -> dict:

@@ -20,7 +20,6 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from bench.harness import Platform, start_platform, wait_activation, wait_for
 from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats
 from eventbus.storage import (
@@ -39,6 +38,7 @@ from tests.eventbus.test_storage_events import (  # noqa: F401 (a fixture used b
     bucket_events,
     moto_endpoint,
 )
+from tests.support import Platform, start_platform, wait_activation, wait_for
 
 NOW = datetime.now(UTC)
 

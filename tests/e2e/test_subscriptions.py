@@ -10,10 +10,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from bench.harness import Platform, wait_for
 from eventbus.types import new_id
 from gateway.cli_subscriptions import sub_app
 from tests.eventbus.test_delivery import Receiver, serve_receiver
+from tests.support import Platform, wait_for
 
 
 def _problem(r: httpx.Response, status: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import Platform, wait_activation, wait_for
+from tests.support import Platform, wait_activation, wait_for
 
 PROBE = r"""
 import os, socket, time

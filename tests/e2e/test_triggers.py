@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Platform, wait_activation, wait_for
 from eventbus.connection import Bus
 from eventbus.publish import publish_event
 from eventbus.triggers import activation_id_for
 from eventbus.types import CloudEvent
 from tests.e2e.test_invoke import deploy
+from tests.support import Platform, wait_activation, wait_for
 
 PREFIX = "io.deepfaas"
 ECHO = """

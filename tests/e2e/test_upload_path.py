@@ -20,9 +20,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.harness import Platform, start_platform, wait_for
 from eventbus.server import EmbeddedNats
 from tests.e2e.test_faults import bucket_keys, ready_instances, recorded
+from tests.support import Platform, start_platform, wait_for
 
 # Each run leaves one object `<key>/<uuid>` in the runs bucket, through ctx.storage.
 RECORDER = """

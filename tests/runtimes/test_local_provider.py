@@ -10,7 +10,6 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
-from bench.harness import wait_for
 from eventbus.codec import to_nats
 from eventbus.connection import Bus
 from eventbus.invocations import new_invocation
@@ -21,6 +20,7 @@ from runtimes.errors import CapacityError
 from runtimes.local import Gpu, LocalProvider
 from runtimes.registry import FunctionRegistry
 from runtimes.types import ActivationRecord, FunctionSpec, GpuRequest, RuntimeSpec
+from tests.support import wait_for
 
 NOOP = "def main(params):\n    return params\n"
 A100S = [Gpu(0, "NVIDIA A100-SXM4-80GB", 81920), Gpu(1, "NVIDIA A100-SXM4-80GB", 81920)]

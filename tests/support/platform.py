@@ -1,11 +1,10 @@
-"""Run the real platform (gateway, controller, workers) against a nats-server."""
+"""Run the real platform (gateway, controller, workers) against a nats-server: tests and bench."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,10 @@ from typing import Any
 import httpx
 
 from eventbus.server import EmbeddedNats, free_port
+from tests.support.eventually import wait_for
+
+#: the checkout `start_platform` runs unless told another (``source=``)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -105,34 +108,25 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=source or Path(__file__).resolve().parents[1],
+            cwd=source or ROOT,
         )
     platform = Platform(f"http://127.0.0.1:{port}", process, nats, data_dir, log_path)
-    deadline = time.monotonic() + 90  # a loaded 2-core CI machine can take this long
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"platform exited with {process.returncode}:\n{platform.log_text()}")
         try:
-            if httpx.get(f"{platform.url}/readyz", timeout=5).status_code == 200:
-                platform.auth = (data_dir / "auth").read_text().strip()
-                return platform
+            return httpx.get(f"{platform.url}/readyz", timeout=5).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    platform.stop()
-    raise RuntimeError(f"platform not ready in 90 s:\n{platform.log_text()}")
+            return False
 
-
-def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until ``predicate()`` returns something truthy; return it, or fail."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout} s (last value: {last!r})")
+    try:
+        wait_for(ready, timeout=90)  # a loaded 2-core CI machine can take this long
+    except AssertionError:
+        platform.stop()
+        raise RuntimeError(f"platform not ready in 90 s:\n{platform.log_text()}") from None
+    platform.auth = (data_dir / "auth").read_text().strip()
+    return platform
 
 
 def wait_activation(
@@ -146,5 +140,4 @@ def wait_activation(
             return r.json()  # type: ignore[no-any-return]
         return None
 
-    result: dict[str, Any] = wait_for(done, timeout)
-    return result
+    return wait_for(done, timeout)
