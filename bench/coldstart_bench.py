@@ -28,9 +28,9 @@ from eventbus.invocations import new_invocation
 from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_consumer, ensure_layout
 from eventbus.types import run_subject
-from runtimes.controller import runtime_spec
-from runtimes.local import LocalProvider
-from runtimes.registry import FunctionRegistry
+from runtimes.control.controller import runtime_spec
+from runtimes.providers.local import LocalProvider
+from runtimes.specs import FunctionRegistry
 from runtimes.types import ActivationRecord, FunctionSpec
 
 NOOP = "def main(params):\n    return params\n"
@@ -169,7 +169,7 @@ def run(n: int = 20) -> list[str]:
             lines.append(
                 row(
                     "floor: fresh python importing the worker",
-                    _spawn_floor(["-c", "import runtimes.worker_main"], n),
+                    _spawn_floor(["-c", "import runtimes.worker.main"], n),
                 )
             )
             lines.append(

@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 
 from bench.loadgen import http_load
 from eventbus.server import EmbeddedNats
-from runtimes.models import load_model_plugin
+from runtimes.catalog.plugins import load_model_plugin
 from tests.support import Platform, start_platform, wait_for
 
 

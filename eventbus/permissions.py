@@ -146,7 +146,7 @@ def _worker(role: str) -> tuple[list[str], list[str]]:
         "control.stopped.*",
         "control.stem",
         "events.activation.>",
-        # A trigger's output is announced by the worker that wrote it (`runtimes/results.py`
+        # A trigger's output is announced by the worker that wrote it (`runtimes/worker/results.py`
         # `write_output`); every other storage event (deletes, MinIO notifications) stays out.
         "events.storage.object.created",
         "dlq.>",
@@ -207,7 +207,7 @@ def role_permissions(role: str) -> Permissions:
             *kv_read(FUNCTIONS_KV),
             *kv_write(ACTIVATIONS_KV),
             *kv_write(DEPLOYMENTS_KV),
-            *kv_write(LEASES_KV),  # the leader lease (`runtimes.leader`)
+            *kv_write(LEASES_KV),  # the leader lease (`runtimes.control.leader`)
             *consume(INVOCATIONS_STREAM, create=True),
             f"$JS.API.STREAM.PURGE.{INVOCATIONS_STREAM}",
         ]

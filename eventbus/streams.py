@@ -54,7 +54,7 @@ DEPLOYMENTS_KV = "deployments"
 BUCKETS_KV = "buckets"
 #: schedules: the last tick fired per trigger, and event schedules (`eventbus.scheduler`)
 SCHEDULES_KV = "schedules"
-#: leader leases of replicated services: who runs the controller (`runtimes.leader`)
+#: leader leases of replicated services: who runs the controller (`runtimes.control.leader`)
 LEASES_KV = "leases"
 #: API keys (`gateway.auth.keys`)
 AUTH_KV = "auth_keys"

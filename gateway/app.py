@@ -48,7 +48,7 @@ from gateway.routes import (
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from runtimes.activations import ActivationStore
-from runtimes.registry import FunctionRegistry
+from runtimes.specs import FunctionRegistry
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError
 from eventbus.invocations import enqueue, new_invocation
 from runtimes.activations import new_activation_id
-from runtimes.deployments import DeploymentStore, Desired
-from runtimes.registry import FunctionRegistry
+from runtimes.placement.deployments import DeploymentStore, Desired
+from runtimes.specs import FunctionRegistry
 from runtimes.types import FunctionSpec
 
 log = logging.getLogger(__name__)

@@ -86,7 +86,7 @@ def model_publish(
 
 
 def _local_spec(plugin: str) -> dict[str, Any] | None:
-    from runtimes.models import discover_models
+    from runtimes.catalog.plugins import discover_models
 
     if plugin not in discover_models():
         return None

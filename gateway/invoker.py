@@ -122,7 +122,7 @@ class Invoker:
             mode="sync",
             cause=cause,
             # an id made here is held by nothing else: its worker may skip the claim of a
-            # quick run (`runtimes.worker`); a given id may have run already
+            # quick run (`runtimes.worker.service`); a given id may have run already
             extra=None if activation_id else {FRESH_ID: "true"},
         )
         headers, data = to_nats(invocation)

@@ -14,7 +14,7 @@ from gateway.invoker import Invoker
 from gateway.metrics import Metrics
 from gateway.settings import GatewaySettings
 from runtimes.activations import ActivationStore
-from runtimes.registry import FunctionRegistry
+from runtimes.specs import FunctionRegistry
 
 
 @dataclass

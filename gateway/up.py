@@ -45,9 +45,9 @@ from gateway.builtins import reconcile_deployments, register_builtins
 from gateway.routes.events import close_streams
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge, seaweedfs_settings, start_seaweedfs
-from runtimes.controller import Controller
-from runtimes.leader import create_lease, while_leader
-from runtimes.local import LocalProvider
+from runtimes.control.controller import Controller
+from runtimes.control.leader import create_lease, while_leader
+from runtimes.providers.local import LocalProvider
 from runtimes.sandbox.command import bwrap_path
 from runtimes.sandbox.types import SandboxUnavailableError
 from runtimes.settings import ControllerSettings

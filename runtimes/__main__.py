@@ -8,6 +8,6 @@ import sys
 if "ws://" not in os.environ.get("DEEPFAAS_NATS_URL", "").lower().replace("wss://", "ws://"):
     sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
-from runtimes.worker_main import main
+from runtimes.worker.main import main
 
 raise SystemExit(main())

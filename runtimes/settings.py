@@ -71,5 +71,5 @@ class ControllerSettings(BusSettings):
         default=10.0,
         gt=0,
         description="the controller leader's lease: a standby takes over this long after the "
-        "leader stopped renewing it (`runtimes.leader`)",
+        "leader stopped renewing it (`runtimes.control.leader`)",
     )

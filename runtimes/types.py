@@ -20,7 +20,9 @@ HANDLER_PATTERN: Final = (
 MAX_CODE_BYTES: Final = 1_000_000
 MAX_INLINE_RESULT_BYTES: Final = 1 << 20
 #: the handler of a script function (`FunctionSpec.script`): runs the script with /bin/sh
-SCRIPT_HANDLER: Final = "runtimes.script:run"
+SCRIPT_HANDLER: Final = "runtimes.worker.script:run"
+#: the same handler as specs stored before `runtimes/` was split into packages name it
+STORED_SCRIPT_HANDLER: Final = "runtimes.script:run"
 #: S3's bucket names (as `eventbus.triggers.BUCKET_PATTERN`, which the runner must not import)
 BUCKET_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
@@ -90,7 +92,9 @@ class FunctionSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _script_handler(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("script") is not None and "handler" not in data:
+        if not isinstance(data, dict) or data.get("script") is None:
+            return data
+        if data.get("handler", STORED_SCRIPT_HANDLER) == STORED_SCRIPT_HANDLER:
             return {**data, "handler": SCRIPT_HANDLER}
         return data
 

@@ -1,8 +1,9 @@
 """The `deploy` function: template or spec -> runtime spec -> `rank` (via the platform) -> place.
 
-The placement and the records are `runtimes.placement` and `runtimes.deployments`; this wraps
-them: it reads the sites file, builds providers (kept per worker process, so a local site's
-runtimes live as long as the worker), and asks `rank` for the order of the sites.
+The placement and the records are `runtimes.placement.placer` and
+`runtimes.placement.deployments`; this wraps them: it reads the sites file, builds providers
+(kept per worker process, so a local site's runtimes live as long as the worker), and asks
+`rank` for the order of the sites.
 """
 
 from __future__ import annotations
@@ -18,15 +19,21 @@ import functions
 from functions.deploy.models import DeployInput, DeployOutput
 from functions.deploy.rank_client import call_function
 from functions.deploy.settings import DeploySettings
-from runtimes.deployments import Deployments, DeploymentStore
 from runtimes.errors import CapacityError, TemplateError
-from runtimes.gpus import Gpu
-from runtimes.k8s_manifests import ManifestOptions
-from runtimes.placement import Placer
-from runtimes.ranking import CandidateSite, Preferences, RankInput, RankOutput, Requirements
-from runtimes.site_providers import ProviderOptions, ProviderRegistry
-from runtimes.sites import load_sites
-from runtimes.tosca import TEMPLATES_DIR, load_topology
+from runtimes.placement.deployments import Deployments, DeploymentStore
+from runtimes.placement.placer import Placer
+from runtimes.placement.ranking import (
+    CandidateSite,
+    Preferences,
+    RankInput,
+    RankOutput,
+    Requirements,
+)
+from runtimes.placement.sites import load_sites
+from runtimes.placement.tosca import TEMPLATES_DIR, load_topology
+from runtimes.providers.gpus import Gpu
+from runtimes.providers.k8s_manifests import ManifestOptions
+from runtimes.providers.registry import ProviderOptions, ProviderRegistry
 from runtimes.types import Context, RuntimeSpec
 
 log = logging.getLogger(__name__)

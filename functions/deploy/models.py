@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eventbus.namespaces import QUALIFIED_NAME_PATTERN
-from runtimes.deployments import DeploymentRecord
-from runtimes.ranking import Preferences
+from runtimes.placement.deployments import DeploymentRecord
+from runtimes.placement.ranking import Preferences
 from runtimes.types import RuntimeSpec
 
 Action = Literal["create", "update", "redeploy", "delete", "reconcile", "get", "list"]

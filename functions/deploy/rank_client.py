@@ -20,7 +20,7 @@ from eventbus.errors import DeepfaasError
 from eventbus.invocations import enqueue, new_invocation
 from eventbus.types import CloudEvent, run_subject
 from runtimes.activations import new_activation_id
-from runtimes.registry import FunctionRegistry
+from runtimes.specs import FunctionRegistry
 
 SOURCE: Final = "/functions/deploy"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from eventbus.settings import BusSettings
-from runtimes.k8s_manifests import DEFAULT_IMAGE
+from runtimes.providers.k8s_manifests import DEFAULT_IMAGE
 from runtimes.settings import GpuSetting
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runtimes.models import MODEL_NAME_PATTERN
+from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.types import StoredObject
 
 INLINE_LIMIT = 1 << 20  # larger inputs travel by storage reference, never inside a message

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtimes.catalog import CatalogStore, VersionState
+from runtimes.catalog.plugins import LoadedModelPlugin, load_model_plugin
 from runtimes.errors import ModelNotFoundError
-from runtimes.models import LoadedModelPlugin, load_model_plugin
 
 log = logging.getLogger(__name__)
 KEEP_VERSIONS = 4

@@ -42,7 +42,7 @@ from functions.rank.models import (
     RankOutput,
     Requirements,
 )
-from runtimes.sites import GpuCapacity, gpu_model_matches
+from runtimes.placement.sites import GpuCapacity, gpu_model_matches
 from runtimes.types import Context
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
-"""Input and output of the `rank` function (defined in `runtimes.ranking`, shared with `deploy`)."""
+"""Input and output of the `rank` function (defined in `runtimes.placement.ranking`, shared
+with `deploy`)."""
 
-from runtimes.ranking import (
+from runtimes.placement.ranking import (
     MAX_SITES,
     CandidateSite,
     Constraint,

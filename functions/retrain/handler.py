@@ -12,8 +12,8 @@ from eventbus.namespaces import namespace_of
 from functions.retrain.data import gather
 from functions.retrain.models import RetrainInput, RetrainOutput
 from runtimes.catalog import CatalogForbiddenError, CatalogStore, Lineage, VersionState
+from runtimes.catalog.plugins import TrainResult, load_model_plugin
 from runtimes.errors import ModelInputError
-from runtimes.models import TrainResult, load_model_plugin
 from runtimes.types import Context
 
 

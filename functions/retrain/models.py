@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runtimes.models import MODEL_NAME_PATTERN
+from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.types import StoredObject
 
 READY_MARKER = "_READY"

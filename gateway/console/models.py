@@ -15,8 +15,8 @@ from gateway.params import MAX_NUMBER, ActivationId
 from gateway.routes import catalog as api
 from gateway.routes import models as models_api
 from gateway.routes import models_train as train_api
+from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.catalog.types import ModelVersion
-from runtimes.models import MODEL_NAME_PATTERN
 
 router = APIRouter(prefix=f"{FRAGMENTS}/models", route_class=FragmentRoute, include_in_schema=False)
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, max_length=63)]

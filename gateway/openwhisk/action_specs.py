@@ -14,8 +14,8 @@ from gateway.openwhisk import shapes
 from gateway.openwhisk.errors import BadRequestError, TooLargeError
 from gateway.openwhisk.refs import SEQUENCE_KIND, ActionRef, load_action, parse_ref
 from gateway.openwhisk.types import SUPPORTED_KINDS, ActionIn
-from runtimes.loader import check_syntax
 from runtimes.types import MAX_CODE_BYTES, FunctionSpec
+from runtimes.worker.loader import check_syntax
 
 _MANAGED = {"version", "created", "updated"}
 WEB_UNSUPPORTED = (

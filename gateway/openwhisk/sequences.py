@@ -26,8 +26,8 @@ from eventbus.errors import DeepfaasError
 from gateway.openwhisk.errors import SequenceError
 from gateway.openwhisk.refs import ActionRef, load_action, params_of, parse_ref
 from gateway.state import GatewayState, state_of
-from runtimes.results import emit_completion
 from runtimes.types import ActivationRecord, ActivationStatus
+from runtimes.worker.results import emit_completion
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 8

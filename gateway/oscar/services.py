@@ -1,6 +1,6 @@
 """OSCAR's `/system/info`, `/system/config` and `/system/services` on our objects.
 
-A service is a script function (`runtimes/script.py`) plus one trigger per input; its buckets
+A service is a script function (`runtimes/worker/script.py`) plus one trigger per input; its buckets
 are claimed for the caller's namespace and created as OSCAR creates them. Another namespace's
 service is not found.
 """

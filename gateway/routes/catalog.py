@@ -16,15 +16,15 @@ from gateway.auth.errors import ForbiddenError
 from gateway.auth.types import Principal
 from gateway.params import MAX_NUMBER
 from gateway.state import state_of
-from runtimes.catalog.store import CatalogStore
-from runtimes.catalog.types import GateDecision, Lineage, ModelVersion, Module, ModuleSpec
-from runtimes.errors import ModelInputError
-from runtimes.models import (
+from runtimes.catalog.plugins import (
     MODEL_NAME_PATTERN,
     LoadedModelPlugin,
     discover_models,
     load_model_plugin,
 )
+from runtimes.catalog.store import CatalogStore
+from runtimes.catalog.types import GateDecision, Lineage, ModelVersion, Module, ModuleSpec
+from runtimes.errors import ModelInputError
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Name = Annotated[str, Path(pattern=MODEL_NAME_PATTERN)]

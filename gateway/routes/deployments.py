@@ -18,8 +18,8 @@ from functions.deploy.handler import to_spec
 from functions.deploy.models import Constraints, DeployInput
 from gateway.routes.invoke import sync_response
 from gateway.state import state_of
-from runtimes.deployments import DeploymentRecord, DeploymentStore
-from runtimes.ranking import Preferences
+from runtimes.placement.deployments import DeploymentRecord, DeploymentStore
+from runtimes.placement.ranking import Preferences
 from runtimes.types import RuntimeSpec
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])

@@ -11,8 +11,8 @@ from eventbus.namespaces import belongs, local_name
 from gateway.auth.access import namespace, qualified
 from gateway.models import FunctionSpecIn, Instance
 from gateway.state import state_of
-from runtimes.loader import check_syntax
 from runtimes.types import FUNCTION_NAME_PATTERN, FunctionSpec
+from runtimes.worker.loader import check_syntax
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"])
 NamePath = Path(pattern=FUNCTION_NAME_PATTERN, description="function name")

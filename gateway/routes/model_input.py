@@ -20,9 +20,9 @@ from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError
 from functions.inference.models import INLINE_LIMIT
 from gateway.routes.catalog import catalog_of
+from runtimes.catalog.plugins import LoadedModelPlugin, discover_models, load_model_plugin
 from runtimes.catalog.types import Module
 from runtimes.errors import ModelNotFoundError
-from runtimes.models import LoadedModelPlugin, discover_models, load_model_plugin
 from runtimes.types import StoredObject
 
 STAGING_BUCKET: Final = "deepfaas-staging"

@@ -30,8 +30,8 @@ from gateway.routes.model_input import (
     stage,
 )
 from gateway.state import state_of
+from runtimes.catalog.plugins import MODEL_NAME_PATTERN, discover_models, load_model_plugin
 from runtimes.catalog.types import Module
-from runtimes.models import MODEL_NAME_PATTERN, discover_models, load_model_plugin
 from runtimes.types import ActivationRecord, ActivationStatus
 
 router = APIRouter(prefix="/v2/models", tags=["models"], route_class=DeepaasRoute)

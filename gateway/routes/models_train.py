@@ -30,9 +30,9 @@ from gateway.routes.model_input import (
     stage,
 )
 from gateway.state import state_of
+from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.catalog.types import Module
 from runtimes.errors import ModelNotFoundError
-from runtimes.models import MODEL_NAME_PATTERN
 from runtimes.types import ActivationRecord, ActivationStatus
 
 router = APIRouter(route_class=DeepaasRoute)  # under /v2/models, with its tags

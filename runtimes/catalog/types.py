@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eventbus.namespaces import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
 from eventbus.streams import CATALOG_KV as CATALOG_KV
-from runtimes.models import MODEL_NAME_PATTERN
+from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.types import GpuRequest
 
 ARTIFACT_BUCKET: Final = "deepfaas-models"

@@ -21,7 +21,6 @@ from pathlib import Path
 from eventbus.buckets import BucketOwners
 from eventbus.namespaces import namespace_of
 from eventbus.storage import Storage
-from runtimes.executor import Outcome
 from runtimes.sandbox import wire
 from runtimes.sandbox.command import build_command, gpu_devices, readonly_paths
 from runtimes.sandbox.gate import StorageGate
@@ -33,6 +32,7 @@ from runtimes.sandbox.process import (
 )
 from runtimes.sandbox.types import Network, SandboxLimits
 from runtimes.types import ActivationStatus, Context, FunctionSpec
+from runtimes.worker.executor import Outcome
 
 log = logging.getLogger(__name__)
 #: how long past its deadline a run may stay unanswered before its runner is replaced

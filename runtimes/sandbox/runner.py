@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runtimes.errors import FunctionLoadError
-from runtimes.executor import Executor, Outcome
-from runtimes.loader import failing_function, load_function
 from runtimes.sandbox import protocol, wire
 from runtimes.sandbox.proxy import ProxyStorage
 from runtimes.types import ActivationStatus, Context, FunctionSpec
+from runtimes.worker.executor import Executor, Outcome
+from runtimes.worker.loader import failing_function, load_function
 
 PR_SET_NO_NEW_PRIVS = 38
 log = logging.getLogger("deepfaas.runner")

@@ -85,7 +85,7 @@ def test_a_full_queue_refuses_with_503_and_loses_nothing(budgeted: Platform) -> 
 def test_status_shows_each_stream_against_its_budget(budgeted: Platform) -> None:
     env = {**os.environ, "DEEPFAAS_AUTH": budgeted.auth}
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "status", "--url", budgeted.url, "--json"],
+        [sys.executable, "-m", "cli", "status", "--url", budgeted.url, "--json"],
         capture_output=True,
         env=env,
         timeout=60,
@@ -99,7 +99,7 @@ def test_status_shows_each_stream_against_its_budget(budgeted: Platform) -> None
     assert rows["EVENTS"]["used"] is not None and rows["EVENTS"]["used"] <= 1
     assert {"KV_activations", "KV_auth_keys", "DLQ"} <= set(rows)
     human = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "status", "--url", budgeted.url],
+        [sys.executable, "-m", "cli", "status", "--url", budgeted.url],
         capture_output=True,
         env={**env, "COLUMNS": "200"},
         timeout=60,

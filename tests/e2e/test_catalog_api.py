@@ -4,6 +4,7 @@ retire, roll back, with the catalog CloudEvents seen on NATS, and each bad input
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -12,8 +13,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from eventbus.codec import from_nats
-from runtimes.models import load_model_plugin
-from tests.support import Platform
+from runtimes.catalog.plugins import load_model_plugin
+from tests.support import Platform, eventually
 
 PREFIX = "io.deepfaas"
 SPEC = {
@@ -144,10 +145,8 @@ async def test_catalog_over_http_announces_each_change(
         await conn.subscribe("events.>", cb=got)
         await conn.flush()
         await asyncio.to_thread(_flow, platform, artifact)
-        for _ in range(100):
-            if f"{PREFIX}.catalog.model.version.retired" in seen:
-                break
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(AssertionError):  # the assertions below say what is missing
+            await eventually(lambda: f"{PREFIX}.catalog.model.version.retired" in seen)
     finally:
         await conn.close()
     catalog = [t.removeprefix(f"{PREFIX}.catalog.") for t in seen if ".catalog." in t]

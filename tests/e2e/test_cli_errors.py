@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`deepfaas ...` as a user runs it, from ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,

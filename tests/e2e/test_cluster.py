@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from eventbus.streams import Layout, ensure_layout, stream_names
 from tests.e2e.functions import NOOP
 from tests.e2e.test_faults import ready_instances
 from tests.e2e.test_invoke import deploy
-from tests.support import Platform, start_platform, wait_for
+from tests.support import Platform, eventually, start_platform, wait_for
 
 #: the count the issue asks for; each is one small async invoke of a no-op function
 INVOCATIONS = 1000
@@ -66,15 +67,16 @@ async def test_every_stream_is_replicated_and_never_lowered(cluster: list[Embedd
 
 async def _info(bus: Bus, name: str) -> StreamInfo:
     """A stream's info once its replicas answer (a new R3 stream may be "not found" a while)."""
-    for _ in range(100):
+
+    async def replicated() -> StreamInfo | None:
         try:
             info = await bus.js.stream_info(name)
         except NotFoundError:
-            await asyncio.sleep(0.2)
-            continue
-        if info.cluster is not None and len(info.cluster.replicas or []) == 2:
-            return info
-        await asyncio.sleep(0.2)
+            return None
+        return info if info.cluster is not None and len(info.cluster.replicas or []) == 2 else None
+
+    with contextlib.suppress(AssertionError):  # else the caller's assertions say what is missing
+        return await eventually(replicated, timeout=20, interval=0.2)
     return await bus.js.stream_info(name)
 
 

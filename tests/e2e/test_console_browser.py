@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, FilePayload, Page, Route, expect, sync_
 
 from eventbus.server import EmbeddedNats
 from gateway.console.routes import PAGES, STATIC
-from runtimes.models import load_model_plugin
+from runtimes.catalog.plugins import load_model_plugin
 from tests.support import Platform, start_platform, wait_activation, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -245,7 +245,7 @@ def test_events_tail_prints_one_json_event_per_line(
     for name in names:
         r = post(client, event_type, {"text": long, "name": name}, event_id=name)
         assert r.status_code == 202, r.text
-    command = [sys.executable, "-m", "gateway.cli", "events", "tail", "--url", platform.url]
+    command = [sys.executable, "-m", "cli", "events", "tail", "--url", platform.url]
     command += ["--type", event_type, "--since", before, "-n", "3", *flag]
     env = {**os.environ, "DEEPFAAS_AUTH": platform.auth, "COLUMNS": "80"}
     try:
@@ -265,7 +265,7 @@ def test_the_platform_stops_on_sigterm_while_clients_follow_the_stream(
 ) -> None:
     own = start_platform(nats_server, tmp_path / "stopping")
     event_type = f"com.example.stop.{TAG}"
-    command = [sys.executable, "-m", "gateway.cli", "events", "tail", "--url", own.url]
+    command = [sys.executable, "-m", "cli", "events", "tail", "--url", own.url]
     tail = subprocess.Popen(
         [*command, "--type", event_type, "--json"],
         env={**os.environ, "DEEPFAAS_AUTH": own.auth},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -9,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
+from nats.js.api import ConsumerInfo
 
+from eventbus.streams import consumer_name
+from eventbus.types import INVOCATIONS_STREAM
 from tests.e2e.functions import FAILING, RECORDING, SLEEPY
 from tests.e2e.test_invoke import deploy
 from tests.support import Platform, wait_activation, wait_for
@@ -159,6 +164,20 @@ def recorded(client: httpx.Client, bucket: str) -> list[str]:
     return sorted(key.rsplit("/", 1)[0] for key in bucket_keys(client, bucket))
 
 
+def _settled(platform: Platform, function: str) -> bool:
+    """Every invocation queued for ``function`` has been taken and acknowledged."""
+
+    async def consumer() -> ConsumerInfo:
+        nc = await nats.connect(platform.nats.admin_url)
+        try:
+            return await nc.jetstream().consumer_info(INVOCATIONS_STREAM, consumer_name(function))
+        finally:
+            await nc.close()
+
+    info = asyncio.run(consumer())
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
 def _seconds(stamp: str) -> float:
     from datetime import datetime
 
@@ -166,7 +185,7 @@ def _seconds(stamp: str) -> float:
 
 
 def test_a_sync_call_past_its_wait_answers_202_and_still_completes_once(
-    client: httpx.Client, tmp_path: Path
+    client: httpx.Client, platform: Platform, tmp_path: Path
 ) -> None:
     deploy(client, "slowrec", RECORDING, min_scale=1, max_scale=1, concurrency=2)
     ready_instances(client, "slowrec")
@@ -182,5 +201,5 @@ def test_a_sync_call_past_its_wait_answers_202_and_still_completes_once(
     record = wait_activation(client, activation_id, timeout=30)
     assert record["status"] == "success" and record["attempts"] == 1
     assert record["result"]["tag"] == "late"
-    time.sleep(3)  # the queued safety-net copy has been looked at by now
+    wait_for(lambda: _settled(platform, "slowrec"))  # the queued safety-net copy is handled
     assert recorded(client, "runs-late") == ["late"]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support import Platform, wait_activation
+from tests.support import Platform, wait_activation, wait_for
 
 MARKER = "isolation-marker-7f3a"
 CODE = f"def main(args):\n    print('{MARKER}')\n    return {{'secret': '{MARKER}'}}\n"
@@ -163,7 +162,12 @@ def test_the_intruder_sees_only_its_own(platform: Platform, owned: dict[str, str
             p["namespace"] == "intruder" for p in intruder.get(f"{OW}/_/packages").json()
         )
     with platform.client() as admin:  # the same name in two namespaces: two functions
-        assert admin.post("/v1/functions/iso-fn/invoke", json={}).json() == {"secret": MARKER}
-        time.sleep(0.1)
-        ids = {a["id"] for a in admin.get("/v1/activations", params={"limit": 200}).json()}
-        assert record["id"] not in ids
+        mine = admin.post("/v1/functions/iso-fn/invoke", json={})
+        assert mine.json() == {"secret": MARKER}
+
+        def listed() -> set[str]:
+            found = admin.get("/v1/activations", params={"limit": 200}).json()
+            ids = {a["id"] for a in found}
+            return ids if mine.headers["x-activation-id"] in ids else set()
+
+        assert record["id"] not in wait_for(listed)  # its own is listed, the other's not

@@ -242,7 +242,7 @@ def test_the_cli_predicts_and_lists_versions(served: Platform, tmp_path: Path) -
 
     def cli(*args: str) -> Any:
         done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "model", *args, "--json"],
+            [sys.executable, "-m", "cli", "model", *args, "--json"],
             env=env,
             capture_output=True,
             text=True,

@@ -8,7 +8,6 @@ the model is the digits plug-in installed in the venv; the data ship with scikit
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -102,7 +101,6 @@ def _prepared(platform: Platform) -> Any:
         for trigger in triggers:
             r = client.post("/v1/triggers", json=trigger)
             assert r.status_code == 201, r.text
-        time.sleep(0.5)  # the dispatcher learns of triggers through a KV watch
         r = client.post(
             "/v1/catalog/modules",
             json={"name": "digits", "description": "handwritten digits", "tolerance": 0.02},

@@ -22,7 +22,7 @@ from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats
 from eventbus.storage.local import LocalStorage
 from runtimes.catalog import CatalogStore, Lineage
-from runtimes.models import load_model_plugin
+from runtimes.catalog.plugins import load_model_plugin
 from tests.models.crafted import code_pickle, digits_format_1
 from tests.models.samples import digits, png
 from tests.support import Platform, start_platform, wait_activation, wait_for

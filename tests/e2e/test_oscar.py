@@ -218,7 +218,7 @@ def test_script_function_from_the_cli_runs_in_the_sandbox(
         'echo "uid $(id -u) input $(cat "$INPUT_FILE_PATH")"\n'
     )
     run = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "fn", "deploy", "probe", "--script", str(script)],
+        [sys.executable, "-m", "cli", "fn", "deploy", "probe", "--script", str(script)],
         env={**os.environ, "DEEPFAAS_URL": platform.url, "DEEPFAAS_AUTH": platform.auth},
         cwd=tmp_path,
         capture_output=True,
@@ -228,7 +228,7 @@ def test_script_function_from_the_cli_runs_in_the_sandbox(
     )
     assert run.returncode == 0, run.stdout + run.stderr
     spec = client.get("/v1/functions/probe").json()
-    assert spec["handler"] == "runtimes.script:run" and spec["script"] == script.read_text()
+    assert spec["handler"] == "runtimes.worker.script:run" and spec["script"] == script.read_text()
     r = client.post("/v1/functions/probe/invoke", json={"n": 1})
     assert r.status_code == 200, r.text
     assert r.json().startswith("data dir hidden\nuid ")

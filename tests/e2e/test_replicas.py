@@ -31,7 +31,7 @@ import psutil
 import pytest
 
 from eventbus.server import EmbeddedNats, free_port
-from runtimes.leader import LeaseRecord
+from runtimes.control.leader import LeaseRecord
 from tests.e2e.functions import RECORDING
 from tests.e2e.test_faults import recorded
 from tests.support import wait_for
@@ -96,7 +96,7 @@ class SplitPlatform:
         log = self.base / f"{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", command],
+                [sys.executable, "-m", "cli", command],
                 env=self.env(**extra),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -137,7 +137,7 @@ def _ready(part: Part) -> bool:
 def split(nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     platform = SplitPlatform(nats_server, tmp_path_factory.mktemp("split"))
     boot = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "bootstrap"],
+        [sys.executable, "-m", "cli", "bootstrap"],
         env=platform.env(),
         capture_output=True,
         cwd=ROOT,
@@ -271,6 +271,7 @@ def test_each_part_twice_survives_losing_one_of_each(
     assert _runtimes_answers(nats_server) == 1  # the standby answers nothing
 
     sink_ids: set[str] = set()
+    sink_ready = threading.Event()
 
     async def listen(stop: threading.Event) -> None:
         nc = await nats.connect(nats_server.admin_url)
@@ -279,6 +280,8 @@ def test_each_part_twice_survives_losing_one_of_each(
             sink_ids.add(msg.headers["ce-id"])
 
         await nc.subscribe(SINK, cb=got)
+        await nc.flush()  # the server has the subscription
+        sink_ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.05)
         await nc.close()
@@ -286,7 +289,7 @@ def test_each_part_twice_survives_losing_one_of_each(
     stop_sink = threading.Event()
     sink_thread = threading.Thread(target=asyncio.run, args=(listen(stop_sink),), daemon=True)
     sink_thread.start()
-    time.sleep(0.5)  # the sink's subscription is in place before the first event
+    assert sink_ready.wait(30)  # the sink's subscription is in place before the first event
 
     accepted: dict[str, str] = {}  # tag -> activation id or event id
     lock = threading.Lock()

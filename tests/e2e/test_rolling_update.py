@@ -67,8 +67,12 @@ def test_rolling_update_loses_no_invocation(client: httpx.Client, platform: Plat
     threads = [threading.Thread(target=f, daemon=True) for f in (call_sync, call_sync, call_async)]
     for thread in threads:
         thread.start()
+
+    def calls_since(sync: int, asynchronous: int) -> bool:
+        return len(sync_results) >= sync + 5 and len(async_ids) >= asynchronous + 5
+
     try:
-        time.sleep(1.0)
+        wait_for(lambda: calls_since(0, 0))  # traffic flows before the roll
         deploy(client, "roll", _code("new"), min_scale=1, max_scale=2, concurrency=4)
 
         def rolled() -> bool:
@@ -76,7 +80,8 @@ def test_rolling_update_loses_no_invocation(client: httpx.Client, platform: Plat
             return bool(items) and all(i["version"] == 2 for i in items)
 
         wait_for(rolled, timeout=60)
-        time.sleep(1.0)
+        at_roll = len(sync_results), len(async_ids)
+        wait_for(lambda: calls_since(*at_roll))  # and after it
     finally:
         stop.set()
         for thread in threads:

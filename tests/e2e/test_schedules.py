@@ -78,7 +78,7 @@ def second_dispatcher(platform: Platform, clock: FakeClock) -> Iterator[subproce
     log = platform.data_dir / "dispatcher2.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "dispatcher"],
+            [sys.executable, "-m", "cli", "dispatcher"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -141,13 +141,13 @@ def test_schedules_through_the_api_and_the_cli(client: httpx.Client, platform: P
     env = {**os.environ, "DEEPFAAS_URL": platform.url, "DEEPFAAS_AUTH": platform.auth}
     args = ["trigger", "create", "cli-nightly", "--function", "ticker", "--cron", "0 3 * * *",
             "--tz", "Europe/Madrid", "-p", "model=digits"]  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=env,
+    out = subprocess.run([sys.executable, "-m", "cli", *args], env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [line for line in out.stdout.splitlines() if " UTC " in line]
     assert len(lines) == 5 and all("03:00:00 CE" in line for line in lines), out.stdout
     every = ["trigger", "create", "cli-every", "--function", "ticker", "--every", "10m"]
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", *every], env=env,
+    out = subprocess.run([sys.executable, "-m", "cli", *every], env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0 and out.stdout.count(" UTC ") == 5, out.stdout + out.stderr
     assert client.get("/v1/triggers/cli-every").json()["schedule"]["interval_s"] == 600

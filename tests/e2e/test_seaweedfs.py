@@ -82,7 +82,7 @@ class SeaweedPlatform:
         with (self.data_dir / "bridge.log").open("ab") as log:
             self.bridges.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "gateway.cli", "storage-bridge"],
+                    [sys.executable, "-m", "cli", "storage-bridge"],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -153,7 +153,6 @@ def watch(client: httpx.Client, bucket: str, fn: str, *, out: str) -> None:
         },
     ).raise_for_status()
     ready_instances(client, fn, 1)
-    time.sleep(0.3)  # the dispatcher learns of triggers through a KV watch
 
 
 def activations(client: httpx.Client, fn: str) -> list[dict[str, Any]]:
@@ -289,7 +288,7 @@ def test_a_missing_weed_binary_is_one_line(tmp_path: Path) -> None:
         "DEEPFAAS_STORAGE_SEAWEEDFS_BIN": str(tmp_path / "no" / "weed"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "up"],
+        [sys.executable, "-m", "cli", "up"],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import http.client
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from cli.storage import storage_app
 from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats
 from eventbus.storage import (
@@ -31,7 +31,6 @@ from eventbus.storage import (
 )
 from eventbus.triggers import activation_id_for
 from eventbus.types import CloudEvent
-from gateway.cli_storage import storage_app
 from gateway.storage_settings import StorageSettings, create_storage
 from tests.e2e.test_invoke import deploy
 from tests.eventbus.test_storage_events import (  # noqa: F401 (a fixture used by name)
@@ -191,7 +190,6 @@ def test_an_upload_runs_the_function_its_trigger_names(
     trigger = f"t-{bucket}"
     body = {"name": trigger, "function": "read-upload", "bucket": bucket, "key_prefix": "in/"}
     assert client.post("/v1/triggers", json=body).status_code == 201
-    time.sleep(0.3)  # the dispatcher learns of the trigger through a KV watch
     assert client.put(f"/v1/buckets/{bucket}/objects/in/scan 1.tif", content=b"tiff").is_success
     assert client.put(f"/v1/buckets/{bucket}/objects/out/x.tif", content=b"no").is_success
     created = [e for e in events_of(platform, bucket) if e.subject == "in/scan 1.tif"]

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from cli.subscriptions import sub_app
 from eventbus.types import new_id
-from gateway.cli_subscriptions import sub_app
 from tests.eventbus.test_delivery import Receiver, serve_receiver
 from tests.support import Platform, wait_for
 

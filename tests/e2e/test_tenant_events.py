@@ -13,9 +13,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from cli.storage import storage_app
 from eventbus.triggers import activation_id_for
 from eventbus.types import new_id
-from gateway.cli_storage import storage_app
 from tests.e2e.test_invoke import deploy
 from tests.eventbus.test_delivery import Receiver, serve_receiver
 from tests.support import Platform, wait_activation, wait_for

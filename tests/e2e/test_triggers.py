@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -98,7 +97,6 @@ def test_an_event_on_the_bus_runs_the_function(client: httpx.Client, platform: P
         },
     )
     assert r.status_code == 201, r.text
-    time.sleep(0.3)  # the dispatcher learns of the trigger through a KV watch
     event = CloudEvent.create(
         type=f"{PREFIX}.storage.object.created",
         source="/storage/local/uploads",
@@ -128,7 +126,6 @@ def test_a_disabled_trigger_match_is_counted_in_the_metrics(
         },
     )
     assert r.status_code == 201, r.text
-    time.sleep(0.3)
     event = CloudEvent.create(type="org.example.muted", source="/t", data={})
     asyncio.run(_publish(platform.nats.admin_url, event))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError
 from eventbus.storage import LocalStorage
 from eventbus.streams import ensure_layout
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -27,16 +27,6 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     await ensure_layout(bus.js)
     yield bus
     await bus.close()
-
-
-async def eventually(check: object, timeout: float = 5.0) -> None:
-    """Poll an async predicate until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():  # type: ignore[operator]
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_bucket_without_record_belongs_to_default(bus: Bus) -> None:

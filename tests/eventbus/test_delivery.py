@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +22,7 @@ from eventbus.publish import publish_event
 from eventbus.streams import ensure_layout
 from eventbus.subscriptions import Subscription, SubscriptionStore, consumer_name
 from eventbus.types import EVENTS_STREAM, CloudEvent, new_id
+from tests.support import eventually
 
 QUIET_S = 0.6  # how long "nothing arrives" is watched for
 
@@ -118,18 +118,6 @@ async def deliverer(bus: Bus, store: SubscriptionStore) -> AsyncIterator[Deliver
     await running.start()
     yield running
     await running.stop()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not reached in {timeout} s")
 
 
 def _event(kind: str, **attrs: Any) -> CloudEvent:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -21,6 +20,7 @@ from eventbus.publish import MSG_ID_HEADER, publish_event
 from eventbus.streams import FUNCTIONS_KV, ensure_layout
 from eventbus.triggers import OutputTarget, Trigger, TriggerStore, activation_id_for
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM, CloudEvent, new_id
+from tests.support import eventually
 
 PREFIX = "io.deepfaas"
 CREATED = f"{PREFIX}.storage.object.created"
@@ -68,16 +68,6 @@ async def stored(
 
 async def invocations(bus: Bus) -> list[tuple[str, dict[str, str], CloudEvent]]:
     return [(s, h, from_nats(h, b)) for s, h, b in await stored(bus, INVOCATIONS_STREAM)]
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            assert value, "condition not met in time"
-            return value
-        await asyncio.sleep(0.02)
 
 
 async def settled(d: Dispatcher, seen: int) -> None:
@@ -469,7 +459,7 @@ async def test_a_json_object_payload_is_merged_over_the_static_params(
             params={"greeting": "Hi", "name": "nobody"},
         )
     )
-    await asyncio.sleep(0.3)  # the index learns of triggers through a KV watch
+    await knows(dispatcher, "hello")
     event = CloudEvent.create(type="org.example.hello", source="/t", data={"name": "Ada"})
     await publish_event(bus, event, subject="events.org.example.hello")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from tests.eventbus.test_storage_events import (  # noqa: F401 (fixtures used by
     moto_endpoint,
     s3,
 )
+from tests.support import eventually
 
 MINIO = RecordContext(event_source="minio:s3", region="us-east-1", principal_id="minioadmin")
 
@@ -119,12 +119,12 @@ async def send(bus: Bus, bridge: MinioBridge, *bodies: bytes) -> None:
     for body in bodies:
         await bus.js.publish(bridge.subject, body)
     last = (await bus.js.stream_info(bridge.stream)).state.last_seq
-    for _ in range(400):
+
+    async def settled() -> bool:
         info = await bus.js.consumer_info(bridge.stream, bridge.durable)
-        if info.ack_floor.stream_seq >= last and not info.num_ack_pending:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"the bridge did not settle: {info}")
+        return info.ack_floor.stream_seq >= last and not info.num_ack_pending
+
+    await eventually(settled)
 
 
 async def dead_letters(bus: Bus, subject: str) -> list[DeadLetter]:
@@ -258,12 +258,12 @@ async def test_a_failed_publish_is_retried(bus: Bus, bridge: MinioBridge) -> Non
     await bus.js.delete_stream(EVENTS_STREAM)
     try:
         await bus.js.publish(bridge.subject, minio_notification(created(bucket, "k", "f" * 32)))
-        for _ in range(200):
+
+        async def retried() -> int:
             info = await bus.js.consumer_info(bridge.stream, bridge.durable)
-            if info.num_redelivered:
-                break
-            await asyncio.sleep(0.025)
-        assert info.num_redelivered, "the message was not retried"
+            return info.num_redelivered or 0
+
+        await eventually(retried)  # the message is retried
     finally:
         await ensure_layout(bus.js)
     await send(bus, bridge)

@@ -9,7 +9,6 @@ last event, is never published again.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from eventbus.streams import ensure_layout
 from eventbus.types import EVENTS_STREAM, CloudEvent
 from tests.eventbus.test_minio_bridge import MINIO, bucket_name, created, send
 from tests.eventbus.test_storage_events import PREFIX, bucket_events
+from tests.support import eventually
 
 WINDOW = 1.0
 
@@ -57,12 +57,12 @@ async def window_passed(bus: Bus) -> None:
     probe = f"probe-{uuid.uuid4().hex}"
     subject = "events.test.probe"
     await bus.js.publish(subject, b"", headers={"Nats-Msg-Id": probe})
-    for _ in range(200):
-        await asyncio.sleep(0.05)
+
+    async def forgotten() -> bool:
         ack = await bus.js.publish(subject, b"", headers={"Nats-Msg-Id": probe})
-        if not ack.duplicate:
-            return
-    raise AssertionError("the de-duplication window never passed")
+        return not ack.duplicate
+
+    await eventually(forgotten)
 
 
 def kinds(events: list[CloudEvent]) -> list[str]:

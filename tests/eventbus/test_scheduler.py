@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -24,6 +22,7 @@ from eventbus.schedules import FileClock, Schedule, tick_id
 from eventbus.streams import FUNCTIONS_KV, SCHEDULES_KV, ensure_layout
 from eventbus.triggers import Trigger, TriggerStore, activation_id_for
 from eventbus.types import INVOCATIONS_STREAM, CloudEvent
+from tests.support import eventually
 
 PREFIX = "io.deepfaas"
 #: the fake clock sits a quarter second past each whole second; a tick is late past half a second
@@ -97,16 +96,6 @@ async def invocations(bus: Bus) -> list[CloudEvent]:
             msg = await bus.js.get_msg(INVOCATIONS_STREAM, seq)
             found.append(from_nats(dict(msg.headers or {}), msg.data or b""))
     return found
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            assert value, "condition not met in time"
-            return value
-        await asyncio.sleep(0.02)
 
 
 async def count_is(bus: Bus, n: int) -> list[CloudEvent]:

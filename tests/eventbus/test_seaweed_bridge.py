@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -17,6 +18,7 @@ from eventbus.storage_events import StorageLedger
 from eventbus.streams import ensure_layout
 from eventbus.types import CloudEvent
 from tests.eventbus.test_storage_events import PREFIX, bucket_events, check_created
+from tests.support import eventually
 
 PART = 5 * 1024 * 1024
 Starter = Callable[[], Awaitable[SeaweedBridge]]
@@ -67,12 +69,12 @@ async def start_bridge(
 
 async def events_of(bus: Bus, bucket: str, count: int, timeout: float = 30.0) -> list[CloudEvent]:
     """The bucket's storage events once there are ``count`` (and no more a moment later)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await bucket_events(bus, bucket)
-        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.1)
+
+    async def arrived() -> bool:
+        return len(await bucket_events(bus, bucket)) >= count
+
+    with contextlib.suppress(AssertionError):  # the caller's assertion says what came
+        await eventually(arrived, timeout=timeout)
     await asyncio.sleep(0.5)  # anything extra would show up now
     return await bucket_events(bus, bucket)
 
@@ -128,13 +130,6 @@ async def test_resumes_where_it_stopped_and_never_repeats(
     # the ledger knows each one, whatever JetStream's de-duplication window says
     await ledger.set_cursor(CURSOR_KEY, stopped_at - 10**9)
     replay = await start_bridge()
-    await wait_until(lambda: replay.done_ns >= last)
+    await eventually(lambda: replay.done_ns >= last, timeout=30)
     assert replay.published == 0
     assert len(await bucket_events(bus, bucket)) == 21
-
-
-async def wait_until(fact: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not fact():
-        assert asyncio.get_running_loop().time() < deadline, "not in time"
-        await asyncio.sleep(0.05)

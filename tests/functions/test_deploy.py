@@ -10,7 +10,7 @@ import pytest
 from functions.deploy.handler import to_spec
 from functions.deploy.models import DeployInput
 from runtimes.errors import TemplateError
-from runtimes.tosca import TEMPLATES_DIR
+from runtimes.placement.tosca import TEMPLATES_DIR
 
 SPEC: dict[str, Any] = {"name": "svc", "function": "svc", "module": "m:f"}
 

@@ -21,9 +21,9 @@ from functions.rank.models import (
     RankOutput,
     Weights,
 )
-from runtimes.loader import load_function
-from runtimes.sites import SiteFigures, load_sites
+from runtimes.placement.sites import SiteFigures, load_sites
 from runtimes.types import Context, FunctionSpec
+from runtimes.worker.loader import load_function
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.auth.bootstrap import ensure_first_key
 from gateway.routes.events import POLL_S, close_streams
 from gateway.settings import GatewaySettings
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -44,9 +45,7 @@ async def served(
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(20):
-        while not server.started:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: server.started)
     key_id, _, secret = credential.partition(":")
     url = f"http://127.0.0.1:{settings.port}"
     async with httpx.AsyncClient(base_url=url, auth=(key_id, secret), timeout=10) as client:
@@ -92,9 +91,7 @@ async def test_a_server_that_closes_streams_on_shutdown_stops_at_once(
     config = uvicorn.Config(first.config.app, host="127.0.0.1", port=free_port(), lifespan="off")
     server = _ClosingServer(config)  # the same app (its lifespan ran): a second listener
     task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(20):
-        while not server.started:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: server.started)
     url = f"http://127.0.0.1:{config.port}/v1/events/stream"
     async with client.stream("GET", url) as response:
         lines = response.aiter_lines()
@@ -122,8 +119,10 @@ async def test_a_client_that_hangs_up_leaves_no_consumer_behind(
             async with client.stream("GET", "/v1/events/stream") as response:
                 assert await anext(response.aiter_lines()) == ": subscribed"
                 assert await ephemeral() > before  # the stream's own ordered consumer
-        async with asyncio.timeout(20):  # the server drops a consumer without interest
-            while await ephemeral() > before:
-                await asyncio.sleep(0.2)
+
+        async def dropped() -> bool:  # the server drops a consumer without interest
+            return await ephemeral() <= before
+
+        await eventually(dropped)
     finally:
         await admin.close()

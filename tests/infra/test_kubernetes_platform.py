@@ -19,13 +19,13 @@ import pytest
 import typer.main
 import yaml
 
+from cli.main import app
 from eventbus.permissions import ROLES, role_permissions
 from eventbus.server import find_nats_server
-from gateway.cli import app
-from runtimes.k8s_manifests import DEFAULT_IMAGE, ManifestOptions, build_deployment
-from runtimes.kubernetes import KubernetesProvider
-from runtimes.site_providers import ProviderOptions, create_provider
-from runtimes.sites import SiteKind, load_sites
+from runtimes.placement.sites import SiteKind, load_sites
+from runtimes.providers.k8s_manifests import DEFAULT_IMAGE, ManifestOptions, build_deployment
+from runtimes.providers.kubernetes import KubernetesProvider
+from runtimes.providers.registry import ProviderOptions, create_provider
 from runtimes.types import RuntimeSpec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from runtimes.models import LoadedModelPlugin, TrainResult, discover_models, load_model_plugin
+from runtimes.catalog.plugins import (
+    LoadedModelPlugin,
+    TrainResult,
+    discover_models,
+    load_model_plugin,
+)
 
 INSTALL = "pip install --no-deps -e models/digits"
 

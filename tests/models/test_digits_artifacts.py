@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import skops.io
 
+from runtimes.catalog.plugins import LoadedModelPlugin, TrainResult
 from runtimes.errors import ArtifactRefusedError, ModelInputError
-from runtimes.models import LoadedModelPlugin, TrainResult
 from tests.models.crafted import MAGIC, code_pickle, digits_format_1
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from runtimes.catalog.plugins import LoadedModelPlugin
 from runtimes.errors import ModelInputError
-from runtimes.models import LoadedModelPlugin
 from tests.models.samples import csv_bytes, digits, npy, png
 
 

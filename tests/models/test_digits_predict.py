@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtimes.models import LoadedModelPlugin, TrainResult
+from runtimes.catalog.plugins import LoadedModelPlugin, TrainResult
 from tests.models.samples import csv_bytes, digits, npy, png
 
 NEAREST, BILINEAR, BICUBIC = (

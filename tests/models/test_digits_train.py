@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from runtimes.catalog.plugins import LoadedModelPlugin, TrainResult
 from runtimes.errors import ArtifactRefusedError, ModelError
-from runtimes.models import LoadedModelPlugin, TrainResult
 from tests.models.samples import csv_bytes, digits, npy, png
 
 N = 600  # enough rows for a good model, few enough to train in a fraction of a second

@@ -1,4 +1,5 @@
-"""The model plug-in contract and loader (runtimes/models.py), against real entry points."""
+"""The model plug-in contract and loader (runtimes/catalog/plugins.py), against real entry
+points."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from eventbus.errors import ConflictError
-from runtimes.errors import ModelError, ModelInputError, ModelNotFoundError
-from runtimes.models import (
+from runtimes.catalog.plugins import (
     ENTRY_POINT_GROUP,
     LoadedModelPlugin,
     ModelPlugin,
@@ -24,6 +24,7 @@ from runtimes.models import (
     load_model_plugin,
     validate_args,
 )
+from runtimes.errors import ModelError, ModelInputError, ModelNotFoundError
 
 TOY_MODULE = "deepfaas_toy_models"
 
@@ -164,7 +165,7 @@ def test_a_class_entry_point_is_instantiated(toy: LoadedModelPlugin) -> None:
 def test_badly_named_entry_points_are_skipped(
     toy_dist: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="runtimes.models"):
+    with caplog.at_level(logging.WARNING, logger="runtimes.catalog.plugins"):
         found = discover_models()
     assert {"toy", "toy-incomplete", "toy-broken", "digits"} <= set(found)
     assert "Bad_Name" not in found

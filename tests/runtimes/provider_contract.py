@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtimes.base import Provider
 from runtimes.errors import ProviderError
+from runtimes.providers.base import Provider
 from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 
 SPEC = RuntimeSpec(name="contract", function="contract", module="functions.rank.handler:handle",

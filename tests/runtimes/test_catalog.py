@@ -16,6 +16,7 @@ from eventbus.storage.local import LocalStorage
 from eventbus.streams import ensure_layout
 from runtimes.catalog import CatalogStore, Lineage, ModuleSpec, VersionState
 from runtimes.errors import ModelError, ModelNotFoundError
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ async def test_publish_version_gate_promote_and_events(catalog: CatalogStore, na
     assert worse.state is VersionState.CANDIDATE and "kept as a candidate" in (worse.reason or "")
     assert (await catalog.promoted(name)).version == 2
 
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(seen) >= 7)  # the seven events below have arrived
     await sub.unsubscribe()  # type: ignore[attr-defined]
     kinds = [str(e["type"]).removeprefix("io.test.catalog.") for e in seen]
     assert kinds == [

@@ -20,13 +20,13 @@ from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
 from eventbus.types import EVENTS_STREAM
-from runtimes.results import (
+from runtimes.types import ActivationRecord, ActivationStatus
+from runtimes.worker.results import (
     CompletionNotPublishedError,
     completion_event,
     emit_completion,
     emit_completion_again,
 )
-from runtimes.types import ActivationRecord, ActivationStatus
 
 
 @pytest.fixture

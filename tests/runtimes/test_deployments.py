@@ -16,14 +16,14 @@ from eventbus.codec import from_nats
 from eventbus.connection import Bus
 from eventbus.errors import NotFoundError
 from eventbus.streams import ensure_layout
-from runtimes.deployments import Deployments, DeploymentStatus, DeploymentStore, Desired
 from runtimes.errors import CapacityError, CredentialsError, SiteConfigError
-from runtimes.kubernetes import KubernetesProvider
-from runtimes.local import LocalProvider
-from runtimes.openwhisk import OpenWhiskProvider
-from runtimes.placement import PlacementError, Placer
-from runtimes.site_providers import ProviderOptions, ProviderRegistry, declared_gpus
-from runtimes.sites import SitesFile
+from runtimes.placement.deployments import Deployments, DeploymentStatus, DeploymentStore, Desired
+from runtimes.placement.placer import PlacementError, Placer
+from runtimes.placement.sites import SitesFile
+from runtimes.providers.kubernetes import KubernetesProvider
+from runtimes.providers.local import LocalProvider
+from runtimes.providers.openwhisk import OpenWhiskProvider
+from runtimes.providers.registry import ProviderOptions, ProviderRegistry, declared_gpus
 from runtimes.types import GpuRequest, RuntimeSpec
 
 SITES = SitesFile.model_validate({"sites": [

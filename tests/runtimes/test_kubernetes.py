@@ -23,9 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from runtimes.base import Provider
 from runtimes.errors import CapacityError, CredentialsError, ProvisioningError, SiteConfigError
-from runtimes.k8s_manifests import (
+from runtimes.providers.base import Provider
+from runtimes.providers.k8s_manifests import (
     ManifestOptions,
     build_deployment,
     build_manifests,
@@ -33,7 +33,7 @@ from runtimes.k8s_manifests import (
     dns_label,
     merge_patch,
 )
-from runtimes.kubernetes import LAST_APPLIED, KubernetesProvider
+from runtimes.providers.kubernetes import LAST_APPLIED, KubernetesProvider
 from runtimes.types import GpuRequest, RuntimeHandle, RuntimeSpec
 
 K8S_VERSIONS = ["1.33", "1.37"]

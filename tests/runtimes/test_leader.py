@@ -1,4 +1,5 @@
-"""The leader lease (runtimes/leader.py) on a real nats-server, as the controller role uses it."""
+"""The leader lease (runtimes/control/leader.py) on a real nats-server, as the controller role
+uses it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from eventbus.connection import Bus
 from eventbus.permissions import CONTROLLER
 from eventbus.server import EmbeddedNats
 from eventbus.streams import ensure_layout
-from runtimes.leader import LeaderLease, create_lease, while_leader
+from runtimes.control.leader import LeaderLease, create_lease, while_leader
 
 
 class Clock:

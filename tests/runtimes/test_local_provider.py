@@ -15,22 +15,15 @@ from eventbus.connection import Bus
 from eventbus.invocations import new_invocation
 from eventbus.streams import ensure_consumer, ensure_layout
 from eventbus.types import run_subject
-from runtimes.controller import runtime_spec
+from runtimes.control.controller import runtime_spec
 from runtimes.errors import CapacityError
-from runtimes.local import Gpu, LocalProvider
-from runtimes.registry import FunctionRegistry
+from runtimes.providers.local import Gpu, LocalProvider
+from runtimes.specs import FunctionRegistry
 from runtimes.types import ActivationRecord, FunctionSpec, GpuRequest, RuntimeSpec
-from tests.support import wait_for
+from tests.support import eventually, wait_for
 
 NOOP = "def main(params):\n    return params\n"
 A100S = [Gpu(0, "NVIDIA A100-SXM4-80GB", 81920), Gpu(1, "NVIDIA A100-SXM4-80GB", 81920)]
-
-
-async def until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_stem_becomes_the_function_and_the_pool_refills(
@@ -55,7 +48,7 @@ async def test_a_stem_becomes_the_function_and_the_pool_refills(
     try:
         await provider.start()
         pool = provider.pool
-        await until(lambda: pool.ready == 1)
+        await eventually(lambda: pool.ready == 1, timeout=30)
         stem_pid = pool.stems[0].process.pid
         spec = await FunctionRegistry(bus).put(
             FunctionSpec(name="stemfn", handler="main", code=NOOP)
@@ -72,7 +65,9 @@ async def test_a_stem_becomes_the_function_and_the_pool_refills(
         record = ActivationRecord.model_validate_json(reply.data)
         assert record.status.value == "success" and record.result == {"x": 1}
         assert record.cold_start is True and record.init_ms is not None and record.init_ms > 0
-        await until(lambda: bool(pool.stems) and pool.stems[0].process.pid != stem_pid)
+        await eventually(
+            lambda: bool(pool.stems) and pool.stems[0].process.pid != stem_pid, timeout=30
+        )
     finally:
         for sub in subs:
             await sub.unsubscribe()

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runtimes.base import Provider
 from runtimes.errors import (
     CapacityError,
     CredentialsError,
@@ -18,7 +17,8 @@ from runtimes.errors import (
     RuntimeNotFoundError,
     SiteConfigError,
 )
-from runtimes.openwhisk import OpenWhiskProvider, action_body
+from runtimes.providers.base import Provider
+from runtimes.providers.openwhisk import OpenWhiskProvider, action_body
 from runtimes.types import RuntimeSpec
 from tests.runtimes.openwhisk_standin import AUTH, StandIn, serve
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import kmock
 import pytest
 
-from runtimes.kubernetes import KubernetesProvider
-from runtimes.local import LocalProvider
-from runtimes.openwhisk import OpenWhiskProvider
+from runtimes.providers.kubernetes import KubernetesProvider
+from runtimes.providers.local import LocalProvider
+from runtimes.providers.openwhisk import OpenWhiskProvider
 from tests.runtimes.openwhisk_standin import AUTH, serve
 from tests.runtimes.provider_contract import ProviderContract
 

@@ -16,8 +16,8 @@ from eventbus.errors import BucketAccessError
 from eventbus.invocations import new_invocation
 from eventbus.storage import LocalStorage
 from eventbus.streams import ensure_layout
-from runtimes.results import completion_event, output_target, write_output
 from runtimes.types import ActivationRecord, ActivationStatus
+from runtimes.worker.results import completion_event, output_target, write_output
 
 
 @pytest.fixture

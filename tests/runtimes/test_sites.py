@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from runtimes.errors import CredentialsError, SiteConfigError
-from runtimes.local import Gpu
-from runtimes.sites import (
+from runtimes.placement.sites import (
     Site,
     SiteFigures,
     SiteKind,
@@ -20,6 +19,7 @@ from runtimes.sites import (
     resolve_credentials,
     with_discovered_gpus,
 )
+from runtimes.providers.local import Gpu
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "sites.yaml"
 SECRET = "s3cr3t-Value-42"

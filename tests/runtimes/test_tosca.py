@@ -13,9 +13,9 @@ import pytest
 from toscaparser.common.exception import ExceptionCollector
 from toscaparser.tosca_template import ToscaTemplate
 
-import runtimes.tosca
+import runtimes.placement.tosca
 from runtimes.errors import TemplateError
-from runtimes.tosca import (
+from runtimes.placement.tosca import (
     TEMPLATES_DIR,
     TYPES_DIR,
     Topology,
@@ -300,7 +300,7 @@ def test_url_import_refused_before_parsing(monkeypatch: pytest.MonkeyPatch, entr
     def never(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("tosca-parser was called")
 
-    monkeypatch.setattr(runtimes.tosca, "ToscaTemplate", never)
+    monkeypatch.setattr(runtimes.placement.tosca, "ToscaTemplate", never)
     text = small("- deepfaas_types.yaml", f"- deepfaas_types.yaml\n  - {entry}")
     error = error_of(text)
     assert error.fields["property"] == "imports"

@@ -69,7 +69,7 @@ def embedded_nats(data_dir: Path) -> EmbeddedNats:
 
 
 def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platform:
-    """Start `python -m gateway.cli up` with DEEPFAAS_* settings; wait until /readyz says ok.
+    """Start `python -m cli up` with DEEPFAAS_* settings; wait until /readyz says ok.
 
     With a started ``nats``, `up` uses it as an external server (with its roles' credentials);
     with one from `embedded_nats(data_dir)`, `up` starts it itself, as `make run` does.
@@ -103,7 +103,7 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
     log_path = data_dir / "platform.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "up"],
+            [sys.executable, "-m", "cli", "up"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 
 from eventbus.errors import DeepfaasError
-from runtimes.loader import LoadedFunction
 from runtimes.types import Context, FunctionSpec, ScriptOutput
+from runtimes.worker.loader import LoadedFunction
 
 SHELL = "/bin/sh"
 

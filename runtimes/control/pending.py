@@ -25,8 +25,12 @@ from eventbus.errors import InvalidEventError
 from eventbus.streams import consumer_name
 from eventbus.types import INVOCATIONS_STREAM, CloudEvent, invoke_subject
 from runtimes.activations import ActivationStore, AlreadyDone, Claimed, LostClaimError
-from runtimes.results import CompletionNotPublishedError, emit_completion, emit_completion_again
 from runtimes.types import ActivationRecord, ActivationStatus, FunctionSpec
+from runtimes.worker.results import (
+    CompletionNotPublishedError,
+    emit_completion,
+    emit_completion_again,
+)
 
 log = logging.getLogger(__name__)
 WORKER_NAME = "controller"

@@ -23,7 +23,7 @@ from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import QUALIFIED_NAME_PATTERN
 from eventbus.streams import DEPLOYMENTS_KV
 from runtimes.errors import ProviderError
-from runtimes.placement import Placer
+from runtimes.placement.placer import Placer
 from runtimes.types import RuntimeHandle, RuntimeSpec
 
 log = logging.getLogger(__name__)

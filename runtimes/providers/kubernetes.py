@@ -19,7 +19,7 @@ from runtimes.errors import (
     ProvisioningError,
     SiteConfigError,
 )
-from runtimes.k8s_manifests import (
+from runtimes.providers.k8s_manifests import (
     DEFAULT_IMAGE,
     MANAGED_BY,
     ManifestOptions,

@@ -4,7 +4,8 @@ It watches the `functions` KV bucket, provisions a runtime per function version 
 local provider, rolls workers on an update (new version ready before the old is released),
 scales with queue depth and in-flight work, and releases idle workers down to ``min_scale``.
 A GPU runtime with no GPU free stays pending (its status says why) and its invocations fail
-after ``gpu_wait_s`` (`runtimes.pending`). ``control.runtimes`` answers each runtime's state.
+after ``gpu_wait_s`` (`runtimes.control.pending`). ``control.runtimes`` answers each runtime's
+state.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from nats.aio.msg import Msg
 
 from eventbus.connection import Bus
 from eventbus.streams import FUNCTIONS_KV, ensure_consumer, queue_depth
-from runtimes.local import LocalProvider, parse_announcement
-from runtimes.pending import PendingInvocations
+from runtimes.control.pending import PendingInvocations
+from runtimes.providers.local import LocalProvider, parse_announcement
 from runtimes.settings import ControllerSettings
 from runtimes.types import FunctionSpec, GpuRequest, RuntimeHandle, RuntimeSpec
 

@@ -41,7 +41,7 @@ class LoadedFunction:
 def load_function(spec: FunctionSpec) -> LoadedFunction:
     """Import the spec's handler; `FunctionLoadError` says what went wrong."""
     if spec.script is not None:
-        from runtimes.script import load_script  # it imports this module
+        from runtimes.worker.script import load_script  # it imports this module
 
         return load_script(spec)
     module_name, _, attr = spec.handler.rpartition(":")

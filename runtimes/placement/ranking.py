@@ -11,7 +11,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runtimes.sites import Site, SiteFigures, SiteKind
+from runtimes.placement.sites import Site, SiteFigures, SiteKind
 from runtimes.types import GpuRequest
 
 MAX_SITES: Final = 100_000

@@ -27,16 +27,16 @@ from eventbus.storage import Storage
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ACTIVATIONS_KV, FUNCTIONS_KV, ensure_layout
 from runtimes.errors import FunctionLoadError
-from runtimes.executor import Executor, FunctionExecutor
-from runtimes.loader import failing_function, load_function
-from runtimes.registry import FunctionRegistry
 from runtimes.sandbox import SandboxLimits, is_trusted
 from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
 from runtimes.sandbox.process import RunnerGoneError, RunnerProcess
 from runtimes.sandbox.types import SandboxUnavailableError
 from runtimes.settings import WorkerSettings
+from runtimes.specs import FunctionRegistry
 from runtimes.types import FunctionSpec
-from runtimes.worker import Worker
+from runtimes.worker.executor import Executor, FunctionExecutor
+from runtimes.worker.loader import failing_function, load_function
+from runtimes.worker.service import Worker
 
 log = logging.getLogger("deepfaas.worker")
 EXIT_RESTART = 75

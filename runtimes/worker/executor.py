@@ -19,8 +19,8 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from eventbus.errors import DeepfaasError
-from runtimes.loader import LoadedFunction
 from runtimes.types import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
+from runtimes.worker.loader import LoadedFunction
 
 #: error codes that mean "this input cannot succeed" (bad data, unknown or foreign object):
 #: the activation is `invalid`, not retried

@@ -1,9 +1,9 @@
 """The `local` provider: worker processes on this machine, restarted when they die.
 
-CPU workers come from the prewarmed pool (`runtimes.pool`) when it has a stem, else they are
-spawned. GPU workers are spawned with their own ``CUDA_VISIBLE_DEVICES`` and only when a GPU
-of the asked model is free: otherwise the runtime stays *pending* with a "no GPU" reason and
-nothing runs on the CPU in its place.
+CPU workers come from the prewarmed pool (`runtimes.providers.pool`) when it has a stem, else
+they are spawned. GPU workers are spawned with their own ``CUDA_VISIBLE_DEVICES`` and only when
+a GPU of the asked model is free: otherwise the runtime stays *pending* with a "no GPU" reason
+and nothing runs on the CPU in its place.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from runtimes.errors import CapacityError, ProvisioningError
-from runtimes.gpus import Gpu, gpu_inventory
-from runtimes.pool import StemPool, spawn_worker, stop_process
+from runtimes.providers.gpus import Gpu, gpu_inventory
+from runtimes.providers.pool import StemPool, spawn_worker, stop_process
 from runtimes.settings import ControllerSettings
 from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 

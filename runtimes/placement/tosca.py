@@ -25,7 +25,7 @@ from runtimes.types import RuntimeSpec
 
 log = logging.getLogger(__name__)
 
-TOSCA_DIR: Final = Path(__file__).resolve().parent.parent / "infra" / "tosca"
+TOSCA_DIR: Final = Path(__file__).resolve().parents[2] / "infra" / "tosca"
 TYPES_DIR: Final = TOSCA_DIR / "types"
 TEMPLATES_DIR: Final = TOSCA_DIR / "templates"
 FUNCTION_TYPE: Final = "deepfaas.nodes.Function"

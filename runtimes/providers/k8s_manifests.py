@@ -14,7 +14,7 @@ from runtimes.types import RuntimeSpec
 MANAGED_BY: Final = "deepfaas"
 RUNTIME_LABEL: Final = "deepfaas.io/runtime"
 FUNCTION_LABEL: Final = "deepfaas.io/function"
-# The label `runtimes.tosca` sets on a spec; "job" asks for a Job instead of a Deployment.
+# The label `runtimes.placement.tosca` sets on a spec; "job" asks for a Job instead of a Deployment.
 WORKLOAD_LABEL: Final = "workload"
 JOB_WORKLOAD: Final = "job"
 CONTAINER_NAME: Final = "worker"

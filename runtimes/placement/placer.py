@@ -22,8 +22,8 @@ from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
 from eventbus.publish import publish_event
 from eventbus.types import CloudEvent
-from runtimes.base import Provider
 from runtimes.errors import ProviderError, ProvisioningError
+from runtimes.providers.base import Provider
 from runtimes.types import RuntimeHandle, RuntimeSpec
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,18 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from eventbus.connection import Bus
-from runtimes.base import Provider
 from runtimes.errors import SiteConfigError
-from runtimes.gpus import Gpu
-from runtimes.k8s_manifests import DEFAULT_IMAGE, ManifestOptions
-from runtimes.local import LocalProvider, parse_announcement
-from runtimes.sites import Site, SiteKind, SitesFile, resolve_credentials, with_discovered_gpus
+from runtimes.placement.sites import (
+    Site,
+    SiteKind,
+    SitesFile,
+    resolve_credentials,
+    with_discovered_gpus,
+)
+from runtimes.providers.base import Provider
+from runtimes.providers.gpus import Gpu
+from runtimes.providers.k8s_manifests import DEFAULT_IMAGE, ManifestOptions
+from runtimes.providers.local import LocalProvider, parse_announcement
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,7 @@ class ProviderOptions:
     local_env: Mapping[str, str] = field(default_factory=dict)
     request_timeout_s: float = 10.0
     #: what `kubernetes` sites run a spec that names no image with, and how workers there
-    #: reach the bus (`runtimes.k8s_manifests.ManifestOptions`)
+    #: reach the bus (`runtimes.providers.k8s_manifests.ManifestOptions`)
     kubernetes: ManifestOptions = field(default_factory=lambda: ManifestOptions(DEFAULT_IMAGE))
     #: CA bundle of the Kubernetes API servers (in a pod: the service account's ca.crt)
     kubernetes_ca_file: str | None = None
@@ -60,7 +66,7 @@ def create_provider(site: Site, options: ProviderOptions) -> Provider:
     secret = resolve_credentials(site, options.env, options.secrets_dir)
     endpoint = site.endpoint or ""
     if site.kind is SiteKind.KUBERNETES:
-        from runtimes.kubernetes import KubernetesProvider
+        from runtimes.providers.kubernetes import KubernetesProvider
 
         return KubernetesProvider(
             site.name, endpoint, token=secret,
@@ -69,7 +75,7 @@ def create_provider(site: Site, options: ProviderOptions) -> Provider:
             request_timeout_s=options.request_timeout_s,
         )  # fmt: skip
     if site.kind is SiteKind.OPENWHISK:
-        from runtimes.openwhisk import OpenWhiskProvider
+        from runtimes.providers.openwhisk import OpenWhiskProvider
 
         return OpenWhiskProvider(
             site.name, endpoint, auth=secret or "",

@@ -37,17 +37,17 @@ from runtimes.activations import (
     ClaimResult,
     LostClaimError,
 )
-from runtimes.callbacks import post_callback
-from runtimes.executor import FunctionExecutor, Outcome
-from runtimes.results import (
+from runtimes.settings import WorkerSettings
+from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
+from runtimes.worker.callbacks import post_callback
+from runtimes.worker.executor import FunctionExecutor, Outcome
+from runtimes.worker.results import (
     CompletionNotPublishedError,
     emit_completion,
     emit_completion_again,
     output_target,
     write_output,
 )
-from runtimes.settings import WorkerSettings
-from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
 
 log = logging.getLogger(__name__)
 SYNC_QUEUE = "workers"

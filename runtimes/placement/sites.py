@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from runtimes.errors import CredentialsError, SiteConfigError
 
 if TYPE_CHECKING:
-    from runtimes.local import Gpu
+    from runtimes.providers.local import Gpu
 
 log = logging.getLogger(__name__)
 

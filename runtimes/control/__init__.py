@@ -1,0 +1,1 @@
+"""The control plane: the controller loop, its leader lease, invocations waiting for a runtime."""

@@ -1,0 +1,1 @@
+"""Placement: sites, TOSCA templates, ranking, and deployments placed across the sites."""

@@ -1,0 +1,2 @@
+"""Providers: where runtimes run (this machine, Kubernetes, OpenWhisk), behind one `Provider`
+contract."""

@@ -1,0 +1,1 @@
+"""The worker: one process hosting one function version (its loop, executor, loader, results)."""
