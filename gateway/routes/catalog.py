@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eventbus.errors import ValidationFailedError
 from gateway.auth.errors import ForbiddenError
 from gateway.auth.types import Principal
+from gateway.catalog_specs import spec_from_plugin
 from gateway.params import MAX_NUMBER
 from gateway.state import state_of
 from runtimes.catalog.plugins import (
@@ -82,25 +83,6 @@ def catalog_of(request: Request) -> CatalogStore:
     principal: Principal | None = getattr(request.state, "principal", None)
     actor = principal.namespace if principal is not None else None
     return CatalogStore(state.bus, state.storage, actor=actor)
-
-
-def spec_from_plugin(plugin: str) -> ModuleSpec:
-    """A module spec from an installed plug-in's metadata and argument schemas."""
-    loaded = load_model_plugin(plugin)
-    meta = loaded.get_metadata()
-    return ModuleSpec(
-        name=plugin,
-        title=str(meta.get("title") or meta.get("name") or plugin)[:200],
-        description=meta.get("description", ""),
-        keywords=list(meta.get("keywords", [])),
-        license=meta.get("license", ""),
-        author=meta.get("author", ""),
-        url=meta.get("url"),
-        framework=meta.get("framework", ""),
-        input_schema=loaded.predict_schema(),
-        train_schema=loaded.train_schema(),
-        metric=meta.get("metric", "accuracy"),
-    )
 
 
 @router.get("/modules", response_model=list[Module])
