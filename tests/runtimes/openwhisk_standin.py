@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from eventbus.server import free_port
+from tests.support import eventually
 
 AUTH = "0f4d6c1e-test-uuid:not-a-real-key-only-for-the-stand-in"
 
@@ -114,8 +115,7 @@ async def serve() -> AsyncIterator[StandIn]:
                             lifespan="off")  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.started)
     state.url = f"http://127.0.0.1:{port}"
     try:
         yield state
