@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import BucketAccessError, BucketTakenError
+from eventbus.kv import entry, write
 from eventbus.namespaces import DEFAULT_NAMESPACE, is_name
 from eventbus.storage.keys import is_valid_bucket_name, validate_bucket_name
 from eventbus.storage.types import Storage
@@ -79,13 +80,11 @@ class BucketOwners:
         validate_bucket_name(bucket)
         kv = await self.bus.kv(BUCKETS_KV)
         record = orjson.dumps({"namespace": namespace, "claimed": datetime.now(UTC).isoformat()})
-        try:
-            await kv.create(bucket, record)
-        except KeyWrongLastSequenceError:
+        if await write(kv, bucket, record, last=None) is None:
             found = await self._read(bucket)
             owner = DEFAULT_NAMESPACE if found is None else found[0]
             if owner != namespace:
-                raise BucketTakenError(f"bucket name {bucket!r} is taken", bucket=bucket) from None
+                raise BucketTakenError(f"bucket name {bucket!r} is taken", bucket=bucket)
             return False
         self._owners[bucket] = namespace
         return True
@@ -114,14 +113,10 @@ class BucketOwners:
     async def _read(self, bucket: str) -> tuple[str, int] | None:
         if not is_valid_bucket_name(bucket):
             return None  # never claimed; the store refuses the name itself
-        kv = await self.bus.kv(BUCKETS_KV)
-        try:
-            entry = await kv.get(bucket)
-        except KeyNotFoundError:  # also raised for a deleted record
+        found = await entry(await self.bus.kv(BUCKETS_KV), bucket)
+        if found is None or found.value is None:
             return None
-        if not entry.value:
-            return None
-        return _namespace_of(entry.value), entry.revision or 0
+        return _namespace_of(found.value), found.revision or 0
 
     async def _watch_changes(self) -> None:
         while True:

@@ -1,8 +1,10 @@
-"""Reads and compare-and-set writes of JSON models in a JetStream KV bucket, written once.
+"""Reads and compare-and-set writes in a JetStream KV bucket, written once.
 
 Every store on the bus (functions, triggers, subscriptions, keys, catalog, deployments, the
-OpenWhisk documents) lists and updates its entries through these helpers, so that "the bucket
-is empty" and "the bus is down" never read alike: only nats-py's no-keys error means empty.
+OpenWhisk documents, activation claims, leases, schedules) lists and updates its entries through
+these helpers, so that "the bucket is empty" and "the bus is down" never read alike: only
+nats-py's no-keys error means empty, only its not-found error means absent, and only its
+wrong-last-sequence error means another writer came first.
 """
 
 from __future__ import annotations
@@ -31,15 +33,32 @@ async def keys(kv: KeyValue, prefix: str = "") -> list[str]:
     return [key for key in found if key.startswith(prefix)]
 
 
+async def entry(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    """The live entry (its value and revision), or None if absent or deleted."""
+    try:
+        found = await kv.get(key)
+    except KeyNotFoundError:  # a delete marker too (KeyDeletedError)
+        return None
+    return found if found.value else None
+
+
 async def read(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
     """The entry as ``model`` and its revision, or None if absent or deleted."""
+    found = await entry(kv, key)
+    if found is None or found.value is None:
+        return None
+    return model.model_validate_json(found.value), found.revision or 0
+
+
+async def write(kv: KeyValue, key: str, value: bytes, *, last: int | None) -> int | None:
+    """Write ``value`` if the entry is still at revision ``last`` (None: absent or deleted);
+    the new revision, or None when another writer came first."""
     try:
-        entry = await kv.get(key)
-    except KeyNotFoundError:
+        if last is None:
+            return int(await kv.create(key, value))
+        return int(await kv.update(key, value, last=last))
+    except KeyWrongLastSequenceError:
         return None
-    if not entry.value:
-        return None
-    return model.model_validate_json(entry.value), entry.revision or 0
 
 
 async def cas(
@@ -50,12 +69,7 @@ async def cas(
         found = await read(kv, key, model)
         updated = change(found[0] if found else None)
         value = updated.model_dump_json().encode()
-        try:
-            if found is None:
-                revision = await kv.create(key, value)
-            else:
-                revision = await kv.update(key, value, last=found[1])
-        except KeyWrongLastSequenceError:
-            continue
-        return updated, revision
+        revision = await write(kv, key, value, last=found[1] if found else None)
+        if revision is not None:
+            return updated, revision
     raise ConflictError(f"entry {key!r} keeps changing; retry", key=key)

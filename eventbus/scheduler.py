@@ -30,12 +30,12 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, Final
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventbus.connection import Bus
-from eventbus.kv import read
+from eventbus.kv import read, write
 from eventbus.namespaces import EVENT_ATTRIBUTE, namespace_of
 from eventbus.schedules import TICK_TYPE_SUFFIX, Clock, Schedule, tick_id
 from eventbus.streams import SCHEDULES_KV
@@ -267,10 +267,4 @@ class Scheduler:
 
 async def _swap(kv: KeyValue, key: str, record: TickRecord, revision: int | None) -> int | None:
     """Compare-and-set: the new revision, or None when someone else wrote first."""
-    value = record.model_dump_json().encode()
-    try:
-        if revision is None:
-            return int(await kv.create(key, value))
-        return int(await kv.update(key, value, last=revision))
-    except KeyWrongLastSequenceError:
-        return None
+    return await write(kv, key, record.model_dump_json().encode(), last=revision)

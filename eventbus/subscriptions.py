@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.errors import NotFoundError as JsNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.filters import compile_filters
+from eventbus.kv import cas, read, write
 from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import DEFAULT_NAMESPACE, NAME, SEPARATOR, event_namespace, is_name
 from eventbus.streams import DELIVERIES_KV, SUBSCRIPTIONS_KV
@@ -239,14 +240,10 @@ class SubscriptionStore:
 
     async def get(self, subscription_id: str) -> Subscription:
         """One subscription, or `NotFoundError`."""
-        kv = await self.bus.kv(SUBSCRIPTIONS_KV)
-        try:
-            entry = await kv.get(subscription_id)
-        except KeyNotFoundError as exc:
-            raise _not_found(subscription_id) from exc
-        if not entry.value:
+        found = await read(await self.bus.kv(SUBSCRIPTIONS_KV), subscription_id, Subscription)
+        if found is None:
             raise _not_found(subscription_id)
-        return Subscription.model_validate_json(entry.value)
+        return found[0]
 
     async def list(self, namespace: str | None = None) -> list[Subscription]:
         """Every subscription (of one namespace, if given), oldest first."""
@@ -293,12 +290,8 @@ class SubscriptionStore:
 
     async def delivery_state(self, subscription_id: str) -> DeliveryState:
         """The delivery counters (zeros before the first delivery)."""
-        kv = await self.bus.kv(DELIVERIES_KV)
-        try:
-            entry = await kv.get(subscription_id)
-        except KeyNotFoundError:
-            return DeliveryState()
-        return DeliveryState.model_validate_json(entry.value or b"{}")
+        found = await read(await self.bus.kv(DELIVERIES_KV), subscription_id, DeliveryState)
+        return found[0] if found else DeliveryState()
 
     async def delivery_states(self, ids: Sequence[str]) -> dict[str, DeliveryState]:
         """Delivery counters of several subscriptions at once."""
@@ -310,34 +303,24 @@ class SubscriptionStore:
     ) -> None:
         """Count one delivery attempt (compare-and-set; a notice, so failures are only logged)."""
         now = datetime.now(UTC)
+
+        def count(found: DeliveryState | None) -> DeliveryState:
+            state = found or DeliveryState()
+            state.last_event_id, state.last_attempt = event_id, now
+            if ok:
+                state.delivered += 1
+                state.last_delivery = now
+            else:
+                state.failed += 1
+                state.dead_lettered += int(dead)
+                state.last_error = (error or "failed")[:ERROR_TEXT_LIMIT]
+                state.last_error_time = now
+            return state
+
         try:
             kv = await self.bus.kv(DELIVERIES_KV)
             async with self._state_locks[subscription_id]:
-                for _ in range(10):
-                    try:
-                        entry = await kv.get(subscription_id)
-                        state = DeliveryState.model_validate_json(entry.value or b"{}")
-                        revision: int | None = entry.revision
-                    except KeyNotFoundError:
-                        state, revision = DeliveryState(), None
-                    state.last_event_id, state.last_attempt = event_id, now
-                    if ok:
-                        state.delivered += 1
-                        state.last_delivery = now
-                    else:
-                        state.failed += 1
-                        state.dead_lettered += int(dead)
-                        state.last_error = (error or "failed")[:ERROR_TEXT_LIMIT]
-                        state.last_error_time = now
-                    value = state.model_dump_json().encode()
-                    try:
-                        if revision is None:
-                            await kv.create(subscription_id, value)
-                        else:
-                            await kv.update(subscription_id, value, last=revision)
-                        return
-                    except KeyWrongLastSequenceError:
-                        continue  # another deliverer wrote first: read again
+                await cas(kv, subscription_id, DeliveryState, count)
         except Exception as exc:
             log.warning("subscription %s: delivery state not written: %s", subscription_id, exc)
 
@@ -346,12 +329,8 @@ class SubscriptionStore:
     ) -> tuple[Subscription, bool]:
         kv = await self.bus.kv(SUBSCRIPTIONS_KV)
         now = datetime.now(UTC)
-        try:
-            entry = await kv.get(subscription_id)
-            current = Subscription.model_validate_json(entry.value) if entry.value else None
-            revision: int | None = entry.revision
-        except KeyNotFoundError:
-            current, revision = None, None
+        found = await read(kv, subscription_id, Subscription)
+        current, revision = found if found else (None, None)
         if current is not None and create_only:
             raise ConflictError(
                 f"subscription {subscription_id!r} exists already", subscription=subscription_id
@@ -367,16 +346,11 @@ class SubscriptionStore:
             }
         )
         value = stored.model_dump_json().encode()
-        try:
-            if revision is None:
-                await kv.create(subscription_id, value)
-            else:
-                await kv.update(subscription_id, value, last=revision)
-        except KeyWrongLastSequenceError as exc:
+        if await write(kv, subscription_id, value, last=revision) is None:
             raise ConflictError(
                 f"subscription {subscription_id!r} changed concurrently; retry",
                 subscription=subscription_id,
-            ) from exc
+            )
         return stored, current is None
 
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 from urllib.parse import unquote_plus
 
 import orjson
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eventbus.codec import to_structured_json
@@ -25,6 +25,7 @@ from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
 from eventbus.filters import FilterList, compile_filters, storage_filters
 from eventbus.invocations import new_invocation
 from eventbus.kv import keys as kv_keys
+from eventbus.kv import read, write
 from eventbus.namespaces import (
     DEFAULT_NAMESPACE,
     QUALIFIED_NAME_PATTERN,
@@ -354,24 +355,13 @@ class TriggerStore:
                 await (await self.bus.kv(SCHEDULES_KV)).delete(FIRED_PREFIX + name)
 
     async def _read(self, name: str) -> tuple[Trigger | None, int | None]:
-        kv = await self.bus.kv(TRIGGERS_KV)
-        try:
-            entry = await kv.get(name)
-        except KeyNotFoundError:
-            return None, None
-        if not entry.value:
-            return None, entry.revision
-        return Trigger.model_validate_json(entry.value), entry.revision
+        found = await read(await self.bus.kv(TRIGGERS_KV), name, Trigger)
+        return found if found else (None, None)
 
     async def _write(self, trigger: Trigger, revision: int | None) -> None:
         kv = await self.bus.kv(TRIGGERS_KV)
         value = trigger.model_dump_json().encode()
-        try:
-            if revision is None:
-                await kv.create(trigger.name, value)
-            else:
-                await kv.update(trigger.name, value, last=revision)
-        except KeyWrongLastSequenceError as exc:
+        if await write(kv, trigger.name, value, last=revision) is None:
             raise ConflictError(
                 f"trigger {trigger.name!r} changed concurrently; retry", trigger=trigger.name
-            ) from exc
+            )

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError as DeepfaasConflictError
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
+from eventbus.kv import entry, write
 from eventbus.streams import ACTIVATIONS_KV
 from eventbus.types import new_id
 from runtimes.types import ActivationRecord, ActivationStatus
@@ -84,40 +85,33 @@ class ActivationStore:
         """Claim ``record.id`` for this run (see the module docstring)."""
         kv = await self._bucket()
         for _ in range(5):
-            try:
-                revision = await kv.create(record.id, _encode(record, lease))
+            revision = await write(kv, record.id, _encode(record, lease), last=None)
+            if revision is not None:
                 return Claimed(record, revision)
-            except KeyWrongLastSequenceError:
-                pass
-            try:
-                entry = await kv.get(record.id)
-            except KeyNotFoundError:
+            found = await entry(kv, record.id)
+            if found is None:
                 continue
-            current = ActivationRecord.model_validate_json(entry.value or b"{}")
+            current = ActivationRecord.model_validate_json(found.value or b"{}")
             if current.status.terminal:
                 return AlreadyDone(current)
-            lease_left = _lease_until(entry.value or b"") - time.time()
+            lease_left = _lease_until(found.value or b"") - time.time()
             if current.status is ActivationStatus.RUNNING and lease_left > 0:
                 return Busy(lease_left)
             taken = record.model_copy(
                 update={"attempts": current.attempts + 1, "cold_start": record.cold_start}
             )
-            try:
-                revision = await kv.update(record.id, _encode(taken, lease), last=entry.revision)
+            revision = await write(kv, record.id, _encode(taken, lease), last=found.revision)
+            if revision is not None:
                 return Claimed(taken, revision)
-            except KeyWrongLastSequenceError:
-                continue
         return Busy(0.5)
 
     async def renew(self, claim: Claimed, *, lease: float) -> Claimed:
         """Extend the lease; `LostClaimError` if another worker took over."""
         kv = await self._bucket()
-        try:
-            revision = await kv.update(
-                claim.record.id, _encode(claim.record, lease), last=claim.revision
-            )
-        except KeyWrongLastSequenceError as exc:
-            raise LostClaimError(claim.record.id) from exc
+        value = _encode(claim.record, lease)
+        revision = await write(kv, claim.record.id, value, last=claim.revision)
+        if revision is None:
+            raise LostClaimError(claim.record.id)
         return Claimed(claim.record, revision)
 
     async def finish(
@@ -125,10 +119,9 @@ class ActivationStore:
     ) -> Claimed:
         """Write the record (final, or ``retrying``) over the claim; `LostClaimError` on a race."""
         kv = await self._bucket()
-        try:
-            revision = await kv.update(record.id, _encode(record, lease), last=claim.revision)
-        except KeyWrongLastSequenceError as exc:
-            raise LostClaimError(record.id) from exc
+        revision = await write(kv, record.id, _encode(record, lease), last=claim.revision)
+        if revision is None:
+            raise LostClaimError(record.id)
         return Claimed(record, revision)
 
     async def cancel(
@@ -142,13 +135,12 @@ class ActivationStore:
         """
         kv = await self._bucket()
         for _ in range(5):
-            try:
-                entry = await kv.get(activation_id)
-            except (KeyNotFoundError, NotFoundError) as exc:
+            found = await entry(kv, activation_id)
+            if found is None:
                 raise DeepfaasNotFoundError(
                     f"activation {activation_id!r} does not exist", activation=activation_id
-                ) from exc
-            current = ActivationRecord.model_validate_json(entry.value or b"{}")
+                )
+            current = ActivationRecord.model_validate_json(found.value or b"{}")
             if current.status.terminal:
                 return current
             end = now()
@@ -161,11 +153,8 @@ class ActivationStore:
                     "error_detail": detail,
                 }
             )
-            try:
-                await kv.update(activation_id, _encode(ended, 0), last=entry.revision)
+            if await write(kv, activation_id, _encode(ended, 0), last=found.revision) is not None:
                 return ended
-            except KeyWrongLastSequenceError:
-                continue
         raise DeepfaasConflictError(
             f"activation {activation_id!r} kept changing; try again", activation=activation_id
         )

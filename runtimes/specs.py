@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError
 from eventbus.kv import keys as kv_keys
+from eventbus.kv import read, write
 from eventbus.streams import FUNCTIONS_KV, remove_function_queue
 from runtimes.types import FunctionSpec
 
@@ -24,14 +23,10 @@ class FunctionRegistry:
 
     async def get(self, name: str) -> FunctionSpec:
         """The current spec, or `NotFoundError`."""
-        kv = await self.bus.kv(FUNCTIONS_KV)
-        try:
-            entry = await kv.get(name)
-        except KeyNotFoundError as exc:
-            raise NotFoundError(f"function {name!r} does not exist", function=name) from exc
-        if not entry.value:
+        found = await read(await self.bus.kv(FUNCTIONS_KV), name, FunctionSpec)
+        if found is None:
             raise NotFoundError(f"function {name!r} does not exist", function=name)
-        return FunctionSpec.model_validate_json(entry.value)
+        return found[0]
 
     async def list(self) -> list[FunctionSpec]:
         """Every function, sorted by name."""
@@ -51,12 +46,8 @@ class FunctionRegistry:
         """Create, or update with the version bumped; `ConflictError` on a concurrent change."""
         kv = await self.bus.kv(FUNCTIONS_KV)
         now = datetime.now(UTC)
-        try:
-            entry = await kv.get(spec.name)
-            current = FunctionSpec.model_validate_json(entry.value) if entry.value else None
-            revision = entry.revision
-        except KeyNotFoundError:
-            current, revision = None, None
+        found = await read(kv, spec.name, FunctionSpec)
+        current, revision = found if found else (None, None)
         if current is not None and create_only:
             raise ConflictError(f"function {spec.name!r} exists already", function=spec.name)
         stored = spec.model_copy(
@@ -66,16 +57,10 @@ class FunctionRegistry:
                 "updated": now,
             }
         )
-        value = stored.model_dump_json().encode()
-        try:
-            if revision is None:
-                await kv.create(spec.name, value)
-            else:
-                await kv.update(spec.name, value, last=revision)
-        except KeyWrongLastSequenceError as exc:
+        if await write(kv, spec.name, stored.model_dump_json().encode(), last=revision) is None:
             raise ConflictError(
                 f"function {spec.name!r} changed concurrently; retry", function=spec.name
-            ) from exc
+            )
         return stored
 
     async def delete(self, name: str) -> None:

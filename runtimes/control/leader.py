@@ -25,6 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
+from eventbus.kv import entry, write
 from eventbus.streams import LEASES_KV
 
 log = logging.getLogger(__name__)
@@ -88,24 +89,19 @@ class LeaderLease:
         """Take the lease if it is free, lapsed, stale or ours; False while another holds it."""
         kv = await self._kv()
         now = self.clock()
-        try:
-            entry = await kv.get(self.name)
-        except KeyNotFoundError:  # never taken, or released (a delete marker)
-            entry = None
-        try:
-            if entry is None:
-                revision = await kv.create(self.name, self._body(now))
-            else:
-                current = LeaseRecord.parse(entry.value)
-                if (
-                    current is not None
-                    and current.holder != self.holder
-                    and current.expires > now
-                    and not self.is_stale(current.holder)
-                ):
-                    return False
-                revision = await kv.update(self.name, self._body(now), last=entry.revision)
-        except KeyWrongLastSequenceError:  # another standby was faster
+        found = await entry(kv, self.name)  # None: never taken, or released
+        if found is not None:
+            current = LeaseRecord.parse(found.value)
+            if (
+                current is not None
+                and current.holder != self.holder
+                and current.expires > now
+                and not self.is_stale(current.holder)
+            ):
+                return False
+        last = found.revision if found else None
+        revision = await write(kv, self.name, self._body(now), last=last)
+        if revision is None:  # another standby was faster
             return False
         self.revision, self.expires = revision, now + self.ttl_s
         return True
@@ -128,12 +124,11 @@ class LeaderLease:
             now = self.clock()
             try:
                 kv = await self._kv()
-                self.revision = await kv.update(self.name, self._body(now), last=self.revision)
+                self.revision = await write(kv, self.name, self._body(now), last=self.revision)
+                if self.revision is None:
+                    log.warning("lease %s: taken over by another holder", self.name)
+                    return
                 self.expires = now + self.ttl_s
-            except KeyWrongLastSequenceError:
-                log.warning("lease %s: taken over by another holder", self.name)
-                self.revision = None
-                return
             except _BUS_ERRORS as exc:
                 # stop a renewal period before the lease ends: a standby may take it then
                 if self.clock() >= self.expires - self.renew_s:

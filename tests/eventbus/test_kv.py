@@ -10,7 +10,7 @@ import pytest
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from eventbus.kv import cas, keys, read
+from eventbus.kv import cas, entry, keys, read, write
 
 
 class Counter(BaseModel):
@@ -56,3 +56,18 @@ async def test_cas_applies_every_change_once_under_racing_writers(nc: Any) -> No
     found = await read(kv, "c", Counter)
     assert found is not None and found[0].n == 8
     assert await read(kv, "absent", Counter) is None
+
+
+async def test_write_is_a_compare_and_set_that_says_who_lost(nc: Any) -> None:
+    kv = await bucket(nc, "kv_write")
+    first = await write(kv, "k", b"1", last=None)
+    assert first is not None
+    assert await write(kv, "k", b"other", last=None) is None  # exists already
+    second = await write(kv, "k", b"2", last=first)
+    assert second is not None and second > first
+    assert await write(kv, "k", b"stale", last=first) is None
+    await kv.delete("k")
+    assert await entry(kv, "k") is None
+    third = await write(kv, "k", b"3", last=None)  # a deleted entry is absent: create again
+    found = await entry(kv, "k")
+    assert third is not None and found is not None and found.value == b"3"
