@@ -13,15 +13,17 @@ from typing import Any, Final
 
 from eventbus.streams import (
     ACTIVATIONS_KV,
+    BUCKETS,
     BUCKETS_KV,
     CATALOG_KV,
     DELIVERIES_KV,
     DEPLOYMENTS_KV,
     FUNCTIONS_KV,
     LEASES_KV,
+    LEDGER_KV,
     SCHEDULES_KV,
-    SUBSCRIPTIONS_KV,
     TRIGGERS_KV,
+    stream_names,
 )
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM
 
@@ -45,28 +47,7 @@ ROLES: Final = (
 )
 
 #: every stream and bucket that `ensure_layout` looks at (it only reads them when they exist)
-_LAYOUT_STREAMS: Final = (
-    EVENTS_STREAM,
-    INVOCATIONS_STREAM,
-    DLQ_STREAM,
-    *(
-        f"KV_{b}"
-        for b in (
-            FUNCTIONS_KV,
-            TRIGGERS_KV,
-            SUBSCRIPTIONS_KV,
-            CATALOG_KV,
-            DEPLOYMENTS_KV,
-            DELIVERIES_KV,
-            ACTIVATIONS_KV,
-            BUCKETS_KV,
-            SCHEDULES_KV,
-            LEASES_KV,
-        )
-    ),
-)
-#: storage event ledger (`eventbus.storage_events.LEDGER_KV`)
-_LEDGER_KV: Final = "storage_events"
+_LAYOUT_STREAMS: Final = stream_names(private=False)
 
 
 @dataclass(frozen=True)
@@ -221,7 +202,7 @@ def role_permissions(role: str) -> Permissions:
             "dlq.>",
             *kv_read(TRIGGERS_KV),
             *kv_read(FUNCTIONS_KV),
-            *kv_read(_LEDGER_KV),
+            *kv_read(LEDGER_KV),
             *kv_write(SCHEDULES_KV),
             *consume(EVENTS_STREAM, create=True),
         ]
@@ -240,23 +221,8 @@ def role_permissions(role: str) -> Permissions:
                 "$JS.API.STREAM.UPDATE.>",
                 "$JS.API.STREAM.DELETE.>",
                 "$JS.API.STREAM.PURGE.>",
-                *(
-                    f"$KV.{b}.>"
-                    for b in (
-                        FUNCTIONS_KV,
-                        TRIGGERS_KV,
-                        SUBSCRIPTIONS_KV,
-                        CATALOG_KV,
-                        DEPLOYMENTS_KV,
-                        ACTIVATIONS_KV,
-                        _LEDGER_KV,
-                        SCHEDULES_KV,
-                        LEASES_KV,
-                        "auth_keys",
-                        "openwhisk",
-                        "oscar",
-                    )
-                ),
+                # every bucket but its own delivery counters
+                *(f"$KV.{b.bucket}.>" for b in BUCKETS if b.bucket != DELIVERIES_KV),
             ),
         )
     elif role == BRIDGE:
@@ -264,7 +230,7 @@ def role_permissions(role: str) -> Permissions:
         # default MINIO): any stream but the platform's own
         publish += [
             "events.storage.>",
-            *kv_write(_LEDGER_KV, create=True),
+            *kv_write(LEDGER_KV, create=True),
             *kv_read(BUCKETS_KV),
             "$JS.API.STREAM.CREATE.*",
             "$JS.API.STREAM.UPDATE.*",
@@ -273,7 +239,8 @@ def role_permissions(role: str) -> Permissions:
         ]
         deny = [
             f"$JS.API.STREAM.{verb}.{stream}"
-            for stream in (*_LAYOUT_STREAMS, "KV_auth_keys", "KV_openwhisk", "KV_oscar")
+            for stream in stream_names()
+            if stream != f"KV_{LEDGER_KV}"  # its own ledger, which it may create
             for verb in ("CREATE", "UPDATE")
         ]
         for stream in (EVENTS_STREAM, INVOCATIONS_STREAM, DLQ_STREAM):

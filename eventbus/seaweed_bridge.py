@@ -32,6 +32,7 @@ from eventbus.seaweed_changes import ObjectChange, change_event, filer_changes
 from eventbus.seaweed_filer_pb2 import SubscribeMetadataRequest, SubscribeMetadataResponse
 from eventbus.storage.seaweedfs import BUCKETS_DIR, GRPC_OFFSET
 from eventbus.storage_events import LedgerEntry, StorageLedger
+from eventbus.streams import Layout
 from eventbus.types import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,10 @@ def _short(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def run_seaweed_bridge(bus: Bus, filer: str) -> None:
-    """Run the SeaweedFS bridge on ``bus`` until cancelled."""
-    ledger = StorageLedger(bus)
+async def run_seaweed_bridge(bus: Bus, filer: str, *, layout: Layout | None = None) -> None:
+    """Run the SeaweedFS bridge on ``bus`` until cancelled (its ledger declared as ``layout``
+    asks)."""
+    ledger = StorageLedger(bus, layout=layout)
     owners = BucketOwners(bus)  # each event carries its bucket owner's namespace
     await owners.start()
     bridge = SeaweedBridge(bus, filer, ledger=ledger, owners=owners)

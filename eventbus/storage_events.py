@@ -25,7 +25,6 @@ from typing import Any, Final, Literal
 
 import nats.errors
 import orjson
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from eventbus.connection import Bus
@@ -40,6 +39,7 @@ from eventbus.storage.records import (
     object_removed_record,
 )
 from eventbus.storage.types import ObjectInfo, Storage
+from eventbus.streams import LEDGER_KV, Layout, ensure_bucket
 from eventbus.types import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ CREATED_SUFFIX: Final = "storage.object.created"
 DELETED_SUFFIX: Final = "storage.object.deleted"
 #: the store name in the ``source`` of events that the MinIO bridge (or reconciler) emits
 MINIO_STORE: Final = "minio"
-#: KV bucket of the last event emitted per object key (bridge and reconciler)
-LEDGER_KV: Final = "storage_events"
 _PUBLISH_TRIES: Final = 3
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -256,17 +254,19 @@ class LedgerEntry:
 class StorageLedger:
     """Which storage event was emitted last for each key, in a KV bucket (one entry a key)."""
 
-    def __init__(self, bus: Bus, *, kv_bucket: str = LEDGER_KV) -> None:
+    def __init__(
+        self, bus: Bus, *, kv_bucket: str = LEDGER_KV, layout: Layout | None = None
+    ) -> None:
         self.bus = bus
         self.kv_bucket = kv_bucket
+        self.layout = layout
 
     async def ensure(self) -> None:
-        """Create the KV bucket unless it exists."""
+        """Create the KV bucket unless it exists, as the layout declares it (`LEDGER_KV`)."""
         try:
             await self.bus.kv(self.kv_bucket)
         except BucketNotFoundError:
-            config = KeyValueConfig(bucket=self.kv_bucket, history=1, storage=StorageType.FILE)
-            await self.bus.js.create_key_value(config)
+            await ensure_bucket(self.bus.js, LEDGER_KV, self.layout, name=self.kv_bucket)
 
     @staticmethod
     def _key(bucket: str, key: str) -> str:

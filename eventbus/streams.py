@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -221,21 +222,27 @@ async def ensure_layout(
             await asyncio.sleep(0.5)
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: str, layout: Layout | None = None) -> None:
-    """Create one KV bucket of the layout (as `ensure_layout` would) if it does not exist."""
+async def ensure_bucket(
+    js: JetStreamContext, bucket: str, layout: Layout | None = None, *, name: str = ""
+) -> None:
+    """Create or update one KV bucket of the layout as `ensure_layout` would (its replicas and
+    budget from ``layout``); ``name`` makes it under another name (a test's own ledger)."""
     for spec in BUCKETS:
         if spec.bucket == bucket:
+            if name:
+                spec = dataclasses.replace(spec, bucket=name)
             await _ensure_bucket(js, spec, layout or Layout())
             return
     raise ValueError(f"{bucket!r} is not a bucket of the layout (eventbus.streams.BUCKETS)")
 
 
-async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
-    """The layout's KV bucket ``bucket``, created as `ensure_layout` declares it if missing."""
+async def bind_bucket(js: JetStreamContext, bucket: str, layout: Layout | None = None) -> KeyValue:
+    """The layout's KV bucket ``bucket``, created as `ensure_layout` declares it (with
+    ``layout``'s replicas) if missing."""
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
-        await ensure_bucket(js, bucket)
+        await ensure_bucket(js, bucket, layout)
         return await js.key_value(bucket)
 
 

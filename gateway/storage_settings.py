@@ -53,14 +53,14 @@ async def run_storage_bridge(
             )
         bus = await Bus.connect(nats_url, name="seaweed-bridge", prefix=event_prefix, auth=auth)
         try:
-            await run_seaweed_bridge(bus, settings.storage_seaweedfs_filer)
+            await run_seaweed_bridge(bus, settings.storage_seaweedfs_filer, layout=layout)
         finally:
             await bus.close()
         return
     bus = await Bus.connect(nats_url, name="minio-bridge", prefix=event_prefix, auth=auth)
     await ensure_layout(bus.js)
     store = create_storage(settings)
-    ledger = StorageLedger(bus)
+    ledger = StorageLedger(bus, layout=layout)
     owners = BucketOwners(bus)  # each event carries its bucket owner's namespace
     await owners.start()
     bridge = MinioBridge(
@@ -132,6 +132,8 @@ def storage_bridge_command() -> None:
     if settings.storage_events != "bridge":
         raise SystemExit("deepfaas: DEEPFAAS_STORAGE_EVENTS is not bridge: nothing to bridge")
     auth = settings.bus_auth("bridge")
-    bridge = run_storage_bridge(settings, settings.nats_url, settings.event_prefix, auth=auth)
+    bridge = run_storage_bridge(
+        settings, settings.nats_url, settings.event_prefix, auth=auth, layout=settings.layout()
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(bridge)

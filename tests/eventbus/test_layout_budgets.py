@@ -11,7 +11,17 @@ from nats.js.api import DiscardPolicy
 from eventbus.connection import Bus, split_servers
 from eventbus.minio_bridge import MINIO_SHARE, ensure_minio_stream
 from eventbus.server import EmbeddedNats, free_port
-from eventbus.streams import DISK_SHARE, STREAMS, Layout, ensure_layout, stream_names, usage
+from eventbus.storage_events import StorageLedger
+from eventbus.streams import (
+    BUCKETS,
+    DISK_SHARE,
+    LEDGER_KV,
+    STREAMS,
+    Layout,
+    ensure_layout,
+    stream_names,
+    usage,
+)
 from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
 
 GIB = 1024**3
@@ -67,6 +77,17 @@ async def test_budgets_derive_once_and_settings_apply(bus: Bus) -> None:
     assert await _max_bytes(bus, "MINIO_B") == int(GIB * MINIO_SHARE)
     await ensure_minio_stream(bus, stream="MINIO_B", subject="minio.b")  # no budget: kept
     assert await _max_bytes(bus, "MINIO_B") == int(GIB * MINIO_SHARE)
+
+
+async def test_a_bucket_made_outside_ensure_layout_is_made_as_the_layout_declares_it(
+    bus: Bus,
+) -> None:
+    # the storage bridge makes its ledger itself (split mode runs no private ensure_layout)
+    await StorageLedger(bus, kv_bucket="ledger_made", layout=Layout(budget=GIB)).ensure()
+    config = (await bus.js.stream_info("KV_ledger_made")).config
+    share = next(b.share for b in BUCKETS if b.bucket == LEDGER_KV)
+    assert config.max_bytes == int(GIB * share)
+    assert config.discard == DiscardPolicy.NEW
 
 
 def test_servers_split_with_one_login() -> None:
