@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFoundError
 
+from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
 from eventbus.dlq import dead_letter
@@ -78,8 +79,7 @@ class Deliverer:
     ) -> None:
         self.bus = bus
         self.ack_wait = ack_wait
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.backoff = Backoff(base_delay, max_delay)
         self.batch = batch
         self._feeds: dict[str, _Feed] = {}
         self.store = SubscriptionStore(bus)
@@ -300,11 +300,13 @@ class Deliverer:
 
     def _delay(self, subscription: Subscription, attempt: int, retry_after: float | None) -> float:
         config = subscription.config
-        base = self.base_delay if config.backoff_base_s is None else config.backoff_base_s
-        cap = self.max_delay if config.backoff_max_s is None else config.backoff_max_s
-        delay = min(cap, base * 2 ** min(max(0, attempt - 1), 32))
+        backoff = Backoff(
+            self.backoff.base if config.backoff_base_s is None else config.backoff_base_s,
+            self.backoff.cap if config.backoff_max_s is None else config.backoff_max_s,
+        )
+        delay = backoff.delay(attempt)
         if retry_after is not None:
-            delay = max(delay, min(cap, retry_after))
+            delay = max(delay, min(backoff.cap, retry_after))
         return float(delay)
 
     async def _send(self, subscription: Subscription, event: CloudEvent) -> Outcome:

@@ -27,6 +27,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, KeyNotFoundError
 
+from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_structured_json
 from eventbus.connection import Bus
 from eventbus.consume import fetch_batch
@@ -74,8 +75,7 @@ class Dispatcher:
         self.bus = bus
         self.ack_wait = ack_wait
         self.batch = batch
-        self.retry_base = retry_base
-        self.retry_max = retry_max
+        self.backoff = Backoff(retry_base, retry_max)
         self.index: FilterIndex[str] = FilterIndex()
         self.triggers: dict[str, Trigger] = {}
         self.functions: set[str] = set()
@@ -351,7 +351,7 @@ class Dispatcher:
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             attempt = msg.metadata.num_delivered or 1
-            delay = min(self.retry_max, self.retry_base * 2 ** (attempt - 1))
+            delay = self.backoff.delay(attempt)
             log.warning(
                 "event %s: %d of %d enqueues failed (%s); retrying in %.1f s",
                 event.id,

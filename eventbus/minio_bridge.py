@@ -31,6 +31,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
+from eventbus.backoff import Backoff
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.consume import fetch_batch
@@ -120,8 +121,7 @@ class MinioBridge:
         self.batch = batch
         self.ack_wait = ack_wait
         self.max_tries = max_tries
-        self.retry_base = retry_base
-        self.retry_max = retry_max
+        self.backoff = Backoff(retry_base, retry_max)
         self._pull: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -191,7 +191,7 @@ class MinioBridge:
             if attempt >= self.max_tries:
                 await self._reject(msg, f"gave up after {attempt} tries: {exc}", attempt)
                 return
-            delay = min(self.retry_max, self.retry_base * 2 ** (attempt - 1))
+            delay = self.backoff.delay(attempt)
             log.warning("MinIO message %s: %s; retrying in %.1f s", msg.subject, exc, delay)
             await msg.nak(delay=delay)
             return
@@ -254,7 +254,7 @@ class MinioBridge:
             )
         except Exception as exc:  # no dead letter: leave it to be redelivered
             log.warning("MinIO message not dead-lettered (%s); retrying", exc)
-            await msg.nak(delay=self.retry_base)
+            await msg.nak(delay=self.backoff.base)
             return
         await msg.term()
 

@@ -24,6 +24,7 @@ from typing import Final
 import grpc
 import nats.errors
 
+from eventbus.backoff import Backoff
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailableError
@@ -75,7 +76,7 @@ class SeaweedBridge:
         self.owners = owners if owners is not None else BucketOwners(bus)
         self.client_name = client_name
         self.cursor_every = cursor_every
-        self.retry_max = retry_max
+        self.backoff = Backoff(0.2, retry_max)
         #: ts_ns of the last change whose events are all on the stream
         self.done_ns = 0
         #: events published (not counting those the ledger showed announced)
@@ -107,7 +108,7 @@ class SeaweedBridge:
             await self._save()
 
     async def _follow(self) -> None:
-        delay = 0.2
+        attempt = 0
         while True:
             try:
                 await self._follow_once()
@@ -116,9 +117,9 @@ class SeaweedBridge:
             except (grpc.RpcError, nats.errors.Error, BusUnavailableError, EOFError) as exc:
                 log.warning("SeaweedFS bridge: %s; resuming from %d", _short(exc), self.done_ns)
             else:
-                delay = 0.2
-            await asyncio.sleep(delay)
-            delay = min(self.retry_max, delay * 2)
+                attempt = 0
+            attempt += 1
+            await asyncio.sleep(self.backoff.delay(attempt))
 
     async def _follow_once(self) -> None:
         """One subscription from ``done_ns``, until it breaks."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from eventbus.backoff import Backoff
 from runtimes.errors import CapacityError, ProvisioningError
 from runtimes.providers.gpus import Gpu, gpu_inventory
 from runtimes.providers.pool import StemPool, spawn_worker, stop_process
@@ -30,6 +31,8 @@ from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 
 log = logging.getLogger(__name__)
 EXIT_LOAD_FAILED = 3
+#: how long a function whose workers keep failing waits before the next start
+RESTART_BACKOFF = Backoff(0.5, 30.0)
 __all__ = ["EXIT_LOAD_FAILED", "Gpu", "LocalProvider", "parse_announcement"]
 
 
@@ -253,7 +256,7 @@ class LocalProvider:
             if inst.stopping:
                 continue
             runtime.failures += 1
-            delay = min(30.0, 0.5 * 2 ** min(runtime.failures - 1, 6))
+            delay = RESTART_BACKOFF.delay(runtime.failures)
             runtime.retry_at = time.time() + delay
             runtime.last_error = (
                 "the function failed to load"

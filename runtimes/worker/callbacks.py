@@ -7,9 +7,12 @@ import logging
 
 import httpx
 
+from eventbus.backoff import Backoff
 from runtimes.types import ActivationRecord
 
 log = logging.getLogger(__name__)
+#: between tries of a callback (a few tries: the cap is never reached)
+RETRY = Backoff(0.5, 60.0)
 
 
 async def post_callback(url: str, record: ActivationRecord, *, tries: int = 3) -> bool:
@@ -32,6 +35,6 @@ async def post_callback(url: str, record: ActivationRecord, *, tries: int = 3) -
                     return response.is_success
             except httpx.HTTPError as exc:
                 log.debug("callback %s for %s failed: %s", url, record.id, exc)
-            await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+            await asyncio.sleep(RETRY.delay(attempt))
     log.warning("callback %s for activation %s not delivered after %d tries", url, record.id, tries)
     return False

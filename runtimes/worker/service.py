@@ -20,6 +20,7 @@ import nats.errors
 import orjson
 from nats.aio.msg import Msg
 
+from eventbus.backoff import Backoff
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
 from eventbus.dlq import dead_letter
@@ -515,8 +516,7 @@ class Worker:
             await queued.nak(delay=self._backoff(1))
 
     def _backoff(self, attempt: int) -> float:
-        base, cap = self.settings.retry_base_s, self.settings.retry_max_s
-        return float(min(cap, base * (2 ** max(0, attempt - 1))))
+        return Backoff(self.settings.retry_base_s, self.settings.retry_max_s).delay(attempt)
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():
