@@ -148,19 +148,17 @@ def role_permissions(role: str) -> Permissions:
         publish, subscribe = _worker(role)
         return Permissions(tuple(publish), tuple(subscribe))
     if role == PLATFORM_WORKER:
-        # inference, retrain, rank, deploy: the catalog, deployments, calls to `rank`,
-        # runtime events, and the workers a `local` site of `deploy` starts
+        # inference, retrain, rank, deploy: the catalog, calls to `rank`, and requests to the
+        # control plane, which places deployments and keeps their records
         publish, subscribe = _worker(role)
         publish += [
             *kv_write(CATALOG_KV),
-            *kv_write(DEPLOYMENTS_KV),
             "events.catalog.>",
-            "events.runtime.>",
             "run.rank",
             "invoke.rank",
             "control.wake.rank",
+            "control.deployments.*",
         ]
-        subscribe += ["control.ready.*"]
         return Permissions(tuple(publish), tuple(subscribe))
     publish, subscribe = _base(role)
     if role == GATEWAY:

@@ -1,23 +1,34 @@
-"""The platform's own functions (`inference`, `retrain`, `rank`, `deploy`), registered at start."""
+"""The platform's own functions (`inference`, `retrain`, `rank`, `deploy`), registered at start.
+
+Their specs are read from `functions/<name>/function.yaml` by path: the gateway never imports
+function code (the worker's loader does, by name).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
 import yaml
 
-import functions
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError
-from eventbus.invocations import enqueue, new_invocation
-from runtimes.activations import new_activation_id
-from runtimes.placement.deployments import DeploymentStore, Desired
 from runtimes.specs import FunctionRegistry
 from runtimes.types import FunctionSpec
 
 log = logging.getLogger(__name__)
-FUNCTIONS_DIR = Path(functions.__file__).resolve().parent
+
+
+def _functions_dir() -> Path:
+    """Where the `functions` package lies, found without importing it."""
+    found = importlib.util.find_spec("functions")
+    if found is not None and found.submodule_search_locations:
+        return Path(next(iter(found.submodule_search_locations))).resolve()
+    return Path(__file__).resolve().parents[1] / "functions"
+
+
+FUNCTIONS_DIR = _functions_dir()
 
 
 def builtin_spec(name: str) -> FunctionSpec | None:
@@ -45,17 +56,3 @@ async def register_builtins(bus: Bus, names: list[str]) -> list[str]:
     if added:
         log.info("registered built-in functions: %s", ", ".join(added))
     return added
-
-
-async def reconcile_deployments(bus: Bus) -> str | None:
-    """Queue one `deploy` reconcile when a deployment should be running; its activation id."""
-    records = await DeploymentStore(bus).list()
-    if not any(r.desired is Desired.RUNNING for r in records):
-        return None
-    body = b'{"action": "reconcile"}'
-    invocation = new_invocation(
-        bus, "deploy", body, source="/up", activation_id=new_activation_id()
-    )
-    await enqueue(bus, invocation)
-    log.info("queued a reconcile of %d deployment(s): activation %s", len(records), invocation.id)
-    return invocation.id

@@ -41,12 +41,12 @@ from eventbus.settings import BusSettings
 from eventbus.streams import ensure_layout
 from gateway.auth.bootstrap import auth_file, ensure_first_key
 from gateway.auth.keys import KeyStore
-from gateway.builtins import reconcile_deployments, register_builtins
+from gateway.builtins import register_builtins
 from gateway.routes.events import close_streams
 from gateway.settings import GatewaySettings
 from gateway.storage_settings import run_storage_bridge, seaweedfs_settings, start_seaweedfs
-from runtimes.control.controller import Controller
 from runtimes.control.leader import create_lease, while_leader
+from runtimes.control.plane import run_control_plane
 from runtimes.providers.local import LocalProvider
 from runtimes.sandbox.command import bwrap_path
 from runtimes.sandbox.types import SandboxUnavailableError
@@ -158,12 +158,8 @@ async def run_controller(
         provider = LocalProvider.from_settings(
             settings, env=env, log_dir=log_dir, auth_env=auth_env
         )
-        controller = Controller(bus, provider, settings)
-        await controller.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await controller.stop()
+        # credentials references in the sites file name variables of this process
+        await run_control_plane(bus, settings, provider, env=os.environ)
 
     # Only the holder of the lease starts workers; another controller stands by (docs).
     lease = create_lease(bus, "controller", settings.state_dir, ttl_s=settings.leader_ttl_s)
@@ -364,10 +360,10 @@ async def bootstrap_bus(settings: UpSettings) -> str | None:
     )
     try:
         await ensure_layout(bus.js, settings.layout(settings.data_dir), private=True)
+        # (deployments whose runtimes died with the last run are placed again by the
+        # controller once it leads: runtimes.control.deployments)
         if names:
             await register_builtins(bus, names)
-        if "deploy" in names:  # runtimes that died with the last run are placed again
-            await reconcile_deployments(bus)
         first = await ensure_first_key(bus, settings.data_dir)
         if not settings.sandbox:
             await _check_single_user(bus)

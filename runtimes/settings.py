@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from eventbus.settings import BusSettings
 from eventbus.storage.settings import StorageSettings
+from runtimes.placement.settings import PlacementSettings
 
 
 class WorkerSettings(BusSettings, StorageSettings):
@@ -53,8 +54,8 @@ class GpuSetting(BaseModel):
     memory_mb: int = 0
 
 
-class ControllerSettings(BusSettings):
-    """The control plane: scaling local workers and rolling them on updates."""
+class ControllerSettings(PlacementSettings):
+    """The control plane: scaling local workers, rolling them on updates, placing deployments."""
 
     state_dir: str = ".deepfaas"
     reconcile_s: float = 0.25

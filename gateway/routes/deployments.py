@@ -14,12 +14,11 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eventbus.namespaces import QUALIFIED_NAME_PATTERN
-from functions.deploy.handler import to_spec
-from functions.deploy.models import Constraints, DeployInput
 from gateway.routes.invoke import sync_response
 from gateway.state import state_of
 from runtimes.placement.deployments import DeploymentRecord, DeploymentStore
 from runtimes.placement.ranking import Preferences
+from runtimes.placement.requests import Constraints, DeployInput, to_spec
 from runtimes.types import RuntimeSpec
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])

@@ -18,9 +18,9 @@ from starlette.datastructures import UploadFile
 from eventbus.errors import NotFoundError, ValidationFailedError
 from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError
-from functions.inference.models import INLINE_LIMIT
 from gateway.routes.catalog import catalog_of
 from runtimes.catalog.plugins import LoadedModelPlugin, discover_models, load_model_plugin
+from runtimes.catalog.requests import INLINE_LIMIT
 from runtimes.catalog.types import Module
 from runtimes.errors import ModelNotFoundError
 from runtimes.types import StoredObject

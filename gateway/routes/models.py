@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from eventbus.errors import ValidationFailedError
 from eventbus.namespaces import qualify
-from functions.inference.models import InferenceInput
 from gateway.auth.quota import Quotas
 from gateway.auth.types import Principal
 from gateway.routes import models_train
@@ -31,6 +30,7 @@ from gateway.routes.model_input import (
 )
 from gateway.state import state_of
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN, discover_models, load_model_plugin
+from runtimes.catalog.requests import InferenceInput
 from runtimes.catalog.types import Module
 from runtimes.types import ActivationRecord, ActivationStatus
 

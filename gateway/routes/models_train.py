@@ -17,7 +17,6 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from eventbus.errors import NotFoundError, ValidationFailedError
-from functions.retrain.models import RetrainInput
 from gateway.auth.access import caller, namespace, qualified
 from gateway.routes.catalog import catalog_of
 from gateway.routes.deepaas_errors import DeepaasRoute
@@ -31,6 +30,7 @@ from gateway.routes.model_input import (
 )
 from gateway.state import state_of
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN
+from runtimes.catalog.requests import RetrainInput
 from runtimes.catalog.types import Module
 from runtimes.errors import ModelNotFoundError
 from runtimes.types import ActivationRecord, ActivationStatus

@@ -24,7 +24,9 @@ from nats.aio.msg import Msg
 from eventbus.connection import Bus
 from eventbus.streams import FUNCTIONS_KV, ensure_consumer, queue_depth
 from runtimes.control.pending import PendingInvocations
+from runtimes.placement.sites import SitesFile
 from runtimes.providers.local import LocalProvider, parse_announcement
+from runtimes.providers.registry import ProviderRegistry
 from runtimes.settings import ControllerSettings
 from runtimes.types import FunctionSpec, GpuRequest, RuntimeHandle, RuntimeSpec
 
@@ -63,10 +65,20 @@ def runtime_spec(spec: FunctionSpec) -> RuntimeSpec:
 class Controller:
     """Scales local workers for every registered function."""
 
-    def __init__(self, bus: Bus, provider: LocalProvider, settings: ControllerSettings) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        provider: LocalProvider,
+        settings: ControllerSettings,
+        registry: ProviderRegistry | None = None,
+    ) -> None:
         self.bus = bus
         self.provider = provider
         self.settings = settings
+        # every provider of this process (the deployments' too): workers' announcements go
+        # to all of them, and all are closed on stop
+        self.registry = registry or ProviderRegistry(SitesFile.model_construct(sites=()))
+        self.registry.add(provider.site, provider)
         self.functions: dict[str, _Managed] = {}
         self.heartbeats: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -102,7 +114,7 @@ class Controller:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         await self.pending.close()
-        await self.provider.close()
+        await self.registry.close()
 
     # -- specs --------------------------------------------------------------------------------
 
@@ -233,11 +245,11 @@ class Controller:
 
     async def _on_ready(self, msg: Msg) -> None:
         body = parse_announcement(msg.data)
-        self.provider.mark_ready(int(body.get("pid", 0)))
+        self.registry.mark_ready(int(body.get("pid", 0)))
         self._beat(body)
 
     async def _on_stem(self, msg: Msg) -> None:
-        self.provider.mark_ready(int(parse_announcement(msg.data).get("pid", 0)))
+        self.registry.mark_ready(int(parse_announcement(msg.data).get("pid", 0)))
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         self._beat(parse_announcement(msg.data))

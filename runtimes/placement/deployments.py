@@ -160,23 +160,30 @@ class Deployments:
         """Re-place each running deployment whose runtime is gone; released ones stay so."""
         changed: list[DeploymentRecord] = []
         for record in await self.store.list():
-            if record.desired is Desired.RELEASED:
-                continue
-            if record.handle is not None and await self._alive(record.handle.handle()):
-                continue
-            log.info("deployment %s: runtime gone; placing it again", record.name)
-            again = record.model_copy(update={"version": record.version + 1, "handle": None})
-            try:
-                changed.append(await self._place(again, previous=None))
-            except DeepfaasError as exc:  # recorded as failed; the others still get their turn
-                log.warning("deployment %s: cannot place it again: %s", record.name, exc)
-                changed.append(await self.store.get(record.name))
+            again = await self.reconcile_one(record)
+            if again is not None:
+                changed.append(again)
         return changed
+
+    async def reconcile_one(self, record: DeploymentRecord) -> DeploymentRecord | None:
+        """Re-place one deployment if it should run and its runtime is gone: the new record
+        (failed, without a handle, when no site took it), or None when nothing was done."""
+        if record.desired is Desired.RELEASED:
+            return None
+        if record.handle is not None and await self._alive(record.handle.handle()):
+            return None
+        log.info("deployment %s: runtime gone; placing it again", record.name)
+        again = record.model_copy(update={"version": record.version + 1, "handle": None})
+        try:
+            return await self._place(again, previous=None)
+        except DeepfaasError as exc:  # recorded as failed; the others still get their turn
+            log.warning("deployment %s: cannot place it again: %s", record.name, exc)
+            return await self.store.get(record.name)
 
     async def _alive(self, handle: RuntimeHandle) -> bool:
         try:
             await self.placer.providers(handle.site).status(handle)
-        except ProviderError:
+        except DeepfaasError:  # gone, or its site is (no longer) in the sites file
             return False
         return True
 

@@ -8,9 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nats.aio.msg import Msg
-
-from eventbus.connection import Bus
 from runtimes.errors import SiteConfigError
 from runtimes.placement.sites import (
     Site,
@@ -22,7 +19,7 @@ from runtimes.placement.sites import (
 from runtimes.providers.base import Provider
 from runtimes.providers.gpus import Gpu
 from runtimes.providers.k8s_manifests import DEFAULT_IMAGE, ManifestOptions
-from runtimes.providers.local import LocalProvider, parse_announcement
+from runtimes.providers.local import LocalProvider
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +35,12 @@ class ProviderOptions:
     secrets_dir: Path | None = None
     #: GPUs of this machine (None: ask nvidia-smi when a local site declares none)
     local_gpus: tuple[Gpu, ...] | None = None
+    #: env, bus credentials by function (`LocalProvider.auth_env`), python and log dir of the
+    #: workers a `local` site starts
     local_env: Mapping[str, str] = field(default_factory=dict)
+    local_auth_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    local_python: str | None = None
+    local_log_dir: Path | None = None
     request_timeout_s: float = 10.0
     #: what `kubernetes` sites run a spec that names no image with, and how workers there
     #: reach the bus (`runtimes.providers.k8s_manifests.ManifestOptions`)
@@ -62,7 +64,10 @@ def create_provider(site: Site, options: ProviderOptions) -> Provider:
         gpus = declared_gpus(site) or (
             list(options.local_gpus) if options.local_gpus is not None else None
         )
-        return LocalProvider(site.name, env=dict(options.local_env), gpus=gpus)
+        return LocalProvider(
+            site.name, env=dict(options.local_env), gpus=gpus, auth_env=options.local_auth_env,
+            python=options.local_python, log_dir=options.local_log_dir,
+        )  # fmt: skip
     secret = resolve_credentials(site, options.env, options.secrets_dir)
     endpoint = site.endpoint or ""
     if site.kind is SiteKind.KUBERNETES:
@@ -92,7 +97,7 @@ class ProviderRegistry:
         self.sites = sites
         self.options = options or ProviderOptions()
         self._providers: dict[str, Provider] = {}
-        self._listening: Any = None
+        self._pinned: set[str] = set()  # built elsewhere (`add`): kept whatever the file says
 
     def site(self, name: str) -> Site:
         """The site of that name, local GPUs included; `SiteConfigError` if unknown."""
@@ -118,33 +123,39 @@ class ProviderRegistry:
             log.info("provider for site %s (%s) ready", name, found.kind)
         return found
 
-    async def listen(self, bus: Bus) -> None:
-        """Relay workers' `control.ready.*` announcements to the local providers (once)."""
-        if self._listening is not None:
-            return
+    async def update_sites(self, sites: SitesFile) -> None:
+        """Take a changed sites file: the provider of a site whose entry changed or went is
+        closed (its runtimes released; reconcile places them again), the others are kept."""
+        old = {s.name: s for s in self.sites.sites}
+        new = {s.name: s for s in sites.sites}
+        self.sites = sites
+        changed = [n for n in self._providers if n in old and new.get(n) != old[n]]
+        for name in [n for n in changed if n not in self._pinned]:
+            await self._close(self._providers.pop(name))
 
-        async def on_ready(msg: Msg) -> None:
-            pid = int(parse_announcement(msg.data).get("pid", 0))
-            for provider in list(self._providers.values()):
-                if isinstance(provider, LocalProvider):
-                    provider.mark_ready(pid)
-
-        self._listening = await bus.nc.subscribe("control.ready.*", cb=on_ready)
+    def mark_ready(self, pid: int) -> None:
+        """Relay a worker's `control.ready`/`control.stem` announcement to the local providers."""
+        for provider in self._providers.values():
+            if isinstance(provider, LocalProvider):
+                provider.mark_ready(pid)
 
     def add(self, name: str, provider: Provider) -> None:
-        """Use this provider for a site (tests, or a provider built elsewhere)."""
+        """Use this provider for a site (tests, or a provider built elsewhere: the controller's
+        own `local` one, so functions and deployments share this machine's GPUs)."""
         self._providers[name] = provider
+        self._pinned.add(name)
 
     async def close(self) -> None:
         """Close every provider that can be closed."""
         for provider in self._providers.values():
-            close: Any = getattr(provider, "close", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception as exc:  # closing is best effort
-                    log.warning("closing provider %s: %s", provider.site, exc)
+            await self._close(provider)
         self._providers.clear()
-        if self._listening is not None:
-            await self._listening.unsubscribe()
-            self._listening = None
+
+    @staticmethod
+    async def _close(provider: Provider) -> None:
+        close: Any = getattr(provider, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception as exc:  # closing is best effort
+                log.warning("closing provider %s: %s", provider.site, exc)

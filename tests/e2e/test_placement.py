@@ -282,23 +282,20 @@ def test_reconcile_after_restart_replaces_gone_runtimes_only(
 ) -> None:
     with platform.client() as client:
         before = {d["name"]: d for d in client.get("/v1/deployments").json()}
-        runs = client.get("/v1/activations", params={"function": "deploy", "limit": 200})
-        earlier = {a["id"] for a in runs.json()}
-    platform.stop()  # the local runtimes lived in the deploy worker: they are gone now
+    platform.stop()  # the local runtimes lived in its controller: they are gone now
+    gone = {"gpu-job", "fallback", "no-creds"}  # local ones, and the failed one
     again = start_platform(platform.nats, platform.data_dir, **settings)
     try:
         with again.client(timeout=90) as client:
-            # `up` queues a reconcile at start; wait until its activation has finished (it
-            # places the deployments one after another: gpu-job ready says nothing of no-creds)
+            # the controller reconciles when it starts leading: wait until it has placed (or
+            # tried to place) each of them again, one after another
             def reconciled() -> dict[str, Any] | None:
-                runs = client.get("/v1/activations", params={"function": "deploy"}).json()
-                done = [
-                    client.get(f"/v1/activations/{a['id']}").json()
-                    for a in runs if a["status"] == "success" and a["id"] not in earlier
-                ]  # fmt: skip
-                if not any((a.get("result") or {}).get("action") == "reconcile" for a in done):
-                    return None
-                return {d["name"]: d for d in client.get("/v1/deployments").json()}
+                now = {d["name"]: d for d in client.get("/v1/deployments").json()}
+                settled = all(
+                    now[n]["version"] > before[n]["version"] and now[n]["status"] != "provisioning"
+                    for n in gone
+                )  # fmt: skip
+                return now if settled else None
 
             after = wait_for(reconciled, timeout=60)
             r = client.post("/v1/functions/deploy/invoke", json={"action": "reconcile"})
@@ -307,7 +304,7 @@ def test_reconcile_after_restart_replaces_gone_runtimes_only(
     finally:
         again.stop()
     replaced = {n for n, d in after.items() if d["version"] > before[n]["version"]}
-    assert replaced == {"gpu-job", "fallback", "no-creds"}  # local ones, and the failed one
+    assert replaced == gone
     assert again_replaced == {"no-creds"}  # the rest are alive now; that one still fails
     assert after["gpu-job"]["status"] == "ready" and after["gpu-job"]["site"] == "gpu-box"
     assert after["gpu-job"]["version"] == before["gpu-job"]["version"] + 1
