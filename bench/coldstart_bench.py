@@ -32,6 +32,7 @@ from runtimes.control.controller import runtime_spec
 from runtimes.providers.local import LocalProvider
 from runtimes.specs import FunctionRegistry
 from runtimes.types import ActivationRecord, FunctionSpec
+from tests.support import eventually
 
 NOOP = "def main(params):\n    return params\n"
 
@@ -79,17 +80,17 @@ async def trials(
     registry = FunctionRegistry(bus)
     firsts: list[float] = []
     inits: list[float] = []
+
+    def pool_filled() -> bool:
+        return provider.pool is None or provider.pool.ready >= 1
+
     try:
         for i in range(n):
             name = f"cold-p{prewarm}-{i}"
             spec = await registry.put(FunctionSpec(name=name, handler="main", code=NOOP))
             await ensure_consumer(bus.js, name, ack_wait=30)
             handle = await provider.provision(runtime_spec(spec))
-            deadline = time.monotonic() + 60
-            while provider.pool is not None and provider.pool.ready < 1:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the prewarmed pool did not fill in 60 s")
-                await asyncio.sleep(0.01)
+            await eventually(pool_filled, timeout=60, interval=0.01)
             await asyncio.sleep(0.2)  # let the previous trial's worker finish stopping
             ready[name] = asyncio.Event()
             invocation = new_invocation(bus, name, b"{}", source="/bench", mode="sync")
