@@ -21,6 +21,7 @@ import orjson
 
 from eventbus.errors import BusUnavailableError
 from eventbus.permissions import ROLES, inbox_prefix, role_permissions
+from eventbus.subjects import INBOX_ROOT
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class BusAuth:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    inbox_prefix: str = "_INBOX"
+    inbox_prefix: str = INBOX_ROOT
 
     def connect_options(self) -> dict[str, Any]:
         """Keyword arguments for ``nats.connect``."""

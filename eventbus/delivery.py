@@ -33,6 +33,7 @@ from eventbus.errors import InvalidEventError, NotFoundError
 from eventbus.http_codec import to_http
 from eventbus.publish import MSG_ID_HEADER
 from eventbus.streams import SUBSCRIPTIONS_KV
+from eventbus.subjects import ALL_EVENTS
 from eventbus.subscriptions import (
     Matcher,
     Subscription,
@@ -177,7 +178,7 @@ class Deliverer:
             durable_name=name,
             deliver_policy=DeliverPolicy.BY_START_TIME if start else DeliverPolicy.NEW,
             opt_start_time=start,
-            filter_subject="events.>",
+            filter_subject=ALL_EVENTS,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             max_deliver=-1,

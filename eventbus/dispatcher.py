@@ -48,13 +48,14 @@ from eventbus.scheduler import (
 )
 from eventbus.schedules import Clock, SystemClock
 from eventbus.streams import FUNCTIONS_KV, SCHEDULES_KV, TRIGGERS_KV, ensure_layout
+from eventbus.subjects import ALL_EVENTS, DISPATCHER_STATS
 from eventbus.triggers import Trigger, invocation_for, storage_object
 from eventbus.types import EVENTS_STREAM, CloudEvent
 
 log = logging.getLogger(__name__)
 DURABLE: Final = "dispatcher"
 SKIPPED_SUFFIX: Final = "trigger.skipped"
-STATS_SUBJECT: Final = "control.dispatcher.stats"
+STATS_SUBJECT: Final = DISPATCHER_STATS
 
 
 class Dispatcher:
@@ -120,7 +121,7 @@ class Dispatcher:
             raise
         config = ConsumerConfig(
             durable_name=DURABLE,
-            filter_subject="events.>",
+            filter_subject=ALL_EVENTS,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
@@ -132,7 +133,7 @@ class Dispatcher:
         except BadRequestError as exc:  # a field that cannot change: keep the consumer as it is
             log.warning("dispatcher consumer kept as it was: %s", exc)
         self._pull = await self.bus.js.pull_subscribe(
-            "events.>", durable=DURABLE, stream=EVENTS_STREAM
+            ALL_EVENTS, durable=DURABLE, stream=EVENTS_STREAM
         )
         self._stats_sub = await self.bus.nc.subscribe(STATS_SUBJECT, cb=self._on_stats)
         self._tasks.append(asyncio.create_task(self._consume(), name="dispatch"))

@@ -14,6 +14,7 @@ from eventbus.codec import from_structured_json, to_structured_json
 from eventbus.connection import Bus
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
 from eventbus.publish import MSG_ID_HEADER
+from eventbus.subjects import dlq_subject
 from eventbus.types import DLQ_STREAM, CloudEvent
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def dead_letter(
         activation_id=activation_id,
     )
     await bus.js.publish(
-        f"dlq.{kind}.{target}",
+        dlq_subject(kind, target),
         letter.model_dump_json(exclude={"seq"}).encode(),
         headers={MSG_ID_HEADER: f"dlq-{kind}-{target}-{event.id}"},
     )

@@ -20,6 +20,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEventError, ValidationFailedError
+from eventbus.subjects import ALL_EVENTS
 from eventbus.types import EVENTS_STREAM, CloudEvent
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class EventFeed:
             config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = after_seq + 1
         sub = await bus.js.subscribe(
-            "events.>",
+            ALL_EVENTS,
             stream=EVENTS_STREAM,
             config=config,
             ordered_consumer=True,

@@ -25,6 +25,21 @@ from eventbus.streams import (
     TRIGGERS_KV,
     stream_names,
 )
+from eventbus.subjects import (
+    ALL_CONTROL,
+    ALL_DEAD_LETTERS,
+    ALL_EVENTS,
+    ALL_INVOCATIONS,
+    ALL_RUNS,
+    CONTROL_ROOT,
+    CONTROL_RUNTIMES,
+    CONTROL_STEM,
+    DISPATCHER_STATS,
+    INBOX_ROOT,
+    control_subject,
+    events_subject,
+    run_subject,
+)
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM
 
 ADMIN: Final = "admin"
@@ -68,7 +83,7 @@ class Permissions:
 
 def inbox_prefix(role: str) -> str:
     """The inbox prefix a role's connections use (and the only inboxes it may read)."""
-    return "_INBOX" if role == ADMIN else f"_INBOX.{role}"
+    return INBOX_ROOT if role == ADMIN else f"{INBOX_ROOT}.{role}"
 
 
 def kv_read(bucket: str) -> list[str]:
@@ -112,7 +127,7 @@ def consume(stream: str, consumer: str = "*", *, create: bool = False) -> list[s
 
 def _base(role: str) -> tuple[list[str], list[str]]:
     publish = [
-        "_INBOX.>",
+        f"{INBOX_ROOT}.>",
         "$JS.API.INFO",
         *(f"$JS.API.STREAM.INFO.{s}" for s in _LAYOUT_STREAMS),
     ]
@@ -122,21 +137,21 @@ def _base(role: str) -> tuple[list[str], list[str]]:
 def _worker(role: str) -> tuple[list[str], list[str]]:
     publish, subscribe = _base(role)
     publish += [
-        "control.ready.*",
-        "control.heartbeat.*",
-        "control.stopped.*",
-        "control.stem",
-        "events.activation.>",
+        control_subject("ready"),
+        control_subject("heartbeat"),
+        control_subject("stopped"),
+        CONTROL_STEM,
+        events_subject("activation.>"),
         # A trigger's output is announced by the worker that wrote it (`runtimes/worker/results.py`
         # `write_output`); every other storage event (deletes, MinIO notifications) stays out.
-        "events.storage.object.created",
-        "dlq.>",
+        events_subject("storage.object.created"),
+        ALL_DEAD_LETTERS,
         *kv_read(FUNCTIONS_KV),
         *kv_read(BUCKETS_KV),
         *kv_write(ACTIVATIONS_KV),
         *consume(INVOCATIONS_STREAM),
     ]
-    subscribe += ["run.*"]
+    subscribe += [run_subject("*")]
     return publish, subscribe
 
 
@@ -165,24 +180,24 @@ def role_permissions(role: str) -> Permissions:
         # The front door does almost everything on behalf of authenticated callers; it never
         # serves functions or reads the control plane's announcements.
         publish += [
-            "events.>",
-            "invoke.>",
-            "run.>",
-            "control.wake.*",
-            "control.instances.*",
-            "control.runtimes",
-            "control.dispatcher.stats",
+            ALL_EVENTS,
+            ALL_INVOCATIONS,
+            ALL_RUNS,
+            control_subject("wake"),
+            control_subject("instances"),
+            CONTROL_RUNTIMES,
+            DISPATCHER_STATS,
             "$KV.>",
             "$JS.API.>",
             "$JS.ACK.>",
             "$JS.FC.>",
         ]
-        subscribe += ["events.>"]
+        subscribe += [ALL_EVENTS]
     elif role == CONTROLLER:
         publish += [
-            "events.activation.>",
-            "events.runtime.>",
-            "dlq.>",
+            events_subject("activation.>"),
+            events_subject("runtime.>"),
+            ALL_DEAD_LETTERS,
             *kv_read(FUNCTIONS_KV),
             *kv_write(ACTIVATIONS_KV),
             *kv_write(DEPLOYMENTS_KV),
@@ -190,31 +205,31 @@ def role_permissions(role: str) -> Permissions:
             *consume(INVOCATIONS_STREAM, create=True),
             f"$JS.API.STREAM.PURGE.{INVOCATIONS_STREAM}",
         ]
-        subscribe += ["control.>"]
+        subscribe += [ALL_CONTROL]
     elif role == DISPATCHER:
         publish += [
-            "invoke.>",
-            "events.trigger.>",
+            ALL_INVOCATIONS,
+            events_subject("trigger.>"),
             # ticks of OpenWhisk alarms, which the gateway fires (`gateway/openwhisk/alarms.py`)
-            "events.openwhisk.alarm.tick",
-            "dlq.>",
+            events_subject("openwhisk.alarm.tick"),
+            ALL_DEAD_LETTERS,
             *kv_read(TRIGGERS_KV),
             *kv_read(FUNCTIONS_KV),
             *kv_read(LEDGER_KV),
             *kv_write(SCHEDULES_KV),
             *consume(EVENTS_STREAM, create=True),
         ]
-        subscribe += ["control.dispatcher.>"]
+        subscribe += [f"{CONTROL_ROOT}.dispatcher.>"]
     elif role == DELIVERER:
         # NATS sinks may name any subject outside the platform's roots (`subscriptions.py`)
         return Permissions(
             publish=(*publish, ">"),
             subscribe=tuple(subscribe),
             publish_deny=(
-                "events.>",
-                "invoke.>",
-                "run.>",
-                "control.>",
+                ALL_EVENTS,
+                ALL_INVOCATIONS,
+                ALL_RUNS,
+                ALL_CONTROL,
                 "$JS.API.STREAM.CREATE.>",
                 "$JS.API.STREAM.UPDATE.>",
                 "$JS.API.STREAM.DELETE.>",
@@ -227,7 +242,7 @@ def role_permissions(role: str) -> Permissions:
         # MinIO's stream is named in the bridge's settings (`DEEPFAAS_STORAGE_BRIDGE_STREAM`,
         # default MINIO): any stream but the platform's own
         publish += [
-            "events.storage.>",
+            events_subject("storage.>"),
             *kv_write(LEDGER_KV, create=True),
             *kv_read(BUCKETS_KV),
             "$JS.API.STREAM.CREATE.*",

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus.credentials import BusAuth, RoleCredentials
 from eventbus.streams import Layout
+from eventbus.subjects import INBOX_ROOT
 
 
 class BusSettings(BaseSettings):
@@ -25,7 +26,9 @@ class BusSettings(BaseSettings):
     nats_tls_ca: Path | None = Field(default=None, description="CA bundle to verify NATS with")
     nats_tls_cert: Path | None = Field(default=None, description="client certificate (PEM)")
     nats_tls_key: Path | None = Field(default=None, description="client certificate's key")
-    nats_inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    nats_inbox_prefix: str = Field(
+        default=INBOX_ROOT, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )
     nats_credentials_dir: Path | None = Field(
         default=None,
         description="every platform role's credentials, as deepfaas's own nats-server keeps "

@@ -40,7 +40,8 @@ from eventbus.stream_sync import (
     sync_stream,
     wait_for_jetstream,
 )
-from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM, invoke_subject
+from eventbus.subjects import ALL_DEAD_LETTERS, ALL_EVENTS, ALL_INVOCATIONS, invoke_subject
+from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,9 @@ class BucketSpec(Budgeted):
 OLD, NEW = DiscardPolicy.OLD, DiscardPolicy.NEW
 #: every stream: add a line here for a new one
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec(0.28, OLD, EVENTS_STREAM, "events.>", RetentionPolicy.LIMITS, "events_max_age"),
-    StreamSpec(0.15, NEW, INVOCATIONS_STREAM, "invoke.>", RetentionPolicy.WORK_QUEUE),
-    StreamSpec(0.05, OLD, DLQ_STREAM, "dlq.>", RetentionPolicy.LIMITS, "dlq_max_age"),
+    StreamSpec(0.28, OLD, EVENTS_STREAM, ALL_EVENTS, RetentionPolicy.LIMITS, "events_max_age"),
+    StreamSpec(0.15, NEW, INVOCATIONS_STREAM, ALL_INVOCATIONS, RetentionPolicy.WORK_QUEUE),
+    StreamSpec(0.05, OLD, DLQ_STREAM, ALL_DEAD_LETTERS, RetentionPolicy.LIMITS, "dlq_max_age"),
 )
 #: every KV bucket: add a line here for a new one
 BUCKETS: tuple[BucketSpec, ...] = (

@@ -31,6 +31,7 @@ from eventbus.kv import cas, read, write
 from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import DEFAULT_NAMESPACE, NAME, SEPARATOR, event_namespace, is_name
 from eventbus.streams import DELIVERIES_KV, SUBSCRIPTIONS_KV
+from eventbus.subjects import PLATFORM_ROOTS
 from eventbus.types import EVENTS_STREAM, CloudEvent, new_id
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ SUBSCRIPTION_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 SUBSCRIPTION_KEY_PATTERN: Final = rf"^({NAME}{SEPARATOR})?[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"
 NATS_SINK_SCHEME: Final = "nats:"
 #: first subject tokens a NATS sink may not publish on: the platform's own streams and APIs
-RESERVED_SUBJECT_ROOTS: Final = frozenset({"events", "invoke", "run", "dlq", "control", "_INBOX"})
+RESERVED_SUBJECT_ROOTS: Final = PLATFORM_ROOTS
 #: outside ``default`` a NATS sink publishes only under ``ns.<namespace>.``: elsewhere it could
 #: feed what the platform or a bridge listens to (MinIO's notification subject, for one)
 NAMESPACE_SINK_ROOT: Final = "ns"

@@ -11,6 +11,11 @@ from typing import Any, Final, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# re-exported: the subjects' one home is `eventbus.subjects`
+from eventbus.subjects import event_subject as event_subject
+from eventbus.subjects import invoke_subject as invoke_subject
+from eventbus.subjects import run_subject as run_subject
+
 #: attributes defined by the CloudEvents 1.0 core specification
 CORE_ATTRIBUTES: Final = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
@@ -112,28 +117,8 @@ def new_id() -> str:
     return f"{value:032x}"
 
 
-# Stream and subject names. Everything that crosses a process is named here.
+# Stream names; the subjects are named in `eventbus.subjects` (re-exported here for callers
+# that import them from the contracts).
 EVENTS_STREAM: Final = "EVENTS"
 INVOCATIONS_STREAM: Final = "INVOCATIONS"
 DLQ_STREAM: Final = "DLQ"
-
-
-def event_subject(event_type: str, prefix: str) -> str:
-    """The ``events.…`` subject of an event type: the type less its prefix, dots kept."""
-    rest = event_type[len(prefix) + 1 :] if event_type.startswith(prefix + ".") else event_type
-    return "events." + _subject_token(rest, keep_dots=True)
-
-
-def invoke_subject(function: str) -> str:
-    """The work-queue subject of a function's asynchronous invocations."""
-    return f"invoke.{function}"
-
-
-def run_subject(function: str) -> str:
-    """The request-reply subject (queue group) of a function's synchronous invocations."""
-    return f"run.{function}"
-
-
-def _subject_token(text: str, *, keep_dots: bool = False) -> str:
-    allowed = re.sub(r"[^A-Za-z0-9_\-.]" if keep_dots else r"[^A-Za-z0-9_\-]", "_", text)
-    return allowed.strip(".") or "_"

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from eventbus.connection import Bus
 from eventbus.namespaces import namespace_of
 from eventbus.streams import queue_depth
+from eventbus.subjects import events_subject
 from gateway.bus_usage import BusUsage
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,9 @@ class Metrics:
         counters add up (sum every gateway's /metrics) instead of each counting everything.
         """
         queue = "gateway-metrics"
-        self._sub = await bus.nc.subscribe("events.activation.*", queue, cb=self._on_event)
+        self._sub = await bus.nc.subscribe(events_subject("activation.*"), queue, cb=self._on_event)
         self._skip_sub = await bus.nc.subscribe(
-            "events.trigger.skipped", queue, cb=self._on_skipped
+            events_subject("trigger.skipped"), queue, cb=self._on_skipped
         )
         self.bus_usage.start(bus)
 

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from eventbus.errors import ValidationFailedError
 from eventbus.namespaces import belongs, local_name
+from eventbus.subjects import control_subject
 from gateway.auth.access import namespace, qualified
 from gateway.models import FunctionSpecIn, Instance
 from gateway.state import state_of
@@ -106,7 +107,7 @@ async def list_instances(request: Request, name: str = NamePath) -> list[Instanc
     name = qualified(request, name)
     await state.registry.get(name)
     try:
-        reply = await state.bus.nc.request(f"control.instances.{name}", b"", timeout=2)
+        reply = await state.bus.nc.request(control_subject("instances", name), b"", timeout=2)
     except Exception:
         return []
     return [Instance.model_validate(item) for item in orjson.loads(reply.data)]

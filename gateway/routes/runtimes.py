@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
+from eventbus.subjects import CONTROL_RUNTIMES
 from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN
 
@@ -47,7 +48,7 @@ class Runtimes(BaseModel):
 async def _ask(request: Request, name: str = "") -> dict[str, Any]:
     state = state_of(request)
     try:
-        reply = await state.bus.nc.request("control.runtimes", name.encode(), timeout=2)
+        reply = await state.bus.nc.request(CONTROL_RUNTIMES, name.encode(), timeout=2)
     except Exception:
         return {"runtimes": []}
     value = orjson.loads(reply.data)

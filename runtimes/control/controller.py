@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from eventbus.connection import Bus
 from eventbus.streams import FUNCTIONS_KV, ensure_consumer, queue_depth
+from eventbus.subjects import CONTROL_RUNTIMES, CONTROL_STEM, control_subject, function_of
 from runtimes.control.pending import PendingInvocations
 from runtimes.placement.sites import SitesFile
 from runtimes.providers.local import LocalProvider, parse_announcement
@@ -90,12 +91,12 @@ class Controller:
         """Subscribe to worker announcements and start watching specs and demand."""
         nc = self.bus.nc
         self._subs = [
-            await nc.subscribe("control.ready.*", cb=self._on_ready),
-            await nc.subscribe("control.heartbeat.*", cb=self._on_heartbeat),
-            await nc.subscribe("control.wake.*", cb=self._on_wake),
-            await nc.subscribe("control.instances.*", cb=self._on_instances),
-            await nc.subscribe("control.stem", cb=self._on_stem),
-            await nc.subscribe("control.runtimes", cb=self._on_runtimes),
+            await nc.subscribe(control_subject("ready"), cb=self._on_ready),
+            await nc.subscribe(control_subject("heartbeat"), cb=self._on_heartbeat),
+            await nc.subscribe(control_subject("wake"), cb=self._on_wake),
+            await nc.subscribe(control_subject("instances"), cb=self._on_instances),
+            await nc.subscribe(CONTROL_STEM, cb=self._on_stem),
+            await nc.subscribe(CONTROL_RUNTIMES, cb=self._on_runtimes),
         ]
         await self.provider.start()
         self._tasks = [
@@ -264,14 +265,14 @@ class Controller:
             del beats[key]
 
     async def _on_wake(self, msg: Msg) -> None:
-        name = msg.subject.rsplit(".", 1)[-1]
+        name = function_of(msg.subject)
         managed = self.functions.get(name)
         if managed is not None and self.provider.replicas(managed.handle) == 0:
             managed.last_active = time.time()
             await self.provider.scale(managed.handle, 1)
 
     async def _on_instances(self, msg: Msg) -> None:
-        name = msg.subject.rsplit(".", 1)[-1]
+        name = function_of(msg.subject)
         managed = self.functions.get(name)
         if managed is None or not msg.reply:
             if msg.reply:

@@ -26,6 +26,7 @@ from eventbus.connection import Bus
 from eventbus.storage import Storage
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ACTIVATIONS_KV, FUNCTIONS_KV, ensure_layout
+from eventbus.subjects import CONTROL_STEM
 from runtimes.errors import FunctionLoadError
 from runtimes.sandbox import SandboxLimits, is_trusted
 from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
@@ -209,7 +210,7 @@ async def _wait_for_assignment(
     try:
         while not (line_task.done() or stop_task.done()):
             with contextlib.suppress(Exception):
-                await bus.nc.publish("control.stem", body)
+                await bus.nc.publish(CONTROL_STEM, body)
             await asyncio.wait(
                 {line_task, stop_task},
                 timeout=settings.heartbeat_s,

@@ -29,6 +29,7 @@ from eventbus.invocations import FRESH_ID
 from eventbus.storage import Storage
 from eventbus.storage.settings import create_storage
 from eventbus.streams import consumer_name, ensure_consumer
+from eventbus.subjects import ControlKind, control_subject
 from eventbus.types import INVOCATIONS_STREAM, CloudEvent, invoke_subject, run_subject
 from runtimes.activations import (
     ActivationStore,
@@ -533,7 +534,7 @@ class Worker:
                 return
             await asyncio.sleep(self.settings.heartbeat_s)
 
-    async def _announce(self, kind: str) -> None:
+    async def _announce(self, kind: ControlKind) -> None:
         body = {
             "worker": self.settings.worker_id,
             "pid": os.getpid(),
@@ -546,7 +547,7 @@ class Worker:
             "init_ms": round(self.init_ms, 3),
         }
         with contextlib.suppress(Exception):
-            await self.bus.nc.publish(f"control.{kind}.{self.spec.name}", orjson.dumps(body))
+            await self.bus.nc.publish(control_subject(kind, self.spec.name), orjson.dumps(body))
 
 
 def _ms_between(earlier: datetime | None, later: datetime) -> float | None:

@@ -1,0 +1,83 @@
+"""Every subject the platform uses on the bus, named once.
+
+Stored (JetStream): ``events.<type less prefix>`` (the EVENTS stream), ``invoke.<function>``
+(INVOCATIONS, a work queue per function), ``dlq.<kind>.<target>`` (DLQ). Not stored:
+``run.<function>`` (sync requests, queue group ``workers``), ``control.<kind>.<function>``
+(workers and the control plane), ``control.stem``, ``control.runtimes`` and
+``control.dispatcher.stats`` (requests), and the reply inboxes under ``_INBOX``.
+A wildcard argument (``*``, ``>``) gives the pattern to subscribe to or to permit.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+EVENTS_ROOT: Final = "events"
+INVOKE_ROOT: Final = "invoke"
+RUN_ROOT: Final = "run"
+DLQ_ROOT: Final = "dlq"
+CONTROL_ROOT: Final = "control"
+#: reply inboxes (each role's connections use ``_INBOX.<role>``: `eventbus.permissions`)
+INBOX_ROOT: Final = "_INBOX"
+#: first tokens that belong to the platform (a subscription's NATS sink may use none of them)
+PLATFORM_ROOTS: Final = frozenset(
+    {EVENTS_ROOT, INVOKE_ROOT, RUN_ROOT, DLQ_ROOT, CONTROL_ROOT, INBOX_ROOT}
+)
+
+ALL_EVENTS: Final = f"{EVENTS_ROOT}.>"
+ALL_INVOCATIONS: Final = f"{INVOKE_ROOT}.>"
+ALL_RUNS: Final = f"{RUN_ROOT}.>"
+ALL_DEAD_LETTERS: Final = f"{DLQ_ROOT}.>"
+ALL_CONTROL: Final = f"{CONTROL_ROOT}.>"
+#: a prewarmed worker (a stem) says it is warm
+CONTROL_STEM: Final = f"{CONTROL_ROOT}.stem"
+#: request: each function's runtime state (read-only)
+CONTROL_RUNTIMES: Final = f"{CONTROL_ROOT}.runtimes"
+#: request: a dispatcher's counters
+DISPATCHER_STATS: Final = f"{CONTROL_ROOT}.dispatcher.stats"
+
+#: ``control.<kind>.<function>``: ready, heartbeat and stopped come from workers; wake and
+#: instances go to the control plane; deployments are requests about a deployment
+ControlKind = Literal["ready", "heartbeat", "stopped", "wake", "instances", "deployments"]
+
+
+def events_subject(suffix: str) -> str:
+    """The ``events.…`` subject of an event type given less its prefix (``activation.*``)."""
+    return f"{EVENTS_ROOT}.{suffix}"
+
+
+def event_subject(event_type: str, prefix: str) -> str:
+    """The ``events.…`` subject of an event type: the type less its prefix, dots kept."""
+    rest = event_type[len(prefix) + 1 :] if event_type.startswith(prefix + ".") else event_type
+    return events_subject(_subject_token(rest, keep_dots=True))
+
+
+def invoke_subject(function: str) -> str:
+    """The work-queue subject of a function's asynchronous invocations."""
+    return f"{INVOKE_ROOT}.{function}"
+
+
+def run_subject(function: str) -> str:
+    """The request-reply subject (queue group) of a function's synchronous invocations."""
+    return f"{RUN_ROOT}.{function}"
+
+
+def dlq_subject(kind: str, target: str) -> str:
+    """Where a dead letter of ``kind`` (invocation, dispatch, delivery, …) for ``target`` goes."""
+    return f"{DLQ_ROOT}.{kind}.{target}"
+
+
+def control_subject(kind: ControlKind, function: str = "*") -> str:
+    """``control.<kind>.<function>``; the default ``*`` matches every function."""
+    return f"{CONTROL_ROOT}.{kind}.{function}"
+
+
+def function_of(subject: str) -> str:
+    """The function a per-function subject (``run.f``, ``control.wake.f``) names: its last token."""
+    return subject.rsplit(".", 1)[-1]
+
+
+def _subject_token(text: str, *, keep_dots: bool = False) -> str:
+    allowed = re.sub(r"[^A-Za-z0-9_\-.]" if keep_dots else r"[^A-Za-z0-9_\-]", "_", text)
+    return allowed.strip(".") or "_"

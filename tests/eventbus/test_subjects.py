@@ -1,0 +1,37 @@
+"""The platform's subjects, named once in eventbus.subjects."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventbus.subjects import (
+    PLATFORM_ROOTS,
+    control_subject,
+    dlq_subject,
+    event_subject,
+    events_subject,
+    function_of,
+    invoke_subject,
+    run_subject,
+)
+from eventbus.subscriptions import nats_sink_subject
+
+
+def test_each_family_has_one_shape() -> None:
+    assert event_subject("io.deepfaas.storage.object.created", "io.deepfaas") == (
+        "events.storage.object.created"
+    )
+    assert event_subject("com.example.a b", "io.deepfaas") == "events.com.example.a_b"
+    assert events_subject("activation.*") == "events.activation.*"
+    assert invoke_subject("f") == "invoke.f" and run_subject("f") == "run.f"
+    assert dlq_subject("delivery", "s1") == "dlq.delivery.s1"
+    assert control_subject("wake", "f") == "control.wake.f"
+    assert control_subject("ready") == "control.ready.*"
+    assert function_of(control_subject("instances", "team--f")) == "team--f"
+
+
+def test_a_nats_sink_may_use_no_platform_root() -> None:
+    for root in PLATFORM_ROOTS:
+        with pytest.raises(ValueError, match="reserved"):
+            nats_sink_subject(f"nats:{root}.x")
+    assert nats_sink_subject("nats:mine.x") == "mine.x"
