@@ -62,6 +62,11 @@ class ControllerSettings(PlacementSettings):
     idle_release_s: float = 300.0
     worker_python: str | None = None
     prewarm: int = Field(default=1, ge=0, le=64, description="stem cells kept ready (0: none)")
+    fork_server: bool = Field(
+        default=True,
+        description="fork CPU workers and stems from a process that imported the runtime once "
+        "(copy-on-write, no credentials in it); false: spawn each one",
+    )
     gpus: list[GpuSetting] | None = Field(
         default=None, description="GPU inventory as JSON (tests); None asks nvidia-smi"
     )

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -24,8 +23,9 @@ import orjson
 
 from eventbus.backoff import Backoff
 from runtimes.errors import CapacityError, ProvisioningError
+from runtimes.providers.forkserver import ForkError, ForkServer
 from runtimes.providers.gpus import Gpu, gpu_inventory
-from runtimes.providers.pool import StemPool, spawn_worker, stop_process
+from runtimes.providers.pool import StemPool, WorkerProcess, spawn_worker, stop_process
 from runtimes.settings import ControllerSettings
 from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 
@@ -38,7 +38,7 @@ __all__ = ["EXIT_LOAD_FAILED", "Gpu", "LocalProvider", "parse_announcement"]
 
 @dataclass
 class _Instance:
-    process: subprocess.Popen[bytes]
+    process: WorkerProcess
     started: float
     gpus: tuple[int, ...] = ()
     ready: bool = False
@@ -73,6 +73,7 @@ class LocalProvider:
         supervise_s: float = 0.2,
         prewarm: int = 0,
         auth_env: Mapping[str, Mapping[str, str]] | None = None,
+        fork_server: bool = False,
     ) -> None:
         self.site = site
         self.env = dict(env or {})
@@ -93,6 +94,11 @@ class LocalProvider:
             self.pool = StemPool(prewarm, self.python, base, log_dir, site)
         self._runtimes: dict[str, _Runtime] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        # CPU workers and stems are forked from it once it is ready (`forkserver`)
+        self.forks: ForkServer | None = self._new_fork_server() if fork_server else None
+        self._forks_started = 0.0
+        if self.pool is not None and self.forks is not None:
+            self.pool.spawner = self._spawn
 
     @classmethod
     def from_settings(
@@ -111,6 +117,7 @@ class LocalProvider:
             python=settings.worker_python,
             gpus=gpu_inventory(settings.gpus),
             prewarm=settings.prewarm,
+            fork_server=settings.fork_server,
         )
 
     # -- Provider protocol ------------------------------------------------------------------
@@ -134,11 +141,17 @@ class LocalProvider:
         return RuntimeHandle(site=self.site, kind=self.kind, name=spec.name, ref=spec.name)
 
     async def status(self, handle: RuntimeHandle) -> RuntimeStatus:
-        """Desired replicas and those whose worker announced readiness."""
+        """Desired replicas, live workers, those that announced readiness, and why not ready."""
         runtime = self._get(handle)
-        ready = sum(1 for i in runtime.instances if i.ready and not i.stopping)
-        message = runtime.pending or runtime.last_error
-        return RuntimeStatus(desired=runtime.replicas, ready=ready, message=message)
+        live = [i for i in runtime.instances if i.process.poll() is None and not i.stopping]
+        return RuntimeStatus(
+            desired=runtime.replicas,
+            ready=sum(1 for i in live if i.ready),
+            message=runtime.pending or runtime.last_error,
+            workers=len(live),
+            pending=runtime.pending,
+            gpus=sorted(g for i in live for g in i.gpus),
+        )
 
     async def scale(self, handle: RuntimeHandle, replicas: int) -> None:
         """Start or stop workers to reach ``replicas`` (bounded by the spec's max_scale)."""
@@ -158,6 +171,7 @@ class LocalProvider:
     async def start(self) -> None:
         """Start supervising and fill the prewarmed pool."""
         self._ensure_supervisor()
+        self._ensure_fork_server()
         if self.pool is not None:
             self.pool.refill()
 
@@ -202,6 +216,10 @@ class LocalProvider:
             "gpus": sorted(g for i in live for g in i.gpus),
         }
 
+    def prewarmed(self) -> dict[str, int] | None:
+        """The prewarmed pool's size and ready stems; None without a pool."""
+        return None if self.pool is None else {"size": self.pool.size, "ready": self.pool.ready}
+
     def replicas(self, handle: RuntimeHandle) -> int:
         """The replica count asked for now."""
         return self._get(handle).replicas
@@ -216,6 +234,8 @@ class LocalProvider:
             await self.release(RuntimeHandle(self.site, self.kind, name, name))
         if self.pool is not None:
             await self.pool.close()
+        if self.forks is not None:
+            await asyncio.to_thread(self.forks.close)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -238,6 +258,7 @@ class LocalProvider:
     async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(self.supervise_s)
+            self._ensure_fork_server()
             for runtime in list(self._runtimes.values()):
                 self._reap(runtime)
                 self._converge(runtime)
@@ -306,9 +327,41 @@ class LocalProvider:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         env["DEEPFAAS_SPAWNED_AT"] = repr(time.time())  # init time counts from here
         log_path = self.log_dir / f"{spec.name}.log" if self.log_dir is not None else None
-        process = spawn_worker(self.python, env, log_path, site=self.site)
+        process: WorkerProcess
+        if gpus:  # CUDA_VISIBLE_DEVICES must hold before anything imports CUDA
+            process = spawn_worker(self.python, env, log_path, site=self.site)
+        else:
+            process = self._spawn(env, log_path, False)
         log.info("%s: started worker pid %d (gpus %s)", spec.name, process.pid, list(gpus))
         return _Instance(process=process, started=time.time(), gpus=gpus)
+
+    def _new_fork_server(self) -> ForkServer:
+        base = {**os.environ, **self.env}
+        log_path = self.log_dir / "fork-server.log" if self.log_dir is not None else None
+        return ForkServer(self.python, base, log_path=log_path)
+
+    def _ensure_fork_server(self) -> None:
+        """Start the fork server, or a new one when it died (at most every 5 s)."""
+        if self.forks is None or self.forks.alive or time.monotonic() - self._forks_started < 5:
+            return
+        if self.forks.process is not None:
+            log.warning("the fork server exited (%s); starting another", self.forks.process.poll())
+            self.forks.close()  # its workers keep running; they are watched through pidfds
+            self.forks = self._new_fork_server()
+        self._forks_started = time.monotonic()
+        try:
+            self.forks.start()
+        except OSError as exc:
+            log.warning("cannot start the fork server (workers are spawned): %s", exc)
+
+    def _spawn(self, env: Mapping[str, str], log_path: Path | None, stdin: bool) -> WorkerProcess:
+        """A CPU worker forked from the fork server when it is ready, else spawned."""
+        if self.forks is not None and self.forks.ready:
+            try:
+                return self.forks.fork(env, log_path, stdin=stdin)
+            except ForkError as exc:
+                log.warning("spawning instead of forking: %s", exc)
+        return spawn_worker(self.python, env, log_path, site=self.site, stdin=stdin)
 
     def _free_gpus(self, spec: RuntimeSpec) -> tuple[int, ...] | None:
         """GPU indexes for one more worker, or None when not enough of the model are free."""

@@ -15,16 +15,33 @@ import contextlib
 import logging
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
 from runtimes.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
+
+
+class WorkerProcess(Protocol):
+    """A worker process as the provider sees it: `subprocess.Popen`, or a forked one."""
+
+    pid: int
+    returncode: int | None
+    stdin: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+#: starts a worker with an environment and a log file, its stdin a pipe when asked
+Spawner = Callable[[Mapping[str, str], Path | None, bool], WorkerProcess]
 
 
 def spawn_worker(
@@ -51,7 +68,7 @@ def spawn_worker(
             out.close()
 
 
-async def stop_process(process: subprocess.Popen[bytes], grace: float = 35.0) -> None:
+async def stop_process(process: WorkerProcess, grace: float = 35.0) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds."""
     if process.poll() is not None:
         return
@@ -70,7 +87,7 @@ async def stop_process(process: subprocess.Popen[bytes], grace: float = 35.0) ->
 class Stem:
     """One prewarmed worker process."""
 
-    process: subprocess.Popen[bytes]
+    process: WorkerProcess
     started: float
     ready: bool = False
 
@@ -88,6 +105,8 @@ class StemPool:
         self.log_path = log_dir / "stems.log" if log_dir is not None else None
         self.site = site
         self.stems: list[Stem] = []
+        #: how stems start (the provider sets its fork server's); None: `spawn_worker`
+        self.spawner: Spawner | None = None
 
     @property
     def ready(self) -> int:
@@ -100,7 +119,13 @@ class StemPool:
             log.warning("stem %d exited with %s", stem.process.pid, stem.process.returncode)
             self.stems.remove(stem)
         while len(self.stems) < self.size:
-            process = spawn_worker(self.python, self.env, self.log_path, site=self.site, stdin=True)
+            process: WorkerProcess
+            if self.spawner is not None:
+                process = self.spawner(self.env, self.log_path, True)
+            else:
+                process = spawn_worker(
+                    self.python, self.env, self.log_path, site=self.site, stdin=True
+                )
             self.stems.append(Stem(process=process, started=time.time()))
 
     def mark_ready(self, pid: int) -> bool:
