@@ -16,13 +16,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
 import orjson
 from nats.aio.msg import Msg
 
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
-from eventbus.consume import PAUSE_S, fetch
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.invocations import FRESH_ID
@@ -170,12 +170,19 @@ class Worker:
             await self._slots.acquire()
             batch = max(1, self.spec.concurrency - len(self._tasks))
             try:
-                msgs = await fetch(self._pull_sub, batch, pause=0)
-            finally:
+                msgs = await self._pull_sub.fetch(batch=batch, timeout=1.0)
+            except (nats.errors.TimeoutError, TimeoutError):
                 self._slots.release()
-            if msgs is None:  # the connection is recovering: pause with the slot free
-                await asyncio.sleep(PAUSE_S)
                 continue
+            except asyncio.CancelledError:
+                self._slots.release()
+                raise
+            except Exception as exc:  # connection loss: the client reconnects by itself
+                self._slots.release()
+                log.debug("fetch failed: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            self._slots.release()
             for msg in msgs:
                 self._spawn(self._from_queue(msg))
 
@@ -228,9 +235,9 @@ class Worker:
             cause=_str_or_none(invocation.extensions.get("causeid")),
             worker=self.settings.worker_id,
         )
-        if _fresh(invocation, mode, reply, queued):
-            # An id the gateway made, on its first delivery: nothing else holds it. Claim
-            # while it runs, or, when the run ends first, not at all (`_claim_unless_quick`).
+        if reply is not None and invocation.extensions.get(FRESH_ID) in (True, "true"):
+            # A sync request whose id the gateway made: nothing else holds it. Claim while it
+            # runs, or, when the run ends first, not at all (see `_claim_unless_quick`).
             ended = asyncio.Event()
             pending = asyncio.create_task(self._claim_unless_quick(record, ended))
             await self._run(invocation, pending, mode, reply, queued, ended=ended)
@@ -259,12 +266,12 @@ class Worker:
     async def _claim_unless_quick(
         self, record: ActivationRecord, ended: asyncio.Event
     ) -> ClaimResult:
-        """The claim of a fresh run (`_fresh`), written only if it is still going after `QUICK_S`.
+        """The claim of a sync run, written only if the run is still going after `QUICK_S`.
 
         A run that ends first is "claimed" at revision 0: its final record is then created
         with compare-and-set on no earlier record (one JetStream round trip before the reply
         instead of two), and loses to any claim another worker wrote meanwhile, as a claimed
-        run does. The trade-off: for its first `QUICK_S` such a run has no `running` record.
+        run does. The trade-off: for its first `QUICK_S` a sync run has no `running` record.
         """
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), QUICK_S)
@@ -495,14 +502,13 @@ class Worker:
     ) -> None:
         """Answer the caller and settle the queued message; one whose completion event the bus
         did not take is redelivered instead, and its next worker sends the event again."""
+        body = record.model_dump_json().encode()
+        if reply is not None:
+            await reply.respond(body)
         replyto = invocation.extensions.get("replyto")
-        if reply is not None or (isinstance(replyto, str) and replyto):
-            body = record.model_dump_json().encode()
-            if reply is not None:
-                await reply.respond(body)
-            if isinstance(replyto, str) and replyto:
-                with contextlib.suppress(Exception):
-                    await self.bus.nc.publish(replyto, body)
+        if isinstance(replyto, str) and replyto:
+            with contextlib.suppress(Exception):
+                await self.bus.nc.publish(replyto, body)
         if queued is None:
             return
         if announced:
@@ -553,16 +559,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fresh(invocation: CloudEvent, mode: str, reply: Msg | None, queued: Msg | None) -> bool:
-    """Whether nothing but this run can hold the activation: an id the gateway made (sync or
-    async, not the safety net's queued copy of a sync call), on its first delivery."""
-    if invocation.extensions.get(FRESH_ID) not in (True, "true"):
-        return False
-    if reply is not None:
-        return True
-    return queued is not None and mode == "async" and queued.metadata.num_delivered == 1
 
 
 def _ms_between(earlier: datetime | None, later: datetime) -> float | None:
