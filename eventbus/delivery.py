@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFoundError
@@ -28,6 +27,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
+from eventbus.consume import fetch
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError, NotFoundError
 from eventbus.http_codec import to_http
@@ -203,16 +203,11 @@ class Deliverer:
                         log.warning("subscription %s: consumer not ready (%s)", key, exc)
                         await asyncio.sleep(0.5)
                         continue
-                try:
-                    msgs = await psub.fetch(batch=self.batch, timeout=1.0)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except Exception as exc:  # consumer deleted under us, or the connection lost
-                    log.debug("subscription %s: fetch failed (%s)", key, exc)
+                msgs = await fetch(psub, self.batch)
+                if msgs is None:  # consumer deleted under us, or the connection lost: bind again
                     with contextlib.suppress(Exception):
                         await psub.unsubscribe()
                     psub = None
-                    await asyncio.sleep(0.2)
                     continue
                 tasks = [asyncio.create_task(self._handle(feed, msg)) for msg in msgs]
                 feed.inflight.update(tasks)

@@ -15,11 +15,11 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
 from nats.aio.msg import Msg
 
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
+from eventbus.consume import fetch_batch
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.streams import consumer_name
@@ -56,10 +56,7 @@ class PendingInvocations:
                 stream=INVOCATIONS_STREAM,
             )
             self._subs[spec.name] = sub
-        try:
-            msgs = await sub.fetch(batch=256, timeout=0.05)
-        except (nats.errors.TimeoutError, TimeoutError):
-            return 0
+        msgs = await fetch_batch(sub, 256, timeout=0.05, pause=0)
         failed = 0
         for msg in msgs:
             try:

@@ -16,13 +16,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
 import orjson
 from nats.aio.msg import Msg
 
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
+from eventbus.consume import PAUSE_S, fetch
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.invocations import FRESH_ID
@@ -170,19 +170,12 @@ class Worker:
             await self._slots.acquire()
             batch = max(1, self.spec.concurrency - len(self._tasks))
             try:
-                msgs = await self._pull_sub.fetch(batch=batch, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):
+                msgs = await fetch(self._pull_sub, batch, pause=0)
+            finally:
                 self._slots.release()
+            if msgs is None:  # the connection is recovering: pause with the slot free
+                await asyncio.sleep(PAUSE_S)
                 continue
-            except asyncio.CancelledError:
-                self._slots.release()
-                raise
-            except Exception as exc:  # connection loss: the client reconnects by itself
-                self._slots.release()
-                log.debug("fetch failed: %s", exc)
-                await asyncio.sleep(0.2)
-                continue
-            self._slots.release()
             for msg in msgs:
                 self._spawn(self._from_queue(msg))
 
