@@ -243,11 +243,14 @@ class RuntimeHandle:
 
 
 class RuntimeStatus(BaseModel):
-    """What a provider reports of a runtime: desired and ready replicas, and why not ready."""
+    """What a provider reports of a runtime: desired, running and ready replicas, why not ready."""
 
     desired: int
     ready: int
-    message: str = ""
+    message: str = Field(default="", description="why not ready: the pending reason, or an error")
+    workers: int = Field(default=0, description="replicas running, ready or not (where known)")
+    pending: str = Field(default="", description="waiting for capacity (e.g. a free GPU): why")
+    gpus: list[int] = Field(default_factory=list, description="GPU indexes its workers hold")
 
     @property
     def is_ready(self) -> bool:

@@ -26,7 +26,8 @@ from eventbus.streams import FUNCTIONS_KV, ensure_consumer, queue_depth
 from eventbus.subjects import CONTROL_RUNTIMES, CONTROL_STEM, control_subject, function_of
 from runtimes.control.pending import PendingInvocations
 from runtimes.placement.sites import SitesFile
-from runtimes.providers.local import LocalProvider, parse_announcement
+from runtimes.providers.base import Provider, WorkerHost
+from runtimes.providers.local import parse_announcement
 from runtimes.providers.registry import ProviderRegistry
 from runtimes.settings import ControllerSettings
 from runtimes.types import FunctionSpec, GpuRequest, RuntimeHandle, RuntimeSpec
@@ -64,12 +65,12 @@ def runtime_spec(spec: FunctionSpec) -> RuntimeSpec:
 
 
 class Controller:
-    """Scales local workers for every registered function."""
+    """Scales every registered function's workers through a `Provider` (this machine's)."""
 
     def __init__(
         self,
         bus: Bus,
-        provider: LocalProvider,
+        provider: Provider,
         settings: ControllerSettings,
         registry: ProviderRegistry | None = None,
     ) -> None:
@@ -98,7 +99,8 @@ class Controller:
             await nc.subscribe(CONTROL_STEM, cb=self._on_stem),
             await nc.subscribe(CONTROL_RUNTIMES, cb=self._on_runtimes),
         ]
-        await self.provider.start()
+        if isinstance(self.provider, WorkerHost):
+            await self.provider.start()
         self._tasks = [
             asyncio.create_task(self._watch_specs(), name="watch-specs"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
@@ -152,7 +154,7 @@ class Controller:
         if spec.version == managed.spec.version:
             return
         old, old_spec = managed.handle, managed.spec
-        replicas = max(self.provider.replicas(old), spec.min_scale)
+        replicas = max((await self.provider.status(old)).desired, spec.min_scale)
         handle = await self.provider.provision(runtime_spec(spec), pending_ok=True)
         await self.provider.scale(handle, replicas)
         managed.spec, managed.handle = spec, handle
@@ -174,7 +176,7 @@ class Controller:
                 status = await self.provider.status(new)
                 if status.ready >= max(1, min(replicas, status.desired)):
                     break
-                if self.provider.describe(new)["pending"] and self.provider.describe(old)["gpus"]:
+                if status.pending and (await self.provider.status(old)).gpus:
                     break
             await asyncio.sleep(0.05)
         await self.provider.release(old)
@@ -211,7 +213,7 @@ class Controller:
         if demand > 0:
             managed.last_active = now
         desired = min(spec.max_scale, max(spec.min_scale, math.ceil(demand / spec.concurrency)))
-        current = self.provider.replicas(managed.handle)
+        current = (await self.provider.status(managed.handle)).desired
         if desired > current:
             log.info("%s: scaling %d -> %d (demand %d)", spec.name, current, desired, demand)
             await self.provider.scale(managed.handle, desired)
@@ -222,16 +224,16 @@ class Controller:
 
     async def _check_pending(self, managed: _Managed) -> None:
         """While no worker can start for want of a GPU, fail invocations past the bounded wait."""
-        state = self.provider.describe(managed.handle)
-        if not state["pending"] or state["ready"] or managed.retiring:
+        state = await self.provider.status(managed.handle)
+        if not state.pending or state.ready or managed.retiring:
             if managed.pending_since is not None:
                 managed.pending_since = None
                 await self.pending.forget(managed.spec.name)
             return
         if managed.pending_since is None:
             managed.pending_since = time.time()
-            log.warning("%s: pending: %s", managed.spec.name, state["pending"])
-        await self.pending.expire(managed.spec, state["pending"])
+            log.warning("%s: pending: %s", managed.spec.name, state.pending)
+        await self.pending.expire(managed.spec, state.pending)
 
     def _sync_inflight(self, function: str) -> int:
         now = time.time()
@@ -267,7 +269,7 @@ class Controller:
     async def _on_wake(self, msg: Msg) -> None:
         name = function_of(msg.subject)
         managed = self.functions.get(name)
-        if managed is not None and self.provider.replicas(managed.handle) == 0:
+        if managed is not None and (await self.provider.status(managed.handle)).desired == 0:
             managed.last_active = time.time()
             await self.provider.scale(managed.handle, 1)
 
@@ -280,11 +282,13 @@ class Controller:
             return
         beats = self.heartbeats.get(name, {})
         by_pid = {int(b.get("pid", 0)): b for _, b in beats.values()}
-        items = []
-        for handle in [managed.handle, *managed.retiring]:
-            for inst in self.provider.instances(handle):
-                beat = by_pid.get(inst["pid"], {})
-                items.append({**inst, "inflight": beat.get("inflight", 0), "site": handle.site})
+        items: list[dict[str, Any]] = []
+        host = self.provider
+        if isinstance(host, WorkerHost):  # workers this controller hears from
+            for handle in [managed.handle, *managed.retiring]:
+                for inst in host.instances(handle):
+                    beat = by_pid.get(inst["pid"], {})
+                    items.append({**inst, "inflight": beat.get("inflight", 0), "site": handle.site})
         await msg.respond(orjson.dumps(items))
 
     async def _on_runtimes(self, msg: Msg) -> None:
@@ -293,31 +297,28 @@ class Controller:
             return
         only = msg.data.decode(errors="replace").strip()
         blocks = [
-            self.runtime_state(managed)
+            await self.runtime_state(managed)
             for name, managed in sorted(self.functions.items())
             if not only or name == only
         ]
         body: dict[str, Any] = {"runtimes": blocks}
-        if self.provider.pool is not None:
-            body["prewarmed"] = {"size": self.provider.pool.size, "ready": self.provider.pool.ready}
+        prewarmed = self.provider.prewarmed() if isinstance(self.provider, WorkerHost) else None
+        if prewarmed is not None:
+            body["prewarmed"] = prewarmed
         await msg.respond(orjson.dumps(body))
 
-    def runtime_state(self, managed: _Managed) -> dict[str, Any]:
+    async def runtime_state(self, managed: _Managed) -> dict[str, Any]:
         """One function's runtime: replicas, status and the reason when not ready."""
-        spec, state = managed.spec, self.provider.describe(managed.handle)
-        if state["pending"] and not state["ready"]:
-            status, reason = "pending", state["pending"]
-        elif state["desired"] == 0 and state["workers"] == 0:
+        spec, state = managed.spec, await self.provider.status(managed.handle)
+        if state.pending and not state.ready:
+            status, reason = "pending", state.pending
+        elif state.desired == 0 and state.workers == 0:
             status, reason = "idle", "scaled to zero"
-        elif state["ready"] >= state["desired"] and not managed.retiring:
+        elif state.ready >= state.desired and not managed.retiring:
             status, reason = "ready", ""
         else:
             status = "scaling"
-            reason = (
-                state["pending"]
-                or state["last_error"]
-                or ("rolling update" if managed.retiring else "workers starting")
-            )
+            reason = state.message or ("rolling update" if managed.retiring else "workers starting")
         since = managed.pending_since
         return {
             "function": spec.name,
@@ -325,12 +326,12 @@ class Controller:
             "site": managed.handle.site,
             "status": status,
             "reason": reason,
-            "desired": state["desired"],
-            "workers": state["workers"],
-            "ready": state["ready"],
+            "desired": state.desired,
+            "workers": state.workers,
+            "ready": state.ready,
             "min_scale": spec.min_scale,
             "max_scale": spec.max_scale,
-            "gpus": state["gpus"],
+            "gpus": state.gpus,
             "pending_since": since,
             "retiring": len(managed.retiring),
         }

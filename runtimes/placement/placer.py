@@ -8,7 +8,6 @@ duplicates that JetStream drops.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from eventbus.errors import DeepfaasError
 from eventbus.publish import publish_event
 from eventbus.types import CloudEvent
 from runtimes.errors import ProviderError, ProvisioningError
-from runtimes.providers.base import Provider
+from runtimes.providers.base import Provider, wait_ready
 from runtimes.types import RuntimeHandle, RuntimeSpec
 
 log = logging.getLogger(__name__)
@@ -141,22 +140,15 @@ class Placer:
         await publish_event(self.bus, event)
 
     async def _wait_ready(self, provider: Provider, handle: RuntimeHandle) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ready_timeout_s
-        while True:
-            status = await provider.status(handle)
-            if status.is_ready:
-                return
-            if loop.time() >= deadline:
-                try:
-                    await provider.release(handle)
-                except DeepfaasError as exc:
-                    log.warning("releasing %s after a failed start: %s", handle.ref, exc)
-                raise ProvisioningError(
-                    f"not ready after {self.ready_timeout_s:g}s: {status.message or 'no reason'}",
-                    site=handle.site, runtime=handle.name, retryable=True,
-                )  # fmt: skip
-            await asyncio.sleep(self.poll_s)
+        """Wait until ready; a runtime that never gets ready is released before the error."""
+        try:
+            await wait_ready(provider, handle, self.ready_timeout_s, poll_s=self.poll_s)
+        except ProvisioningError:
+            try:
+                await provider.release(handle)
+            except DeepfaasError as exc:
+                log.warning("releasing %s after a failed start: %s", handle.ref, exc)
+            raise
 
 
 def _now() -> str:

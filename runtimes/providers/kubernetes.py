@@ -19,6 +19,8 @@ from runtimes.errors import (
     ProvisioningError,
     SiteConfigError,
 )
+from runtimes.providers.base import wait_ready
+from runtimes.providers.gpus import Gpu
 from runtimes.providers.k8s_manifests import (
     DEFAULT_IMAGE,
     MANAGED_BY,
@@ -45,6 +47,7 @@ class KubernetesProvider:
     """Runs each runtime as a Deployment and a Service (a Job for training) in one namespace."""
 
     kind = "kubernetes"
+    gpus: tuple[Gpu, ...] = ()  # the cluster schedules its GPUs (nvidia.com/gpu limits)
 
     def __init__(
         self,
@@ -88,8 +91,10 @@ class KubernetesProvider:
 
     # -- Provider protocol ------------------------------------------------------------------
 
-    async def provision(self, spec: RuntimeSpec) -> RuntimeHandle:
-        """Create the runtime's objects, or bring existing ones to the spec (keeping the scale)."""
+    async def provision(self, spec: RuntimeSpec, *, pending_ok: bool = False) -> RuntimeHandle:
+        """Create the runtime's objects, or bring existing ones to the spec (keeping the scale).
+
+        Pods that wait for capacity stay Pending in the cluster whatever ``pending_ok`` says."""
         try:
             manifests = build_manifests(spec, self.namespace, self.options)
         except ProviderError as exc:
@@ -162,23 +167,8 @@ class KubernetesProvider:
     # -- beyond the protocol ----------------------------------------------------------------
 
     async def wait_ready(self, handle: RuntimeHandle, timeout_s: float) -> RuntimeStatus:
-        """Poll `status` until the runtime is ready; `ProvisioningError` after `timeout_s`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            current = await self.status(handle)
-            if current.is_ready:
-                return current
-            if loop.time() >= deadline:
-                raise ProvisioningError(
-                    f"runtime {handle.name!r} not ready after {timeout_s:g}s: {current.message}",
-                    site=self.site,
-                    runtime=handle.name,
-                    desired=current.desired,
-                    ready=current.ready,
-                    retryable=True,
-                )
-            await asyncio.sleep(min(self.poll_s, max(0.0, deadline - loop.time())))
+        """Poll `status` until the runtime is ready (`runtimes.providers.base.wait_ready`)."""
+        return await wait_ready(self, handle, timeout_s, poll_s=self.poll_s)
 
     async def close(self) -> None:
         """Close the API client's connection pool."""

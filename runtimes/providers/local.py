@@ -141,11 +141,17 @@ class LocalProvider:
         return RuntimeHandle(site=self.site, kind=self.kind, name=spec.name, ref=spec.name)
 
     async def status(self, handle: RuntimeHandle) -> RuntimeStatus:
-        """Desired replicas and those whose worker announced readiness."""
+        """Desired replicas, live workers, those that announced readiness, and why not ready."""
         runtime = self._get(handle)
-        ready = sum(1 for i in runtime.instances if i.ready and not i.stopping)
-        message = runtime.pending or runtime.last_error
-        return RuntimeStatus(desired=runtime.replicas, ready=ready, message=message)
+        live = [i for i in runtime.instances if i.process.poll() is None and not i.stopping]
+        return RuntimeStatus(
+            desired=runtime.replicas,
+            ready=sum(1 for i in live if i.ready),
+            message=runtime.pending or runtime.last_error,
+            workers=len(live),
+            pending=runtime.pending,
+            gpus=sorted(g for i in live for g in i.gpus),
+        )
 
     async def scale(self, handle: RuntimeHandle, replicas: int) -> None:
         """Start or stop workers to reach ``replicas`` (bounded by the spec's max_scale)."""
@@ -209,6 +215,10 @@ class LocalProvider:
             "last_error": runtime.last_error,
             "gpus": sorted(g for i in live for g in i.gpus),
         }
+
+    def prewarmed(self) -> dict[str, int] | None:
+        """The prewarmed pool's size and ready stems; None without a pool."""
+        return None if self.pool is None else {"size": self.pool.size, "ready": self.pool.ready}
 
     def replicas(self, handle: RuntimeHandle) -> int:
         """The replica count asked for now."""

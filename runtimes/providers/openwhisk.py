@@ -21,6 +21,7 @@ from runtimes.errors import (
     RuntimeNotFoundError,
     SiteConfigError,
 )
+from runtimes.providers.gpus import Gpu
 from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class OpenWhiskProvider:
     """Creates, reads and deletes actions in one OpenWhisk namespace; invokes them."""
 
     kind = "openwhisk"
+    gpus: tuple[Gpu, ...] = ()  # OpenWhisk runs actions where it likes
 
     def __init__(
         self,
@@ -70,7 +72,7 @@ class OpenWhiskProvider:
 
     # -- Provider protocol ------------------------------------------------------------------
 
-    async def provision(self, spec: RuntimeSpec) -> RuntimeHandle:
+    async def provision(self, spec: RuntimeSpec, *, pending_ok: bool = False) -> RuntimeHandle:
         """Create or overwrite the action (PUT ...?overwrite=true)."""
         body = action_body(spec)
         await self._call("PUT", self._action(spec.name), spec.name, json=body,

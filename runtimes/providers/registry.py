@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from runtimes.errors import SiteConfigError
 from runtimes.placement.sites import (
@@ -16,7 +15,7 @@ from runtimes.placement.sites import (
     resolve_credentials,
     with_discovered_gpus,
 )
-from runtimes.providers.base import Provider
+from runtimes.providers.base import Provider, WorkerHost
 from runtimes.providers.gpus import Gpu
 from runtimes.providers.k8s_manifests import DEFAULT_IMAGE, ManifestOptions
 from runtimes.providers.local import LocalProvider
@@ -105,7 +104,8 @@ class ProviderRegistry:
         if site is None:
             raise SiteConfigError(f"no site {name!r} in the sites file", site=name)
         if site.kind is SiteKind.LOCAL and not site.capacity.gpus:
-            gpus = getattr(self._providers.get(name), "gpus", None) or self.options.local_gpus
+            provider = self._providers.get(name)
+            gpus = (provider.gpus if provider is not None else None) or self.options.local_gpus
             if gpus:
                 return with_discovered_gpus(site, gpus)
         return site
@@ -136,7 +136,7 @@ class ProviderRegistry:
     def mark_ready(self, pid: int) -> None:
         """Relay a worker's `control.ready`/`control.stem` announcement to the local providers."""
         for provider in self._providers.values():
-            if isinstance(provider, LocalProvider):
+            if isinstance(provider, WorkerHost):
                 provider.mark_ready(pid)
 
     def add(self, name: str, provider: Provider) -> None:
@@ -153,9 +153,7 @@ class ProviderRegistry:
 
     @staticmethod
     async def _close(provider: Provider) -> None:
-        close: Any = getattr(provider, "close", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception as exc:  # closing is best effort
-                log.warning("closing provider %s: %s", provider.site, exc)
+        try:
+            await provider.close()
+        except Exception as exc:  # closing is best effort: the others are still closed
+            log.warning("closing provider %s: %s", provider.site, exc)
