@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from runtimes.errors import ProviderError
-from runtimes.providers.base import Provider
+from runtimes.providers.base import Provider, wait_ready
+from runtimes.providers.gpus import Gpu
 from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 
 SPEC = RuntimeSpec(name="contract", function="contract", module="functions.rank.handler:handle",
@@ -49,3 +50,15 @@ class ProviderContract:
         foreign = RuntimeHandle("elsewhere", provider.kind, "nope", "nope")
         with pytest.raises(ProviderError):
             await provider.status(foreign)
+
+    async def test_status_is_typed_and_the_one_readiness_wait_returns_it(
+        self, provider: Provider
+    ) -> None:
+        handle = await provider.provision(SPEC)
+        await self.make_ready(provider, handle)
+        status = await wait_ready(provider, handle, timeout_s=10, poll_s=0.02)
+        assert status.is_ready and status.pending == "" and status.workers >= 0
+        assert all(isinstance(g, int) for g in status.gpus)
+        assert all(isinstance(g, Gpu) for g in provider.gpus)
+        await provider.release(handle)
+        await provider.close()  # part of the contract; closing twice (the fixture) is fine
