@@ -50,6 +50,12 @@ class InvalidEventError(EventBusError, ValidationFailedError):
     code = "invalid_event"
 
 
+class InvalidFormError(EventBusError, ValidationFailedError):
+    """A body is not a well-formed ``multipart/form-data`` form."""
+
+    code = "invalid"
+
+
 class BusUnavailableError(EventBusError):
     """NATS is not reachable or JetStream did not answer in time."""
 

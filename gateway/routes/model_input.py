@@ -123,11 +123,12 @@ def inline_or_staged(data: bytes) -> bool:
 
 async def known_module(request: Request, name: str) -> Module:
     """The catalog module ``name``; a 404 naming the known ones if there is none."""
-    modules = await catalog_of(request).list_modules()
-    for module in modules:
-        if module.name == name:
-            return module
-    known = [m.name for m in modules]
+    catalog = catalog_of(request)
+    try:
+        return await catalog.get_module(name)  # one KV read: every prediction asks this
+    except ModelNotFoundError:
+        pass
+    known = [m.name for m in await catalog.list_modules()]
     raise ModelNotFoundError(
         f"no model {name!r} (known: {', '.join(known) or 'none'})", model=name, known=known
     )

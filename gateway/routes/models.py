@@ -30,7 +30,7 @@ from gateway.routes.model_input import (
 )
 from gateway.state import state_of
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN, discover_models, load_model_plugin
-from runtimes.catalog.requests import InferenceInput
+from runtimes.catalog.requests import InferenceInput, as_form
 from runtimes.catalog.types import Module
 from runtimes.types import ActivationRecord, ActivationStatus
 
@@ -132,9 +132,10 @@ async def predict(
         inp["data"] = given.data
     else:
         inp["object"] = await stage(state.storage, given.data, given.filename, "v2")
-    body = InferenceInput.model_validate(inp).model_dump_json(exclude_none=True).encode()
+    # a form: the file crosses the bus and reaches the model as its own bytes, not base64
+    body, content_type = as_form(InferenceInput.model_validate(inp))
     outcome = await state.invoker.invoke_sync(
-        spec, body, content_type="application/json", wait=state.settings.sync_wait_s
+        spec, body, content_type=content_type, wait=state.settings.sync_wait_s
     )
     if outcome.record is None:
         return Response(

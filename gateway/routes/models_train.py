@@ -30,7 +30,7 @@ from gateway.routes.model_input import (
 )
 from gateway.state import state_of
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN
-from runtimes.catalog.requests import RetrainInput
+from runtimes.catalog.requests import RetrainInput, as_form
 from runtimes.catalog.types import Module
 from runtimes.errors import ModelNotFoundError
 from runtimes.types import ActivationRecord, ActivationStatus
@@ -181,8 +181,8 @@ async def train(request: Request, name: Name) -> Response:
         else:
             inp["object"] = await stage(state.storage, given.data, given.filename, "train")
     spec = state.cache.get(qualified(request, RETRAIN))
-    body = RetrainInput.model_validate(inp).model_dump_json(exclude_none=True).encode()
-    activation_id = await state.invoker.invoke_async(spec, body, content_type="application/json")
+    body, content_type = as_form(RetrainInput.model_validate(inp))  # the data as bytes
+    activation_id = await state.invoker.invoke_async(spec, body, content_type=content_type)
     return Training(
         date=_date(started_at(activation_id)),
         args={k: v for k, v in given.args.items() if isinstance(v, str | int | float | bool)},

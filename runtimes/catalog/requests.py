@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from eventbus.forms import encode_form
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.types import StoredObject
 
@@ -27,7 +28,9 @@ class InferenceInput(BaseModel):
     )
     object: StoredObject | None = Field(default=None, description="read the input from storage")
     data: bytes | None = Field(
-        default=None, max_length=INLINE_LIMIT, description="the input itself (base64 in JSON)"
+        default=None,
+        max_length=INLINE_LIMIT,
+        description="the input itself (raw bytes in a form, base64 in JSON)",
     )
     filename: str | None = Field(default=None, max_length=1024)
     args: dict[str, Any] = Field(
@@ -105,3 +108,10 @@ class RetrainOutput(BaseModel):
     metrics: dict[str, float]
     seconds: float
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+def as_form(inp: InferenceInput | RetrainInput) -> tuple[bytes, str]:
+    """``(body, content type)``: the input as a form, `data` as its raw bytes (never base64),
+    the other fields as JSON parts; the worker hands the handler the fields."""
+    fields = inp.model_dump(mode="json", exclude_none=True, exclude={"data"})
+    return encode_form({**fields, "data": inp.data})

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from eventbus.errors import DeepfaasError
+from eventbus.errors import DeepfaasError, InvalidFormError
+from eventbus.forms import decode_form, is_form
 from runtimes.types import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
 from runtimes.worker.loader import LoadedFunction
 
@@ -177,14 +178,19 @@ class Executor:
         self.abandoned = 0
         #: names the sandbox limit an exception means (memory, processes, files), if any
         self.explain = explain
+        #: a form's fields go to a handler that takes a model or a mapping; others get bytes
+        self.takes_fields = takes_fields(loaded.input_adapter)
         install_capture()
 
     def decode_input(self, body: bytes, content_type: str | None) -> Any:
-        """JSON bodies become values; anything else is passed as bytes."""
+        """JSON bodies become values, forms their fields (if the handler takes fields);
+        anything else is passed as bytes."""
         if not body:
             return {}
         if content_type is None or "json" in content_type:
             return orjson.loads(body)
+        if self.takes_fields and is_form(content_type):
+            return decode_form(body, content_type)
         return body
 
     async def run(self, body: bytes, content_type: str | None, ctx: Context) -> Outcome:
@@ -211,6 +217,9 @@ class Executor:
                 value = loaded.input_adapter.validate_python(value)
         except orjson.JSONDecodeError as exc:
             out.status, out.error = ActivationStatus.INVALID, f"input is not valid JSON: {exc}"
+            return out
+        except InvalidFormError as exc:
+            out.status, out.error = ActivationStatus.INVALID, f"input is not a valid form: {exc}"
             return out
         except ValidationError as exc:
             out.status = ActivationStatus.INVALID
@@ -293,6 +302,26 @@ class Executor:
     async def close(self) -> None:
         """Stop the thread pool without waiting for abandoned runs."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def takes_fields(adapter: TypeAdapter[Any] | None) -> bool:
+    """Whether a handler's declared input is a model, dataclass or mapping (not bytes, not
+    untyped): such a handler gets a form's fields rather than its raw body."""
+    if adapter is None:
+        return False
+    schema: Any = adapter.core_schema
+    refs = {d.get("ref"): d for d in schema.get("definitions", ())}
+    for _ in range(16):  # wrappers around the type itself: validators, defaults, references
+        if schema.get("type") == "definition-ref":
+            schema = refs.get(schema.get("schema_ref"), {})
+        elif "schema" in schema and schema.get("type") not in _FIELD_TYPES:
+            schema = schema["schema"]
+        else:
+            break
+    return schema.get("type") in _FIELD_TYPES
+
+
+_FIELD_TYPES = frozenset({"model", "dataclass", "typed-dict", "dict"})
 
 
 def _jsonable(fields: dict[str, Any]) -> Any:
