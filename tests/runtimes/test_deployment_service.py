@@ -34,12 +34,11 @@ sites:
 """
 SPEC = RuntimeSpec(name="svc", function="svc", module="functions.rank.handler:handle")
 PLACEMENT = {"constraints": {}, "preferences": {}}
+Plane = tuple[DeploymentsClient, ProviderRegistry, DeploymentService]
 
 
 @pytest.fixture
-async def plane(
-    nats_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[DeploymentsClient, ProviderRegistry]]:
+async def plane(nats_url: str, tmp_path: Path) -> AsyncIterator[Plane]:
     sites = tmp_path / "sites.yaml"
     sites.write_text(SITES)
     bus = await Bus.connect(nats_url, name="test")
@@ -53,16 +52,16 @@ async def plane(
     )
     service = DeploymentService(bus, registry, settings)
     await service.start()
-    yield DeploymentsClient(bus, timeout=20), registry
+    yield DeploymentsClient(bus, timeout=20), registry, service
     await service.stop()
     await registry.close()
     await bus.close()
 
 
 async def test_create_get_list_delete_through_the_bus(
-    plane: tuple[DeploymentsClient, ProviderRegistry],
+    plane: Plane,
 ) -> None:
-    client, _ = plane
+    client, _, _ = plane
     sites = {s.name: s for s in await client.sites()}
     assert set(sites) == {"a", "b"} and sites["a"].capacity.gpus[0].count == 1
     record = await client.create("svc", SPEC, PLACEMENT, {"kind": "spec"}, Ranking(sites=["b"]))
@@ -77,9 +76,9 @@ async def test_create_get_list_delete_through_the_bus(
 
 
 async def test_a_ranking_error_fails_the_record_with_its_code_and_reason(
-    plane: tuple[DeploymentsClient, ProviderRegistry],
+    plane: Plane,
 ) -> None:
-    client, _ = plane
+    client, _, _ = plane
     why = CapacityError("no site can take runtime 'svc'", runtime="svc")
     ranking = Ranking(error={"code": why.code, "message": why.message, "fields": why.fields})
     with pytest.raises(ControlPlaneError, match="no site can take") as raised:
@@ -90,9 +89,9 @@ async def test_a_ranking_error_fails_the_record_with_its_code_and_reason(
 
 
 async def test_reconcile_replaces_only_a_gone_runtime_along_its_ranking(
-    plane: tuple[DeploymentsClient, ProviderRegistry],
+    plane: Plane,
 ) -> None:
-    client, registry = plane
+    client, registry, _ = plane
     kept = await client.create("kept", SPEC.model_copy(update={"name": "kept"}), PLACEMENT, {},
                                Ranking(sites=["a", "b"]))  # fmt: skip
     lost = await client.create("lost", SPEC.model_copy(update={"name": "lost"}), PLACEMENT, {},
@@ -103,3 +102,19 @@ async def test_reconcile_replaces_only_a_gone_runtime_along_its_ranking(
     again = await client.reconcile()
     assert [(r.name, r.version, r.site) for r in again] == [("lost", 2, "b")]
     assert await client.reconcile() == []
+
+
+async def test_a_site_gone_from_the_file_fails_its_deployment_which_then_backs_off(
+    plane: Plane, tmp_path: Path
+) -> None:
+    client, _, service = plane
+    placed = await client.create("once", SPEC.model_copy(update={"name": "once"}), PLACEMENT,
+                                 {}, Ranking(sites=["b"]))  # fmt: skip
+    assert placed.site == "b"
+    (tmp_path / "sites.yaml").write_text(SITES.split("  - {name: b")[0])  # site b is gone
+    [failed] = await client.reconcile()
+    assert failed.name == "once" and failed.status is DeploymentStatus.FAILED
+    assert failed.handle is None and "b" in failed.reason
+    assert await service.reconcile() == []  # the periodic pass waits out the back-off
+    [again] = await service.reconcile(force=True)
+    assert again.version == failed.version + 1 and again.status is DeploymentStatus.FAILED
