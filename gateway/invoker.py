@@ -1,47 +1,28 @@
-"""Invoking functions: sync over NATS request-reply, async through the INVOCATIONS queue.
-
-A sync call goes straight to a warm worker (`run.<function>`, a queue group). With no warm
-worker it is queued instead (the controller starts one) and the gateway waits for the result
-on an inbox. A sync call that outruns its wait is queued too, under the same activation id,
-so it completes even if its worker died; the claim in `runtimes.activations` keeps it to one
-run, and the caller gets 202 with the activation id, as OpenWhisk answers.
+"""Invoking functions: async through the INVOCATIONS queue (one or a batch), and sync as
+`runtimes.invoker.SyncInvoker` does it for every caller (request-reply, queue-and-wait with no
+warm worker, the safety net when the wait runs out: 202 with the activation id).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass
 
-import nats.errors
-from nats.aio.msg import Msg
-
-from eventbus.codec import to_nats
 from eventbus.connection import Bus
-from eventbus.failover import FAILOVER_S, RETRY_AFTER_S, BusRefusedError, publish_or_refuse
-from eventbus.invocations import FRESH_ID, enqueue, enqueue_many, new_invocation
-from eventbus.types import CloudEvent, run_subject
+from eventbus.invocations import enqueue_many, new_invocation
 from runtimes.activations import new_activation_id
-from runtimes.types import ActivationRecord, FunctionSpec
+from runtimes.invoker import SyncInvoker
+from runtimes.invoker import SyncResult as SyncResult
+from runtimes.types import FunctionSpec
 
 log = logging.getLogger(__name__)
 SOURCE = "/gateway"
 
 
-@dataclass(frozen=True)
-class SyncResult:
-    """A finished activation, or only its id when the wait ran out."""
-
-    activation_id: str
-    record: ActivationRecord | None
-
-
-class Invoker:
+class Invoker(SyncInvoker):
     """Sends invocations on their way."""
 
     def __init__(self, bus: Bus) -> None:
-        self.bus = bus
+        super().__init__(bus, source=SOURCE)
 
     async def invoke_async(
         self,
@@ -68,15 +49,6 @@ class Invoker:
         await self._enqueue(invocation)
         return invocation.id
 
-    async def _enqueue(self, invocation: CloudEvent) -> None:
-        """Queue once (its id de-duplicates retries), or raise `BusRefusedError` (503)."""
-        await publish_or_refuse(
-            self.bus,
-            lambda timeout: enqueue(self.bus, invocation, timeout=timeout),
-            what=f"activation {invocation.id} was not queued",
-            if_unsure={"activation_id": invocation.id},
-        )
-
     async def invoke_batch(
         self, spec: FunctionSpec, bodies: list[bytes], *, callback: str | None = None
     ) -> tuple[list[str], list[int]]:
@@ -100,103 +72,3 @@ class Invoker:
         for error in {type(e).__name__: e for e in errors if e is not None}.values():
             log.warning("batch of %s: some invocations not queued: %r", spec.name, error)
         return [invocation.id for invocation in invocations], failed
-
-    async def invoke_sync(
-        self,
-        spec: FunctionSpec,
-        body: bytes,
-        *,
-        content_type: str,
-        wait: float,
-        cause: str | None = None,
-        activation_id: str | None = None,
-    ) -> SyncResult:
-        """Run and wait up to ``wait`` seconds for the record (a given id runs at most once)."""
-        invocation = new_invocation(
-            self.bus,
-            spec.name,
-            body,
-            source=SOURCE,
-            activation_id=activation_id or new_activation_id(),
-            content_type=content_type,
-            mode="sync",
-            cause=cause,
-            # an id made here is held by nothing else: its worker may skip the claim of a
-            # quick run (`runtimes.worker.service`); a given id may have run already
-            extra=None if activation_id else {FRESH_ID: "true"},
-        )
-        headers, data = to_nats(invocation)
-        if not await self.bus.wait_connected(FAILOVER_S):
-            raise _not_connected(invocation)
-        try:
-            reply = await self.bus.nc.request(
-                run_subject(spec.name), data, timeout=wait, headers=headers
-            )
-        except nats.errors.NoRespondersError:
-            return await self._queue_and_wait(invocation, wait)
-        except nats.errors.TimeoutError:
-            await self._queue_safety_net(invocation)
-            return SyncResult(invocation.id, None)
-        except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
-            raise _not_connected(invocation) from None  # nothing was sent
-        record = _record(reply)
-        if record is None:  # the worker said `busy`: another run holds it; wait on the queue
-            return await self._queue_and_wait(invocation, wait)
-        return SyncResult(invocation.id, record)
-
-    async def _queue_and_wait(self, invocation: CloudEvent, wait: float) -> SyncResult:
-        inbox = self.bus.nc.new_inbox()
-        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-
-        async def _got(msg: Msg) -> None:
-            if not future.done():
-                future.set_result(msg)
-
-        sub = await self.bus.nc.subscribe(inbox, cb=_got, max_msgs=1)
-        try:
-            queued = invocation.model_copy(
-                update={"extensions": {**invocation.extensions, "replyto": inbox}}
-            )
-            await self._enqueue(queued)
-            with contextlib.suppress(nats.errors.Error):  # the controller also polls queues
-                await self.bus.nc.publish(f"control.wake.{invocation.subject}", b"")
-            try:
-                msg = await asyncio.wait_for(future, wait)
-            except TimeoutError:
-                return SyncResult(invocation.id, None)
-            return SyncResult(invocation.id, _record(msg))
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _queue_safety_net(self, invocation: CloudEvent) -> None:
-        try:
-            await self._enqueue(invocation)
-        except BusRefusedError as exc:
-            # the request went out: a worker may be running it, so the caller gets its id
-            log.warning("activation %s: not queued after a sync timeout: %s", invocation.id, exc)
-            raise BusRefusedError(
-                f"activation {invocation.id}: the bus went away during the call; it may have "
-                f"run: see /v1/activations/{invocation.id}",
-                retry_after=RETRY_AFTER_S,
-                reason="unavailable",
-                maybe_stored=True,
-                activation_id=invocation.id,
-            ) from exc
-
-
-def _not_connected(invocation: CloudEvent) -> BusRefusedError:
-    return BusRefusedError(
-        f"activation {invocation.id} was not sent: the bus is not connected; try again later",
-        retry_after=RETRY_AFTER_S,
-        reason="unavailable",
-        maybe_stored=False,
-    )
-
-
-def _record(msg: Msg) -> ActivationRecord | None:
-    try:
-        record = ActivationRecord.model_validate_json(msg.data)
-    except ValueError:
-        return None
-    return record
