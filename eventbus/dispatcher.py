@@ -25,7 +25,7 @@ import orjson
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError, KeyNotFoundError
+from nats.js.errors import BadRequestError
 
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_structured_json
@@ -36,6 +36,7 @@ from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.filters import FilterIndex
 from eventbus.invocations import enqueue
+from eventbus.kv import entry
 from eventbus.namespaces import EVENT_ATTRIBUTE, event_namespace, namespace_of
 from eventbus.publish import publish_event
 from eventbus.scheduler import (
@@ -303,10 +304,7 @@ class Dispatcher:
         if name in self.functions:
             return True
         kv = await self.bus.kv(FUNCTIONS_KV)  # the watch may lag a function just created
-        try:
-            return bool((await kv.get(name)).value)
-        except KeyNotFoundError:
-            return False
+        return await entry(kv, name) is not None
 
     # -- events --------------------------------------------------------------------------
 

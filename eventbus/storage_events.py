@@ -25,10 +25,11 @@ from typing import Any, Final, Literal
 
 import nats.errors
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError
 
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailableError
+from eventbus.kv import entry
 from eventbus.namespaces import EVENT_ATTRIBUTE
 from eventbus.publish import publish_event
 from eventbus.storage.errors import InvalidNotificationError
@@ -274,14 +275,10 @@ class StorageLedger:
 
     async def get(self, bucket: str, key: str) -> LedgerEntry | None:
         """The key's last event, or None."""
-        kv = await self.bus.kv(self.kv_bucket)
-        try:
-            entry = await kv.get(self._key(bucket, key))
-        except KeyNotFoundError:
+        found = await entry(await self.bus.kv(self.kv_bucket), self._key(bucket, key))
+        if found is None or not found.value:
             return None
-        if not entry.value:
-            return None
-        raw = orjson.loads(entry.value)
+        raw = orjson.loads(found.value)
         return LedgerEntry(
             bucket=raw["bucket"],
             key=raw["key"],
@@ -308,12 +305,8 @@ class StorageLedger:
 
     async def cursor(self, name: str) -> int | None:
         """A source's resume point (e.g. the SeaweedFS bridge's last ``ts_ns``), or None."""
-        kv = await self.bus.kv(self.kv_bucket)
-        try:
-            entry = await kv.get(name)
-        except KeyNotFoundError:
-            return None
-        return int(entry.value) if entry.value else None
+        found = await entry(await self.bus.kv(self.kv_bucket), name)
+        return int(found.value) if found is not None and found.value else None
 
     async def set_cursor(self, name: str, value: int) -> None:
         """Keep a source's resume point (after what it covers is safely published)."""

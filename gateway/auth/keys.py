@@ -20,12 +20,12 @@ import string
 import uuid
 from datetime import UTC, datetime
 
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
 from eventbus.errors import NotFoundError
 from eventbus.kv import keys as kv_keys
+from eventbus.kv import read
 from eventbus.namespaces import is_name
 from eventbus.streams import AUTH_KV, bind_bucket
 from gateway.auth.errors import AuthError
@@ -125,14 +125,10 @@ class KeyStore:
 
     async def get(self, key_id: str) -> ApiKey:
         """The stored key, or `NotFoundError`."""
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(key_id)
-        except KeyNotFoundError as exc:
-            raise NotFoundError(f"key {key_id!r} does not exist", key=key_id) from exc
-        if not entry.value:
+        found = await read(await self._bucket(), key_id, ApiKey)
+        if found is None:
             raise NotFoundError(f"key {key_id!r} does not exist", key=key_id)
-        return ApiKey.model_validate_json(entry.value)
+        return found[0]
 
     async def list(self, namespace: str | None = None) -> list[KeyInfo]:
         """Every key (of one namespace), oldest first, without secrets."""

@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
+from eventbus.kv import entry
 from eventbus.kv import keys as kv_keys
 from eventbus.streams import OPENWHISK_KV, bind_bucket
 
@@ -32,15 +33,11 @@ class OpenWhiskStore:
 
     async def get(self, kind: str, name: str) -> dict[str, Any] | None:
         """The document, or None."""
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(f"{kind}.{name}")
-        except KeyNotFoundError:
+        found = await entry(await self._bucket(), f"{kind}.{name}")
+        if found is None or not found.value:
             return None
-        if not entry.value:
-            return None
-        found: dict[str, Any] = orjson.loads(entry.value)
-        return found
+        doc: dict[str, Any] = orjson.loads(found.value)
+        return doc
 
     async def put(self, kind: str, name: str, doc: dict[str, Any]) -> None:
         """Write the document."""

@@ -209,6 +209,6 @@ async def delete_job(request: Request, service: str, job_id: str) -> Response:
 
 
 async def _forget(request: Request, activation_id: str) -> None:
-    kv = await state_of(request).bus.js.key_value(ACTIVATIONS_KV)
+    kv = await state_of(request).bus.kv(ACTIVATIONS_KV)
     with contextlib.suppress(KeyNotFoundError):
         await kv.delete(activation_id)

@@ -17,6 +17,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from eventbus.connection import Bus
+from eventbus.kv import entry
 from eventbus.kv import keys as kv_keys
 from eventbus.streams import OSCAR_KV, bind_bucket
 
@@ -44,15 +45,11 @@ class ServiceStore:
 
     async def get(self, name: str) -> dict[str, Any] | None:
         """The document of the service with internal name ``name``, or None."""
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(f"service.{name}")
-        except KeyNotFoundError:
+        found = await entry(await self._bucket(), f"service.{name}")
+        if found is None or not found.value:
             return None
-        if not entry.value:
-            return None
-        found: dict[str, Any] = orjson.loads(entry.value)
-        return found
+        doc: dict[str, Any] = orjson.loads(found.value)
+        return doc
 
     async def put(self, name: str, doc: dict[str, Any]) -> None:
         """Write the document and index its token."""
@@ -71,12 +68,8 @@ class ServiceStore:
 
     async def by_token(self, token: str) -> str | None:
         """The internal name of the service ``token`` invokes, or None."""
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(f"token.{_digest(token)}")
-        except KeyNotFoundError:
-            return None
-        return entry.value.decode() if entry.value else None
+        found = await entry(await self._bucket(), f"token.{_digest(token)}")
+        return found.value.decode() if found is not None and found.value else None
 
     async def names(self) -> list[str]:
         """Internal names of every service."""
