@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 import runtimes
 from eventbus.connection import Bus
-from eventbus.errors import DeepfaasError, ValidationFailedError
+from eventbus.errors import BusUnavailableError, DeepfaasError, ValidationFailedError
 from runtimes.control.deployments_client import (
     SUBJECT_PREFIX,
     DeploymentRequest,
@@ -129,6 +129,12 @@ class DeploymentService:
             reply = {"error": error_body(ValidationFailedError(f"bad {op} request: {exc}"))}
         except DeepfaasError as exc:
             reply = {"error": error_body(exc)}
+        except asyncio.CancelledError:  # this controller stops leading: say so, not silence
+            if msg.reply:
+                stopped = BusUnavailableError(f"the controller stopped during {op}; try again")
+                with contextlib.suppress(Exception):
+                    await msg.respond(orjson.dumps({"error": error_body(stopped)}))
+            raise
         except Exception as exc:  # a request's outer loop: answer, log, keep serving
             log.exception("deployments %s failed", op)
             reply = {"error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}}
@@ -137,22 +143,19 @@ class DeploymentService:
 
     async def handle(self, op: str, request: DeploymentRequest) -> dict[str, Any]:
         """Carry out one operation; the reply body."""
-        await self._load_sites()
-        if op == "sites":
-            return {
-                "sites": [
-                    s.model_dump(mode="json", exclude_none=True) for s in self.registry.all_sites()
-                ]
-            }
         if op == "list":
             return {"records": [_dump(r) for r in await self.store.list()]}
+        if op == "get" and request.name:
+            return {"record": _dump(await self.store.get(request.name))}
+        await self._load_sites()  # the rest needs the sites (SiteConfigError when they are bad)
+        if op == "sites":
+            sites = self.registry.all_sites()
+            return {"sites": [s.model_dump(mode="json", exclude_none=True) for s in sites]}
         if op == "reconcile":
             return {"records": [_dump(r) for r in await self.reconcile(force=True)]}
         name = request.name
         if not name:
             raise ValidationFailedError(f"{op} needs the deployment's name")
-        if op == "get":
-            return {"record": _dump(await self.store.get(name))}
         async with self._lock(name):
             if op == "delete":
                 record = await self._deployments(None).undeploy(name)
@@ -193,7 +196,7 @@ class DeploymentService:
                 current = await self.store.find(record.name)
                 if current is None or current.desired is Desired.RELEASED:
                     continue
-                again = await deployments.reconcile_one(current)
+                again = await deployments.reconcile_one(_with_ranking(current))
             if again is None:
                 continue
             changed.append(again)
@@ -237,17 +240,25 @@ class DeploymentService:
         return Deployments(self.store, self.placer, _given(ranking) if ranking else self._recorded)
 
     async def _recorded(self, spec: RuntimeSpec, placement: dict[str, Any]) -> list[str]:
-        """The ranking a deployment was placed by (for records without one: the sites its
-        constraints name, else every site in the file's order)."""
+        """The ranking a deployment was placed by (`rank` is asked again only by `deploy`)."""
         ranked = [str(s) for s in placement.get("ranking") or ()]
-        if ranked:
-            return ranked
-        only = (placement.get("constraints") or {}).get("sites") or ()
-        names = [s.name for s in self.registry.sites.sites]
-        found = [n for n in names if not only or n in only]
-        if not found:
-            raise PlacementError(f"no site to place runtime {spec.name!r} on", runtime=spec.name)
-        return found
+        if not ranked:
+            raise PlacementError(
+                f"no ranked site is recorded for runtime {spec.name!r}: deploy it again",
+                runtime=spec.name,
+            )
+        return ranked
+
+
+def _with_ranking(record: DeploymentRecord) -> DeploymentRecord:
+    """A record stored before rankings were recorded gets the sites its history tried (the
+    last that took it first): they were ranked under its constraints."""
+    if "ranking" in record.placement:
+        return record
+    took = [a.get("site") for a in reversed(record.history) if a.get("ok")]
+    tried = [a.get("site") for a in record.history]
+    sites = list(dict.fromkeys(str(s) for s in [*took, *tried] if s))
+    return record.model_copy(update={"placement": {**record.placement, "ranking": sites}})
 
 
 def _given(ranking: Ranking) -> Ranker:

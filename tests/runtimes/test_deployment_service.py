@@ -18,7 +18,12 @@ from eventbus.streams import ensure_layout
 from runtimes.control.deployments import DeploymentService
 from runtimes.control.deployments_client import ControlPlaneError, DeploymentsClient, Ranking
 from runtimes.errors import CapacityError
-from runtimes.placement.deployments import DeploymentStatus
+from runtimes.placement.deployments import (
+    DeploymentRecord,
+    DeploymentStatus,
+    DeploymentStore,
+    HandleRef,
+)
 from runtimes.placement.settings import PlacementSettings
 from runtimes.placement.sites import SitesFile
 from runtimes.providers.registry import ProviderOptions, ProviderRegistry
@@ -118,3 +123,23 @@ async def test_a_site_gone_from_the_file_fails_its_deployment_which_then_backs_o
     assert await service.reconcile() == []  # the periodic pass waits out the back-off
     [again] = await service.reconcile(force=True)
     assert again.version == failed.version + 1 and again.status is DeploymentStatus.FAILED
+
+
+async def test_a_record_stored_before_rankings_is_placed_again_on_the_sites_it_tried(
+    plane: Plane, nats_url: str
+) -> None:
+    client, _, _ = plane
+    bus = await Bus.connect(nats_url, name="old-record")
+    try:
+        history = [{"site": "zz", "ok": False}, {"site": "b", "ok": True}]
+        old = DeploymentRecord(
+            name="old", spec=SPEC.model_copy(update={"name": "old"}), placement=PLACEMENT,
+            status=DeploymentStatus.READY, site="b", history=history,
+            handle=HandleRef(site="b", kind="local", name="old", ref="old"),
+        )  # fmt: skip
+        await DeploymentStore(bus).put(old)  # its runtime died with an earlier controller
+    finally:
+        await bus.close()
+    [again] = await client.reconcile()
+    assert again.name == "old" and again.site == "b" and again.version == 2
+    assert again.placement["ranking"] == ["b", "zz"]
