@@ -1,4 +1,4 @@
-"""`deepfaas dlq`: dead letters (list, replay)."""
+"""`deepfaas dlq`: dead letters (list, get, replay, delete)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DEFAULT_URL, JSON, URL, call, say, table
+from cli.common import DEFAULT_URL, JSON, URL, call, delete, say, show, table
 
-dlq_app = typer.Typer(help="Dead letters: list, replay, delete.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: list, get, replay, delete.", no_args_is_help=True)
 
 
 @dlq_app.command("list")
@@ -39,3 +39,15 @@ def dlq_replay(seq: int, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
     """Queue a dead-lettered invocation again."""
     accepted = call(url, "POST", f"/v1/dlq/{seq}/replay")
     say(accepted, as_json, f"replayed as activation [bold]{accepted['activation_id']}[/bold]")
+
+
+@dlq_app.command("get")
+def dlq_get(seq: int, url: URL = DEFAULT_URL, as_json: JSON = False) -> None:
+    """One dead letter: the event, the error, the attempts."""
+    show(url, f"/v1/dlq/{seq}", as_json)
+
+
+@dlq_app.command("delete")
+def dlq_delete(seq: int, url: URL = DEFAULT_URL) -> None:
+    """Remove a dead letter (after it was dealt with)."""
+    delete(url, f"/v1/dlq/{seq}", f"dead letter {seq} deleted")

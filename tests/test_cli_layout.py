@@ -26,7 +26,7 @@ COMMANDS = {
     "auth key create", "auth key list", "auth key revoke", "bootstrap",
     "bucket create", "bucket delete", "bucket list", "controller", "deliverer",
     "deploy create", "deploy delete", "deploy get", "deploy list", "dispatcher",
-    "dlq list", "dlq replay", "download", "events tail",
+    "dlq delete", "dlq get", "dlq list", "dlq replay", "download", "events tail",
     "fn delete", "fn deploy", "fn get", "fn invoke", "fn list", "gateway", "ls",
     "model get", "model list", "model predict", "model promote", "model publish",
     "model retire", "model rollback", "model train", "model versions",

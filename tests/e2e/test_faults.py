@@ -11,11 +11,13 @@ from typing import Any
 
 import httpx
 import nats
+import orjson
 from nats.js.api import ConsumerInfo
 
 from eventbus.streams import consumer_name
 from eventbus.types import INVOCATIONS_STREAM
 from tests.e2e.functions import FAILING, RECORDING, SLEEPY
+from tests.e2e.test_cli_errors import cli
 from tests.e2e.test_invoke import deploy
 from tests.support import Platform, wait_activation, wait_for
 
@@ -86,6 +88,26 @@ def test_raising_handler_retries_with_backoff_then_one_dead_letter(client: httpx
         ]
     )
     assert len(client.get("/v1/dlq", params={"function": "failing"}).json()) == 1
+
+
+def test_the_cli_reads_and_deletes_a_dead_letter(
+    platform: Platform, client: httpx.Client, tmp_path: Path
+) -> None:
+    deploy(client, "failing-cli", FAILING, max_attempts=1)
+    r = client.post("/v1/functions/failing-cli/invoke?async=true", json={"why": "cli"})
+    activation_id = r.json()["activation_id"]
+    [letter] = wait_for(lambda: client.get("/v1/dlq", params={"function": "failing-cli"}).json())
+    got = cli("dlq", "get", str(letter["seq"]), "--url", platform.url, "--json",
+              cwd=tmp_path, DEEPFAAS_AUTH=platform.auth)  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert orjson.loads(got.stdout)["activation_id"] == activation_id
+    gone = cli("dlq", "delete", str(letter["seq"]), "--url", platform.url,
+               cwd=tmp_path, DEEPFAAS_AUTH=platform.auth)  # fmt: skip
+    assert gone.returncode == 0, gone.stderr
+    assert client.get("/v1/dlq", params={"function": "failing-cli"}).json() == []
+    again = cli("dlq", "get", str(letter["seq"]), "--url", platform.url,
+                cwd=tmp_path, DEEPFAAS_AUTH=platform.auth)  # fmt: skip
+    assert again.returncode != 0 and "Traceback" not in again.stderr
 
 
 def test_sync_failure_answers_502_without_dead_letter(client: httpx.Client) -> None:
