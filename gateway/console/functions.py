@@ -13,8 +13,8 @@ from eventbus.namespaces import local_name
 from eventbus.streams import FUNCTIONS_KV
 from gateway.auth.access import namespace, qualified
 from gateway.auth.errors import TooManyRequestsError
+from gateway.bodies import FunctionSpecIn
 from gateway.console.render import FRAGMENTS, FragmentRoute, fragment, json_field
-from gateway.models import FunctionSpecIn
 from gateway.routes import functions as api
 from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN, FunctionSpec

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from eventbus.errors import NotFoundError
 from eventbus.namespaces import local_name
 from gateway.auth.access import namespace, qualified
-from gateway.models import ActivationResult, ActivationSummary
+from gateway.bodies import ActivationResult, ActivationSummary
 from gateway.params import MAX_NUMBER, ActivationId, FunctionFilter
 from gateway.state import state_of
 from runtimes.types import ActivationRecord, ActivationStatus

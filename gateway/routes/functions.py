@@ -10,7 +10,7 @@ from eventbus.errors import ValidationFailedError
 from eventbus.namespaces import belongs, local_name
 from eventbus.subjects import control_subject
 from gateway.auth.access import namespace, qualified
-from gateway.models import FunctionSpecIn, Instance
+from gateway.bodies import FunctionSpecIn, Instance
 from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN, FunctionSpec
 from runtimes.worker.loader import check_syntax

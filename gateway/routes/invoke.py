@@ -14,7 +14,7 @@ from eventbus.errors import DeepfaasError
 from eventbus.namespaces import local_name
 from gateway import problems
 from gateway.auth.access import qualified
-from gateway.models import Accepted
+from gateway.bodies import Accepted
 from gateway.problems import problem
 from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN, ActivationRecord, ActivationStatus

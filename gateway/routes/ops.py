@@ -11,7 +11,7 @@ from eventbus.errors import NotFoundError
 from eventbus.invocations import enqueue, new_invocation
 from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
 from gateway.auth.types import Principal
-from gateway.models import Accepted
+from gateway.bodies import Accepted
 from gateway.params import StreamSeq
 from gateway.state import state_of
 from runtimes.activations import new_activation_id
