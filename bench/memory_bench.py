@@ -40,6 +40,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _fork_server_ready(root: Path) -> bool:
+    return any("ready" in log.read_text() for log in root.rglob("fork-server.log"))
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
 
@@ -51,6 +59,9 @@ def run(_: float) -> list[str]:
         nats = EmbeddedNats(store_dir=Path(tmp) / "nats").start()
         plat = start_platform(nats, Path(tmp) / "platform")
         try:
+            # the fork server says so in its log once it has imported the runtime; until then
+            # (or with DEEPFAAS_FORK_SERVER=false) workers are spawned
+            wait_for(lambda: _fork_server_ready(Path(tmp)), 120)
             with plat.client() as client:
                 spec = {"handler": "main", "code": NOOP, "min_scale": 1, "max_scale": 1}
                 client.put("/v1/functions/noop", json=spec).raise_for_status()
@@ -69,9 +80,17 @@ def run(_: float) -> list[str]:
             w_uss, w_rss = memory(worker)
             r_uss, r_rss = (0.0, 0.0) if not runners else memory(runners[-1])
             up_uss, up_rss = memory(plat.process.pid)
+            # forked workers keep the fork server's command line: the server is up's child
+            zygotes = [
+                p
+                for p in descendants(plat.process.pid)
+                if "runtimes.worker.zygote" in _cmdline(p) and _parent(p) == plat.process.pid
+            ]
+            forked = bool(zygotes) and _parent(worker) == zygotes[0]
             total = w_uss + r_uss
             lines += [
-                f"warm no-op worker      USS {w_uss:6.1f} MiB  RSS {w_rss:6.1f} MiB",
+                f"warm no-op worker      USS {w_uss:6.1f} MiB  RSS {w_rss:6.1f} MiB"
+                + ("  (forked by the fork server)" if forked else "  (spawned)"),
                 f"its sandboxed runner   USS {r_uss:6.1f} MiB  RSS {r_rss:6.1f} MiB"
                 + ("" if runners else "  (no runner: sandbox off)"),
                 f"warm no-op function (worker + runner) USS {total:.1f} MiB (target <= 30 MiB): "
@@ -79,6 +98,12 @@ def run(_: float) -> list[str]:
                 f"deepfaas up (gateway, controller, dispatcher, ...) USS {up_uss:.1f} MiB, "
                 f"RSS {up_rss:.1f} MiB",
             ]
+            for pid in zygotes:
+                z_uss, z_rss = memory(pid)
+                lines.append(
+                    f"fork server (one per machine, its pages shared by forked workers) "
+                    f"USS {z_uss:.1f} MiB, RSS {z_rss:.1f} MiB"
+                )
         finally:
             plat.stop()
             nats.stop()

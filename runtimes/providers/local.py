@@ -31,6 +31,8 @@ from runtimes.types import RuntimeHandle, RuntimeSpec, RuntimeStatus
 
 log = logging.getLogger(__name__)
 EXIT_LOAD_FAILED = 3
+#: how long the prewarmed pool waits for a starting fork server before spawning its stems
+STEM_WAIT_S = 30.0
 #: how long a function whose workers keep failing waits before the next start
 RESTART_BACKOFF = Backoff(0.5, 30.0)
 __all__ = ["EXIT_LOAD_FAILED", "Gpu", "LocalProvider", "parse_announcement"]
@@ -172,7 +174,7 @@ class LocalProvider:
         """Start supervising and fill the prewarmed pool."""
         self._ensure_supervisor()
         self._ensure_fork_server()
-        if self.pool is not None:
+        if self.pool is not None and self._stems_may_start():
             self.pool.refill()
 
     def mark_ready(self, pid: int) -> None:
@@ -262,7 +264,7 @@ class LocalProvider:
             for runtime in list(self._runtimes.values()):
                 self._reap(runtime)
                 self._converge(runtime)
-            if self.pool is not None:
+            if self.pool is not None and self._stems_may_start():
                 try:
                     self.pool.refill()
                 except ProvisioningError as exc:
@@ -339,6 +341,17 @@ class LocalProvider:
         base = {**os.environ, **self.env}
         log_path = self.log_dir / "fork-server.log" if self.log_dir is not None else None
         return ForkServer(self.python, base, log_path=log_path)
+
+    def _stems_may_start(self) -> bool:
+        """Stems wait for the fork server (a forked stem shares its pages) for up to
+        `STEM_WAIT_S` after it started; without one, or past that, they are spawned."""
+        forks = self.forks
+        return (
+            forks is None
+            or forks.ready
+            or not forks.alive
+            or time.monotonic() - self._forks_started > STEM_WAIT_S
+        )
 
     def _ensure_fork_server(self) -> None:
         """Start the fork server, or a new one when it died (at most every 5 s)."""
