@@ -17,7 +17,6 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus.storage.local import LocalStorage
-from eventbus.storage.s3 import S3Storage
 from eventbus.storage.types import Storage
 
 DEFAULT_BRIDGE_STREAM = "MINIO"
@@ -80,6 +79,9 @@ def create_storage(settings: StorageSettings) -> Storage:
         raise ValueError(
             f"storage_backend={settings.storage_backend} needs DEEPFAAS_STORAGE_S3_ENDPOINT"
         )
+    # minio and urllib3 load here, not at import: a worker on the local backend never needs them
+    from eventbus.storage.s3 import S3Storage
+
     access = settings.storage_s3_access_key
     secret = settings.storage_s3_secret_key
     return S3Storage(

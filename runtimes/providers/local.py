@@ -340,7 +340,7 @@ class LocalProvider:
     def _new_fork_server(self) -> ForkServer:
         base = {**os.environ, **self.env}
         log_path = self.log_dir / "fork-server.log" if self.log_dir is not None else None
-        return ForkServer(self.python, base, log_path=log_path)
+        return ForkServer(self.python, base, log_path=log_path, preload=preloads(base))
 
     def _stems_may_start(self) -> bool:
         """Stems wait for the fork server (a forked stem shares its pages) for up to
@@ -396,6 +396,20 @@ class LocalProvider:
     async def _stop(self, inst: _Instance, grace: float = 35.0) -> None:
         inst.stopping = True
         await stop_process(inst.process, grace)
+
+
+def preloads(env: Mapping[str, str]) -> str:
+    """Modules the fork server imports besides the worker: the S3 client when storage is S3,
+    and the stems' `DEEPFAAS_PRELOAD` (e.g. numpy), comma-separated."""
+    modules = []
+    if env.get("DEEPFAAS_STORAGE_BACKEND", "local") != "local":
+        modules.append("eventbus.storage.s3")
+    try:
+        extra = orjson.loads(env.get("DEEPFAAS_PRELOAD") or "[]")
+    except orjson.JSONDecodeError:
+        extra = []
+    modules += [str(m) for m in extra] if isinstance(extra, list) else []
+    return ",".join(modules)
 
 
 def parse_announcement(data: bytes) -> dict[str, Any]:

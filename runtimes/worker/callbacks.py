@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import httpx
-
 from eventbus.backoff import Backoff
 from runtimes.types import ActivationRecord
 
@@ -17,6 +15,8 @@ RETRY = Backoff(0.5, 60.0)
 
 async def post_callback(url: str, record: ActivationRecord, *, tries: int = 3) -> bool:
     """POST the record as JSON, retrying with backoff on errors and 5xx; True when delivered."""
+    import httpx  # here, not at import: most workers never post a callback (httpx loads its CLI)
+
     body = record.model_dump_json().encode()
     headers = {
         "content-type": "application/json",
