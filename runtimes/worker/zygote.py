@@ -31,8 +31,6 @@ from typing import NoReturn
 
 #: the largest request or reply (a few small JSON objects)
 MAX_MESSAGE = 64 * 1024
-#: the child's environment arrives through a pipe of at most this many bytes
-MAX_ENV_BYTES = 60 * 1024
 
 
 def preload(ws: bool, modules: list[str]) -> None:
