@@ -38,6 +38,7 @@ from eventbus.subjects import (
     INBOX_ROOT,
     control_subject,
     events_subject,
+    invoke_subject,
     run_subject,
 )
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM
@@ -168,11 +169,11 @@ def role_permissions(role: str) -> Permissions:
         publish, subscribe = _worker(role)
         publish += [
             *kv_write(CATALOG_KV),
-            "events.catalog.>",
-            "run.rank",
-            "invoke.rank",
-            "control.wake.rank",
-            "control.deployments.*",
+            events_subject("catalog.>"),
+            run_subject("rank"),
+            invoke_subject("rank"),
+            control_subject("wake", "rank"),
+            control_subject("deployments"),
         ]
         return Permissions(tuple(publish), tuple(subscribe))
     publish, subscribe = _base(role)

@@ -38,7 +38,7 @@ CONTROL_RUNTIMES: Final = f"{CONTROL_ROOT}.runtimes"
 DISPATCHER_STATS: Final = f"{CONTROL_ROOT}.dispatcher.stats"
 
 #: ``control.<kind>.<function>``: ready, heartbeat and stopped come from workers; wake and
-#: instances go to the control plane; deployments are requests about a deployment
+#: instances go to the control plane; ``control.deployments.<op>`` are requests of `deploy`
 ControlKind = Literal["ready", "heartbeat", "stopped", "wake", "instances", "deployments"]
 
 
@@ -68,9 +68,10 @@ def dlq_subject(kind: str, target: str) -> str:
     return f"{DLQ_ROOT}.{kind}.{target}"
 
 
-def control_subject(kind: ControlKind, function: str = "*") -> str:
-    """``control.<kind>.<function>``; the default ``*`` matches every function."""
-    return f"{CONTROL_ROOT}.{kind}.{function}"
+def control_subject(kind: ControlKind, name: str = "*") -> str:
+    """``control.<kind>.<name>`` (a function, or a deployment operation); the default ``*``
+    matches every one."""
+    return f"{CONTROL_ROOT}.{kind}.{name}"
 
 
 def function_of(subject: str) -> str:

@@ -26,8 +26,8 @@ from pydantic import ValidationError
 import runtimes
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailableError, DeepfaasError, ValidationFailedError
+from eventbus.subjects import control_subject
 from runtimes.control.deployments_client import (
-    SUBJECT_PREFIX,
     DeploymentRequest,
     Ranking,
     error_body,
@@ -99,7 +99,7 @@ class DeploymentService:
 
     async def start(self) -> None:
         """Answer requests, and reconcile now and then periodically."""
-        self._sub = await self.bus.nc.subscribe(f"{SUBJECT_PREFIX}.*", cb=self._on_request)
+        self._sub = await self.bus.nc.subscribe(control_subject("deployments"), cb=self._on_request)
         self._loop = asyncio.create_task(self._reconcile_loop(), name="deployments-reconcile")
 
     async def stop(self) -> None:

@@ -15,18 +15,18 @@ from pydantic import BaseModel, Field
 
 from eventbus.connection import Bus
 from eventbus.errors import BusUnavailableError, DeepfaasError, NotFoundError
+from eventbus.subjects import control_subject
 from runtimes.placement.deployments import DeploymentRecord
 from runtimes.placement.sites import Site
 from runtimes.types import RuntimeSpec
 
 Op = Literal["create", "redeploy", "delete", "get", "list", "reconcile", "sites"]
 OPS: Final[tuple[Op, ...]] = ("create", "redeploy", "delete", "get", "list", "reconcile", "sites")
-SUBJECT_PREFIX: Final = "control.deployments"
 
 
 def deployments_subject(op: str) -> str:
     """The subject of one operation, e.g. ``control.deployments.create``."""
-    return f"{SUBJECT_PREFIX}.{op}"
+    return control_subject("deployments", op)
 
 
 class Ranking(BaseModel):
