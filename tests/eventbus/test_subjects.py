@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from eventbus.subjects import (
@@ -35,3 +38,20 @@ def test_a_nats_sink_may_use_no_platform_root() -> None:
         with pytest.raises(ValueError, match="reserved"):
             nats_sink_subject(f"nats:{root}.x")
     assert nats_sink_subject("nats:mine.x") == "mine.x"
+
+
+def test_no_subject_is_spelled_outside_eventbus_subjects() -> None:
+    roots = ("events.", "invoke.", "run.", "dlq.", "control.", "_INBOX")
+    repo = Path(__file__).resolve().parents[2]
+    spelled = []
+    for package in ("eventbus", "runtimes", "gateway", "functions", "cli"):
+        for path in sorted((repo / package).rglob("*.py")):
+            if path == repo / "eventbus" / "subjects.py" or path.name.endswith("_pb2.py"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                # a string literal, or the literal start of an f-string (prose has spaces)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    text = node.value
+                    if text.startswith(roots) and " " not in text:
+                        spelled.append(f"{path.relative_to(repo)}:{node.lineno}: {text!r}")
+    assert spelled == [], "use eventbus.subjects:\n" + "\n".join(spelled)
