@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.bus_throughput import bus_throughput
 from bench.loadgen import LoadResult, http_load, nats_load
 from bench.throughput import async_throughput, batch_throughput
 from eventbus.server import EmbeddedNats, free_port
@@ -138,6 +139,7 @@ def core(seconds: float) -> list[str]:
                 )
             lines += asyncio.run(async_throughput(plat.auth_url, nats.admin_url, seconds))[1]
             lines += asyncio.run(batch_throughput(plat.auth_url, nats.admin_url, seconds))[1]
+            lines += asyncio.run(bus_throughput(nats.admin_url, n=int(2_000 * seconds)))[1]
         finally:
             plat.stop()
             responder.terminate()

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.bus_throughput import bus_throughput
 from bench.loadgen import http_load, nats_load
 from bench.throughput import async_throughput
 from eventbus.server import EmbeddedNats, free_port
@@ -87,8 +88,17 @@ def _round(plat: Platform, nats: EmbeddedNats, seconds: float) -> dict[str, floa
         figures[f"sync c={c} errors"] = r.errors
         used = sum(cpu_s(pid) for pid in pids) - before
         figures[f"sync c={c} CPU ms/req"] = used * 1000 / max(1, r.requests)
-    rate, _ = asyncio.run(async_throughput(plat.auth_url, nats_url, seconds, prefix=""))
+    before = sum(cpu_s(pid) for pid in pids)
+    rate, lines = asyncio.run(async_throughput(plat.auth_url, nats_url, seconds, prefix=""))
     figures["async accepted->completed /s"] = rate
+    used = sum(cpu_s(pid) for pid in pids) - before
+    accepted = int(lines[-1].split(" of ")[1].split()[0])  # "... N of M in ..."
+    figures["async CPU ms/activation"] = used * 1000 / max(1, accepted)
+    before = sum(cpu_s(pid) for pid in pids)
+    rate, _ = asyncio.run(bus_throughput(nats_url, n=int(2_000 * seconds)))
+    figures["bus async completed /s"] = rate
+    used = sum(cpu_s(pid) for pid in pids) - before
+    figures["bus async CPU ms/activation"] = used * 1000 / int(2_000 * seconds)
     return figures
 
 

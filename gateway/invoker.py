@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from eventbus.connection import Bus
-from eventbus.invocations import enqueue_many, new_invocation
+from eventbus.invocations import FRESH_ID, enqueue_many, new_invocation
 from runtimes.activations import new_activation_id
 from runtimes.invoker import SyncInvoker
 from runtimes.invoker import SyncResult as SyncResult
@@ -45,6 +45,7 @@ class Invoker(SyncInvoker):
             mode="async",
             callback=callback,
             cause=cause,
+            extra=None if activation_id else {FRESH_ID: "true"},
         )
         await self._enqueue(invocation)
         return invocation.id
@@ -64,6 +65,7 @@ class Invoker(SyncInvoker):
                 content_type="application/json",
                 mode="async",
                 callback=callback,
+                extra={FRESH_ID: "true"},
             )
             for body in bodies
         ]

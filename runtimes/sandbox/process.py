@@ -44,6 +44,7 @@ class RunnerProcess:
         self._waiting: dict[str, asyncio.Future[Frame]] = {}
         self._hello: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._gone: str | None = None
+        self._out: protocol.FrameWriter | None = None
         self._reader = asyncio.create_task(self._read(), name=f"runner-{label}")
         self._stderr = asyncio.create_task(self._drain_stderr(), name=f"runner-err-{label}")
         self.loaded = False
@@ -87,9 +88,10 @@ class RunnerProcess:
         """Write one frame; RunnerGoneError when the pipe is closed."""
         if self._gone is not None or self.proc.stdin is None:
             raise RunnerGoneError(self._gone or "the sandbox is gone")
+        if self._out is None:
+            self._out = protocol.FrameWriter(self.proc.stdin)
         try:
-            self.proc.stdin.write(protocol.encode(header, payload))
-            await self.proc.stdin.drain()
+            await self._out.send(header, payload)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise RunnerGoneError(self._gone or "the sandbox closed its pipe") from exc
 

@@ -39,6 +39,7 @@ class Runner:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.frames = protocol.FrameWriter(writer)
         self.storage = ProxyStorage(self.send, asyncio.get_running_loop())
         self.executor: Executor | None = None
         self.limits: dict[str, Any] = {}
@@ -48,8 +49,7 @@ class Runner:
 
     async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         """Write one frame (whole, so concurrent senders never interleave)."""
-        self.writer.write(protocol.encode(header, payload))
-        await self.writer.drain()
+        await self.frames.send(header, payload)
 
     async def serve(self) -> None:
         """Read frames until the worker closes the pipe or says stop."""

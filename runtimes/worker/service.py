@@ -228,10 +228,10 @@ class Worker:
             cause=_str_or_none(invocation.extensions.get("causeid")),
             worker=self.settings.worker_id,
         )
-        if reply is not None and invocation.extensions.get(FRESH_ID) in (True, "true"):
-            # A sync request whose id the gateway made: nothing else holds it. Claim while it
-            # runs, or, when the run ends first, not at all (see `_claim_unless_quick`).
-            ended = asyncio.Event()
+        if _fresh(invocation, mode, reply, queued):
+            # An id the gateway made, on its first delivery: nothing else holds it. Claim
+            # while it runs, or, when the run ends first, not at all (`_claim_unless_quick`).
+            ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             pending = asyncio.create_task(self._claim_unless_quick(record, ended))
             await self._run(invocation, pending, mode, reply, queued, ended=ended)
             return
@@ -257,18 +257,22 @@ class Worker:
         await self._run(invocation, claim, mode, reply, queued)
 
     async def _claim_unless_quick(
-        self, record: ActivationRecord, ended: asyncio.Event
+        self, record: ActivationRecord, ended: asyncio.Future[bool]
     ) -> ClaimResult:
-        """The claim of a sync run, written only if the run is still going after `QUICK_S`.
+        """The claim of a fresh run (`_fresh`), written only if it is still going after `QUICK_S`.
 
         A run that ends first is "claimed" at revision 0: its final record is then created
         with compare-and-set on no earlier record (one JetStream round trip before the reply
         instead of two), and loses to any claim another worker wrote meanwhile, as a claimed
-        run does. The trade-off: for its first `QUICK_S` a sync run has no `running` record.
+        run does. The trade-off: for its first `QUICK_S` such a run has no `running` record.
         """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ended.wait(), QUICK_S)
-            return Claimed(record, 0)
+        # a timer and a future, not wait_for: this runs once per quick activation
+        timer = asyncio.get_running_loop().call_later(QUICK_S, _settle, ended, False)
+        try:
+            if await ended:
+                return Claimed(record, 0)
+        finally:
+            timer.cancel()
         return await self.store.claim(record, lease=self.lease)
 
     async def _settle_duplicate(
@@ -299,7 +303,7 @@ class Worker:
         reply: Msg | None,
         queued: Msg | None,
         *,
-        ended: asyncio.Event | None = None,
+        ended: asyncio.Future[bool] | None = None,
     ) -> None:
         cold = self.cold
         self.cold = False
@@ -320,7 +324,7 @@ class Worker:
             self.executor.run(invocation.data or b"", invocation.datacontenttype, ctx)
         )
         if ended is not None:
-            run.add_done_callback(lambda _: ended.set())
+            run.add_done_callback(lambda _: _settle(ended, True))
         holder: list[ClaimResult] = []
         keeper = asyncio.create_task(self._keep_lease(claim_source, holder, queued, run))
         outcome: Outcome | None = None
@@ -495,13 +499,14 @@ class Worker:
     ) -> None:
         """Answer the caller and settle the queued message; one whose completion event the bus
         did not take is redelivered instead, and its next worker sends the event again."""
-        body = record.model_dump_json().encode()
-        if reply is not None:
-            await reply.respond(body)
         replyto = invocation.extensions.get("replyto")
-        if isinstance(replyto, str) and replyto:
-            with contextlib.suppress(Exception):
-                await self.bus.nc.publish(replyto, body)
+        if reply is not None or (isinstance(replyto, str) and replyto):
+            body = record.model_dump_json().encode()
+            if reply is not None:
+                await reply.respond(body)
+            if isinstance(replyto, str) and replyto:
+                with contextlib.suppress(Exception):
+                    await self.bus.nc.publish(replyto, body)
         if queued is None:
             return
         if announced:
@@ -552,6 +557,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _fresh(invocation: CloudEvent, mode: str, reply: Msg | None, queued: Msg | None) -> bool:
+    """Whether nothing but this run can hold the activation: an id the gateway made (sync or
+    async, not the safety net's queued copy of a sync call), on its first delivery."""
+    if invocation.extensions.get(FRESH_ID) not in (True, "true"):
+        return False
+    if reply is not None:
+        return True
+    return queued is not None and mode == "async" and queued.metadata.num_delivered == 1
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _ms_between(earlier: datetime | None, later: datetime) -> float | None:

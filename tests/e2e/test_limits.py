@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -84,3 +85,29 @@ def test_payload_and_result_sizes_are_413(limited: Platform) -> None:
         assert "1000-byte" in result.json()["error"]  # OpenWhisk's error body
         body = c.post(f"{NS}/actions/big?blocking=true", content=b"{" + b" " * 70000 + b"}")
         assert body.status_code == 413
+
+
+def test_past_saturation_every_answer_is_2xx_or_a_refusal_with_retry_after(
+    limited: Platform,
+) -> None:
+    """Many callers at once on a namespace allowed one invocation in flight: each gets its
+    result (or 202) or a 429/503 saying when to come back; no 500, no client timeout."""
+    key = key_for(limited, "saturated")
+    with limited.client(auth=key) as c:
+        spec = {"handler": "main", "code": "import time\ndef main(p):\n    time.sleep(0.3)\n"}
+        assert c.put("/v1/functions/nap", json={**spec, "concurrency": 4}).status_code < 300
+        c.post("/v1/functions/nap/invoke", json={})  # warm a worker (or a 429: fine)
+
+    def call(i: int) -> httpx.Response:
+        # one connection per caller; a client timeout would raise here and fail the test
+        with limited.client(auth=key, timeout=120) as each:
+            return each.post(f"/v1/functions/nap/invoke{'?async=true' if i % 3 else ''}", json={})
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(call, range(32)))
+    codes = sorted(r.status_code for r in answers)
+    assert set(codes) <= {200, 202, 429, 503}, codes
+    assert 429 in codes and any(code < 300 for code in codes), codes
+    for refused in (r for r in answers if r.status_code in (429, 503)):
+        assert int(refused.headers["retry-after"]) >= 1, refused.headers
+        assert refused.headers["content-type"].startswith("application/problem+json")
