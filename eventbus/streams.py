@@ -227,19 +227,30 @@ async def ensure_bucket(
     js: JetStreamContext, bucket: str, layout: Layout | None = None, *, name: str = ""
 ) -> None:
     """Create or update one KV bucket of the layout as `ensure_layout` would (its replicas and
-    budget from ``layout``); ``name`` makes it under another name (a test's own ledger)."""
+    budget from ``layout``, else the replicas of the layout in place); ``name`` makes it under
+    another name (a test's own ledger)."""
     for spec in BUCKETS:
         if spec.bucket == bucket:
             if name:
                 spec = dataclasses.replace(spec, bucket=name)
-            await _ensure_bucket(js, spec, layout or Layout())
+            await _ensure_bucket(js, spec, layout or await _layout_in_place(js))
             return
     raise ValueError(f"{bucket!r} is not a bucket of the layout (eventbus.streams.BUCKETS)")
 
 
+async def _layout_in_place(js: JetStreamContext) -> Layout:
+    """A layout with the replicas of the bus's EVENTS stream (its process asked for them), for
+    a bucket made by a process that was given none; the default if there is no stream yet."""
+    try:
+        info = await js.stream_info(EVENTS_STREAM)
+    except NotFoundError:
+        return Layout()
+    return Layout(replicas=max(1, int(info.config.num_replicas or 1)))
+
+
 async def bind_bucket(js: JetStreamContext, bucket: str, layout: Layout | None = None) -> KeyValue:
     """The layout's KV bucket ``bucket``, created as `ensure_layout` declares it (with
-    ``layout``'s replicas) if missing."""
+    ``layout``'s replicas, else those of the layout in place) if missing."""
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:

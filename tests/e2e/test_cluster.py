@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 
 from eventbus.connection import Bus
 from eventbus.server import EmbeddedNats, cluster_url, create_cluster, free_port
+from eventbus.storage_events import StorageLedger
 from eventbus.streams import Layout, ensure_layout, stream_names
 from tests.e2e.functions import NOOP
 from tests.e2e.test_faults import ready_instances
@@ -61,6 +62,10 @@ async def test_every_stream_is_replicated_and_never_lowered(cluster: list[Embedd
             info = await _info(bus, name)
             assert info.config.num_replicas == 3, name
             assert info.cluster is not None and len(info.cluster.replicas or []) == 2, name
+        # a bucket made later by a process given no layout (a bridge's own ledger) takes the
+        # replicas of the layout in place
+        await StorageLedger(bus, kv_bucket="ledger_later").ensure()
+        assert (await _info(bus, "KV_ledger_later")).config.num_replicas == 3
     finally:
         await bus.close()
 
