@@ -77,9 +77,10 @@ async def _http_run(
     seconds: float,
     warmup: float,
     auth: str = "",
+    content_type: str = "application/json",
 ) -> tuple[list[float], int, float]:
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
         + (f"Authorization: {auth}\r\n" if auth else "")
         + f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
@@ -179,15 +180,18 @@ def http_load(
     concurrency: int,
     seconds: float,
     warmup: float = 0.5,
+    content_type: str = "application/json",
 ) -> LoadResult:
-    """POST ``body`` to ``url+path`` from ``concurrency`` keep-alive connections.
+    """POST ``body`` (of ``content_type``) to ``url+path`` from ``concurrency`` keep-alive
+    connections.
 
     A ``http://uuid:key@host:port`` URL sends that API key (HTTP Basic) with every request.
     """
     userinfo, _, hostport = url.removeprefix("http://").rpartition("@")
     host, port = hostport.split(":")
     auth = f"Basic {base64.b64encode(userinfo.encode()).decode()}" if userinfo else ""
-    run = _in_child("http", (host, int(port), path, body, concurrency, seconds, warmup, auth))
+    args = (host, int(port), path, body, concurrency, seconds, warmup, auth, content_type)
+    run = _in_child("http", args)
     return _result(name, concurrency, run)
 
 

@@ -57,6 +57,8 @@ class ModelPlugin(Protocol):
     DEEPaaS's model API (`get_metadata`, `predict`, `train` with typed arguments), made
     version-aware: a trained version is artifact bytes that `load` turns into a model object that
     a worker keeps warm and passes to every `predict`. Bad input raises ``ValueError``.
+    Optional methods: ``check_artifact(artifact)`` (see `LoadedModelPlugin.check_artifact`)
+    and ``predict_batch(model, [kwargs, ...]) -> [result, ...]`` (a batch in one model call).
     """
 
     @property
@@ -276,7 +278,46 @@ class LoadedModelPlugin:
     def predict(self, model: Any, **args: Any) -> dict[str, Any]:
         """Validate ``args``, predict with a loaded model, check the result is a mapping."""
         valid = self.validate_predict_args(args)
-        result = self._call("predict", self.plugin.predict, model, **_fields(valid))
+        return self._answer(self._call("predict", self.plugin.predict, model, **_fields(valid)))
+
+    def predict_many(
+        self, model: Any, batch: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | DeepfaasError]:
+        """Each input's result, or the error of that input alone, in order.
+
+        A plug-in with the optional ``predict_batch(model, [kwargs, ...]) -> [result, ...]``
+        gets the valid inputs in one call (one vectorised model call for a whole batch); without
+        it, or when that call fails, each input runs on its own, so a bad one fails alone.
+        """
+        out: list[dict[str, Any] | DeepfaasError] = []
+        valid: list[tuple[int, BaseModel]] = []
+        for index, raw in enumerate(batch):
+            try:
+                valid.append((index, self.validate_predict_args(raw)))
+                out.append(ModelError("not predicted", model=self.name))  # filled in below
+            except DeepfaasError as exc:
+                out.append(exc)
+        together = getattr(self.plugin, "predict_batch", None)
+        if callable(together) and len(valid) > 1:
+            try:
+                results = together(model, [_fields(args) for _, args in valid])
+                answers = [self._answer(r) for r in results]
+            except Exception:  # one input may spoil the lot: alone, each says which it was
+                answers = []
+            if len(answers) == len(valid):
+                for (index, _), answer in zip(valid, answers, strict=True):
+                    out[index] = answer
+                return out
+        for index, args in valid:
+            try:
+                out[index] = self._answer(
+                    self._call("predict", self.plugin.predict, model, **_fields(args))
+                )
+            except DeepfaasError as exc:
+                out[index] = exc
+        return out
+
+    def _answer(self, result: Any) -> dict[str, Any]:
         if not isinstance(result, Mapping):
             raise ModelError(
                 f"model {self.name!r} predict returned {type(result).__name__}, not a mapping",
