@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Final, TypeVar
 
 from eventbus.storage.errors import InvalidArgumentError, SizeMismatchError, StorageError
@@ -15,14 +15,18 @@ T = TypeVar("T")
 
 #: how often a worker blocked on the event loop checks whether the upload was cancelled
 _POLL_SECONDS: Final = 0.2
+#: an async body crosses to the writing thread in pieces of at least this many bytes
+BLOCK_SIZE: Final = 1024 * 1024
 
 
 class ChunkReader:
-    """A blocking ``read(n)`` over a body for a worker thread, pulling chunks only on demand."""
+    """A blocking ``read(n)`` over a body for a worker thread, pulling blocks only on demand."""
 
-    # An async body is pulled from the event loop only when the worker asks, so no more than
-    # one read's worth of it sits in memory. A declared size is enforced exactly: a longer or
-    # shorter body raises SizeMismatchError before its last byte is handed out.
+    # An async body is gathered on the event loop into blocks of BLOCK_SIZE, one hop between
+    # threads per block (not per socket read), and the next block is gathered while the
+    # thread writes this one: at most two blocks of it sit in memory. A declared size is
+    # enforced exactly: a longer or shorter body raises SizeMismatchError before its last byte
+    # is handed out.
 
     def __init__(
         self,
@@ -48,17 +52,28 @@ class ChunkReader:
         self._received = 0
         self._eof = False
         self._aborted = threading.Event()
+        #: the block the event loop is gathering next, while this thread writes
+        self._ahead: Future[bytes | None] | None = None
         #: bytes handed out by ``read`` so far
         self.bytes_read = 0
 
     def abort(self) -> None:
         """Make the next ``read`` (and any wait for the event loop) raise: the caller left."""
         self._aborted.set()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop gathering a block ahead (the reading ended, or failed)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (all that is left if negative); ``b""`` at the end."""
         while not self._eof and (size < 0 or len(self._buffer) < size):
-            self._fill()
+            chunk = self._take()
+            if chunk:
+                self._buffer += chunk
         if size < 0:
             size = len(self._buffer)
         with memoryview(self._buffer) as view:
@@ -67,22 +82,32 @@ class ChunkReader:
         self.bytes_read += len(chunk)
         return chunk
 
-    def _fill(self) -> None:
+    def read_block(self) -> bytes:
+        """The next piece of the body as it arrived, uncopied (a block of an async body);
+        ``b""`` at the end."""
+        if self._buffer:
+            return self.read(len(self._buffer))
+        chunk = b"" if self._eof else self._take() or b""
+        self.bytes_read += len(chunk)
+        return chunk
+
+    def _take(self) -> bytes | None:
+        """The next chunk with the size checked; None (and the end marked) after the last."""
         chunk = self._next_chunk()
         if chunk is None:
             self._eof = True
             if self._size is not None and self._received < self._size:
                 raise self._mismatch(f"the body ended after {self._received} bytes")
-            return
+            return None
         self._received += len(chunk)
         if self._size is not None and self._received > self._size:
             raise self._mismatch("the body is longer")
-        self._buffer += chunk
         if self._size is not None and self._received == self._size:
             # the declared size is reached: the body must end here, before we hand it out
             if self._next_chunk() is not None:
                 raise self._mismatch("the body is longer")
             self._eof = True
+        return chunk
 
     def _mismatch(self, detail: str) -> SizeMismatchError:
         return SizeMismatchError(
@@ -92,45 +117,57 @@ class ChunkReader:
             reason="size mismatch",
         )
 
-    def _next_chunk(self) -> bytes | None:
-        while True:
-            if self._aborted.is_set():
-                raise StorageError(
-                    "upload cancelled", bucket=self._bucket, key=self._key, reason="cancelled"
-                )
-            if self._view is not None:
-                chunk = bytes(self._view[self._offset : self._offset + CHUNK_SIZE])
-                self._offset += len(chunk)
-                return chunk or None
-            assert self._source is not None
-            future = asyncio.run_coroutine_threadsafe(_pull(self._source), self._loop)
-            while True:
-                try:
-                    pulled = future.result(timeout=_POLL_SECONDS)
-                    break
-                except TimeoutError:
-                    if self._aborted.is_set():
-                        future.cancel()
-                        raise StorageError(
-                            "upload cancelled",
-                            bucket=self._bucket,
-                            key=self._key,
-                            reason="cancelled",
-                        ) from None
-            if pulled is None or pulled:
-                return pulled
-
-
-async def _pull(source: AsyncIterator[bytes]) -> bytes | None:
-    try:
-        chunk = await anext(source)
-    except StopAsyncIteration:
-        return None
-    if not isinstance(chunk, bytes | bytearray | memoryview):
-        raise InvalidArgumentError(
-            f"body chunks must be bytes, not {type(chunk).__name__}", reason="bad body"
+    def _cancelled(self) -> StorageError:
+        return StorageError(
+            "upload cancelled", bucket=self._bucket, key=self._key, reason="cancelled"
         )
-    return bytes(chunk)
+
+    def _next_chunk(self) -> bytes | None:
+        if self._aborted.is_set():
+            raise self._cancelled()
+        if self._view is not None:
+            chunk = bytes(self._view[self._offset : self._offset + CHUNK_SIZE])
+            self._offset += len(chunk)
+            return chunk or None
+        assert self._source is not None
+        future = self._ahead or self._gather()
+        self._ahead = None
+        while True:
+            try:
+                pulled = future.result(timeout=_POLL_SECONDS)
+                break
+            except TimeoutError:
+                if self._aborted.is_set():
+                    future.cancel()
+                    raise self._cancelled() from None
+        if pulled is not None:
+            self._ahead = self._gather()  # the loop reads on while this thread writes
+        return pulled
+
+    def _gather(self) -> Future[bytes | None]:
+        assert self._source is not None
+        return asyncio.run_coroutine_threadsafe(_pull_block(self._source), self._loop)
+
+
+async def _pull_block(source: AsyncIterator[bytes]) -> bytes | None:
+    """At least BLOCK_SIZE bytes of ``source`` (less at its end) in one piece; None after it."""
+    parts: list[bytes] = []
+    size = 0
+    while size < BLOCK_SIZE:
+        try:
+            chunk = await anext(source)
+        except StopAsyncIteration:
+            break
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise InvalidArgumentError(
+                f"body chunks must be bytes, not {type(chunk).__name__}", reason="bad body"
+            )
+        if chunk:
+            parts.append(bytes(chunk))
+            size += len(chunk)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def run_upload(executor: Executor, reader: ChunkReader, work: Callable[[], T]) -> T:
@@ -143,6 +180,8 @@ async def run_upload(executor: Executor, reader: ChunkReader, work: Callable[[],
     except asyncio.CancelledError:
         reader.abort()
         raise
+    finally:
+        reader.stop()
 
 
 class ChunkStream(AsyncIterator[bytes]):

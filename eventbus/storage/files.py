@@ -40,6 +40,18 @@ def fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing a range of ``fd`` to disk, without waiting for it.
+
+    Linux starts writeback of a range's dirty pages on ``POSIX_FADV_DONTNEED`` (and drops
+    them from the page cache once clean); elsewhere this does nothing.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
 def _write_temp(directory: str, value: dict[str, Any]) -> str:
     temp = temp_name(directory)
     fd = create_exclusive(temp)

@@ -36,7 +36,6 @@ from eventbus.storage.errors import (
 from eventbus.storage.keys import is_valid_bucket_name, is_valid_key
 from eventbus.storage.listing import paginate, walk_tree
 from eventbus.storage.types import (
-    CHUNK_SIZE,
     BucketInfo,
     ListResult,
     ObjectInfo,
@@ -49,6 +48,8 @@ META_DIR: Final = ".meta"
 _BUCKET_FILE: Final = "bucket.json"
 _TEMP: Final = re.compile(r"\.deepfaas-[0-9a-f]{32}\.tmp")
 _OPEN: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: an upload's written bytes are sent on to the disk every this many bytes
+WRITEBACK_BYTES: Final = 32 * 1024 * 1024
 
 
 class LocalTree:
@@ -176,9 +177,16 @@ class LocalTree:
         sidecar = self.sidecar_path(bucket, key)
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := reader.read(CHUNK_SIZE):
+                written = synced = 0
+                while chunk := reader.read_block():
                     digest.update(chunk)
-                    out.write(chunk)
+                    out.write(chunk)  # a block is larger than the buffer: written through
+                    written += len(chunk)
+                    if written - synced >= WRITEBACK_BYTES:
+                        # to disk while the rest arrives: the fsync below finds little left
+                        out.flush()
+                        files.start_writeback(out.fileno(), synced, written - synced)
+                        synced = written
                 out.flush()
                 os.fsync(out.fileno())
                 st = os.fstat(out.fileno())
