@@ -203,6 +203,20 @@ def _runtimes_answers(nats_server: EmbeddedNats) -> int:
     return asyncio.run(count())
 
 
+def _is_worker(process: psutil.Process) -> bool:
+    """A spawned worker (`python -m runtimes`), or one forked by the fork server (it keeps
+    the server's command line and is the server's child)."""
+    command = process.cmdline()
+    if command[-2:] == ["-m", "runtimes"]:
+        return True
+    parent = process.parent()
+    return (
+        "runtimes.worker.zygote" in command
+        and parent is not None
+        and "runtimes.worker.zygote" in parent.cmdline()
+    )
+
+
 class WorkerCensus(threading.Thread):
     """Samples, until stopped, how many worker processes each live controller has started."""
 
@@ -216,8 +230,8 @@ class WorkerCensus(threading.Thread):
         counts = {}
         for name, part in self.controllers.items():
             try:
-                children = psutil.Process(part.process.pid).children()
-                counts[name] = sum(1 for c in children if c.cmdline()[-2:] == ["-m", "runtimes"])
+                below = psutil.Process(part.process.pid).children(recursive=True)
+                counts[name] = sum(1 for c in below if _is_worker(c))
             except psutil.Error:  # gone (killed): it has no workers of its own any more
                 counts[name] = 0
         return counts
