@@ -326,20 +326,32 @@ class Worker:
         if ended is not None:
             run.add_done_callback(lambda _: _settle(ended, True))
         holder: list[ClaimResult] = []
-        keeper = asyncio.create_task(self._keep_lease(claim_source, holder, queued, run))
+        keepers: list[asyncio.Task[None]] = []
+
+        def keep(_: object = None) -> None:
+            # a fresh run's claim ends after a quick run: no lease to keep, no task for it
+            if not keepers and not run.done():
+                keeper = self._keep_lease(claim_source, holder, queued, run)
+                keepers.append(asyncio.create_task(keeper))
+
+        if isinstance(claim_source, asyncio.Task):
+            claim_source.add_done_callback(keep)
+        else:
+            keep()
         outcome: Outcome | None = None
         try:
             outcome = await run
         except asyncio.CancelledError:
-            if not (keeper.done() and not keeper.cancelled() and keeper.exception()):
+            if not any(k.done() and not k.cancelled() and k.exception() for k in keepers):
                 raise
         finally:
             if isinstance(claim_source, asyncio.Task):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(claim_source)  # known before anything is written
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LostClaimError):
-                await keeper
+            for keeper in keepers:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LostClaimError):
+                    await keeper
         if not holder and isinstance(claim_source, asyncio.Task):
             holder.append(claim_source.result())
         claim = holder[0] if holder else claim_source
