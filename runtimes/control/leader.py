@@ -27,6 +27,7 @@ from nats.js.kv import KeyValue
 from eventbus.connection import Bus
 from eventbus.kv import entry, write
 from eventbus.streams import LEASES_KV
+from runtimes.pids import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +163,7 @@ def create_lease(bus: Bus, name: str, scope: str, *, ttl_s: float) -> LeaderLeas
         pid, _, their_scope = rest.partition(":")
         if their_host != host or their_scope != scope or not pid.isdigit():
             return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, someone else's
-            return False
-        return False
+        return not pid_alive(int(pid))
 
     return LeaderLease(bus, name, f"{host}:{os.getpid()}:{scope}", ttl_s=ttl_s, is_stale=is_stale)
 

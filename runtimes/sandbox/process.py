@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from runtimes.pids import pid_alive
 from runtimes.sandbox import protocol
 from runtimes.sandbox.types import SandboxUnavailableError
 
@@ -217,15 +218,5 @@ def remove_stale_scratch(root: Path) -> None:
     for path in root.iterdir():
         # named <label>-<worker pid>-<n>; the label may hold dashes itself
         parts = path.name.rsplit("-", 2)
-        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+        if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -39,6 +39,7 @@ from runtimes.activations import (
     ClaimResult,
     LostClaimError,
 )
+from runtimes.pids import pid_alive
 from runtimes.settings import WorkerSettings
 from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
 from runtimes.worker.callbacks import post_callback
@@ -538,7 +539,7 @@ class Worker:
                 return
             parent = self.settings.parent_pid
             # a forked worker's parent is the fork server: the provider only has to live
-            if parent is not None and os.getppid() != parent and not _alive(parent):
+            if parent is not None and os.getppid() != parent and not pid_alive(parent):
                 log.warning("the process that started this worker is gone; stopping")
                 self.orphaned = True
                 self._stopping.set()
@@ -559,16 +560,6 @@ class Worker:
         }
         with contextlib.suppress(Exception):
             await self.bus.nc.publish(control_subject(kind, self.spec.name), orjson.dumps(body))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fresh(invocation: CloudEvent, mode: str, reply: Msg | None, queued: Msg | None) -> bool:
