@@ -1,4 +1,5 @@
-"""`deepfaas deploy`: place runtimes across the sites (create, list, get, delete)."""
+"""`deepfaas deployment` (alias `deploy`): place runtimes across the sites (create, list, get,
+delete)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "auth key create", "auth key list", "auth key revoke", "bootstrap",
     "bucket create", "bucket delete", "bucket list", "controller", "deliverer",
     "deploy create", "deploy delete", "deploy get", "deploy list", "dispatcher",
+    "deployment create", "deployment delete", "deployment get", "deployment list",
     "dlq delete", "dlq get", "dlq list", "dlq replay", "download", "events tail",
     "fn delete", "fn deploy", "fn get", "fn invoke", "fn list", "gateway", "ls",
     "model get", "model list", "model predict", "model promote", "model publish",
@@ -83,6 +84,11 @@ def _paths(command: object, prefix: str = "") -> set[str]:
 
 def test_every_command_is_there() -> None:
     assert _paths(typer.main.get_command(app)) == COMMANDS
+
+
+def test_deploy_means_registering_a_function_and_the_old_group_name_is_hidden() -> None:
+    listed = {c.name for c in typer.main.get_command(app).commands.values() if not c.hidden}
+    assert "deployment" in listed and "deploy" not in listed
 
 
 def test_the_console_script_runs_the_package() -> None:
