@@ -69,7 +69,8 @@ def test_rolling_update_loses_no_invocation(client: httpx.Client, platform: Plat
         thread.start()
 
     def calls_since(sync: int, asynchronous: int) -> bool:
-        return len(sync_results) >= sync + 5 and len(async_ids) >= asynchronous + 5
+        # 11 of each before the roll and 11 after: the > 20 below is what these waits ensure
+        return len(sync_results) >= sync + 11 and len(async_ids) >= asynchronous + 11
 
     try:
         wait_for(lambda: calls_since(0, 0))  # traffic flows before the roll
