@@ -22,6 +22,8 @@ from gateway.auth.middleware import AuthMiddleware
 from gateway.auth.oidc import OidcVerifier
 from gateway.auth.quota import Quotas
 from gateway.cache import FunctionCache
+from gateway.deepaas import entry as deepaas
+from gateway.deepaas import models
 from gateway.invoker import Invoker
 from gateway.limits import BodyLimit
 from gateway.metrics import Metrics
@@ -31,14 +33,12 @@ from gateway.routes import (
     auth_keys,
     batch,
     catalog,
-    deepaas,
     deployments,
     docs,
     events,
     functions,
     ingest,
     invoke,
-    models,
     ops,
     runtimes,
     storage,

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Path, Request, Response
 from eventbus.errors import NotFoundError
 from gateway.auth.access import namespace
 from gateway.console.render import FRAGMENTS, FragmentRoute, fragment
+from gateway.deepaas import models as models_api
+from gateway.deepaas import train as train_api
 from gateway.params import MAX_NUMBER, ActivationId
 from gateway.routes import catalog as api
-from gateway.routes import models as models_api
-from gateway.routes import models_train as train_api
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.catalog.types import ModelVersion
 

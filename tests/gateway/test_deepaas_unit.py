@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 
 from eventbus.errors import NotFoundError, ValidationFailedError
 from gateway.auth.policy import is_anonymous, predicted_model
-from gateway.routes.deepaas_errors import render
-from gateway.routes.models_train import DATE_FORMAT, started_at, training_of
-from gateway.routes.swagger2 import schema, swagger2
+from gateway.deepaas.errors import render
+from gateway.deepaas.swagger2 import schema, swagger2
+from gateway.deepaas.train import DATE_FORMAT, started_at, training_of
 from runtimes.activations import new_activation_id
 from runtimes.types import ActivationRecord, ActivationStatus
 

@@ -18,16 +18,16 @@ from eventbus.errors import ValidationFailedError
 from eventbus.namespaces import qualify
 from gateway.auth.quota import Quotas
 from gateway.auth.types import Principal
-from gateway.routes import models_train
-from gateway.routes.catalog import catalog_of
-from gateway.routes.deepaas_errors import DeepaasRoute, message
-from gateway.routes.model_input import (
+from gateway.deepaas import train as models_train
+from gateway.deepaas.errors import DeepaasRoute, message
+from gateway.deepaas.inputs import (
     inline_or_staged,
     installed_plugin,
     known_module,
     read_model_request,
     stage,
 )
+from gateway.routes.catalog import catalog_of
 from gateway.state import state_of
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN, discover_models, load_model_plugin
 from runtimes.catalog.requests import InferenceInput, as_form

@@ -18,9 +18,8 @@ from pydantic import BaseModel
 
 from eventbus.errors import NotFoundError, ValidationFailedError
 from gateway.auth.access import caller, namespace, qualified
-from gateway.routes.catalog import catalog_of
-from gateway.routes.deepaas_errors import DeepaasRoute
-from gateway.routes.model_input import (
+from gateway.deepaas.errors import DeepaasRoute
+from gateway.deepaas.inputs import (
     ModelRequest,
     inline_or_staged,
     installed_plugin,
@@ -28,6 +27,7 @@ from gateway.routes.model_input import (
     read_model_request,
     stage,
 )
+from gateway.routes.catalog import catalog_of
 from gateway.state import state_of
 from runtimes.catalog.plugins import MODEL_NAME_PATTERN
 from runtimes.catalog.requests import RetrainInput, as_form

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from gateway.routes.deepaas_errors import DeepaasRoute
-from gateway.routes.swagger2 import swagger2
+from gateway.deepaas.errors import DeepaasRoute
+from gateway.deepaas.swagger2 import swagger2
 
 router = APIRouter(tags=["deepaas"], route_class=DeepaasRoute)
 #: the paths `/swagger.json` describes: DEEPaaS's own
