@@ -8,33 +8,19 @@ the first publish to the last completion event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
-from tests.support import eventually
+from bench.throughput import Completions
 
 
 async def bus_throughput(
     nats_url: str, *, function: str = "noop", n: int = 10_000, window: int = 1_000
 ) -> tuple[float, list[str]]:
     """Publish ``n`` invocations of ``function`` on ``invoke.<function>``; the completion rate."""
-    import nats as nats_client
-
-    nc = await nats_client.connect(nats_url)
-    js = nc.jetstream()
-    completed = 0
-    last = 0.0
-
-    async def on_done(msg: Any) -> None:
-        nonlocal completed, last
-        completed += 1
-        last = time.perf_counter()
-
-    await nc.subscribe("events.activation.completed", cb=on_done)
-    await nc.flush()
+    completions = await Completions.follow(nats_url)
+    js = completions.nc.jetstream()
     now = datetime.now(UTC).isoformat()
     run = uuid.uuid4().hex[:8]
 
@@ -65,10 +51,8 @@ async def bus_throughput(
         errors += sum(isinstance(ack, BaseException) for ack in acks)
     published = time.perf_counter() - t0
     accepted = n - errors
-    with contextlib.suppress(AssertionError):  # the row says how many completed
-        await eventually(lambda: completed >= accepted, timeout=180)
-    await nc.close()
-    total = (last or time.perf_counter()) - t0
+    total = await completions.settle(accepted, timeout=180) - t0
+    completed = completions.count
     rate = completed / total
     return rate, [
         f"bus publish: {accepted:,} invocations stored in {published:.2f} s = "

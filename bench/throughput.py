@@ -13,6 +13,37 @@ from bench.loadgen import http_load
 from tests.support import eventually
 
 
+class Completions:
+    """Counts `activation.completed` events on the bus, and when the last one came."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.count = 0
+        self.last = 0.0
+
+    @classmethod
+    async def follow(cls, nats_url: str) -> Completions:
+        """Connected and subscribed (flushed) before the caller sends anything."""
+        import nats as nats_client
+
+        counter = cls(await nats_client.connect(nats_url))
+        await counter.nc.subscribe("events.activation.completed", cb=counter._done)
+        await counter.nc.flush()
+        return counter
+
+    async def _done(self, msg: Any) -> None:
+        self.count += 1
+        self.last = time.perf_counter()
+
+    async def settle(self, expected: int, timeout: float) -> float:
+        """Wait (at most ``timeout``) for ``expected`` completions, then close; the
+        `perf_counter` time of the last one (now, if none came)."""
+        with contextlib.suppress(AssertionError):  # the row says how many completed
+            await eventually(lambda: self.count >= expected, timeout=timeout)
+        await self.nc.close()
+        return self.last or time.perf_counter()
+
+
 async def async_throughput(
     url: str, nats_url: str, seconds: float, *, prefix: str = "async"
 ) -> tuple[float, list[str]]:
@@ -21,19 +52,7 @@ async def async_throughput(
     The raw HTTP generator (a child process) posts for ``seconds``; this process counts
     completion events until every accepted invocation has completed.
     """
-    import nats as nats_client
-
-    nc = await nats_client.connect(nats_url)
-    completed = 0
-    last = 0.0
-
-    async def on_done(msg: Any) -> None:
-        nonlocal completed, last
-        completed += 1
-        last = time.perf_counter()
-
-    await nc.subscribe("events.activation.completed", cb=on_done)
-    await nc.flush()
+    completions = await Completions.follow(nats_url)
     t0 = time.perf_counter()
     load = await asyncio.to_thread(
         http_load,
@@ -45,10 +64,8 @@ async def async_throughput(
         seconds=seconds,
         warmup=0,
     )
-    with contextlib.suppress(AssertionError):  # the row says how many completed
-        await eventually(lambda: completed >= load.requests, timeout=120)
-    await nc.close()
-    total = (last or time.perf_counter()) - t0
+    total = await completions.settle(load.requests, timeout=120) - t0
+    completed = completions.count
     rate = completed / total
     return rate, [
         load.row(),
@@ -61,19 +78,7 @@ async def batch_throughput(
     url: str, nats_url: str, seconds: float, *, size: int = 1000, concurrency: int = 2
 ) -> tuple[float, list[str]]:
     """The same rate through the batch door: ``size`` no-op inputs per request."""
-    import nats as nats_client
-
-    nc = await nats_client.connect(nats_url)
-    completed = 0
-    last = 0.0
-
-    async def on_done(msg: Any) -> None:
-        nonlocal completed, last
-        completed += 1
-        last = time.perf_counter()
-
-    await nc.subscribe("events.activation.completed", cb=on_done)
-    await nc.flush()
+    completions = await Completions.follow(nats_url)
     body = orjson.dumps({"inputs": [{"i": i} for i in range(size)]})
     t0 = time.perf_counter()
     load = await asyncio.to_thread(
@@ -87,10 +92,8 @@ async def batch_throughput(
         warmup=0,
     )
     accepted = (load.requests - load.errors) * size
-    with contextlib.suppress(AssertionError):
-        await eventually(lambda: completed >= accepted, timeout=180)
-    await nc.close()
-    total = (last or time.perf_counter()) - t0
+    total = await completions.settle(accepted, timeout=180) - t0
+    completed = completions.count
     rate = completed / total
     accepted_rate = accepted / load.seconds if load.seconds else 0.0
     return rate, [
