@@ -53,3 +53,20 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSeawee
     server = EmbeddedSeaweed(Path(tmp_path_factory.mktemp("seaweedfs"))).start()
     yield server
     server.stop(kill=True)  # its graceful stop waits ~15 s on its own streams; data is scratch
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """A failed test that used a platform shows the platform's warnings and errors (a CI run
+    keeps nothing else of the run: its temporary dirs go with the machine)."""
+    report = yield
+    if call.when == "call" and call.excinfo is not None:
+        from tests.support import Platform
+
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, Platform):
+                lines = value.log_text().splitlines()
+                loud = [line for line in lines if " WARNING " in line or " ERROR " in line]
+                text = "\n".join([*loud[-60:], "--- last lines", *lines[-30:]])
+                report.sections.append((f"platform log ({name})", text))
+    return report

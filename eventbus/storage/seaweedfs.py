@@ -31,6 +31,8 @@ from eventbus.storage.errors import StorageUnavailableError
 
 #: weed opens a gRPC port at each of its HTTP ports plus this
 GRPC_OFFSET: Final = 10_000
+#: how many volumes the embedded volume server may hold (one per bucket, more as they fill)
+MAX_VOLUMES: Final = 1000
 #: the filer's folder that holds one folder per S3 bucket
 BUCKETS_DIR: Final = "/buckets"
 
@@ -140,6 +142,12 @@ class EmbeddedSeaweed:
         for path in self.sockets:
             path.unlink(missing_ok=True)  # a SIGKILLed weed leaves its sockets behind
 
+    def _write_master_config(self) -> None:
+        """``master.toml`` in the data dir (read through ``-config_dir``): a new bucket's
+        collection starts with one volume, not seven."""
+        growth = "\n".join(f"{name} = 1" for name in ("copy_1", "copy_2", "copy_3", "copy_other"))
+        (self.data_dir / "master.toml").write_text(f"[master.volume_growth]\n{growth}\n")
+
     @property
     def log_path(self) -> Path:
         """Where ``weed`` writes its log."""
@@ -155,9 +163,11 @@ class EmbeddedSeaweed:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_keys()
         self._remove_sockets()
+        self._write_master_config()
         filer_socket, s3_socket = self.sockets
         command = [
             binary,
+            f"-config_dir={self.data_dir}",
             "server",
             f"-dir={self.data_dir}",
             f"-ip={self.host}",
@@ -178,7 +188,11 @@ class EmbeddedSeaweed:
             "-s3.allowDeleteBucketNotEmpty=false",
             "-master.telemetry=false",
             "-master.volumeSizeLimitMB=1024",
-            "-volume.max=0",
+            # one volume per bucket to start with (weed's default is 7), growing as it fills;
+            # volumes are sparse files, so many cost little, and a nearly full disk turns
+            # them read-only (weed's -volume.minFreeSpace) instead of weed refusing new
+            # buckets after a few dozen (its automatic count is free space / volume size)
+            f"-volume.max={MAX_VOLUMES}",
             "-volume.preStopSeconds=0",
         ]
         with self.log_path.open("ab") as log:

@@ -24,6 +24,7 @@ from eventbus.storage import (
     StorageUnavailableError,
 )
 from eventbus.storage.s3_responses import in_key_order, translate_error
+from eventbus.storage.seaweedfs import EmbeddedSeaweed
 
 from .helpers import read_all
 
@@ -134,3 +135,19 @@ def test_merging_never_buffers_more_than_a_page() -> None:
 
     first = next(iter(in_key_order(endless())))
     assert first[0] == "key00000001" and consumed == 1001
+
+
+async def test_the_embedded_seaweedfs_takes_a_hundred_buckets(
+    s3: S3Storage, seaweed: EmbeddedSeaweed
+) -> None:
+    """Each new bucket starts with one volume: with weed's default (seven a bucket, at most
+    free disk / 1 GiB in all) writes to new buckets failed with 500 after a few dozen."""
+    names = [f"many-{i:03d}" for i in range(120)]
+    for name in names:
+        await s3.create_bucket(name)
+        await s3.put(name, "k", b"x")
+    for name in names[::17]:
+        _, chunks = await s3.get(name, "k")
+        assert await read_all(chunks) == b"x"
+    volumes = [p.name.rpartition("_")[0] for p in seaweed.data_dir.glob("many-*.dat")]
+    assert sorted(volumes) == names
