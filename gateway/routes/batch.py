@@ -73,6 +73,10 @@ async def invoke_batch(
     """Queue one asynchronous activation per input; 202 with their ids."""
     state = state_of(request)
     spec = state.cache.get(qualified(request, name))
+    try:
+        bodies = [orjson.dumps(value) for value in batch.inputs]
+    except orjson.JSONEncodeError as exc:  # an integer past 64 bits, which no JSON peer reads
+        return problem(422, f"an input cannot be sent on: {exc}", kind="invalid")
     # the auth middleware took one request from the namespace's rate: a batch costs one per input
     quotas = request.app.state.auth.quotas
     ns = namespace(request)
@@ -91,7 +95,6 @@ async def invoke_batch(
         )
         response.headers["retry-after"] = str(max(1, math.ceil(wait)))
         return response
-    bodies = [orjson.dumps(value) for value in batch.inputs]
     ids, failed = await state.invoker.invoke_batch(spec, bodies, callback=batch.callback)
     if failed:
         missing = set(failed)

@@ -7,6 +7,7 @@ it describes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -71,6 +72,18 @@ class DeployOutput(BaseModel):
     message: str = ""
 
 
+def _template_file(path: Path) -> bool:
+    """Whether ``path`` is a file inside the templates folder (a NUL byte or a name too long
+    for the file system is not)."""
+    from runtimes.placement.tosca import TEMPLATES_DIR
+
+    try:
+        resolved = path.resolve()
+        return resolved.is_relative_to(TEMPLATES_DIR.resolve()) and resolved.is_file()
+    except (ValueError, OSError):
+        return False
+
+
 def to_spec(inp: DeployInput) -> tuple[RuntimeSpec, dict[str, Any]]:
     """The runtime spec the input asks for, and where it came from (`TemplateError` if bad)."""
     if inp.spec is not None:
@@ -79,8 +92,8 @@ def to_spec(inp: DeployInput) -> tuple[RuntimeSpec, dict[str, Any]]:
     from runtimes.placement.tosca import TEMPLATES_DIR, load_topology
 
     if inp.template_path is not None:
-        path = (TEMPLATES_DIR / inp.template_path).resolve()
-        if not path.is_relative_to(TEMPLATES_DIR.resolve()) or not path.is_file():
+        path = TEMPLATES_DIR / inp.template_path
+        if not _template_file(path):
             raise TemplateError(
                 f"template_path {inp.template_path!r} is not a file under {TEMPLATES_DIR}",
                 template=inp.template_path,

@@ -102,6 +102,13 @@ def test_bodies_outside_the_rules_are_422(
     _problem(client.post(DOOR, json=body), 422)
 
 
+def test_an_integer_past_64_bits_is_422(deployed: Platform, client: httpx.Client) -> None:
+    body = b'{"inputs": [{"n": 1}, {"n": 18446744073709551616}]}'
+    r = client.post(DOOR, content=body, headers={"content-type": "application/json"})
+    _problem(r, 422)
+    assert "64-bit" in r.json()["detail"]
+
+
 def test_malformed_json_and_oversized_bodies(deployed: Platform, client: httpx.Client) -> None:
     bad = client.post(DOOR, content=b'{"inputs": [', headers={"content-type": "application/json"})
     assert bad.status_code in (400, 422) and bad.headers["content-type"].startswith(

@@ -267,7 +267,9 @@ topology_template:
      ({"template_path": "inference_gpu.yaml", "inputs": {"model_name": "m", "num_gpus": -1}},
       "num_gpus"),
      ({"spec": {**CPU, "name": "neg", "gpu": {"count": -1}}}, "greater than or equal to 0"),
-     ({"template_path": "../../../etc/passwd"}, "not a file under")],
+     ({"template_path": "../../../etc/passwd"}, "not a file under"),
+     ({"template_path": "a\u0000b.yaml"}, "not a file under"),
+     ({"template_path": "x" * 5000}, "not a file under")],
 )  # fmt: skip
 def test_bad_input_is_a_422_problem(platform: Platform, body: dict[str, Any], words: str) -> None:
     with platform.client() as client:
