@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from eventbus.credentials import BusAuth
 from eventbus.errors import BusUnavailableError
+from eventbus.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class Bus:
     def __init__(self, nc: NATS, prefix: str) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        #: JetStream publishes with pipelined acks (the hot writes: records, events)
+        self.pipeline = Pipeline(nc)
         self.prefix = prefix
         self._kv: dict[str, KeyValue] = {}
         self.closing = False

@@ -19,10 +19,10 @@ async def publish_event(
     timeout: float = 5.0,
     msg_id: str | None = None,
 ) -> PubAck:
-    """Publish in binary mode; a re-publish of the same id (or ``msg_id``, when given) inside
-    the window is a duplicate."""
+    """Publish in binary mode, acks pipelined (`Bus.pipeline`); a re-publish of the same id
+    (or ``msg_id``, when given) inside the window is a duplicate."""
     headers, body = to_nats(event)
     headers[MSG_ID_HEADER] = msg_id or event.id
-    return await bus.js.publish(
-        subject or event_subject(event.type, bus.prefix), body, timeout=timeout, headers=headers
+    return await bus.pipeline.publish(
+        subject or event_subject(event.type, bus.prefix), body, headers=headers, timeout=timeout
     )

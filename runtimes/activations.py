@@ -84,8 +84,9 @@ class ActivationStore:
     async def claim(self, record: ActivationRecord, *, lease: float) -> ClaimResult:
         """Claim ``record.id`` for this run (see the module docstring)."""
         kv = await self._bucket()
+        pipeline = self.bus.pipeline
         for _ in range(5):
-            revision = await write(kv, record.id, _encode(record, lease), last=None)
+            revision = await pipeline.kv_write(kv, record.id, _encode(record, lease), last=None)
             if revision is not None:
                 return Claimed(record, revision)
             found = await entry(kv, record.id)
@@ -100,7 +101,9 @@ class ActivationStore:
             taken = record.model_copy(
                 update={"attempts": current.attempts + 1, "cold_start": record.cold_start}
             )
-            revision = await write(kv, record.id, _encode(taken, lease), last=found.revision)
+            revision = await pipeline.kv_write(
+                kv, record.id, _encode(taken, lease), last=found.revision
+            )
             if revision is not None:
                 return Claimed(taken, revision)
         return Busy(0.5)
@@ -109,7 +112,7 @@ class ActivationStore:
         """Extend the lease; `LostClaimError` if another worker took over."""
         kv = await self._bucket()
         value = _encode(claim.record, lease)
-        revision = await write(kv, claim.record.id, value, last=claim.revision)
+        revision = await self.bus.pipeline.kv_write(kv, claim.record.id, value, last=claim.revision)
         if revision is None:
             raise LostClaimError(claim.record.id)
         return Claimed(claim.record, revision)
@@ -119,7 +122,8 @@ class ActivationStore:
     ) -> Claimed:
         """Write the record (final, or ``retrying``) over the claim; `LostClaimError` on a race."""
         kv = await self._bucket()
-        revision = await write(kv, record.id, _encode(record, lease), last=claim.revision)
+        value = _encode(record, lease)
+        revision = await self.bus.pipeline.kv_write(kv, record.id, value, last=claim.revision)
         if revision is None:
             raise LostClaimError(record.id)
         return Claimed(record, revision)
