@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eventbus.namespaces import QUALIFIED_NAME_PATTERN, namespace_of
-from eventbus.types import CloudEvent
+
+# Re-exported: they live apart so that a sandboxed runner needs no pydantic to start.
+from runtimes.context import MAX_INLINE_RESULT_BYTES as MAX_INLINE_RESULT_BYTES
+from runtimes.context import ActivationStatus as ActivationStatus
+from runtimes.context import Context as Context
 
 FUNCTION_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 HANDLER_PATTERN: Final = (
     r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:)?[A-Za-z_][A-Za-z0-9_]*$"
 )
 MAX_CODE_BYTES: Final = 1_000_000
-MAX_INLINE_RESULT_BYTES: Final = 1 << 20
 #: the handler of a script function (`FunctionSpec.script`): runs the script with /bin/sh
 SCRIPT_HANDLER: Final = "runtimes.worker.script:run"
 #: the same handler as specs stored before `runtimes/` was split into packages name it
@@ -111,21 +112,6 @@ class FunctionSpec(BaseModel):
         return self
 
 
-class ActivationStatus(StrEnum):
-    """Where an activation stands; the last four are terminal."""
-
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCESS = "success"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-    INVALID = "invalid"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (ActivationStatus.RUNNING, ActivationStatus.RETRYING)
-
-
 class ActivationRecord(BaseModel):
     """The record of one invocation, kept in the `activations` KV bucket under its id."""
 
@@ -162,34 +148,6 @@ class ActivationRecord(BaseModel):
         if not self.namespace:
             self.namespace = namespace_of(self.function)
         return self
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a handler gets beside its input: who it is, its deadline, a logger, its cause."""
-
-    activation_id: str
-    function: str
-    version: int
-    deadline: float
-    logger: logging.Logger
-    event: CloudEvent | None = None
-    attempt: int = 1
-    #: the platform's object store (`eventbus.storage.Storage`), when the worker has one
-    storage: Any = None
-    #: where a trigger wants the result written: {"bucket": ..., "key": ...}
-    output: dict[str, str] | None = None
-    #: the worker's bus connection (`eventbus.connection.Bus`): KV, events, calls to other functions
-    bus: Any = None
-    #: key/values the handler sets; they land in the activation record's ``annotations``
-    annotations: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def remaining(self) -> float:
-        """Seconds left before the activation times out."""
-        import time
-
-        return max(0.0, self.deadline - time.time())
 
 
 class StoredObject(BaseModel):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from eventbus.namespaces import DEFAULT_NAMESPACE, split
-from runtimes.types import FunctionSpec
+
+if TYPE_CHECKING:  # the runner imports this package: it starts without pydantic
+    from runtimes.types import FunctionSpec
 
 #: the built-in functions that need the bus (catalog, deployments, calls to `rank`)
 TRUSTED_FUNCTIONS: tuple[str, ...] = ("inference", "retrain", "rank", "deploy")

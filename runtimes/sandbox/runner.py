@@ -4,6 +4,10 @@ Started by bubblewrap as root of its own namespaces with only CAP_SETUID/CAP_SET
 keeps the pipe to its worker, waits for the ``load`` frame, then drops to the uid it was
 given, sets the kernel limits and only then imports or executes user code. It never holds
 a credential: storage goes through the worker (`proxy.ProxyStorage`).
+
+It starts without pydantic, the bus's models or the storage package (`tests/runtimes/
+test_sandbox.py` checks): the spec arrives as plain JSON the worker validated, and those load
+only when a handler needs them (a typed input, ``ctx.event``, ``ctx.storage``: `ondemand`).
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from runtimes.context import ActivationStatus, Context
 from runtimes.errors import FunctionLoadError
-from runtimes.sandbox import protocol, wire
-from runtimes.sandbox.proxy import ProxyStorage
-from runtimes.types import ActivationStatus, Context, FunctionSpec
+from runtimes.sandbox import protocol
+from runtimes.sandbox.ondemand import EventOnDemand, StorageOnDemand
+from runtimes.sandbox.types import RunnerSpec
 from runtimes.worker.executor import Executor, Outcome
 from runtimes.worker.loader import failing_function, load_function
+
+if TYPE_CHECKING:
+    from runtimes.types import FunctionSpec
 
 PR_SET_NO_NEW_PRIVS = 38
 log = logging.getLogger("deepfaas.runner")
@@ -40,7 +48,7 @@ class Runner:
         self.reader = reader
         self.writer = writer
         self.frames = protocol.FrameWriter(writer)
-        self.storage = ProxyStorage(self.send, asyncio.get_running_loop())
+        self.storage = StorageOnDemand(self.send, asyncio.get_running_loop())
         self.executor: Executor | None = None
         self.limits: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -73,7 +81,13 @@ class Runner:
     async def load(self, header: dict[str, Any]) -> None:
         """Become the function: drop privileges, set limits, import its code."""
         limits = dict(header["limits"])
-        spec = FunctionSpec.model_validate(header["spec"])
+        spec: RunnerSpec | FunctionSpec
+        if header["spec"].get("script") is not None:
+            from runtimes.types import FunctionSpec  # a script's outputs are models
+
+            spec = FunctionSpec.model_validate(header["spec"])
+        else:
+            spec = RunnerSpec.from_json(header["spec"])
         drop_privileges(int(header["uid"]), int(header["gid"]))
         self.limits = limits
         # The threads that run sync handlers start now, before the limits: started lazily
@@ -132,13 +146,14 @@ class Runner:
         """One activation: build its context, run it, answer with the outcome."""
         assert self.executor is not None, "run before load"
         c = header["ctx"]
+        event = c.get("event")
         ctx = Context(
             activation_id=c["activation_id"],
             function=c["function"],
             version=int(c["version"]),
             deadline=float(c["deadline"]),
             logger=self.fn_logger.getChild(c["function"]),
-            event=wire.load_event(c.get("event"), payload),
+            event=None if event is None else EventOnDemand(event, payload),  # type: ignore[arg-type]
             attempt=int(c.get("attempt", 1)),
             storage=self.storage,
             output=c.get("output"),

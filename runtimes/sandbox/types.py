@@ -1,9 +1,10 @@
-"""Contracts of the sandbox: the limits a runner runs under, and its errors."""
+"""Contracts of the sandbox: the limits a runner runs under, the spec it loads, its errors."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 from eventbus.errors import DeepfaasError
 
@@ -30,6 +31,35 @@ class SandboxLimits:
             f"memory {self.memory_mb} MiB, {self.max_processes} processes, "
             f"{self.max_open_files} open files, files up to {self.max_file_mb} MiB, "
             f"CPU {self.cpu_s} s per runner, /tmp {self.tmp_mb} MiB, network {self.network}"
+        )
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What a runner reads of its function's spec, as plain values: the worker validated the
+    `FunctionSpec` and sends its JSON, so the runner starts without pydantic or the models."""
+
+    name: str
+    handler: str
+    code: str | None
+    script: str | None
+    version: int
+    timeout_s: float
+    concurrency: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> RunnerSpec:
+        """From a `FunctionSpec` dumped as JSON (every field present)."""
+        return cls(
+            name=str(value["name"]),
+            handler=str(value["handler"]),
+            code=value["code"],
+            script=value["script"],
+            version=int(value["version"]),
+            timeout_s=float(value["timeout_s"]),
+            concurrency=int(value["concurrency"]),
+            env={str(k): str(v) for k, v in value["env"].items()},
         )
 
 

@@ -13,15 +13,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import orjson
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from eventbus.errors import DeepfaasError, InvalidFormError
-from eventbus.forms import decode_form, is_form
-from runtimes.types import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
+from runtimes.context import MAX_INLINE_RESULT_BYTES, ActivationStatus, Context
 from runtimes.worker.loader import LoadedFunction
+
+if TYPE_CHECKING:  # pydantic loads with a handler that declares types (the loader's adapters)
+    from pydantic import TypeAdapter
 
 #: error codes that mean "this input cannot succeed" (bad data, unknown or foreign object):
 #: the activation is `invalid`, not retried
@@ -189,8 +190,11 @@ class Executor:
             return {}
         if content_type is None or "json" in content_type:
             return orjson.loads(body)
-        if self.takes_fields and is_form(content_type):
-            return decode_form(body, content_type)
+        if self.takes_fields:  # a typed handler: not at a sandboxed runner's start
+            from eventbus.forms import decode_form, is_form
+
+            if is_form(content_type):
+                return decode_form(body, content_type)
         return body
 
     async def run(self, body: bytes, content_type: str | None, ctx: Context) -> Outcome:
@@ -213,22 +217,25 @@ class Executor:
         loaded = self.loaded
         try:
             value = self.decode_input(body, content_type)
-            if loaded.input_adapter is not None:
-                value = loaded.input_adapter.validate_python(value)
         except orjson.JSONDecodeError as exc:
             out.status, out.error = ActivationStatus.INVALID, f"input is not valid JSON: {exc}"
             return out
         except InvalidFormError as exc:
             out.status, out.error = ActivationStatus.INVALID, f"input is not a valid form: {exc}"
             return out
-        except ValidationError as exc:
-            out.status = ActivationStatus.INVALID
-            out.error = "input failed validation: " + "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            out.error_detail = orjson.loads(exc.json(include_url=False))
-            return out
+        if loaded.input_adapter is not None:
+            from pydantic import ValidationError  # loaded with the adapter
+
+            try:
+                value = loaded.input_adapter.validate_python(value)
+            except ValidationError as exc:
+                out.status = ActivationStatus.INVALID
+                out.error = "input failed validation: " + "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
+                    for err in exc.errors()
+                )
+                out.error_detail = orjson.loads(exc.json(include_url=False))
+                return out
         args = (value, ctx) if loaded.takes_context else (value,)
         timeout = max(0.001, ctx.deadline - time.time())
         try:
@@ -273,7 +280,7 @@ class Executor:
         try:
             out.result = self._dump(result)
             size = len(orjson.dumps(out.result))
-        except (TypeError, ValueError, ValidationError) as exc:
+        except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             out.status = ActivationStatus.ERROR
             out.error = f"the function's result is not JSON-serialisable: {exc}"
             out.result = None
@@ -290,7 +297,8 @@ class Executor:
 
     def _dump(self, result: Any) -> Any:
         adapter = self.loaded.output_adapter
-        if isinstance(result, BaseModel):
+        pydantic = sys.modules.get("pydantic")  # a model exists only once pydantic is loaded
+        if pydantic is not None and isinstance(result, pydantic.BaseModel):
             return result.model_dump(mode="json")
         if adapter is not None:
             return adapter.dump_python(adapter.validate_python(result), mode="json")

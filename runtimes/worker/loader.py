@@ -10,19 +10,39 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, TypeAdapter
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runtimes.errors import FunctionLoadError
-from runtimes.types import FunctionSpec
+
+if TYPE_CHECKING:  # pydantic loads only for a handler that declares types (see `_adapter`)
+    from pydantic import TypeAdapter
+
+
+class HandlerSpec(Protocol):
+    """What loading and running a handler read of its spec: a `FunctionSpec`, or the plain
+    copy a sandboxed runner holds (`runtimes.sandbox.types.RunnerSpec`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def handler(self) -> str: ...
+    @property
+    def code(self) -> str | None: ...
+    @property
+    def script(self) -> str | None: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def concurrency(self) -> int: ...
 
 
 @dataclass(frozen=True)
 class LoadedFunction:
     """A handler ready to call, with the adapters that validate its input and dump its output."""
 
-    spec: FunctionSpec
+    spec: HandlerSpec
     handler: Callable[..., Any]
     is_async: bool
     takes_context: bool
@@ -38,11 +58,16 @@ class LoadedFunction:
         return self.output_adapter.json_schema() if self.output_adapter else None
 
 
-def load_function(spec: FunctionSpec) -> LoadedFunction:
+def load_function(spec: HandlerSpec) -> LoadedFunction:
     """Import the spec's handler; `FunctionLoadError` says what went wrong."""
     if spec.script is not None:
+        from runtimes.types import FunctionSpec
         from runtimes.worker.script import load_script  # it imports this module
 
+        if not isinstance(spec, FunctionSpec):  # a script's outputs are in the full spec only
+            raise FunctionLoadError(
+                "a script function loads from its full spec", function=spec.name
+            )
         return load_script(spec)
     module_name, _, attr = spec.handler.rpartition(":")
     if spec.code is not None:
@@ -62,7 +87,7 @@ def load_function(spec: FunctionSpec) -> LoadedFunction:
     return inspect_handler(spec, handler)
 
 
-def inspect_handler(spec: FunctionSpec, handler: Callable[..., Any]) -> LoadedFunction:
+def inspect_handler(spec: HandlerSpec, handler: Callable[..., Any]) -> LoadedFunction:
     """Read the handler's signature: input model from the first parameter, output from return."""
     try:
         hints = typing.get_type_hints(handler)
@@ -90,14 +115,29 @@ def inspect_handler(spec: FunctionSpec, handler: Callable[..., Any]) -> LoadedFu
 def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
     if annotation is None or annotation is Any or annotation is inspect.Parameter.empty:
         return None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return TypeAdapter(annotation)
-    if annotation in (dict, list, str, int, float, bool) or typing.get_origin(annotation):
+    if (
+        _is_model(annotation)
+        or annotation in (dict, list, str, int, float, bool)
+        or typing.get_origin(annotation)
+    ):
+        from pydantic import TypeAdapter
+
         return TypeAdapter(annotation)
     return None
 
 
-def _module_from_code(spec: FunctionSpec, name: str) -> types.ModuleType:
+def _is_model(annotation: Any) -> bool:
+    """Whether ``annotation`` is a pydantic model: never, unless some module imported pydantic
+    (a handler typed with ``bytes`` or nothing leaves it unloaded)."""
+    pydantic = sys.modules.get("pydantic")
+    return (
+        pydantic is not None
+        and isinstance(annotation, type)
+        and issubclass(annotation, pydantic.BaseModel)
+    )
+
+
+def _module_from_code(spec: HandlerSpec, name: str) -> types.ModuleType:
     filename = f"<function {spec.name} v{spec.version}>"
     source = spec.code or ""
     module = types.ModuleType(name)
@@ -115,7 +155,7 @@ def _module_from_code(spec: FunctionSpec, name: str) -> types.ModuleType:
     return module
 
 
-def failing_function(spec: FunctionSpec, error: FunctionLoadError) -> LoadedFunction:
+def failing_function(spec: HandlerSpec, error: FunctionLoadError) -> LoadedFunction:
     """A stand-in whose every run fails with the load error, so callers learn why."""
 
     def _fail(_: Any) -> Any:
@@ -131,7 +171,7 @@ def failing_function(spec: FunctionSpec, error: FunctionLoadError) -> LoadedFunc
     )
 
 
-def check_syntax(spec: FunctionSpec) -> str | None:
+def check_syntax(spec: HandlerSpec) -> str | None:
     """A syntax error in inline code (line and message), found without running it."""
     if spec.code is None:
         return None

@@ -19,6 +19,7 @@ from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.storage import LocalStorage
 from eventbus.streams import ensure_layout
+from eventbus.types import CloudEvent
 from runtimes.sandbox import SandboxLimits, SandboxUnavailableError, is_trusted
 from runtimes.sandbox.command import bwrap_path
 from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
@@ -118,6 +119,42 @@ async def test_env_of_the_spec_only(factory: SandboxFactory, owners: Any) -> Non
     assert out.result["MY_SETTING"] == "42"
     assert not [k for k in out.result if k.startswith(("DEEPFAAS", "NATS"))]
     assert out.result["HOME"] == "/scratch"
+
+
+async def test_a_runner_starts_without_pydantic_and_loads_it_when_a_handler_needs_it(
+    factory: SandboxFactory, owners: Any
+) -> None:
+    code = (
+        "import sys\n"
+        "HEAVY = ('pydantic', 'pydantic_core', 'eventbus.types', 'runtimes.types',\n"
+        "         'eventbus.storage')\n"
+        "def main(args, ctx):\n"
+        "    loaded = [m for m in HEAVY if m in sys.modules]\n"
+        "    if not args.get('look'):\n"
+        "        return loaded\n"
+        "    from eventbus.types import CloudEvent\n"
+        "    e = ctx.event\n"
+        "    return [loaded, e.type, isinstance(e, CloudEvent), e.json_data(), ctx.storage.name]\n"
+    )
+    fn = FunctionSpec(name="light", handler="main", code=code)
+    executor = SandboxedExecutor(fn, factory, storage=None, owners=owners)
+    event = CloudEvent.create(type="t.invoke", source="/test")  # its data: the body
+    try:  # as a worker runs a call: with its invocation event
+        c = Context(**{**ctx("light").__dict__, "event": event})
+        first = await executor.run(b"{}", None, c)
+        second = await executor.run(b'{"look": true}', None, c)
+    finally:
+        await executor.close()
+    assert first.status is ActivationStatus.SUCCESS and first.result == [], first
+    assert second.result == [[], "t.invoke", True, {"look": True}, "sandbox"], second
+    typed = (
+        "from pydantic import BaseModel\n"
+        "class In(BaseModel):\n    x: int\n"
+        "def main(args: In) -> dict:\n    return {'x': args.x}\n"
+    )
+    good, bad = await run_code(typed, factory, owners, inputs=[{"x": "7"}, {"x": "seven"}])
+    assert good.status is ActivationStatus.SUCCESS and good.result == {"x": 7}, good
+    assert bad.status is ActivationStatus.INVALID and "x:" in (bad.error or ""), bad
 
 
 async def test_a_load_error_fails_each_call_with_its_reason(
