@@ -84,6 +84,8 @@ class Controller:
         self.functions: dict[str, _Managed] = {}
         self.heartbeats: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        # workers of removed functions draining in the background, by function name
+        self._releasing: dict[str, asyncio.Task[None]] = {}
         self._subs: list[Any] = []
         self._synced = asyncio.Event()
         self.pending = PendingInvocations(bus, settings.gpu_wait_s)
@@ -113,6 +115,7 @@ class Controller:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._releasing.values(), return_exceptions=True)
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -147,9 +150,15 @@ class Controller:
         await ensure_consumer(self.bus.js, spec.name, ack_wait=self.settings.ack_wait_s)
         managed = self.functions.get(spec.name)
         if managed is None:
+            releasing = self._releasing.get(spec.name)
+            if releasing is not None:  # re-created while its old workers drain: same runtime name
+                await asyncio.gather(releasing, return_exceptions=True)
             handle = await self.provider.provision(runtime_spec(spec), pending_ok=True)
-            self.functions[spec.name] = _Managed(spec=spec, handle=handle)
+            managed = self.functions[spec.name] = _Managed(spec=spec, handle=handle)
             log.info("function %s v%d registered", spec.name, spec.version)
+            # Its first invocation may be queued already, its wake sent before this controller
+            # knew the function (a PUT then an invoke): scale now, not at the next reconcile.
+            await self._reconcile_once(managed)
             return
         if spec.version == managed.spec.version:
             return
@@ -187,10 +196,22 @@ class Controller:
         managed = self.functions.pop(name, None)
         if managed is None:
             return
-        for handle in [managed.handle, *managed.retiring]:
-            await self.provider.release(handle)
         await self.pending.forget(name)
-        log.info("function %s removed", name)
+        log.info("function %s removed; its workers drain", name)
+        # Draining takes up to the workers' grace period: in the background, so that the spec
+        # watch goes on registering and updating every other function meanwhile.
+        task = asyncio.create_task(self._release(name, managed), name=f"release-{name}")
+        self._releasing[name] = task
+
+    async def _release(self, name: str, managed: _Managed) -> None:
+        try:
+            for handle in [managed.handle, *managed.retiring]:
+                await self.provider.release(handle)
+        except Exception as exc:  # a background task: nobody else would log it
+            log.warning("function %s: releasing its workers failed: %s", name, exc)
+        finally:
+            if self._releasing.get(name) is asyncio.current_task():
+                del self._releasing[name]
 
     # -- demand -------------------------------------------------------------------------------
 
@@ -198,12 +219,15 @@ class Controller:
         while True:
             await asyncio.sleep(self.settings.reconcile_s)
             for managed in list(self.functions.values()):
-                try:
-                    await self._reconcile(managed)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.debug("reconcile %s: %s", managed.spec.name, exc)
+                await self._reconcile_once(managed)
+
+    async def _reconcile_once(self, managed: _Managed) -> None:
+        try:
+            await self._reconcile(managed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("reconcile %s: %s", managed.spec.name, exc)
 
     async def _reconcile(self, managed: _Managed) -> None:
         spec = managed.spec
