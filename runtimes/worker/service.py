@@ -99,6 +99,10 @@ class Worker:
     def lease(self) -> float:
         return self.settings.ack_wait_s
 
+    @property
+    def _renew_every(self) -> float:
+        return max(0.05, self.lease / 3)
+
     async def start(self) -> None:
         """Subscribe to both paths and announce readiness."""
         name = self.spec.name
@@ -329,16 +333,19 @@ class Worker:
         holder: list[ClaimResult] = []
         keepers: list[asyncio.Task[None]] = []
 
-        def keep(_: object = None) -> None:
+        def keep(_: object = None, due: bool = False) -> None:
             # a fresh run's claim ends after a quick run: no lease to keep, no task for it
             if not keepers and not run.done():
-                keeper = self._keep_lease(claim_source, holder, queued, run)
+                keeper = self._keep_lease(claim_source, holder, queued, run, due=due)
                 keepers.append(asyncio.create_task(keeper))
 
+        late: asyncio.TimerHandle | None = None
         if isinstance(claim_source, asyncio.Task):
             claim_source.add_done_callback(keep)
         else:
-            keep()
+            # a claimed run: its first renewal is due after `_renew_every`; a quick run ends
+            # before, with neither a task nor a sleep for its lease
+            late = asyncio.get_running_loop().call_later(self._renew_every, keep, None, True)
         outcome: Outcome | None = None
         try:
             outcome = await run
@@ -346,6 +353,8 @@ class Worker:
             if not any(k.done() and not k.cancelled() and k.exception() for k in keepers):
                 raise
         finally:
+            if late is not None:
+                late.cancel()
             if isinstance(claim_source, asyncio.Task):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(claim_source)  # known before anything is written
@@ -432,15 +441,20 @@ class Worker:
         holder: list[ClaimResult],
         queued: Msg | None,
         run: asyncio.Task[Outcome],
+        *,
+        due: bool = False,
     ) -> None:
+        """Renew the claim every `_renew_every` seconds while the run goes (at once when
+        ``due``: started that late); cancel the run when another worker took it over."""
         claim = await source if isinstance(source, asyncio.Task) else source
         holder.append(claim)
         if not isinstance(claim, Claimed):
             run.cancel()  # a duplicate of an activation that is done or held elsewhere
             raise LostClaimError(claim)
-        interval = max(0.05, self.lease / 3)
         while True:
-            await asyncio.sleep(interval)
+            if not due:
+                await asyncio.sleep(self._renew_every)
+            due = False
             if queued is not None:
                 with contextlib.suppress(Exception):
                     await queued.in_progress()
@@ -470,23 +484,33 @@ class Worker:
         *,
         dead: bool,
     ) -> None:
-        writes: list[Any] = [self.store.finish(claim, final), emit_completion(self.bus, final)]
+        # The record, its completion event and a dead letter are written at once (their acks
+        # pipelined); the event and the letter are idempotent (ids from the activation id).
+        others: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(emit_completion(self.bus, final))
+        ]
         if dead:
-            writes.append(
-                dead_letter(
-                    self.bus,
-                    kind="invoke",
-                    target=self.spec.name,
-                    event=invocation,
-                    error=final.error or final.status.value,
-                    traceback=final.error_detail if isinstance(final.error_detail, str) else None,
-                    attempts=final.attempts,
-                    activation_id=final.id,
-                )
+            letter = dead_letter(
+                self.bus,
+                kind="invoke",
+                target=self.spec.name,
+                event=invocation,
+                error=final.error or final.status.value,
+                traceback=final.error_detail if isinstance(final.error_detail, str) else None,
+                attempts=final.attempts,
+                activation_id=final.id,
             )
-        # The record, its completion event and a dead letter are written at once; the event
-        # and the letter are idempotent (their ids derive from the activation id).
-        written = await asyncio.gather(*writes, return_exceptions=True)
+            others.append(asyncio.ensure_future(letter))
+        recorded: BaseException | None = None
+        try:
+            await self.store.finish(claim, final)  # in this task: one task fewer per run
+        except asyncio.CancelledError:
+            for other in others:
+                other.cancel()
+            raise
+        except Exception as exc:
+            recorded = exc
+        written = [recorded, *await asyncio.gather(*others, return_exceptions=True)]
         if isinstance(written[0], LostClaimError):
             log.warning("activation %s finished elsewhere; dropping this result", final.id)
             if queued is not None:
