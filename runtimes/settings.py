@@ -67,6 +67,12 @@ class ControllerSettings(PlacementSettings):
         description="fork CPU workers and stems from a process that imported the runtime once "
         "(copy-on-write, no credentials in it); false: spawn each one",
     )
+    preload_models: bool = Field(
+        default=True,
+        description="the fork server also imports the installed model plug-ins (their "
+        "frameworks: scikit-learn, ...), so a worker forked from it loads a model without "
+        "importing them; costs the fork server ~2 s of CPU and ~125 MiB (shared) at start",
+    )
     gpus: list[GpuSetting] | None = Field(
         default=None, description="GPU inventory as JSON (tests); None asks nvidia-smi"
     )

@@ -145,6 +145,11 @@ def discover_models(group: str = ENTRY_POINT_GROUP) -> dict[str, EntryPoint]:
     return found
 
 
+def plugin_modules(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """The modules of the installed model plug-ins, for a fork server to import once."""
+    return sorted({ep.module for ep in discover_models(group).values()})
+
+
 def load_model_plugin(name: str, *, group: str = ENTRY_POINT_GROUP) -> LoadedModelPlugin:
     """Import the plug-in registered as ``name`` and check it keeps the contract."""
     known = discover_models(group)

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from eventbus.backoff import Backoff
+from runtimes.catalog.plugins import plugin_modules
 from runtimes.errors import CapacityError, ProvisioningError
 from runtimes.providers.forkserver import ForkError, ForkServer
 from runtimes.providers.gpus import Gpu, gpu_inventory
@@ -76,6 +77,7 @@ class LocalProvider:
         prewarm: int = 0,
         auth_env: Mapping[str, Mapping[str, str]] | None = None,
         fork_server: bool = False,
+        preload_models: bool = False,
     ) -> None:
         self.site = site
         self.env = dict(env or {})
@@ -96,6 +98,7 @@ class LocalProvider:
             self.pool = StemPool(prewarm, self.python, base, log_dir, site)
         self._runtimes: dict[str, _Runtime] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        self.preload_models = preload_models
         # CPU workers and stems are forked from it once it is ready (`forkserver`)
         self.forks: ForkServer | None = self._new_fork_server() if fork_server else None
         self._forks_started = 0.0
@@ -120,6 +123,7 @@ class LocalProvider:
             gpus=gpu_inventory(settings.gpus),
             prewarm=settings.prewarm,
             fork_server=settings.fork_server,
+            preload_models=settings.preload_models,
         )
 
     # -- Provider protocol ------------------------------------------------------------------
@@ -340,7 +344,8 @@ class LocalProvider:
     def _new_fork_server(self) -> ForkServer:
         base = {**os.environ, **self.env}
         log_path = self.log_dir / "fork-server.log" if self.log_dir is not None else None
-        return ForkServer(self.python, base, log_path=log_path, preload=preloads(base))
+        modules = preloads(base, models=self.preload_models)
+        return ForkServer(self.python, base, log_path=log_path, preload=modules)
 
     def _stems_may_start(self) -> bool:
         """Stems wait for the fork server (a forked stem shares its pages) for up to
@@ -398,12 +403,15 @@ class LocalProvider:
         await stop_process(inst.process, grace)
 
 
-def preloads(env: Mapping[str, str]) -> str:
+def preloads(env: Mapping[str, str], *, models: bool = False) -> str:
     """Modules the fork server imports besides the worker: the S3 client when storage is S3,
-    and the stems' `DEEPFAAS_PRELOAD` (e.g. numpy), comma-separated."""
+    the installed model plug-ins when ``models``, and the stems' `DEEPFAAS_PRELOAD` (e.g.
+    numpy), comma-separated."""
     modules = []
     if env.get("DEEPFAAS_STORAGE_BACKEND", "local") != "local":
         modules.append("eventbus.storage.s3")
+    if models:
+        modules += plugin_modules()
     try:
         extra = orjson.loads(env.get("DEEPFAAS_PRELOAD") or "[]")
     except orjson.JSONDecodeError:

@@ -1,0 +1,88 @@
+"""What lies between a function's first invocation and its first answer, on the real platform.
+
+The controller here never reconciles on its own (``reconcile_s`` is an hour), so a worker that
+starts was started by an event: the invocation's wake, or the function's registration finding
+work already queued. The fork server imports the installed model plug-ins (`preload_models`,
+on by default), so a forked inference worker does not import scikit-learn on its first call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eventbus.connection import Bus
+from eventbus.invocations import enqueue, new_invocation
+from eventbus.server import EmbeddedNats
+from tests.e2e.functions import NOOP, SLEEPY
+from tests.e2e.test_fork_server import ready_servers
+from tests.e2e.test_invoke import deploy
+from tests.support import Platform, start_platform, wait_activation, wait_for
+
+SLOW_S = 12.0
+
+
+@pytest.fixture(scope="module")
+def platform(
+    nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    started = start_platform(
+        nats_server, Path(tmp_path_factory.mktemp("cold")), reconcile_s=3600, prewarm=0
+    )
+    yield started
+    started.stop()
+
+
+async def _queue(platform: Platform, function: str) -> str:
+    bus = await Bus.connect(platform.nats.admin_url, name="test-cold-start-path")
+    try:
+        invocation = new_invocation(bus, function, b'{"early": true}', source="/test")
+        await enqueue(bus, invocation)
+        return invocation.id
+    finally:
+        await bus.close()
+
+
+def test_work_queued_before_its_function_is_registered_starts_a_worker_at_registration(
+    client: httpx.Client, platform: Platform
+) -> None:
+    # queued straight on the bus: no wake is sent, and the controller does not know the function
+    activation = asyncio.run(_queue(platform, "early"))
+    deploy(client, "early", NOOP, min_scale=0)
+    record = wait_activation(client, activation, timeout=60)
+    assert record["status"] == "success", record
+    assert client.get(f"/v1/activations/{activation}/result").json()["result"] == {"early": True}
+
+
+def test_a_removed_function_draining_does_not_hold_up_another_functions_first_call(
+    client: httpx.Client, platform: Platform
+) -> None:
+    deploy(client, "draining", SLEEPY, min_scale=1)  # an async call sends no wake
+    r = client.post("/v1/functions/draining/invoke?async=true", json={"s": SLOW_S})
+    assert r.status_code == 202, r.text
+    slow = r.json()["activation_id"]
+    wait_for(
+        lambda: client.get(f"/v1/activations/{slow}").json().get("status") == "running",
+        timeout=60,
+    )
+    assert client.delete("/v1/functions/draining").status_code == 204
+    # the removed function's worker drains its run; meanwhile a new function is registered,
+    # woken by its first call and answers it
+    deploy(client, "next", NOOP, min_scale=0)
+    r = client.post("/v1/functions/next/invoke", json={"n": 1}, timeout=60)
+    assert r.status_code == 200 and r.json() == {"n": 1}, r.text
+    assert client.get(f"/v1/activations/{slow}").json()["status"] == "running"
+    # and the drained run still completes, once
+    record = wait_activation(client, slow, timeout=60)
+    assert record["status"] == "success" and record["attempts"] == 1, record
+
+
+def test_the_fork_server_has_the_model_plugins_imported(platform: Platform) -> None:
+    [server] = wait_for(lambda: ready_servers(platform), 90)
+    maps = Path(f"/proc/{server}/maps").read_text()
+    # scikit-learn's compiled extensions, mapped once here and shared by every forked worker
+    assert "/sklearn/" in maps
