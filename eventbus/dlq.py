@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from eventbus.codec import from_structured_json, to_structured_json
 from eventbus.connection import Bus
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
+from eventbus.namespaces import namespace_of
 from eventbus.publish import MSG_ID_HEADER
 from eventbus.subjects import dlq_subject
 from eventbus.types import DLQ_STREAM, CloudEvent
@@ -32,6 +33,12 @@ class DeadLetter(BaseModel):
     attempts: int
     time: datetime
     activation_id: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """The namespace whose letter it is: its target's (a function or a subscription, named
+        as stored); the platform's own (a storage bridge's) are `default`'s."""
+        return namespace_of(self.target)
 
     def cloud_event(self) -> CloudEvent:
         """The original CloudEvent, decoded."""
@@ -70,21 +77,25 @@ async def dead_letter(
     )
 
 
-async def get_dead_letter(bus: Bus, seq: int) -> DeadLetter:
-    """One dead letter by its stream sequence."""
+async def get_dead_letter(bus: Bus, seq: int, *, namespace: str | None = None) -> DeadLetter:
+    """One dead letter by its stream sequence; with ``namespace``, only one of that
+    namespace's (another's is not found, as if it were not there)."""
     try:
         msg = await bus.js.get_msg(DLQ_STREAM, seq)
     except NotFoundError as exc:
         raise DeepfaasNotFoundError(f"no dead letter {seq}", seq=seq) from exc
     letter = DeadLetter.model_validate_json(msg.data or b"{}")
     letter.seq = seq
+    if namespace is not None and letter.owner != namespace:
+        raise DeepfaasNotFoundError(f"no dead letter {seq}", seq=seq)
     return letter
 
 
 async def list_dead_letters(
-    bus: Bus, *, limit: int = 50, target: str | None = None
+    bus: Bus, *, limit: int = 50, target: str | None = None, namespace: str | None = None
 ) -> list[DeadLetter]:
-    """The newest dead letters first, optionally for one target (function or subscription)."""
+    """The newest dead letters first, optionally for one target (function or subscription,
+    named as stored) and only those of ``namespace``."""
     info = await bus.js.stream_info(DLQ_STREAM)
     first, last = int(info.state.first_seq), int(info.state.last_seq)
     found: list[DeadLetter] = []
@@ -95,7 +106,9 @@ async def list_dead_letters(
         except DeepfaasNotFoundError:
             seq -= 1
             continue
-        if target is None or letter.target == target:
+        if (target is None or letter.target == target) and (
+            namespace is None or letter.owner == namespace
+        ):
             found.append(letter)
         seq -= 1
     return found

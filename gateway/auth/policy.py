@@ -18,10 +18,9 @@ CONSOLE: Final = "/ui"
 CONSOLE_FRAGMENTS: Final = "/ui/x"
 #: catalog browsing: anonymous GET/HEAD; other methods need a key
 ANONYMOUS_READ_PREFIXES: Final = ("/v1/catalog", "/v2/models")
-#: platform-wide resources (dead letters, runtimes, deployments): the operator's only; buckets,
+#: platform-wide resources (runtimes, deployments): the operator's only; buckets, dead letters,
 #: subscriptions and events belong to namespaces, and their routes check the owner
 DEFAULT_ONLY_PREFIXES: Final = (
-    "/v1/dlq",
     "/v1/runtimes",
     "/v1/deployments",
 )

@@ -1,4 +1,5 @@
-"""The operator's pages (dead letters, runtimes, deployments) and the invocation rate charts."""
+"""Dead letters (each namespace's own), the operator's pages (runtimes, deployments) and the
+invocation rate charts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Request, Response
 
-from eventbus.dlq import list_dead_letters
+from eventbus.dlq import DeadLetter, list_dead_letters
 from eventbus.namespaces import local_name
 from gateway.auth.access import namespace, qualified
 from gateway.console.render import FRAGMENTS, FragmentRoute, fragment, operator_only
@@ -26,20 +27,23 @@ router = APIRouter(prefix=FRAGMENTS, route_class=FragmentRoute, include_in_schem
 RATE_SCAN: Final = 5000
 
 
+async def _letters(request: Request) -> list[DeadLetter]:
+    bus = state_of(request).bus
+    return await list_dead_letters(bus, limit=100, namespace=ops_api.visible_to(request))
+
+
 @router.get("/dlq")
 async def list_dlq(request: Request) -> Response:
-    """Dead letters, newest first (the platform's: the default namespace's page)."""
-    operator_only(request, "/v1/dlq")
-    letters = await list_dead_letters(state_of(request).bus, limit=100)
+    """The namespace's dead letters, newest first (the default namespace sees all)."""
+    letters = await _letters(request)
     return fragment(request, "dlq_list.html", letters=letters)
 
 
 @router.post("/dlq/{seq}/replay")
 async def replay(request: Request, seq: StreamSeq) -> Response:
     """Queue the letter's invocation again as a new activation; the letter goes."""
-    operator_only(request, "/v1/dlq")
     accepted = await ops_api.replay_dlq(request, seq)
-    letters = await list_dead_letters(state_of(request).bus, limit=100)
+    letters = await _letters(request)
     return fragment(
         request, "dlq_list.html", letters=letters, replayed=(seq, accepted.activation_id)
     )

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from eventbus.dlq import DeadLetter, delete_dead_letter, get_dead_letter, list_dead_letters
 from eventbus.errors import NotFoundError
 from eventbus.invocations import enqueue, new_invocation
+from eventbus.namespaces import DEFAULT_NAMESPACE
 from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
+from gateway.auth.access import namespace, qualified
 from gateway.auth.types import Principal
 from gateway.bodies import Accepted
 from gateway.params import StreamSeq
@@ -54,20 +56,36 @@ async def metrics(request: Request) -> Response:
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+def visible_to(request: Request) -> str | None:
+    """Whose dead letters the caller sees: its namespace's (None: the operator sees all)."""
+    ns = namespace(request)
+    return None if ns == DEFAULT_NAMESPACE else ns
+
+
+async def own_letter(request: Request, seq: int) -> DeadLetter:
+    """Dead letter ``seq`` if the caller may see it (another namespace's is a 404)."""
+    return await get_dead_letter(state_of(request).bus, seq, namespace=visible_to(request))
+
+
 @router.get("/v1/dlq", response_model=list[DeadLetter], tags=["dead letters"])
 async def list_dlq(
     request: Request,
-    function: Annotated[str | None, Query(description="only this function's")] = None,
+    function: Annotated[
+        str | None, Query(max_length=300, description="only this function's (or subscription's)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[DeadLetter]:
-    """Dead letters, newest first."""
-    return await list_dead_letters(state_of(request).bus, limit=limit, target=function)
+    """Dead letters of the caller's namespace (the default namespace: all), newest first."""
+    target = qualified(request, function) if function is not None else None
+    return await list_dead_letters(
+        state_of(request).bus, limit=limit, target=target, namespace=visible_to(request)
+    )
 
 
 @router.get("/v1/dlq/{seq}", response_model=DeadLetter, tags=["dead letters"])
 async def get_dlq(request: Request, seq: StreamSeq) -> DeadLetter:
     """One dead letter with its error, traceback and original event."""
-    return await get_dead_letter(state_of(request).bus, seq)
+    return await own_letter(request, seq)
 
 
 @router.post(
@@ -76,7 +94,7 @@ async def get_dlq(request: Request, seq: StreamSeq) -> DeadLetter:
 async def replay_dlq(request: Request, seq: StreamSeq) -> Accepted:
     """Queue the dead letter's invocation again, as a new activation; the letter is removed."""
     state = state_of(request)
-    letter = await get_dead_letter(state.bus, seq)
+    letter = await own_letter(request, seq)
     if letter.kind not in ("invoke", "dispatch"):
         raise NotFoundError(f"dead letter {seq} is not an invocation", seq=seq)
     state.cache.get(letter.target)
@@ -105,6 +123,6 @@ async def replay_dlq(request: Request, seq: StreamSeq) -> Accepted:
 async def delete_dlq(request: Request, seq: StreamSeq) -> Response:
     """Discard a dead letter (404 when there is none at ``seq``)."""
     # JetStream answers a delete past the stream's end with a store error, not "not found"
-    await get_dead_letter(state_of(request).bus, seq)
+    await own_letter(request, seq)
     await delete_dead_letter(state_of(request).bus, seq)
     return Response(status_code=204)

@@ -287,3 +287,54 @@ def test_default_still_answers_and_its_records_are_untouched(
         for row in rows:
             again = admin.get(f"/v1/activations/{row['id']}").json()
             assert again["status"] == row["status"] and again.get("end") == row.get("end")
+
+
+BOOM = "def main(args):\n    raise ValueError('boom')\n"
+
+
+def _dead_letter(client: httpx.Client, fn: str) -> dict[str, Any]:
+    spec = {"handler": "main", "code": BOOM, "max_attempts": 1}
+    assert client.put(f"/v1/functions/{fn}", json=spec).is_success
+    accepted = client.post(f"/v1/functions/{fn}/invoke", params={"async": "true"}, json={})
+    assert accepted.status_code == 202, accepted.text
+    activation = accepted.json()["activation_id"]
+    letters = wait_for(
+        lambda: [
+            d
+            for d in client.get("/v1/dlq", params={"function": fn}).json()
+            if d["activation_id"] == activation
+        ],
+        timeout=90,
+    )
+    letter: dict[str, Any] = letters[0]
+    return letter
+
+
+def test_each_namespace_sees_and_replays_only_its_own_dead_letters(
+    platform: Platform, tenant: dict
+) -> None:
+    b: httpx.Client = tenant["client"]
+    with platform.client(timeout=60) as admin:
+        theirs = _dead_letter(admin, "victim-boom")
+        mine = _dead_letter(b, "b-boom")
+        assert mine["target"] == "tenant-b=b-boom"
+        seen = {d["seq"] for d in b.get("/v1/dlq", params={"limit": 200}).json()}
+        assert mine["seq"] in seen and theirs["seq"] not in seen
+        assert not b.get("/v1/dlq", params={"function": "victim-boom"}).json()
+        seq = theirs["seq"]
+        for refused in (
+            b.get(f"/v1/dlq/{seq}"),
+            b.post(f"/v1/dlq/{seq}/replay"),
+            b.delete(f"/v1/dlq/{seq}"),
+            b.post(f"/ui/x/dlq/{seq}/replay"),  # the console's replay button
+        ):
+            assert refused.status_code == 404, refused.text
+        assert "victim-boom" not in b.get("/ui/x/dlq").text
+        assert admin.get(f"/v1/dlq/{seq}").status_code == 200  # still there, unchanged
+        everything = {d["seq"] for d in admin.get("/v1/dlq", params={"limit": 200}).json()}
+        assert {seq, mine["seq"]} <= everything  # the operator sees every namespace's
+        replayed = b.post(f"/v1/dlq/{mine['seq']}/replay")
+        assert replayed.status_code == 202, replayed.text
+        record = wait_activation(b, replayed.json()["activation_id"], timeout=90)
+        assert record["function"] == "b-boom" and record["namespace"] == "tenant-b"
+        assert b.get(f"/v1/dlq/{mine['seq']}").status_code == 404  # replayed letters go

@@ -90,8 +90,9 @@ def test_policy() -> None:
     assert is_anonymous("GET", "/v1/catalog/modules") and is_anonymous("HEAD", "/v2/models/x")
     assert not is_anonymous("POST", "/v1/catalog/modules")
     assert not is_anonymous("GET", "/v1/catalogue") and not is_anonymous("GET", "/v1/functions")
-    assert allowed("default", "/v1/dlq/x") and not allowed("team", "/v1/dlq/x")
-    for owned in ("/v1/buckets/x", "/v1/subscriptions", "/v1/events", "/v1/events/stream"):
+    assert allowed("default", "/v1/runtimes/x") and not allowed("team", "/v1/runtimes/x")
+    owned_paths = ("/v1/buckets/x", "/v1/subscriptions", "/v1/events", "/v1/events/stream")
+    for owned in (*owned_paths, "/v1/dlq", "/v1/dlq/3/replay"):
         assert allowed("team", owned)  # the routes check the owner
     assert not allowed("team", "/v1/functions/f/runtime") and allowed("team", "/v1/functions/f")
     assert is_invocation("POST", "/v1/functions/f/invoke")
