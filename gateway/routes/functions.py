@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import nats.errors
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 
-from eventbus.errors import ValidationFailedError
+from eventbus.errors import BusUnavailableError, ValidationFailedError
 from eventbus.namespaces import belongs, local_name
 from eventbus.subjects import control_subject
 from gateway.auth.access import namespace, qualified
@@ -108,6 +109,8 @@ async def list_instances(request: Request, name: str = NamePath) -> list[Instanc
     await state.registry.get(name)
     try:
         reply = await state.bus.nc.request(control_subject("instances", name), b"", timeout=2)
-    except Exception:
-        return []
+    except (nats.errors.Error, TimeoutError) as exc:  # not "none": nobody could say
+        raise BusUnavailableError(
+            f"the controller did not answer for {name!r}'s instances: {type(exc).__name__}"
+        ) from exc
     return [Instance.model_validate(item) for item in orjson.loads(reply.data)]

@@ -21,7 +21,7 @@ import pytest
 from eventbus.server import EmbeddedNats
 from tests.e2e.functions import NOOP
 from tests.e2e.test_invoke import deploy
-from tests.support import Platform, start_platform, wait_for
+from tests.support import Platform, instances, start_platform, wait_for
 
 SITES = """
 version: 1
@@ -66,7 +66,7 @@ def parent_of(pid: int) -> int:
 
 
 def deploy_workers(client: httpx.Client) -> list[int]:
-    return [i["pid"] for i in client.get("/v1/functions/deploy/instances").json()]
+    return [i["pid"] for i in instances(client, "deploy")]
 
 
 def a_deploy_worker(client: httpx.Client) -> list[int]:

@@ -19,12 +19,12 @@ from eventbus.types import INVOCATIONS_STREAM
 from tests.e2e.functions import FAILING, RECORDING, SLEEPY
 from tests.e2e.test_cli_errors import cli
 from tests.e2e.test_invoke import deploy
-from tests.support import Platform, wait_activation, wait_for
+from tests.support import Platform, instances, wait_activation, wait_for
 
 
 def ready_instances(client: httpx.Client, name: str, count: int = 1) -> list[dict[str, Any]]:
     def ready() -> list[dict[str, Any]] | None:
-        items = client.get(f"/v1/functions/{name}/instances").json()
+        items = instances(client, name)
         live = [i for i in items if i["ready"] and not i["stopping"]]
         return live if len(live) >= count else None
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from eventbus.server import EmbeddedNats
-from tests.support import Platform, start_platform, wait_for
+from tests.support import Platform, instances, start_platform, wait_for
 
 ECHO = "def main(params):\n    return params\n"
 
@@ -58,7 +58,7 @@ def deploy_and_call(client: httpx.Client, name: str, value: int) -> int:
     reply = client.post(f"/v1/functions/{name}/invoke", json={"x": value}, timeout=60)
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"x": value}
-    [instance] = client.get(f"/v1/functions/{name}/instances").json()
+    [instance] = instances(client, name)
     return int(instance["pid"])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.test_invoke import deploy
-from tests.support import Platform, wait_activation, wait_for
+from tests.support import Platform, instances, wait_activation, wait_for
 
 VERSIONED = """
 import time
@@ -77,7 +77,7 @@ def test_rolling_update_loses_no_invocation(client: httpx.Client, platform: Plat
         deploy(client, "roll", _code("new"), min_scale=1, max_scale=2, concurrency=4)
 
         def rolled() -> bool:
-            items = client.get("/v1/functions/roll/instances").json()
+            items = instances(client, "roll")
             return bool(items) and all(i["version"] == 2 for i in items)
 
         wait_for(rolled, timeout=60)

@@ -23,7 +23,7 @@ from eventbus.server import EmbeddedNats
 from tests.e2e.functions import NOOP, RECORDING
 from tests.e2e.test_faults import recorded
 from tests.e2e.test_invoke import deploy
-from tests.support import Platform, start_platform, wait_activation, wait_for
+from tests.support import Platform, instances, start_platform, wait_activation, wait_for
 
 IDLE_S = 1.0
 GPU_WAIT_S = 2.0
@@ -103,7 +103,7 @@ def test_first_invocation_scales_from_zero_and_idle_releases_it(
     assert runtime(platform, "zero")["workers"] == 1  # type: ignore[index]
     released = wait_runtime(platform, "zero", workers=0, status="idle")
     assert released["desired"] == 0
-    wait_for(lambda: client.get("/v1/functions/zero/instances").json() == [])  # drained
+    wait_for(lambda: instances(client, "zero") == [])  # drained
     again = client.post("/v1/functions/zero/invoke", json={"n": 2})
     assert again.status_code == 200 and again.json() == {"n": 2}
     second = record_of(client, again)
@@ -173,8 +173,8 @@ def test_gpu_workers_each_get_their_own_gpu(client: httpx.Client, platform: Plat
     deploy(client, "on-a100", CUDA_ENV, gpu=1, gpu_model="A100", min_scale=2, max_scale=2)
     state = wait_runtime(platform, "on-a100", ready=2)
     assert state["gpus"] == [0, 1]
-    instances = client.get("/v1/functions/on-a100/instances").json()
-    assert sorted(tuple(i["gpus"]) for i in instances) == [(0,), (1,)]
+    workers = instances(client, "on-a100")
+    assert sorted(tuple(i["gpus"]) for i in workers) == [(0,), (1,)]
     seen = {client.post("/v1/functions/on-a100/invoke", json={}).json()["cuda"] for _ in range(20)}
     assert seen <= {"0", "1"} and seen
     assert client.delete("/v1/functions/on-a100").status_code == 204

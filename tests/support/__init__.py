@@ -6,12 +6,19 @@ wait_for, eventually`` (this replaces the old ``bench.harness``, which is gone).
 """
 
 from tests.support.eventually import eventually, wait_for
-from tests.support.platform import Platform, embedded_nats, start_platform, wait_activation
+from tests.support.platform import (
+    Platform,
+    embedded_nats,
+    instances,
+    start_platform,
+    wait_activation,
+)
 
 __all__ = [
     "Platform",
     "embedded_nats",
     "eventually",
+    "instances",
     "start_platform",
     "wait_activation",
     "wait_for",

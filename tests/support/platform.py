@@ -141,3 +141,17 @@ def wait_activation(
         return None
 
     return wait_for(done, timeout)
+
+
+def instances(client: httpx.Client, function: str) -> list[dict[str, Any]]:
+    """The function's worker processes as the controller reports them (asked again while the
+    controller does not answer: a 503)."""
+
+    def answered() -> list[list[dict[str, Any]]] | None:
+        r = client.get(f"/v1/functions/{function}/instances")
+        if r.status_code == 503:
+            return None
+        assert r.status_code == 200, r.text
+        return [r.json()]
+
+    return wait_for(answered, 30)[0]
