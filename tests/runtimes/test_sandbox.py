@@ -129,7 +129,7 @@ async def test_a_runner_starts_without_pydantic_and_loads_it_when_a_handler_need
         "HEAVY = ('pydantic', 'pydantic_core', 'eventbus.types', 'runtimes.types',\n"
         "         'eventbus.storage')\n"
         "def main(args, ctx):\n"
-        "    loaded = [m for m in HEAVY if m in sys.modules]\n"
+        "    loaded = [m for m in sys.modules if m in HEAVY or m.startswith('__editable__')]\n"
         "    if not args.get('look'):\n"
         "        return loaded\n"
         "    from eventbus.types import CloudEvent\n"
