@@ -31,7 +31,11 @@ def platform(
     nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     started = start_platform(
-        nats_server, Path(tmp_path_factory.mktemp("cold")), reconcile_s=3600, prewarm=0
+        nats_server,
+        Path(tmp_path_factory.mktemp("cold")),
+        reconcile_s=3600,
+        prewarm=0,
+        preload_models="true",
     )
     yield started
     started.stop()

@@ -98,6 +98,9 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
         "DEEPFAAS_BUILTINS": "",  # tests register what they use; `builtins="inference"` adds
         "PYTHONUNBUFFERED": "1",
     }
+    # the fork server's import of the model frameworks (~2 s of CPU) only where models run
+    models = {"inference", "retrain"} & set(str(settings.get("builtins", "")).split(","))
+    env["DEEPFAAS_PRELOAD_MODELS"] = "true" if models else "false"
     env.update({f"DEEPFAAS_{k.upper()}": str(v) for k, v in settings.items()})
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "platform.log"
