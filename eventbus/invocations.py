@@ -53,14 +53,9 @@ def new_invocation(
 
 
 async def enqueue(bus: Bus, invocation: CloudEvent, *, timeout: float = 5.0) -> PubAck:
-    """Put an invocation on its function's work queue; the same activation id is queued once."""
-    if invocation.subject is None:
-        raise ValueError("an invocation names its function in `subject`")
-    headers, body = to_nats(invocation)
-    headers[MSG_ID_HEADER] = invocation.id
-    return await bus.js.publish(
-        invoke_subject(invocation.subject), body, timeout=timeout, headers=headers
-    )
+    """Put an invocation on its function's work queue; the same activation id is queued once
+    (acks pipelined, `Bus.pipeline`: `js.publish`'s errors)."""
+    return await (await _send(bus, invocation, timeout))
 
 
 async def enqueue_many(
@@ -72,13 +67,31 @@ async def enqueue_many(
     de-duplicated)."""
     outcome: list[BaseException | None] = []
     for start in range(0, len(invocations), window):
-        chunk = invocations[start : start + window]
+        sent: list[asyncio.Future[PubAck] | BaseException] = []
+        for invocation in invocations[start : start + window]:
+            try:
+                sent.append(await _send(bus, invocation, timeout))
+            except Exception as exc:  # not written: this input's outcome, the others go on
+                sent.append(exc)
         acks = await asyncio.gather(
-            *(enqueue(bus, invocation, timeout=timeout) for invocation in chunk),
-            return_exceptions=True,
+            *(s for s in sent if not isinstance(s, BaseException)), return_exceptions=True
         )
-        outcome += [ack if isinstance(ack, BaseException) else None for ack in acks]
+        answers = iter(acks)
+        for each in sent:
+            answer = each if isinstance(each, BaseException) else next(answers)
+            outcome.append(answer if isinstance(answer, BaseException) else None)
     return outcome
+
+
+async def _send(bus: Bus, invocation: CloudEvent, timeout: float) -> asyncio.Future[PubAck]:
+    """Write an invocation's publish; the future of its ack."""
+    if invocation.subject is None:
+        raise ValueError("an invocation names its function in `subject`")
+    headers, body = to_nats(invocation)
+    headers[MSG_ID_HEADER] = invocation.id
+    return await bus.pipeline.send(
+        invoke_subject(invocation.subject), body, headers=headers, timeout=timeout
+    )
 
 
 def invocation_input(invocation: CloudEvent) -> Any:
