@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from eventbus.dlq import DeadLetter, delete_dead_letter, get_dead_letter, list_dead_letters
 from eventbus.errors import NotFoundError
 from eventbus.invocations import enqueue, new_invocation
-from eventbus.namespaces import DEFAULT_NAMESPACE
+from eventbus.namespaces import DEFAULT_NAMESPACE, SEPARATOR
 from eventbus.types import EVENTS_STREAM, INVOCATIONS_STREAM
-from gateway.auth.access import namespace, qualified
+from gateway.auth.access import namespace
 from gateway.auth.types import Principal
 from gateway.bodies import Accepted
 from gateway.params import StreamSeq
@@ -76,7 +76,11 @@ async def list_dlq(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[DeadLetter]:
     """Dead letters of the caller's namespace (the default namespace: all), newest first."""
-    target = qualified(request, function) if function is not None else None
+    ns = namespace(request)
+    # the target as stored (any string: a name that cannot exist has no letters)
+    target = (
+        function if function is None or ns == DEFAULT_NAMESPACE else f"{ns}{SEPARATOR}{function}"
+    )
     return await list_dead_letters(
         state_of(request).bus, limit=limit, target=target, namespace=visible_to(request)
     )

@@ -321,6 +321,10 @@ def test_each_namespace_sees_and_replays_only_its_own_dead_letters(
         seen = {d["seq"] for d in b.get("/v1/dlq", params={"limit": 200}).json()}
         assert mine["seq"] in seen and theirs["seq"] not in seen
         assert not b.get("/v1/dlq", params={"function": "victim-boom"}).json()
+        for odd in ("", "a=b", "x\u0000y", "é" * 300):  # names no letter has: none, no 500
+            for caller in (admin, b):
+                r = caller.get("/v1/dlq", params={"function": odd})
+                assert r.status_code == 200 and r.json() == [], r.text
         seq = theirs["seq"]
         for refused in (
             b.get(f"/v1/dlq/{seq}"),
