@@ -118,8 +118,6 @@ class Dispatcher:
         self._replaying = False
         #: when this dispatcher learned each trigger (a replay's start when it has no stamp)
         self._learned: dict[str, datetime] = {}
-        #: the subjects each trigger's events are on (None: any)
-        self._wants: dict[str, frozenset[str] | None] = {}
         self.event_schedules: dict[str, EventSchedule] = {}
         self.scheduler = Scheduler(
             bus,
@@ -171,12 +169,16 @@ class Dispatcher:
     def reads_what_triggers_want(self) -> bool:
         """Whether the consumer's filter, as last written, is the one the known triggers want,
         and no replay is under way."""
-        return not self._replaying and self.reading == consumer_filter(self._wants.values())
+        return not self._replaying and self.reading == consumer_filter(self._subjects().values())
+
+    def _subjects(self) -> dict[str, frozenset[str] | None]:
+        prefix = self.bus.prefix
+        return {name: trigger_subjects(t, prefix) for name, t in self.triggers.items()}
 
     async def _follow_triggers(self) -> None:
         """Filter the consumer on what the triggers want; replay what it skipped for the
         triggers that want a subject it did not read."""
-        wanted = dict(self._wants)
+        wanted = self._subjects()
         target = consumer_filter(wanted.values())
         if target == self.reading:
             return
@@ -387,14 +389,12 @@ class Dispatcher:
                 continue
             self.triggers[name] = trigger
             self._learned[name] = datetime.now(UTC)
-            self._wants[name] = trigger_subjects(trigger, self.bus.prefix)
         self._refilter.set()
 
     def _drop_trigger(self, name: str) -> None:
         self.index.remove(name)
         self.triggers.pop(name, None)
         self._learned.pop(name, None)
-        self._wants.pop(name, None)
 
     def _load_event_schedules(self, values: dict[str, bytes], snapshot: bool) -> None:
         if snapshot:
