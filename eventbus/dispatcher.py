@@ -7,13 +7,6 @@ worker's claim after. An event is acknowledged only once every invocation it cau
 
 Scheduled triggers (and event schedules) are fired by the `Scheduler` each dispatcher runs:
 ticks come from the clock the settings name, and each tick is claimed once across dispatchers.
-
-The durable consumer reads only the subjects some trigger can match (`eventbus.dispatch_filter`),
-updated as triggers change. An event stored on a subject while the consumer did not read it is
-skipped by the server for good, so when a trigger brings a subject the consumer did not read,
-the dispatcher replays that subject from a little before the trigger was written up to where
-the consumer stands, for that trigger alone: an event published after a trigger's creation is
-matched by it, whichever dispatcher (replicas each follow the bucket) wrote the filter last.
 """
 
 from __future__ import annotations
@@ -25,7 +18,7 @@ import gc
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -33,20 +26,12 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
-from nats.js.errors import NotFoundError as JsNotFoundError
 
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_structured_json
 from eventbus.connection import Bus
 from eventbus.consume import fetch_batch
 from eventbus.credentials import BusAuth
-from eventbus.dispatch_filter import (
-    EVERYTHING,
-    Subjects,
-    consumer_filter,
-    trigger_subjects,
-    uncovered,
-)
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.filters import FilterIndex
@@ -72,8 +57,6 @@ log = logging.getLogger(__name__)
 DURABLE: Final = "dispatcher"
 SKIPPED_SUFFIX: Final = "trigger.skipped"
 STATS_SUBJECT: Final = DISPATCHER_STATS
-#: a replay starts this long before its trigger was written (clocks of two machines)
-REPLAY_MARGIN: Final = timedelta(seconds=5)
 
 
 class Dispatcher:
@@ -99,9 +82,6 @@ class Dispatcher:
         self.triggers: dict[str, Trigger] = {}
         self.functions: set[str] = set()
         self.stats: Counter[str] = Counter()
-        #: the same figures for replayed events (kept apart: a replay may meet an event the
-        #: consumer delivered too, whose invocations are then duplicates)
-        self.replay_stats: Counter[str] = Counter()
         self._skipped_type = bus.event_type(SKIPPED_SUFFIX)
         self._activation_prefix = bus.event_type("activation.")
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,12 +92,6 @@ class Dispatcher:
         #: the last KV revision each watch has applied, and a signal on every step
         self._applied: dict[str, int] = {}
         self._watch_step = asyncio.Event()
-        #: the consumer's filter as this dispatcher last wrote it, and a nudge to write it again
-        self.reading: Subjects = EVERYTHING
-        self._refilter = asyncio.Event()
-        self._replaying = False
-        #: when this dispatcher learned each trigger (a replay's start when it has no stamp)
-        self._learned: dict[str, datetime] = {}
         self.event_schedules: dict[str, EventSchedule] = {}
         self.scheduler = Scheduler(
             bus,
@@ -146,48 +120,9 @@ class Dispatcher:
         except BaseException:
             await self.stop()
             raise
-        try:
-            info = await self.bus.js.consumer_info(EVENTS_STREAM, DURABLE)
-            self.reading = _filter_of(info.config)
-        except JsNotFoundError:
-            self.reading = ()  # a new consumer starts at the stream's first event
-        await self._follow_triggers()
-        self._pull = await self.bus.js.pull_subscribe(
-            ALL_EVENTS, durable=DURABLE, stream=EVENTS_STREAM
-        )
-        self._stats_sub = await self.bus.nc.subscribe(STATS_SUBJECT, cb=self._on_stats)
-        self._tasks.append(asyncio.create_task(self._consume(), name="dispatch"))
-        self._tasks.append(asyncio.create_task(self._refilter_loop(), name="refilter"))
-        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="schedule"))
-        log.info(
-            "dispatcher started: %d triggers, %d functions", len(self.index), len(self.functions)
-        )
-
-    # -- what the consumer reads -----------------------------------------------------------
-
-    @property
-    def reads_what_triggers_want(self) -> bool:
-        """Whether the consumer's filter, as last written, is the one the known triggers want,
-        and no replay is under way."""
-        return not self._replaying and self.reading == consumer_filter(self._subjects().values())
-
-    def _subjects(self) -> dict[str, frozenset[str] | None]:
-        prefix = self.bus.prefix
-        return {name: trigger_subjects(t, prefix) for name, t in self.triggers.items()}
-
-    async def _follow_triggers(self) -> None:
-        """Filter the consumer on what the triggers want; replay what it skipped for the
-        triggers that want a subject it did not read."""
-        wanted = self._subjects()
-        target = consumer_filter(wanted.values())
-        if target == self.reading:
-            return
-        before = self.reading
-        single = len(target) == 1
         config = ConsumerConfig(
             durable_name=DURABLE,
-            filter_subject=target[0] if single else None,
-            filter_subjects=None if single else list(target),
+            filter_subject=ALL_EVENTS,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
@@ -195,90 +130,18 @@ class Dispatcher:
             max_ack_pending=max(1000, self.batch * 4),
         )
         try:
-            info = await self.bus.js.add_consumer(EVENTS_STREAM, config)
+            await self.bus.js.add_consumer(EVENTS_STREAM, config)
         except BadRequestError as exc:  # a field that cannot change: keep the consumer as it is
             log.warning("dispatcher consumer kept as it was: %s", exc)
-            info = await self.bus.js.consumer_info(EVENTS_STREAM, DURABLE)
-        self.reading = _filter_of(info.config)
-        log.info("dispatcher reads %s", ", ".join(self.reading))
-        if not before:
-            return  # a new consumer: it reads from the first event on
-        missed: dict[str, frozenset[str]] = {}
-        for name, subjects in wanted.items():
-            skipped = uncovered(subjects, before)
-            if skipped and not uncovered(subjects, self.reading):
-                missed[name] = skipped
-        if missed:
-            self._replaying = True
-            try:
-                await self._replay(missed)
-            finally:
-                self._replaying = False
-
-    async def _refilter_loop(self) -> None:
-        while True:
-            await self._refilter.wait()
-            self._refilter.clear()
-            try:
-                await self._follow_triggers()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the bus away: try again, the triggers are still known
-                log.warning("dispatcher filter not updated (%s); trying again", exc)
-                await asyncio.sleep(self.backoff.delay(1))
-                self._refilter.set()
-
-    async def _replay(self, missed: dict[str, frozenset[str]]) -> None:
-        """Dispatch, for these triggers only, the events on the subjects the consumer did not
-        read, from a little before each trigger was written to the stream's end.
-
-        To the end, not to where the consumer stood when its filter changed: a pull under way
-        may still skip past events with the old filter after the update's answer (seen with
-        nats-server 2.15). What the consumer delivers too is enqueued twice under one
-        activation id, so JetStream stores it once (`replay_stats` counts the duplicates)."""
-        subjects = sorted({s for each in missed.values() for s in each})
-        since = min(self._written(name) for name in missed) - REPLAY_MARGIN
-        only = set(missed)
-        log.info("replaying %s since %s for %s", subjects, since, sorted(only))
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=since,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=30.0,
-            filter_subjects=subjects if len(subjects) > 1 else None,
+        self._pull = await self.bus.js.pull_subscribe(
+            ALL_EVENTS, durable=DURABLE, stream=EVENTS_STREAM
         )
-        sub = await self.bus.js.pull_subscribe(subjects[0], stream=EVENTS_STREAM, config=config)
-        try:
-            done = False
-            while not done and not self._stopping.is_set():
-                msgs = await fetch_batch(sub, self.batch, timeout=0.5)
-                done = not msgs
-                for msg in msgs:
-                    await self._replay_one(msg, only)
-                    if not msg.metadata.num_pending:
-                        done = True
-                        break
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _replay_one(self, msg: Msg, only: set[str]) -> None:
-        attempt = 0
-        while not self._stopping.is_set():
-            attempt += 1
-            outcome = await self._dispatch(msg, only, self.replay_stats)
-            if outcome is None:
-                self.replay_stats["events_replayed"] += 1
-                return
-            await asyncio.sleep(self.backoff.delay(attempt))
-
-    def _written(self, name: str) -> datetime:
-        """When a trigger was written: its stamp, or (none, or one ahead of this clock) when
-        this dispatcher learned it."""
-        learned = self._learned.get(name, datetime.now(UTC))
-        trigger = self.triggers.get(name)
-        stamp = (trigger.updated or trigger.created) if trigger is not None else None
-        return stamp if stamp is not None and stamp <= learned else learned
+        self._stats_sub = await self.bus.nc.subscribe(STATS_SUBJECT, cb=self._on_stats)
+        self._tasks.append(asyncio.create_task(self._consume(), name="dispatch"))
+        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="schedule"))
+        log.info(
+            "dispatcher started: %d triggers, %d functions", len(self.index), len(self.functions)
+        )
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Stop consuming (the batch in hand gets ``grace`` seconds) and unsubscribe."""
@@ -388,13 +251,10 @@ class Dispatcher:
                 self._drop_trigger(name)
                 continue
             self.triggers[name] = trigger
-            self._learned[name] = datetime.now(UTC)
-        self._refilter.set()
 
     def _drop_trigger(self, name: str) -> None:
         self.index.remove(name)
         self.triggers.pop(name, None)
-        self._learned.pop(name, None)
 
     def _load_event_schedules(self, values: dict[str, bytes], snapshot: bool) -> None:
         if snapshot:
@@ -462,84 +322,69 @@ class Dispatcher:
 
     async def _handle(self, msg: Msg) -> None:
         self.stats["events_seen"] += 1
-        outcome = await self._dispatch(msg)
-        if outcome is None:
-            await msg.ack()
-        elif outcome == "invalid":
-            await msg.term()
-        else:
-            delay = self.backoff.delay(msg.metadata.num_delivered or 1)
-            log.warning("event %s; retrying in %.1f s", outcome, delay)
-            self.stats["events_retried"] += 1
-            await msg.nak(delay=delay)
-
-    async def _dispatch(
-        self, msg: Msg, only: set[str] | None = None, stats: Counter[str] | None = None
-    ) -> str | None:
-        """Fire the triggers (of ``only``, when given) an event matches: None when done,
-        ``invalid``, or why an enqueue failed (to try again)."""
-        stats = self.stats if stats is None else stats
         raw_type = (msg.headers or {}).get("ce-type")
         if raw_type and not _needs_decoding(raw_type) and not self.index.might_match_type(raw_type):
-            stats["events_unmatched"] += 1  # cheap path: no trigger can want this type
-            return None
+            self.stats["events_unmatched"] += 1  # cheap path: no trigger can want this type
+            await msg.ack()
+            return
         try:
             event = from_nats(msg.headers, msg.data)
             event_json = to_structured_json(event)
         except InvalidEventError as exc:
             log.warning("dropping an invalid event on %s: %s", msg.subject, exc)
-            stats["events_invalid"] += 1
-            return "invalid"
+            self.stats["events_invalid"] += 1
+            await msg.term()
+            return
         names = self.index.match(event)
         if names:
             namespace = event_namespace(event.extensions)
             names = {n for n in names if namespace_of(n) == namespace}
-        if only is not None:
-            names &= only
         if not names:
-            stats["events_unmatched"] += 1
-            return None
-        stats["events_matched"] += 1
+            self.stats["events_unmatched"] += 1
+            await msg.ack()
+            return
+        self.stats["events_matched"] += 1
         obj = storage_object(event)
-        fired = [self._fire(event, event_json, obj, self.triggers[n], stats) for n in sorted(names)]
+        fired = [self._fire(event, event_json, obj, self.triggers[n]) for n in sorted(names)]
         results = await asyncio.gather(*fired, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            return f"{event.id}: {len(failed)} of {len(results)} enqueues failed ({failed[0]})"
-        return None
+            attempt = msg.metadata.num_delivered or 1
+            delay = self.backoff.delay(attempt)
+            log.warning(
+                "event %s: %d of %d enqueues failed (%s); retrying in %.1f s",
+                event.id,
+                len(failed),
+                len(results),
+                failed[0],
+                delay,
+            )
+            self.stats["events_retried"] += 1
+            await msg.nak(delay=delay)
+            return
+        await msg.ack()
 
     async def _fire(
-        self,
-        event: CloudEvent,
-        event_json: bytes,
-        obj: dict[str, Any] | None,
-        trigger: Trigger,
-        stats: Counter[str] | None = None,
+        self, event: CloudEvent, event_json: bytes, obj: dict[str, Any] | None, trigger: Trigger
     ) -> None:
-        stats = self.stats if stats is None else stats
         invocation = invocation_for(self.bus, event, trigger, event_json=event_json, obj=obj)
         if not trigger.enabled:
-            await self._skip(event, trigger, invocation, "disabled", stats)
+            await self._skip(event, trigger, invocation, "disabled")
         elif event.type.startswith(self._activation_prefix) and (
             event.source == f"/functions/{trigger.function}"
         ):
-            await self._skip(event, trigger, invocation, "loop", stats)
+            await self._skip(event, trigger, invocation, "loop")
         elif not await self._function_exists(trigger.function):
-            await self._skip(event, trigger, invocation, "function_missing", stats)
+            await self._skip(event, trigger, invocation, "function_missing")
         else:
             ack = await enqueue(self.bus, invocation)
-            stats["invocations_duplicate" if ack.duplicate else "invocations_enqueued"] += 1
+            self.stats["invocations_duplicate" if ack.duplicate else "invocations_enqueued"] += 1
 
     async def _skip(
-        self,
-        event: CloudEvent,
-        trigger: Trigger,
-        invocation: CloudEvent,
-        reason: str,
-        stats: Counter[str],
+        self, event: CloudEvent, trigger: Trigger, invocation: CloudEvent, reason: str
     ) -> None:
         """Make a skipped match visible: a counter, a `trigger.skipped` event, a dead letter."""
-        stats[f"skipped_{reason}"] += 1
+        self.stats[f"skipped_{reason}"] += 1
         log.info("event %s: trigger %s skipped (%s)", event.id, trigger.name, reason)
         if event.type == self._skipped_type:
             return  # never report a skip of a skip notice: that could loop forever
@@ -573,13 +418,6 @@ class Dispatcher:
     async def _on_stats(self, msg: Msg) -> None:
         if msg.reply:
             await msg.respond(orjson.dumps(self.counters()))
-
-
-def _filter_of(config: ConsumerConfig) -> Subjects:
-    """The subjects a consumer's config reads."""
-    if config.filter_subjects:
-        return tuple(sorted(config.filter_subjects))
-    return (config.filter_subject,) if config.filter_subject else EVERYTHING
 
 
 def _needs_decoding(value: str) -> bool:

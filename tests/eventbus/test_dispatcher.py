@@ -9,12 +9,10 @@ from typing import Any
 
 import orjson
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
-from eventbus.dispatch_filter import EVERYTHING, NOTHING
 from eventbus.dispatcher import STATS_SUBJECT, Dispatcher
 from eventbus.dlq import list_dead_letters
 from eventbus.errors import ConflictError, NotFoundError
@@ -86,8 +84,7 @@ async def knows(d: Dispatcher, *names: str, version: int = 1) -> None:
     """Wait until the dispatcher's KV watch has indexed these triggers (at this version)."""
 
     async def indexed() -> bool:
-        known = all(n in d.index and d.triggers[n].version >= version for n in names)
-        return known and d.reads_what_triggers_want
+        return all(n in d.index and d.triggers[n].version >= version for n in names)
 
     await eventually(indexed)
 
@@ -319,7 +316,7 @@ async def test_disabled_trigger_and_missing_function_are_visible(
     await knows(dispatcher, "off", "orphan", "on")
     ev = storage_event()
     await publish_event(bus, ev)
-    await settled(dispatcher, 1)  # the skip notices: no trigger wants them, nor reads them
+    await settled(dispatcher, 2)  # the event and one of the skip notices at least
     assert [inv.extensions["trigger"] for _, _, inv in await invocations(bus)] == ["on"]
 
     async def notices() -> list[dict[str, Any]]:
@@ -364,9 +361,8 @@ async def test_trigger_and_function_changes_apply_while_running(
     await eventually(lambda: _has(dispatcher, "skipped_disabled"))
     await store.delete("late")
     await eventually(lambda: _forgot(dispatcher, "late"))
-    await eventually(lambda: dispatcher.reading == NOTHING)
     await publish_event(bus, storage_event("c.jpg"))
-    assert await _pending(bus) == (0, 0)  # no trigger left: the consumer does not read it
+    await eventually(lambda: _has(dispatcher, "events_unmatched"))
     assert len(await invocations(bus)) == 1 and "late" not in dispatcher.index
 
 
@@ -390,20 +386,14 @@ async def test_activation_events_can_trigger_but_not_their_own_function(
     await publish_event(bus, completed)
     await eventually(lambda: _has(dispatcher, "skipped_loop"))
     assert [inv.extensions["trigger"] for _, _, inv in await invocations(bus)] == ["after-train"]
-    # Bookkeeping events nobody asked for are not even read.
-    assert dispatcher.reading == ("events.activation.completed",)
+    # Bookkeeping events nobody asked for are acknowledged without decoding.
     await publish_event(
         bus, CloudEvent.create(type=f"{PREFIX}.activation.failed", source="/functions/x")
     )
-    assert await _pending(bus) == (0, 0)
+    await eventually(lambda: _has(dispatcher, "events_unmatched"))
 
 
 async def test_invalid_event_is_terminated_and_counted(bus: Bus, dispatcher: Dispatcher) -> None:
-    # a trigger with no type condition: the dispatcher reads every subject
-    await TriggerStore(bus).put(
-        Trigger(name="any", function="f", filters=[{"exact": {"source": "/x"}}])
-    )
-    await eventually(lambda: dispatcher.reading == EVERYTHING)
     await bus.js.publish("events.junk", b"not an event")
     await eventually(lambda: _has(dispatcher, "events_invalid"))
     info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
@@ -427,12 +417,6 @@ async def test_enqueue_failure_is_retried_until_it_succeeds(
     info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
     await eventually(lambda: _no_ack_pending(bus))
     assert info.num_pending == 0
-
-
-async def _pending(bus: Bus) -> tuple[int | None, int | None]:
-    """The dispatcher consumer's (pending, ack pending) messages."""
-    info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
-    return info.num_pending, info.num_ack_pending
 
 
 async def _no_ack_pending(bus: Bus) -> bool:
@@ -510,70 +494,6 @@ async def test_an_event_published_right_after_its_trigger_is_created_is_matched(
             )
     finally:
         await writer.close()
-
-    async def queued() -> bool:  # each delivered to the consumer, or replayed by the dispatcher
-        return (await bus.js.stream_info(INVOCATIONS_STREAM)).state.messages >= rounds
-
-    await eventually(queued)
-    await asyncio.sleep(0.1)
+    await settled(dispatcher, rounds)
     fired = sorted(inv.extensions["trigger"] for _, _, inv in await invocations(bus))
     assert fired == sorted(f"f{i}" for i in range(rounds))
-
-
-async def test_the_consumer_reads_only_what_the_triggers_can_match(
-    bus: Bus, dispatcher: Dispatcher
-) -> None:
-    store = TriggerStore(bus)
-    await store.put(Trigger(name="thumbs", function="f", bucket="images"))
-    await store.put(Trigger(name="done", function="f", event_types=[f"{PREFIX}.activation.x"]))
-    await store.put(
-        Trigger(name="shop", function="f", filters=[{"prefix": {"type": "com.shop.order"}}])
-    )
-    want = ("events.activation.x", "events.com.shop.>", "events.storage.object.created")
-    await eventually(lambda: dispatcher.reading == want)
-    info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
-    assert sorted(info.config.filter_subjects or []) == list(want)
-    await store.put(Trigger(name="all", function="f", filters=[{"exact": {"source": "/s"}}]))
-    await eventually(lambda: dispatcher.reading == EVERYTHING)
-    await store.delete("all")
-    await eventually(lambda: dispatcher.reading == want)
-
-
-async def test_events_the_consumer_skipped_before_their_trigger_widened_it_are_replayed(
-    bus: Bus,
-) -> None:
-    """A replica that does not know a new trigger yet may write a filter without its subject;
-    the server then skips that subject's events for good. The dispatcher that widens the
-    filter for the trigger replays them, for that trigger alone."""
-    await add_function(bus, "f")
-    store = TriggerStore(bus)
-    await store.put(Trigger(name="one", function="f", event_types=["x.one"]))
-    await store.put(Trigger(name="two", function="f", event_types=["x.two"]))
-    # the stale replica: a filter without x.two, and a pull that scans past its event
-    stale = ConsumerConfig(
-        durable_name="dispatcher",
-        filter_subject="events.x.one",
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=2,
-        max_deliver=-1,
-        max_ack_pending=1024,
-    )
-    await bus.js.add_consumer(EVENTS_STREAM, stale)
-    missed = CloudEvent.create(type="x.two", source="/t", data={})
-    await publish_event(bus, missed)
-    await publish_event(bus, CloudEvent.create(type="x.one", source="/t", data={}))
-    pull = await bus.js.pull_subscribe("events.x.one", durable="dispatcher", stream=EVENTS_STREAM)
-    [msg] = await pull.fetch(1, timeout=5)
-    await msg.ack()
-    await pull.unsubscribe()
-    before = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
-    assert before.num_pending == 0  # the x.two event is behind the consumer now
-    started = Dispatcher(bus, ack_wait=2)
-    await started.start()
-    try:
-        assert started.reading == ("events.x.one", "events.x.two")
-        await eventually(lambda: started.replay_stats["invocations_enqueued"] == 1)
-    finally:
-        await started.stop()
-    [(_, _, inv)] = await invocations(bus)
-    assert inv.extensions["trigger"] == "two" and inv.extensions["causeid"] == missed.id
