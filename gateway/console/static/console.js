@@ -107,11 +107,18 @@
       zone.classList.remove("over");
       for (const file of e.dataTransfer.files) upload(zone, file);
     });
-    const input = zone.querySelector("input[type=file]");
-    if (input) input.addEventListener("change", () => {
-      for (const file of input.files) upload(zone, file);
-      input.value = "";
-    });
+  }
+
+  // one listener on the page, not one per file input: an input swapped in by htmx works from
+  // the moment it is in the page (a listener bound in htmx.onLoad missed a file chosen
+  // between the swap and the settle)
+  function onFileChosen(e) {
+    const input = e.target;
+    if (!(input instanceof HTMLInputElement) || input.type !== "file") return;
+    const zone = input.closest(".drop");
+    if (!zone) return;
+    for (const file of input.files) upload(zone, file);
+    input.value = "";
   }
 
   async function download(button) {
@@ -241,6 +248,7 @@
     } else {
       showSignIn("");
     }
+    document.body.addEventListener("change", onFileChosen);
     document.body.addEventListener("click", (e) => {
       const button = e.target.closest("[data-download]");
       if (button) { e.preventDefault(); download(button); }
