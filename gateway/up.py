@@ -408,10 +408,13 @@ def _key_lines(credential: str | None, settings: UpSettings) -> str:
 
 def main_up() -> None:
     """Entry point of `deepfaas up`."""
-    logging.basicConfig(
-        level=os.environ.get("DEEPFAAS_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = os.environ.get("DEEPFAAS_LOG_LEVEL", "INFO").strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        raise SystemExit(
+            f"deepfaas: invalid settings: DEEPFAAS_LOG_LEVEL: {level!r} is not one of "
+            "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit(UpSettings)
     event_loop.run(up(settings), uvloop=settings.uvloop)
 

@@ -69,6 +69,18 @@ def test_bridge_events_without_s3_stop_up_with_one_line(tmp_path: Path) -> None:
     assert "storage_events=bridge" in line and "s3" in line
 
 
+def test_a_log_level_is_read_in_any_case_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    bad = cli("up", cwd=tmp_path, DEEPFAAS_LOG_LEVEL="chatty", DEEPFAAS_DATA_DIR=str(tmp_path))
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    [line] = bad.stderr.strip().splitlines()
+    assert "DEEPFAAS_LOG_LEVEL" in line and "'CHATTY'" in line
+    # lower case is accepted: `up` gets past logging to the settings (a bad port stops it)
+    run = cli("up", cwd=tmp_path, DEEPFAAS_LOG_LEVEL="debug", DEEPFAAS_PORT="port")
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert "DEEPFAAS_PORT" in line
+
+
 def test_up_stops_on_sigterm_while_a_stream_is_open(tmp_path: Path) -> None:
     data = tmp_path / "data"
     platform = start_platform(embedded_nats(data), data)

@@ -261,6 +261,8 @@ def test_up_runs_its_own_seaweedfs_and_stops_it(nats_server: EmbeddedNats, tmp_p
             assert result == {"key": "a b.txt"}
     finally:
         platform.stop()
+    # stopped by itself, weed included, in the harness's 30 s (not SIGKILLed by it)
+    assert platform.process.returncode == 0, platform.process.returncode
     own = data / "seaweedfs"
     assert "weed" in (own / "weed.log").read_text(errors="replace")
     assert (own / "s3.json").stat().st_mode & 0o777 == 0o600

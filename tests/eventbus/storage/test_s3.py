@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,3 +152,43 @@ async def test_the_embedded_seaweedfs_takes_a_hundred_buckets(
         assert await read_all(chunks) == b"x"
     volumes = [p.name.rpartition("_")[0] for p in seaweed.data_dir.glob("many-*.dat")]
     assert sorted(volumes) == names
+
+
+async def test_what_weed_acknowledged_survives_its_sigkill(tmp_path: Path) -> None:
+    """The platform stops its `weed` with SIGKILL after a short grace (its polite stop waits
+    15 s on its own streams), so everything weed answered 200 to must be read back after a
+    SIGKILL right after the answer: small objects, a multipart one, a delete and a new bucket."""
+    own = EmbeddedSeaweed(tmp_path / "weed")
+
+    def storage() -> S3Storage:
+        return S3Storage(
+            own.s3_endpoint,
+            access_key=own.access_key,
+            secret_key=own.secret_key,
+            secure=False,
+            part_size=5 * 1024 * 1024,
+        )
+
+    big = bytes(range(256)) * (48 * 1024)  # 12 MiB: three parts
+    own.start()
+    try:
+        store = storage()
+        await store.create_bucket("kept")
+        for i in range(20):
+            await store.put("kept", f"small/{i}", f"value {i}".encode())
+        await store.put("kept", "big", big)
+        await store.delete("kept", "small/0")
+        await store.close()
+        own.stop(kill=True)
+        own.start()
+        store = storage()
+        _, chunks = await store.get("kept", "big")
+        assert await read_all(chunks) == big
+        for i in range(1, 20):
+            _, chunks = await store.get("kept", f"small/{i}")
+            assert await read_all(chunks) == f"value {i}".encode()
+        with pytest.raises(NoSuchKeyError):
+            await store.get("kept", "small/0")
+        await store.close()
+    finally:
+        own.stop(kill=True)
