@@ -52,6 +52,7 @@ from eventbus.streams import FUNCTIONS_KV, SCHEDULES_KV, TRIGGERS_KV, ensure_lay
 from eventbus.subjects import ALL_EVENTS, DISPATCHER_STATS
 from eventbus.triggers import Trigger, invocation_for, storage_object
 from eventbus.types import EVENTS_STREAM, CloudEvent
+from eventbus.wake import Waker
 
 log = logging.getLogger(__name__)
 DURABLE: Final = "dispatcher"
@@ -82,6 +83,7 @@ class Dispatcher:
         self.triggers: dict[str, Trigger] = {}
         self.functions: set[str] = set()
         self.stats: Counter[str] = Counter()
+        self.waker = Waker(bus)
         self._skipped_type = bus.event_type(SKIPPED_SUFFIX)
         self._activation_prefix = bus.event_type("activation.")
         self._tasks: list[asyncio.Task[None]] = []
@@ -379,6 +381,8 @@ class Dispatcher:
         else:
             ack = await enqueue(self.bus, invocation)
             self.stats["invocations_duplicate" if ack.duplicate else "invocations_enqueued"] += 1
+            if not ack.duplicate:
+                await self.waker.wake(trigger.function)
 
     async def _skip(
         self, event: CloudEvent, trigger: Trigger, invocation: CloudEvent, reason: str

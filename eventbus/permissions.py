@@ -210,6 +210,7 @@ def role_permissions(role: str) -> Permissions:
     elif role == DISPATCHER:
         publish += [
             ALL_INVOCATIONS,
+            control_subject("wake"),  # a trigger's function at zero gets a worker at once
             events_subject("trigger.>"),
             # ticks of OpenWhisk alarms, which the gateway fires (`gateway/openwhisk/alarms.py`)
             events_subject("openwhisk.alarm.tick"),

@@ -48,6 +48,7 @@ class Invoker(SyncInvoker):
             extra=None if activation_id else {FRESH_ID: "true"},
         )
         await self._enqueue(invocation)
+        await self.waker.wake(spec.name)
         return invocation.id
 
     async def invoke_batch(
@@ -71,6 +72,8 @@ class Invoker(SyncInvoker):
         ]
         errors = await enqueue_many(self.bus, invocations)
         failed = [index for index, error in enumerate(errors) if error is not None]
+        if len(failed) < len(invocations):
+            await self.waker.wake(spec.name)
         for error in {type(e).__name__: e for e in errors if e is not None}.values():
             log.warning("batch of %s: some invocations not queued: %r", spec.name, error)
         return [invocation.id for invocation in invocations], failed

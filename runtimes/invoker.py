@@ -22,8 +22,9 @@ from eventbus.codec import to_nats
 from eventbus.connection import Bus
 from eventbus.failover import FAILOVER_S, RETRY_AFTER_S, BusRefusedError, publish_or_refuse
 from eventbus.invocations import FRESH_ID, enqueue, new_invocation
-from eventbus.subjects import control_subject, run_subject
+from eventbus.subjects import run_subject
 from eventbus.types import CloudEvent
+from eventbus.wake import Waker
 from runtimes.activations import new_activation_id
 from runtimes.types import ActivationRecord, FunctionSpec
 
@@ -45,6 +46,7 @@ class SyncInvoker:
         self.bus = bus
         #: the CloudEvent ``source`` of the invocations sent (``/gateway``, ``/functions/deploy``)
         self.source = source
+        self.waker = Waker(bus)
 
     async def invoke_sync(
         self,
@@ -112,8 +114,7 @@ class SyncInvoker:
                 update={"extensions": {**invocation.extensions, "replyto": inbox}}
             )
             await self._enqueue(queued)
-            with contextlib.suppress(nats.errors.Error):  # the controller also polls queues
-                await self.bus.nc.publish(control_subject("wake", str(invocation.subject)), b"")
+            await self.waker.wake(str(invocation.subject), now=True)
             try:
                 msg = await asyncio.wait_for(future, wait)
             except TimeoutError:

@@ -1,9 +1,10 @@
 """What lies between a function's first invocation and its first answer, on the real platform.
 
 The controller here never reconciles on its own (``reconcile_s`` is an hour), so a worker that
-starts was started by an event: the invocation's wake, or the function's registration finding
-work already queued. The fork server imports the installed model plug-ins (`preload_models`,
-on by default), so a forked inference worker does not import scikit-learn on its first call.
+starts was started by an event: the invocation's wake (from a sync, async or batch call, or the
+dispatcher's for a trigger), or the function's registration finding work already queued. The
+fork server imports the installed model plug-ins (`preload_models`, on by default), so a forked
+inference worker does not import scikit-learn on its first call.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_work_queued_before_its_function_is_registered_starts_a_worker_at_regist
 def test_a_removed_function_draining_does_not_hold_up_another_functions_first_call(
     client: httpx.Client, platform: Platform
 ) -> None:
-    deploy(client, "draining", SLEEPY, min_scale=1)  # an async call sends no wake
+    deploy(client, "draining", SLEEPY, min_scale=1)
     r = client.post("/v1/functions/draining/invoke?async=true", json={"s": SLOW_S})
     assert r.status_code == 202, r.text
     slow = r.json()["activation_id"]
@@ -90,3 +91,52 @@ def test_the_fork_server_has_the_model_plugins_imported(platform: Platform) -> N
     maps = Path(f"/proc/{server}/maps").read_text()
     # scikit-learn's compiled extensions, mapped once here and shared by every forked worker
     assert "/sklearn/" in maps
+
+
+def _at_zero(client: httpx.Client, name: str) -> None:
+    """Deploy NOOP as ``name`` with no worker, and wait until the controller has registered it
+    (else its registration, finding the work queued, would start the worker, not the wake)."""
+    deploy(client, name, NOOP, min_scale=0)
+
+    def registered() -> bool:
+        runtime = client.get(f"/v1/functions/{name}/runtime").json()
+        return runtime["status"] != "unknown" and runtime["workers"] == 0
+
+    wait_for(registered, timeout=30)
+
+
+@pytest.mark.parametrize("door", ["async", "batch"])
+def test_an_async_call_wakes_a_function_at_zero(
+    client: httpx.Client, platform: Platform, door: str
+) -> None:
+    name = f"woken-{door}"
+    _at_zero(client, name)
+    if door == "async":
+        r = client.post(f"/v1/functions/{name}/invoke?async=true", json={"n": 1})
+        assert r.status_code == 202, r.text
+        [activation] = [r.json()["activation_id"]]
+    else:
+        r = client.post(f"/v1/functions/{name}/invocations", json={"inputs": [{"n": 1}]})
+        assert r.status_code == 202, r.text
+        [activation] = r.json()["activation_ids"]
+    record = wait_activation(client, activation, timeout=60)
+    assert record["status"] == "success", record
+
+
+def test_a_triggers_invocation_wakes_its_function_at_zero(
+    client: httpx.Client, platform: Platform
+) -> None:
+    _at_zero(client, "woken-upload")
+    assert client.put("/v1/buckets/wake-in").status_code in (200, 201)
+    r = client.post(
+        "/v1/triggers", json={"name": "t-woken", "function": "woken-upload", "bucket": "wake-in"}
+    )
+    assert r.status_code == 201, r.text
+    assert client.put("/v1/buckets/wake-in/objects/a.txt", content=b"x").status_code == 201
+
+    def completed() -> list[dict[str, object]]:
+        found = client.get("/v1/activations", params={"function": "woken-upload"}).json()
+        return [a for a in found if a["status"] == "success"]
+
+    [record] = wait_for(completed, timeout=60)
+    assert record["status"] == "success", record
