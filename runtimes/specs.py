@@ -1,4 +1,10 @@
-"""Function specs in the `functions` KV bucket; every update bumps the version."""
+"""Function specs in the `functions` KV bucket; every update bumps the version.
+
+The platform's own functions (`inference`, `retrain`, `rank`, `deploy` of namespace `default`)
+are what `/v2`, `/v1/deployments` and the catalog run on: their settings (scale, limits, env)
+may change through any door (`/v1`, OpenWhisk, OSCAR), their code may not, and they cannot be
+deleted, so that no caller, however privileged, breaks those routes by reusing the name.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError
 from eventbus.kv import keys as kv_keys
 from eventbus.kv import read, write
+from eventbus.namespaces import DEFAULT_NAMESPACE, split
 from eventbus.streams import FUNCTIONS_KV, remove_function_queue
+from runtimes.sandbox.policy import TRUSTED_FUNCTIONS, TRUSTED_PACKAGE
 from runtimes.types import FunctionSpec
 
 log = logging.getLogger(__name__)
@@ -43,7 +51,19 @@ class FunctionRegistry:
         return specs
 
     async def put(self, spec: FunctionSpec, *, create_only: bool = False) -> FunctionSpec:
-        """Create, or update with the version bumped; `ConflictError` on a concurrent change."""
+        """Create, or update with the version bumped; `ConflictError` on a concurrent change
+        or on other code for a platform function."""
+        module = platform_module(spec.name)
+        if module is not None and (
+            spec.code is not None
+            or spec.script is not None
+            or not spec.handler.startswith(module + ":")
+        ):
+            raise ConflictError(
+                f"function {spec.name!r} is the platform's own: its settings may change, but "
+                f"its handler stays in {module} (no code or script); name yours otherwise",
+                function=spec.name,
+            )
         kv = await self.bus.kv(FUNCTIONS_KV)
         now = datetime.now(UTC)
         found = await read(kv, spec.name, FunctionSpec)
@@ -64,8 +84,24 @@ class FunctionRegistry:
         return stored
 
     async def delete(self, name: str) -> None:
-        """Delete the spec and its queued invocations; `NotFoundError` when absent."""
+        """Delete the spec and its queued invocations; `NotFoundError` when absent,
+        `ConflictError` for a platform function."""
         await self.get(name)
+        if platform_module(name) is not None:
+            raise ConflictError(
+                f"function {name!r} is the platform's own and cannot be deleted "
+                "(scale it to zero with min_scale 0 instead)",
+                function=name,
+            )
         kv = await self.bus.kv(FUNCTIONS_KV)
         await kv.delete(name)
         await remove_function_queue(self.bus.js, name)
+
+
+def platform_module(name: str) -> str | None:
+    """The module that must hold the handler of ``name`` when it is one of the platform's own
+    functions (`functions.<name>.handler`), else None."""
+    namespace, local = split(name)
+    if namespace != DEFAULT_NAMESPACE or local not in TRUSTED_FUNCTIONS:
+        return None
+    return f"{TRUSTED_PACKAGE}{local}.handler"

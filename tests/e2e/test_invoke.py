@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.e2e.functions import HELLO, NOOP
-from tests.support import wait_activation, wait_for
+from tests.support import Platform, wait_activation, wait_for
 
 
 def deploy(client: httpx.Client, name: str, code: str, **spec: Any) -> dict[str, Any]:
@@ -137,3 +137,39 @@ def test_health_readiness_and_openapi(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/functions/{name}/invoke" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_the_platform_functions_keep_their_code(client: httpx.Client, platform: Platform) -> None:
+    """`deploy`, `rank`, `inference` and `retrain` of `default` run `/v1/deployments`, `/v2` and
+    the catalog: even the default key cannot put other code under their names (a fuzzer did,
+    and `/v1/deployments` answered 502 after), nor delete them; their settings may change."""
+    ow = "/api/v1/namespaces/_/actions"
+    attempts = [
+        client.put("/v1/functions/deploy", json={"handler": "main", "code": NOOP}),
+        client.put("/v1/functions/rank", json={"handler": "os:system"}),
+        client.put(
+            "/v1/functions/retrain",
+            json={"handler": "runtimes.worker.script:run", "script": "echo hi"},
+        ),
+        client.post("/v1/functions", json={"name": "inference", "handler": "main", "code": NOOP}),
+    ]
+    for r in attempts:
+        assert r.status_code == 409, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "the platform's own" in r.json()["detail"]
+    r = client.put(f"{ow}/deploy?overwrite=true", json={"exec": {"kind": "python:3", "code": NOOP}})
+    assert r.status_code == 409 and "the platform's own" in r.json()["error"], r.text
+    assert client.get("/v1/functions/deploy").status_code == 404  # nothing was written
+    settings = {"handler": "functions.inference.handler:handle", "min_scale": 0, "concurrency": 4}
+    r = client.put("/v1/functions/inference", json=settings)
+    assert r.status_code in (200, 201), r.text
+    r = client.delete("/v1/functions/inference")
+    assert r.status_code == 409 and "cannot be deleted" in r.json()["detail"], r.text
+    assert client.get("/v1/functions/inference").json()["concurrency"] == 4
+    # another namespace's own `deploy` is just a name
+    made = client.post("/v1/auth/keys", json={"namespace": "own-deploy", "description": "test"})
+    assert made.status_code == 201, made.text
+    with platform.client(auth=made.json()["key"]) as theirs:
+        r = theirs.put("/v1/functions/deploy", json={"handler": "main", "code": NOOP})
+        assert r.status_code == 201, r.text
+        assert theirs.delete("/v1/functions/deploy").status_code == 204
