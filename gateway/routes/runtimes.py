@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
 import orjson
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
+from eventbus.errors import BusUnavailableError
 from eventbus.subjects import CONTROL_RUNTIMES
 from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN
@@ -46,12 +48,18 @@ class Runtimes(BaseModel):
 
 
 async def _ask(request: Request, name: str = "") -> dict[str, Any]:
+    """The controller's answer; 503 when none comes (not "no runtimes": nobody could say)."""
     state = state_of(request)
     try:
         reply = await state.bus.nc.request(CONTROL_RUNTIMES, name.encode(), timeout=2)
-    except Exception:
-        return {"runtimes": []}
-    value = orjson.loads(reply.data)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BusUnavailableError(
+            f"the controller did not answer for the runtimes: {type(exc).__name__}"
+        ) from exc
+    try:
+        value = orjson.loads(reply.data)
+    except orjson.JSONDecodeError as exc:
+        raise BusUnavailableError("the controller's answer was not JSON") from exc
     return value if isinstance(value, dict) else {"runtimes": []}
 
 
@@ -67,5 +75,7 @@ async def get_runtime(request: Request, name: str = NamePath) -> RuntimeInfo:
     await state_of(request).registry.get(name)
     found = (await _ask(request, name)).get("runtimes") or []
     if not found:
-        return RuntimeInfo(function=name, status="unknown", reason="no controller reported it")
+        return RuntimeInfo(
+            function=name, status="unknown", reason="the controller does not run it (yet)"
+        )
     return RuntimeInfo.model_validate(found[0])

@@ -99,8 +99,8 @@ def _at_zero(client: httpx.Client, name: str) -> None:
     deploy(client, name, NOOP, min_scale=0)
 
     def registered() -> bool:
-        runtime = client.get(f"/v1/functions/{name}/runtime").json()
-        return runtime["status"] != "unknown" and runtime["workers"] == 0
+        r = client.get(f"/v1/functions/{name}/runtime")  # 503 while the controller is busy
+        return r.status_code == 200 and r.json()["status"] != "unknown" and not r.json()["workers"]
 
     wait_for(registered, timeout=30)
 
