@@ -83,6 +83,13 @@ def wait_runtime(platform: Platform, name: str, timeout: float = 30, **want: Any
     return found
 
 
+def _route_runtime(client: httpx.Client, name: str, status: str) -> dict[str, Any] | None:
+    """`GET /v1/functions/{name}/runtime` once it has ``status``."""
+    r = client.get(f"/v1/functions/{name}/runtime")
+    body: dict[str, Any] = r.json()
+    return body if r.status_code == 200 and body["status"] == status else None
+
+
 def record_of(client: httpx.Client, response: httpx.Response) -> dict[str, Any]:
     body: dict[str, Any] = client.get(
         f"/v1/activations/{response.headers['x-activation-id']}"
@@ -190,6 +197,12 @@ def test_gpu_function_with_no_gpu_waits_pending_then_fails_with_the_reason(
     pending = wait_runtime(platform, "on-h100", status="pending")
     assert "no GPU" in pending["reason"] and "H100" in pending["reason"]
     assert pending["workers"] == 0
+    # the same through the API's runtimes routes (they relay the controller's answer)
+    one = wait_for(lambda: _route_runtime(client, "on-h100", "pending"), timeout=30)
+    assert "no GPU" in one["reason"] and one["desired"] >= 1 and one["gpus"] == []
+    listed = client.get("/v1/runtimes").json()
+    assert "on-h100" in [r["function"] for r in listed["runtimes"]] and "prewarmed" in listed
+    assert client.get("/v1/functions/not-there/runtime").status_code == 404
     record = wait_activation(client, activation_id, timeout=30)
     assert record["status"] == "error"
     assert "no GPU" in record["error"] and record["worker"] == "controller"
