@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
+from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from eventbus.codec import from_nats
@@ -191,20 +192,18 @@ async def test_s3_backend_events_name_the_store_and_multipart(bus: Bus, s3: S3St
     assert hashlib.md5(big_body).hexdigest() != big.etag  # a multipart ETag, not an MD5
 
 
-def test_storage_event_is_pure_and_deterministic() -> None:
+async def test_storage_event_is_pure_and_deterministic() -> None:
     moment = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
     info = ObjectInfo("bkt", "k/ü x.bin", 3, "abc", "text/plain", moment)
+    unconnected = Bus(NATS(), "org.example")  # only its prefix is read: nothing is sent
 
-    class FakeBus:
-        prefix = "org.example"
-
-    one = created_event(FakeBus(), "local", info, moment, namespace="default")  # type: ignore[arg-type]
-    two = created_event(FakeBus(), "local", info, moment, namespace="default")  # type: ignore[arg-type]
+    one = created_event(unconnected, "local", info, moment, namespace="default")
+    two = created_event(unconnected, "local", info, moment, namespace="default")
     assert one == two and one.type == "org.example.storage.object.created"
     assert one.time == moment and one.subject == "k/ü x.bin"
     assert one.id == storage_event_id("bkt", "k/ü x.bin", "abc", time_sequencer(moment))
     later = created_event(
-        FakeBus(),  # type: ignore[arg-type]
+        unconnected,
         "local",
         info,
         moment.replace(microsecond=123457),
