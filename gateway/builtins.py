@@ -14,7 +14,7 @@ import yaml
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError
-from runtimes.specs import FunctionRegistry, platform_module
+from runtimes.specs import FunctionRegistry, keeps_platform_code
 from runtimes.types import FunctionSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def builtin_spec(name: str) -> FunctionSpec | None:
 
 async def register_builtins(bus: Bus, names: list[str]) -> list[str]:
     """Register each named built-in that is not registered yet. Settings changed since are
-    kept; a platform function (`runtimes.specs.platform_module`) found holding other code is
+    kept; a platform function found holding other code (`runtimes.specs.keeps_platform_code`) is
     registered again."""
     registry = FunctionRegistry(bus)
     added = []
@@ -53,13 +53,7 @@ async def register_builtins(bus: Bus, names: list[str]) -> list[str]:
         try:
             await registry.put(spec, create_only=True)
         except ConflictError:
-            current = await registry.get(spec.name)
-            module = platform_module(spec.name)
-            if module is None or (
-                current.code is None
-                and current.script is None
-                and current.handler.startswith(module + ":")
-            ):
+            if keeps_platform_code(await registry.get(spec.name)):
                 continue  # the operator's settings of the platform's code: kept
             # other code under a platform function's name (stored before that was refused)
             log.warning("function %s held other code: the platform's is registered again", name)

@@ -53,15 +53,11 @@ class FunctionRegistry:
     async def put(self, spec: FunctionSpec, *, create_only: bool = False) -> FunctionSpec:
         """Create, or update with the version bumped; `ConflictError` on a concurrent change
         or on other code for a platform function."""
-        module = platform_module(spec.name)
-        if module is not None and (
-            spec.code is not None
-            or spec.script is not None
-            or not spec.handler.startswith(module + ":")
-        ):
+        if not keeps_platform_code(spec):
             raise ConflictError(
                 f"function {spec.name!r} is the platform's own: its settings may change, but "
-                f"its handler stays in {module} (no code or script); name yours otherwise",
+                f"its handler stays in {platform_module(spec.name)} (no code or script); "
+                "name yours otherwise",
                 function=spec.name,
             )
         kv = await self.bus.kv(FUNCTIONS_KV)
@@ -105,3 +101,12 @@ def platform_module(name: str) -> str | None:
     if namespace != DEFAULT_NAMESPACE or local not in TRUSTED_FUNCTIONS:
         return None
     return f"{TRUSTED_PACKAGE}{local}.handler"
+
+
+def keeps_platform_code(spec: FunctionSpec) -> bool:
+    """Whether ``spec`` may be stored under its name: any spec of a name that is not one of the
+    platform's functions, else only the platform's code (settings may differ)."""
+    module = platform_module(spec.name)
+    return module is None or (
+        spec.code is None and spec.script is None and spec.handler.startswith(module + ":")
+    )
