@@ -316,19 +316,32 @@ class Dispatcher:
             if not msgs:
                 continue
             await self._catch_up_triggers()
-            self._in_hand = asyncio.gather(*(self._handle(msg) for msg in msgs))
+            # Events no trigger can want (most are: every activation's completion) are acked
+            # here, in this task, their acks in one write; only the others get a task each.
+            wanted = []
+            for msg in msgs:
+                if self._unwanted(msg):
+                    await msg.ack()
+                else:
+                    wanted.append(msg)
+            if not wanted:
+                continue
+            self._in_hand = asyncio.gather(*(self._handle(msg) for msg in wanted))
             try:
                 await self._in_hand
             finally:
                 self._in_hand = None
 
-    async def _handle(self, msg: Msg) -> None:
+    def _unwanted(self, msg: Msg) -> bool:
+        """Counts the event as seen; whether its type alone shows that no trigger matches it."""
         self.stats["events_seen"] += 1
         raw_type = (msg.headers or {}).get("ce-type")
         if raw_type and not _needs_decoding(raw_type) and not self.index.might_match_type(raw_type):
-            self.stats["events_unmatched"] += 1  # cheap path: no trigger can want this type
-            await msg.ack()
-            return
+            self.stats["events_unmatched"] += 1
+            return True
+        return False
+
+    async def _handle(self, msg: Msg) -> None:
         try:
             event = from_nats(msg.headers, msg.data)
             event_json = to_structured_json(event)
