@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from bench.bus_throughput import bus_throughput
+from bench.cpu import CpuMeter
 from bench.loadgen import LoadResult, http_load, nats_load
 from bench.throughput import async_throughput, batch_throughput
 from eventbus.server import EmbeddedNats, free_port
@@ -83,6 +84,8 @@ def core(seconds: float) -> list[str]:
                 "ce-datacontenttype": "application/json",
                 "ce-mode": "sync",
             }
+            meter = CpuMeter(plat.process.pid, nats.process.pid if nats.process else None)
+            budgets: list[str] = []
             for c in (1, 32):
                 results.append(
                     nats_load(
@@ -115,6 +118,7 @@ def core(seconds: float) -> list[str]:
                         seconds=seconds,
                     )
                 )
+                before = meter.snapshot()
                 results.append(
                     http_load(
                         "sync invoke via gateway",
@@ -125,6 +129,11 @@ def core(seconds: float) -> list[str]:
                         seconds=seconds,
                     )
                 )
+                if c == 32:
+                    done = results[-1]
+                    # the CPU covers the load's warm-up too (0.5 s): count its requests as well
+                    served = round(done.requests + done.rps * 0.5)
+                    budgets.append(meter.line(before, served, "sync c=32", done.rps))
             lines += [r.row() for r in results]
             by = {(r.name, r.concurrency): r for r in results}
             for c in (1, 32):
@@ -137,9 +146,19 @@ def core(seconds: float) -> list[str]:
                     f"gateway sync p50 / (HTTP floor + NATS floor) at c={c}: "
                     f"{gw:.3f} / {floor:.3f} ms = {gw / floor:.2f}x (target <= 3x)"
                 )
-            lines += asyncio.run(async_throughput(plat.auth_url, nats.admin_url, seconds))[1]
-            lines += asyncio.run(batch_throughput(plat.auth_url, nats.admin_url, seconds))[1]
-            lines += asyncio.run(bus_throughput(nats.admin_url, n=int(2_000 * seconds)))[1]
+            before = meter.snapshot()
+            rate, found = asyncio.run(async_throughput(plat.auth_url, nats.admin_url, seconds))
+            lines += found
+            budgets.append(meter.line(before, _completed(found[-1]), "HTTP async", rate))
+            before = meter.snapshot()
+            rate, found = asyncio.run(batch_throughput(plat.auth_url, nats.admin_url, seconds))
+            lines += found
+            budgets.append(meter.line(before, _completed(found[-1]), "batch door", rate))
+            before = meter.snapshot()
+            rate, found = asyncio.run(bus_throughput(nats.admin_url, n=int(2_000 * seconds)))
+            lines += found
+            budgets.append(meter.line(before, _completed(found[-1]), "bus-published", rate))
+            lines += budgets
         finally:
             plat.stop()
             responder.terminate()
@@ -241,6 +260,11 @@ def main() -> None:
         print(f"\n## {name}")
         for line in SUITES[name](args.seconds):
             print(line, flush=True)
+
+
+def _completed(line: str) -> int:
+    """N of a throughput line's "... N of M in S s = R/s"."""
+    return int(line.split(" of ")[-2].split()[-1])
 
 
 def _cpus() -> int:
