@@ -17,15 +17,17 @@ from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.js.api import PubAck
 
 from eventbus.codec import to_nats
 from eventbus.connection import Bus
+from eventbus.errors import NotFoundError as DeepfaasNotFoundError
 from eventbus.failover import FAILOVER_S, RETRY_AFTER_S, BusRefusedError, publish_or_refuse
 from eventbus.invocations import FRESH_ID, enqueue, new_invocation
 from eventbus.subjects import run_subject
 from eventbus.types import CloudEvent
 from eventbus.wake import Waker
-from runtimes.activations import new_activation_id
+from runtimes.activations import ActivationStore, new_activation_id
 from runtimes.types import ActivationRecord, FunctionSpec
 
 log = logging.getLogger(__name__)
@@ -91,9 +93,9 @@ class SyncInvoker:
             return await self._queue_and_wait(invocation, wait)
         return SyncResult(invocation.id, record)
 
-    async def _enqueue(self, invocation: CloudEvent) -> None:
+    async def _enqueue(self, invocation: CloudEvent) -> PubAck:
         """Queue once (its id de-duplicates retries), or raise `BusRefusedError` (503)."""
-        await publish_or_refuse(
+        return await publish_or_refuse(
             self.bus,
             lambda timeout: enqueue(self.bus, invocation, timeout=timeout),
             what=f"activation {invocation.id} was not queued",
@@ -113,7 +115,11 @@ class SyncInvoker:
             queued = invocation.model_copy(
                 update={"extensions": {**invocation.extensions, "replyto": inbox}}
             )
-            await self._enqueue(queued)
+            ack = await self._enqueue(queued)
+            if ack.duplicate:
+                # A copy of this id is queued already (a given id: another caller's, or an
+                # earlier try's), with its own inbox: this one's is never answered. Its record is.
+                return await self._record_within(invocation.id, wait)
             await self.waker.wake(str(invocation.subject), now=True)
             try:
                 msg = await asyncio.wait_for(future, wait)
@@ -123,6 +129,22 @@ class SyncInvoker:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _record_within(self, activation_id: str, wait: float) -> SyncResult:
+        """The activation's final record, read until it is there or ``wait`` runs out."""
+        store = ActivationStore(self.bus)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        pause = 0.05
+        while True:
+            with contextlib.suppress(DeepfaasNotFoundError):
+                record = await store.get(activation_id)
+                if record.status.terminal:
+                    return SyncResult(activation_id, record)
+            if loop.time() + pause >= deadline:
+                return SyncResult(activation_id, None)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     async def _queue_safety_net(self, invocation: CloudEvent) -> None:
         try:

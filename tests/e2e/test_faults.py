@@ -14,8 +14,13 @@ import nats
 import orjson
 from nats.js.api import ConsumerInfo
 
+from eventbus.connection import Bus
+from eventbus.invocations import enqueue, new_invocation
 from eventbus.streams import consumer_name
 from eventbus.types import INVOCATIONS_STREAM
+from runtimes.activations import new_activation_id
+from runtimes.invoker import SyncInvoker, SyncResult
+from runtimes.specs import FunctionRegistry
 from tests.e2e.functions import FAILING, RECORDING, SLEEPY
 from tests.e2e.test_cli_errors import cli
 from tests.e2e.test_invoke import deploy
@@ -225,3 +230,44 @@ def test_a_sync_call_past_its_wait_answers_202_and_still_completes_once(
     assert record["result"]["tag"] == "late"
     wait_for(lambda: _settled(platform, "slowrec"))  # the queued safety-net copy is handled
     assert recorded(client, "runs-late") == ["late"]
+
+
+def test_a_sync_call_of_an_id_queued_already_is_answered_by_its_record(
+    client: httpx.Client, platform: Platform
+) -> None:
+    """A sync call under a given id that another caller queued already (a sequence's component
+    whose gateway died waiting on it, resumed by another gateway): whether it finds the run
+    going (busy) or no worker yet, the call queues a copy, which JetStream drops as a duplicate
+    of the first, so nothing ever answers its inbox. It is answered by the record when the run
+    ends instead of waiting out its whole wait, and the function runs once."""
+    deploy(client, "givenrec", RECORDING, min_scale=0, max_scale=1, concurrency=2)
+    assert client.put("/v1/buckets/runs-given").status_code in (200, 201)
+    body = orjson.dumps({"s": 1, "bucket": "runs-given", "tag": "given"})
+    activation_id = new_activation_id()
+
+    async def call() -> SyncResult:
+        bus = await Bus.connect(platform.nats.admin_url, name="test-given-id")
+        try:
+            spec = await FunctionRegistry(bus).get("givenrec")
+            earlier = new_invocation(
+                bus,
+                "givenrec",
+                body,
+                source="/tests",
+                activation_id=activation_id,
+                mode="sync",
+                extra={"replyto": bus.nc.new_inbox()},  # its caller is gone
+            )
+            assert not (await enqueue(bus, earlier)).duplicate
+            invoker = SyncInvoker(bus, source="/tests")
+            return await invoker.invoke_sync(
+                spec, body, content_type="application/json", wait=60, activation_id=activation_id
+            )
+        finally:
+            await bus.close()
+
+    outcome = asyncio.run(call())
+    assert outcome.record is not None, "the call waited out its whole wait"
+    assert outcome.record.status == "success" and outcome.record.attempts == 1
+    assert outcome.record.id == activation_id
+    assert recorded(client, "runs-given") == ["given"]
