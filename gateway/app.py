@@ -28,6 +28,7 @@ from gateway.invoker import Invoker
 from gateway.limits import BodyLimit
 from gateway.metrics import Metrics
 from gateway.openwhisk.alarm_fires import AlarmFires
+from gateway.openwhisk.sequences import SequenceKeeper
 from gateway.routes import (
     activations,
     auth_keys,
@@ -95,9 +96,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         alarms = AlarmFires(app)  # OpenWhisk triggers fired by their alarms' ticks
         await alarms.start()
+        sequences = app.state.sequences = SequenceKeeper(app, hold_s=settings.sequence_hold_s)
+        await sequences.start()
         try:
             yield
         finally:
+            await sequences.stop()
             await alarms.stop()
             await buckets.stop()
             await keys.stop()

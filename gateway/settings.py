@@ -17,6 +17,13 @@ class GatewaySettings(BusSettings, StorageSettings, AuthSettings):
     max_body_bytes: int = Field(default=6 * 1024 * 1024, ge=1024)
     sync_wait_s: float = Field(default=60.0, gt=0, description="longest wait of a sync invoke")
     public_url: str | None = Field(default=None, description="base URL clients use, for Location")
+    sequence_hold_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="how long a gateway's hold on a running OpenWhisk sequence lasts unrenewed: "
+        "after it another gateway (or this one restarted) resumes the sequence",
+    )
     sandbox: bool = Field(
         default=True,
         description="user code runs in bubblewrap sandboxes; `off` only for a trusted "

@@ -54,9 +54,9 @@ async def invoke(
     wait = min((timeout or 60_000) / 1000, state.settings.sync_wait_s)
     if spec is None:
         activation_id = new_activation_id()
-        task = start_sequence(request, ref, meta, params, activation_id)
+        task = await start_sequence(request, ref, meta, params, activation_id)
         state.metrics.accepted.labels(ref.qname, "sync" if blocking else "async").inc()
-        if not blocking:
+        if not blocking or task is None:
             return _accepted(activation_id)
         try:
             record: ActivationRecord = await asyncio.wait_for(asyncio.shield(task), wait)
@@ -83,7 +83,7 @@ async def run_for_rule(
     spec, meta = await load_action(request, ref)
     params = ref.inherited | params_of(meta) | payload
     if spec is None:
-        start_sequence(request, ref, meta, params, activation_id, cause=cause)
+        await start_sequence(request, ref, meta, params, activation_id, cause=cause)
         return
     await state.invoker.invoke_async(
         spec, orjson.dumps(params), content_type=JSON, cause=cause, activation_id=activation_id

@@ -1,28 +1,40 @@
-"""Sequences, run by the gateway: each component an ordinary activation, in order.
+"""Sequences, run by a gateway: each component an ordinary activation, in order; resumed by
+another gateway (or this one, restarted) when the one running it dies.
 
 A sequence is an OpenWhisk document only (no function, no worker). Running one: the gateway
-writes the sequence's record as `running`, then invokes each component through the invoker
-(sync, with a wait of the component's own timeout) under an activation id derived from the
-sequence's id and the component's index, with `cause` = the sequence's id; the result of each
-(over the component's default parameters) is the next one's input. The first failure ends it.
-The final record (result = the last result, logs = the component activation ids) is written
-once and announced as a worker announces its own (`activation.completed|failed`). Components
-are durable, exactly-once activations like any other; the orchestration itself lives in the
-gateway process that started it (docs/architecture.md).
+writes a hold on it (`running.<activation id>` in the `openwhisk` bucket: the sequence, its
+parameters, this gateway and how long its hold lasts) and the sequence's record as `running`,
+then invokes each component through the invoker (sync, with a wait of the component's own
+timeout) under an activation id derived from the sequence's id and the component's index, with
+`cause` = the sequence's id; the result of each (over the component's default parameters) is
+the next one's input. The first failure ends it. The final record (result = the last result,
+logs = the component activation ids) is written once and announced as a worker announces its
+own (`activation.completed|failed`), and the hold is dropped. While it runs the gateway renews
+its hold; every gateway looks for holds that ran out (`SequenceKeeper`) and takes one over with
+compare-and-set, then resumes the sequence: a component whose record is final is not run
+again, its result is used; the others run under their same ids, which the workers' claims keep
+to one run each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import time
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
-from fastapi import Request
+from fastapi import FastAPI, Request
+from nats.js.kv import KeyValue
 
 from eventbus.errors import DeepfaasError
+from eventbus.failover import publish_or_refuse
+from eventbus.kv import entry, keys, write
+from eventbus.streams import OPENWHISK_KV, bind_bucket
 from gateway.openwhisk.errors import SequenceError
 from gateway.openwhisk.refs import ActionRef, load_action, params_of, parse_ref
 from gateway.state import GatewayState, state_of
@@ -33,7 +45,8 @@ log = logging.getLogger(__name__)
 MAX_DEPTH = 8
 #: time a component may take beyond its own timeout (queueing, a cold start)
 SLACK_S = 30.0
-_TASKS: set[asyncio.Task[ActivationRecord]] = set()
+#: the keys of the holds on running sequences, in the `openwhisk` bucket
+HOLD_PREFIX: Final = "running."
 
 
 def component_id(sequence_id: str, index: int) -> str:
@@ -41,19 +54,180 @@ def component_id(sequence_id: str, index: int) -> str:
     return hashlib.sha256(f"{sequence_id}/{index}".encode()).hexdigest()[:32]
 
 
-def start_sequence(
+async def start_sequence(
     request: Request,
     ref: ActionRef,
     meta: dict[str, Any],
     params: dict[str, Any],
     activation_id: str,
     cause: str | None = None,
-) -> asyncio.Task[ActivationRecord]:
-    """Run the sequence in the background; the task's result is its final record."""
-    task = asyncio.create_task(run_sequence(request, ref, meta, params, activation_id, cause))
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
-    return task
+) -> asyncio.Task[ActivationRecord] | None:
+    """Hold the sequence for this gateway and run it in the background; the task's result is
+    its final record. None when another run holds it already (a rule's fire delivered again):
+    that run finishes it. `BusRefusedError` (503) when the bus would not take the hold."""
+    keeper: SequenceKeeper = request.app.state.sequences
+    return await keeper.begin(request, ref, meta, params, activation_id, cause)
+
+
+class SequenceKeeper:
+    """The sequences this gateway runs, their holds renewed; and the sequences whose gateway
+    is gone (a hold that ran out), taken over and resumed."""
+
+    def __init__(self, app: FastAPI, *, hold_s: float) -> None:
+        self.app = app
+        self.hold_s = hold_s
+        #: this gateway process, in the holds it writes
+        self.owner = uuid.uuid4().hex[:16]
+        self._running: dict[str, asyncio.Task[ActivationRecord]] = {}
+        self._scan: asyncio.Task[None] | None = None
+        self._kv: KeyValue | None = None
+
+    async def start(self) -> None:
+        """Start looking for holds that ran out (at once: a restarted gateway's own)."""
+        self._scan = asyncio.create_task(self._scan_loop(), name="sequence-holds")
+
+    async def stop(self) -> None:
+        """Stop: the sequences still running keep their holds until these run out, and are
+        then resumed by another gateway, or by this one started again."""
+        tasks = [t for t in (self._scan, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def begin(
+        self,
+        request: Request,
+        ref: ActionRef,
+        meta: dict[str, Any],
+        params: dict[str, Any],
+        activation_id: str,
+        cause: str | None,
+    ) -> asyncio.Task[ActivationRecord] | None:
+        """Write the hold, then start the run (see `start_sequence`)."""
+        doc = {
+            "ref": {"ns": ref.ns, "name": ref.name, "package": ref.package, "home": ref.home},
+            "meta": meta,
+            "params": params,
+            "cause": cause,
+        }
+        kv = await self._bucket()
+        key = HOLD_PREFIX + activation_id
+        bus = state_of(request).bus
+        revision = await publish_or_refuse(
+            bus,
+            lambda _: write(kv, key, self._held(doc), last=None),
+            what=f"sequence {activation_id} was not started",
+        )
+        if revision is None:  # held already: by a try of ours that went through, or by another
+            found = await entry(kv, key)
+            if found is None or orjson.loads(found.value or b"{}").get("owner") != self.owner:
+                log.info("sequence %s is held by another run already", activation_id)
+                return None
+            revision = found.revision or 0
+        # a given id (a rule's fire) may have run before: resume it rather than start over
+        return self._launch(request, activation_id, doc, revision, resume=cause is not None)
+
+    def _launch(
+        self,
+        request: Request,
+        activation_id: str,
+        doc: dict[str, Any],
+        revision: int,
+        *,
+        resume: bool,
+    ) -> asyncio.Task[ActivationRecord]:
+        task = asyncio.create_task(self._run(request, activation_id, doc, revision, resume))
+        self._running[activation_id] = task
+        task.add_done_callback(lambda _: self._running.pop(activation_id, None))
+        return task
+
+    async def _run(
+        self,
+        request: Request,
+        activation_id: str,
+        doc: dict[str, Any],
+        revision: int,
+        resume: bool,
+    ) -> ActivationRecord:
+        run = asyncio.current_task()
+        assert run is not None
+        renewing = asyncio.create_task(self._renew(activation_id, doc, revision, run))
+        try:
+            ref = ActionRef(**doc["ref"])
+            record = await run_sequence(
+                request,
+                ref,
+                doc["meta"],
+                doc["params"],
+                activation_id,
+                doc["cause"],
+                resume=resume,
+            )
+        finally:
+            renewing.cancel()
+        # a hold left behind (the bus away now) runs out; its resumption finds the record final
+        with contextlib.suppress(Exception):
+            await (await self._bucket()).delete(HOLD_PREFIX + activation_id)
+        return record
+
+    async def _renew(
+        self, activation_id: str, doc: dict[str, Any], revision: int, run: asyncio.Task[Any]
+    ) -> None:
+        kv = await self._bucket()
+        while True:
+            await asyncio.sleep(self.hold_s / 3)
+            try:
+                renewed = await write(
+                    kv, HOLD_PREFIX + activation_id, self._held(doc), last=revision
+                )
+            except Exception as exc:  # the bus is away: try again (the hold may run out)
+                log.warning("sequence %s: hold not renewed yet: %s", activation_id, exc)
+                continue
+            if renewed is None:
+                log.warning("sequence %s was taken over by another gateway", activation_id)
+                run.cancel()
+                return
+            revision = renewed
+
+    async def _scan_loop(self) -> None:
+        while True:
+            try:
+                await self._take_over()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the bus is away: look again later
+                log.warning("sequence holds not checked: %s", exc)
+            await asyncio.sleep(max(0.2, self.hold_s / 2))
+
+    async def _take_over(self) -> None:
+        kv = await self._bucket()
+        for key in await keys(kv, HOLD_PREFIX):
+            activation_id = key.removeprefix(HOLD_PREFIX)
+            if activation_id in self._running:
+                continue
+            found = await entry(kv, key)
+            if found is None or not found.value:
+                continue
+            doc = orjson.loads(found.value)
+            if float(doc.get("until", 0)) > time.time():
+                continue
+            revision = await write(kv, key, self._held(doc), last=found.revision)
+            if revision is None:
+                continue  # another gateway took it first
+            log.info("resuming sequence %s: the hold of its gateway ran out", activation_id)
+            self._launch(self._request(), activation_id, doc, revision, resume=True)
+
+    def _held(self, doc: dict[str, Any]) -> bytes:
+        return orjson.dumps({**doc, "owner": self.owner, "until": time.time() + self.hold_s})
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await bind_bucket(state_of(self._request()).bus.js, OPENWHISK_KV)
+        return self._kv
+
+    def _request(self) -> Request:
+        """A request-shaped handle on the app, for the helpers the routes share."""
+        return Request({"type": "http", "app": self.app, "headers": [], "method": "POST"})
 
 
 async def run_sequence(
@@ -64,8 +238,11 @@ async def run_sequence(
     activation_id: str,
     cause: str | None = None,
     depth: int = 0,
+    *,
+    resume: bool = False,
 ) -> ActivationRecord:
-    """Run every component in order; write and return the sequence's record."""
+    """Run every component in order; write and return the sequence's record. ``resume``:
+    a run of it may have begun; a final record of it, or of a component, is used as it is."""
     state = state_of(request)
     start = datetime.now(UTC)
     record = ActivationRecord(
@@ -79,14 +256,25 @@ async def run_sequence(
         cause=cause,
         annotations={"openwhisk_name": ref.name, "openwhisk_path": ref.path.lstrip("/")},
     )
-    await state.activations.put(record)
+    earlier = await _recorded(state, activation_id) if resume else None
+    if earlier is not None and earlier.status.terminal:
+        await emit_completion(state.bus, earlier)  # its gateway may have died before this
+        return earlier
+    if earlier is not None:
+        record, start = earlier, earlier.start or start
+    else:
+        await state.activations.put(record)
     value, ids = params, []
     status, error = ActivationStatus.SUCCESS, None
     for index, path in enumerate(meta.get("components", [])):
         own = component_id(activation_id, index)
         ids.append(own)
         try:
-            done = await _component(request, state, path, ref.ns, value, own, activation_id, depth)
+            done = await _recorded(state, own) if resume else None
+            if done is None or not done.status.terminal:
+                done = await _component(
+                    request, state, path, ref.ns, value, own, activation_id, depth, resume
+                )
         except DeepfaasError as exc:
             status, error = ActivationStatus.ERROR, f"component {path}: {exc.message}"
             break
@@ -114,6 +302,13 @@ async def run_sequence(
     return final
 
 
+async def _recorded(state: GatewayState, activation_id: str) -> ActivationRecord | None:
+    try:
+        return await state.activations.get(activation_id)
+    except DeepfaasError:  # none yet
+        return None
+
+
 async def _component(
     request: Request,
     state: GatewayState,
@@ -123,6 +318,7 @@ async def _component(
     activation_id: str,
     sequence_id: str,
     depth: int,
+    resume: bool,
 ) -> ActivationRecord:
     ref = await parse_ref(request, ns, path)
     spec, meta = await load_action(request, ref)
@@ -130,7 +326,9 @@ async def _component(
     if spec is None:
         if depth >= MAX_DEPTH:
             raise SequenceError(f"sequences nest deeper than {MAX_DEPTH}")
-        return await run_sequence(request, ref, meta, args, activation_id, sequence_id, depth + 1)
+        return await run_sequence(
+            request, ref, meta, args, activation_id, sequence_id, depth + 1, resume=resume
+        )
     wait = spec.timeout_s + SLACK_S
     outcome = await state.invoker.invoke_sync(
         spec,

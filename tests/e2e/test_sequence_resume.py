@@ -1,0 +1,132 @@
+"""An OpenWhisk sequence whose gateway is killed mid-run is resumed by another gateway.
+
+Split mode, as `deepfaas controller|gateway` start the parts, on one real nats-server: a
+sequence of three actions (the middle one slow) is invoked without blocking through gateway 1,
+which is killed with SIGKILL while the middle component runs. Gateway 2 takes over the
+sequence once gateway 1's hold runs out and finishes it: the result is the whole chain's, each
+component ran once (one try each, the slow one not started again), and the sequence's record
+and completion are written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from eventbus.server import EmbeddedNats
+from gateway.openwhisk.sequences import component_id
+from tests.e2e.test_replicas import ROOT, SplitPlatform, _ready
+from tests.support import wait_for
+
+NS = "/api/v1/namespaces/_"
+INC = "def main(args):\n    return {'n': args.get('n', 0) + 1}\n"
+SLOW = "import time\ndef main(args):\n    time.sleep(4)\n    return {'n': args['n'] * 2}\n"
+
+
+@pytest.fixture
+def split(nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    platform = SplitPlatform(nats_server, tmp_path_factory.mktemp("resume"))
+    boot = subprocess.run(
+        [sys.executable, "-m", "cli", "bootstrap"],
+        env=platform.env(),
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    platform.auth = (platform.base / "data" / "auth").read_text().strip()
+    platform.start("controller", "controller", DEEPFAAS_STATE_DIR=str(platform.base / "c"))
+    try:
+        yield platform
+    except BaseException:
+        print(platform.logs())
+        raise
+    finally:
+        platform.stop()
+
+
+def _gateway(platform: SplitPlatform, name: str) -> httpx.Client:
+    part = platform.start(name, "gateway", DEEPFAAS_SEQUENCE_HOLD_S="2")
+    wait_for(lambda: _ready(part), timeout=120)
+    return platform.client(part)
+
+
+def _record(client: httpx.Client, activation_id: str) -> dict[str, Any] | None:
+    got = client.get(f"/v1/activations/{activation_id}")
+    return got.json() if got.status_code == 200 else None
+
+
+def _completions(nats_url: str, activation_id: str) -> int:
+    """How many `activation.completed` events the EVENTS stream holds for ``activation_id``."""
+
+    async def count() -> int:
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            sub = await js.subscribe("events.>", ordered_consumer=True)
+            found = 0
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=1)
+                except nats.errors.TimeoutError:
+                    return found
+                if (msg.headers or {}).get("ce-id") == f"{activation_id}-completed":
+                    found += 1
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def test_a_sequence_outlives_its_gateway(split: SplitPlatform, nats_server: EmbeddedNats) -> None:
+    with _gateway(split, "gateway1") as first:
+        seq = _start_and_kill(split, first)
+    with _gateway(split, "gateway2") as second:
+        _finished_once(second, nats_server, seq)
+
+
+def _start_and_kill(split: SplitPlatform, first: httpx.Client) -> str:
+    """Invoke the chain without blocking; SIGKILL the gateway while its slow part runs."""
+    for name, code in (("rs-inc", INC), ("rs-slow", SLOW)):
+        body = {"exec": {"kind": "python:3", "code": code}, "limits": {"timeout": 30_000}}
+        made = first.put(f"{NS}/actions/{name}?overwrite=true", json=body)
+        assert made.status_code == 200, made.text
+    chain = {"exec": {"kind": "sequence", "components": ["rs-inc", "rs-slow", "rs-inc"]}}
+    assert first.put(f"{NS}/actions/rs-chain?overwrite=true", json=chain).status_code == 200
+
+    accepted = first.post(f"{NS}/actions/rs-chain", json={"n": 1})
+    assert accepted.status_code == 202, accepted.text
+    seq = accepted.json()["activationId"]
+    ids = [component_id(seq, i) for i in range(3)]
+    wait_for(lambda: (_record(first, ids[1]) or {}).get("status") == "running", timeout=60)
+    split.parts["gateway1"].kill()  # mid-sequence: the slow component is running
+    return seq
+
+
+def _finished_once(second: httpx.Client, nats_server: EmbeddedNats, seq: str) -> None:
+    ids = [component_id(seq, i) for i in range(3)]
+    wait_for(lambda: (_record(second, seq) or {}).get("status") == "success", timeout=90)
+    record = _record(second, seq)
+    assert record is not None
+    assert record["result"] == {"n": 5}  # ((1 + 1) * 2) + 1
+    assert record["logs"] == ids
+    for component in ids:
+        done = _record(second, component)
+        assert done is not None and done["status"] == "success", done
+        assert done["attempts"] == 1 and done["cause"] == seq
+    # the slow component ran before the kill and was not started again; the last one after
+    slow, last = _record(second, ids[1]), _record(second, ids[2])
+    assert slow is not None and last is not None
+    assert slow["worker"] and last["start"] >= slow["end"]
+    time.sleep(0.5)
+    assert _completions(nats_server.admin_url, seq) == 1
+    for component in ids:
+        assert _completions(nats_server.admin_url, component) == 1
