@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -138,8 +139,14 @@ class SequenceKeeper:
     ) -> asyncio.Task[ActivationRecord]:
         task = asyncio.create_task(self._run(request, activation_id, doc, revision, resume))
         self._running[activation_id] = task
-        task.add_done_callback(lambda _: self._running.pop(activation_id, None))
+        task.add_done_callback(functools.partial(self._ended, activation_id))
         return task
+
+    def _ended(self, activation_id: str, task: asyncio.Task[ActivationRecord]) -> None:
+        self._running.pop(activation_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # its hold stays: it runs out, and the sequence is resumed then
+            log.warning("sequence %s stopped: %s", activation_id, task.exception())
 
     async def _run(
         self,
