@@ -40,7 +40,7 @@ from gateway.openwhisk.errors import SequenceError
 from gateway.openwhisk.refs import ActionRef, load_action, params_of, parse_ref
 from gateway.state import GatewayState, state_of
 from runtimes.types import ActivationRecord, ActivationStatus
-from runtimes.worker.results import emit_completion
+from runtimes.worker.results import emit_completion, emit_completion_again
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 8
@@ -265,7 +265,9 @@ async def run_sequence(
     )
     earlier = await _recorded(state, activation_id) if resume else None
     if earlier is not None and earlier.status.terminal:
-        await emit_completion(state.bus, earlier)  # its gateway may have died before this
+        # its gateway may have died before announcing it: again, while that is still a
+        # duplicate JetStream drops (a rule's fire delivered much later announces nothing)
+        await emit_completion_again(state.bus, earlier)
         return earlier
     if earlier is not None:
         record, start = earlier, earlier.start or start

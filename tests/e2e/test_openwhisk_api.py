@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
-from tests.support import wait_for
+from gateway.openwhisk.sequences import HOLD_PREFIX
+from runtimes.activations import new_activation_id
+from tests.support import Platform, wait_for
 
 NS = "/api/v1/namespaces/_"
 HELLO = (
@@ -453,3 +457,61 @@ def test_web_actions_are_refused_clearly(client: httpx.Client) -> None:
         called = anonymous.get("/api/v1/web/default/default/ow-web.json")
         assert called.status_code == 404
         assert "web actions are not supported" in called.json()["error"]
+
+
+def _hold(platform: Platform, activation_id: str, doc: dict[str, Any] | None) -> bool:
+    """Write the hold of a gateway that died (``doc``, run out long ago), or, with None, say
+    whether a hold on ``activation_id`` is still there."""
+
+    async def go() -> bool:
+        nc = await nats.connect(platform.nats.admin_url)
+        try:
+            kv = await nc.jetstream().key_value("openwhisk")
+            key = HOLD_PREFIX + activation_id
+            if doc is not None:
+                await kv.put(key, json.dumps({**doc, "owner": "gone", "until": 0}).encode())
+                return True
+            try:
+                return bool((await kv.get(key)).value)
+            except nats.js.errors.KeyNotFoundError:
+                return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def _sequence_doc(client: httpx.Client, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    components = client.get(f"{NS}/actions/{name}").json()["exec"]["components"]
+    meta = {"kind": "sequence", "components": components, "version": 1}
+    return {"ref": {"ns": "default", "name": name}, "meta": meta, "params": params, "cause": None}
+
+
+def test_a_sequence_held_by_a_dead_gateway_runs_and_a_finished_one_runs_no_more(
+    client: httpx.Client, platform: Platform
+) -> None:
+    """What a gateway killed at either end of a sequence leaves: a hold and nothing else (it
+    died right after writing it), or a hold beside a finished record (it died before dropping
+    it). A running gateway takes each over once the hold has run out (`SequenceKeeper`): the
+    first runs from its start, the second is only let go."""
+    put_action(client, "ow-held-inc", "def main(args):\n    return {'n': args['n'] + 1}\n")
+    seq = {"exec": {"kind": "sequence", "components": ["ow-held-inc", "ow-held-inc"]}}
+    assert client.put(f"{NS}/actions/ow-held?overwrite=true", json=seq).status_code == 200
+
+    never_started = new_activation_id()
+    _hold(platform, never_started, _sequence_doc(client, "ow-held", {"n": 1}))
+    record = finished(client, never_started, timeout=60)
+    assert record["response"]["result"] == {"n": 3} and len(record["logs"]) == 2
+    wait_for(lambda: not _hold(platform, never_started, None), timeout=30)
+
+    done = client.post(f"{NS}/actions/ow-held?blocking=true", json={"n": 10}).json()
+    assert done["response"]["result"] == {"n": 12}
+    before = [
+        client.get(f"/v1/activations/{i}").json() for i in [done["activationId"], *done["logs"]]
+    ]
+    _hold(platform, done["activationId"], _sequence_doc(client, "ow-held", {"n": 10}))
+    wait_for(lambda: not _hold(platform, done["activationId"], None), timeout=30)
+    after = [
+        client.get(f"/v1/activations/{i}").json() for i in [done["activationId"], *done["logs"]]
+    ]
+    assert after == before  # nothing ran or was written again
