@@ -11,6 +11,7 @@ one controller ever has workers, and the gateways' metrics add up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -106,12 +107,37 @@ class SplitPlatform:
         part = self.parts[name] = Part(name, process, log, port)
         return part
 
+    def bootstrap(self) -> bytes:
+        """`deepfaas bootstrap` (the streams and the first key, as `up` makes them); keeps the
+        key in ``auth`` and returns what the command printed."""
+        boot = subprocess.run(
+            [sys.executable, "-m", "cli", "bootstrap"],
+            env=self.env(),
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert boot.returncode == 0, boot.stdout + boot.stderr
+        self.auth = (self.base / "data" / "auth").read_text().strip()
+        return boot.stdout
+
     def client(self, part: Part) -> httpx.Client:
         key, _, secret = self.auth.partition(":")
         return httpx.Client(base_url=part.url, timeout=30, auth=(key, secret))
 
     def logs(self) -> str:
         return "\n".join(p.tail() for p in self.parts.values())
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[SplitPlatform]:
+        """This platform, its logs printed if what runs inside fails; stopped after."""
+        try:
+            yield self
+        except BaseException:
+            print(self.logs())
+            raise
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         for part in self.parts.values():
@@ -136,16 +162,8 @@ def _ready(part: Part) -> bool:
 @pytest.fixture(scope="module")
 def split(nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     platform = SplitPlatform(nats_server, tmp_path_factory.mktemp("split"))
-    boot = subprocess.run(
-        [sys.executable, "-m", "cli", "bootstrap"],
-        env=platform.env(),
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert boot.returncode == 0, boot.stdout + boot.stderr
-    platform.auth = (platform.base / "data" / "auth").read_text().strip()
-    assert platform.auth.encode() in boot.stdout  # printed once, as `up` does
+    printed = platform.bootstrap()
+    assert platform.auth.encode() in printed  # printed once, as `up` does
     for i in (1, 2):
         platform.start(f"gateway{i}", "gateway")
         platform.start(
@@ -153,16 +171,11 @@ def split(nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -
         )
         platform.start(f"dispatcher{i}", "dispatcher")
         platform.start(f"deliverer{i}", "deliverer")
-    try:
+    with platform.serving():
         for i in (1, 2):
             # generous: eight processes start at once on a shared 2-core machine
             wait_for(lambda i=i: _ready(platform.parts[f"gateway{i}"]), timeout=180)
         yield platform
-    except BaseException:
-        print(platform.logs())
-        raise
-    finally:
-        platform.stop()
 
 
 def _leader(nats_server: EmbeddedNats) -> str | None:

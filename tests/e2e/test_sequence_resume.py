@@ -11,8 +11,6 @@ and completion are written once.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 
 from eventbus.server import EmbeddedNats
 from gateway.openwhisk.sequences import component_id
-from tests.e2e.test_replicas import ROOT, SplitPlatform, _ready
+from tests.e2e.test_replicas import SplitPlatform, _ready
 from tests.support import wait_for
 
 NS = "/api/v1/namespaces/_"
@@ -34,23 +32,10 @@ SLOW = "import time\ndef main(args):\n    time.sleep(4)\n    return {'n': args['
 @pytest.fixture
 def split(nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     platform = SplitPlatform(nats_server, tmp_path_factory.mktemp("resume"))
-    boot = subprocess.run(
-        [sys.executable, "-m", "cli", "bootstrap"],
-        env=platform.env(),
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert boot.returncode == 0, boot.stdout + boot.stderr
-    platform.auth = (platform.base / "data" / "auth").read_text().strip()
+    platform.bootstrap()
     platform.start("controller", "controller", DEEPFAAS_STATE_DIR=str(platform.base / "c"))
-    try:
+    with platform.serving():
         yield platform
-    except BaseException:
-        print(platform.logs())
-        raise
-    finally:
-        platform.stop()
 
 
 def _gateway(platform: SplitPlatform, name: str) -> httpx.Client:
