@@ -62,6 +62,8 @@ LEASES_KV = "leases"
 AUTH_KV = "auth_keys"
 #: OpenWhisk's action parameters and triggers (`gateway.openwhisk.store`)
 OPENWHISK_KV = "openwhisk"
+#: holds on running OpenWhisk sequences, by activation id (`gateway.openwhisk.sequences`)
+SEQUENCES_KV = "sequence_holds"
 #: OSCAR's services: their FDL and token, and the token index (`gateway.oscar.store`)
 OSCAR_KV = "oscar"
 #: the storage events emitted per object (`eventbus.storage_events.StorageLedger`)
@@ -127,6 +129,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(0.01, NEW, LEASES_KV, history=1),
     BucketSpec(0.01, NEW, AUTH_KV, history=1, private=True),
     BucketSpec(0.01, NEW, OPENWHISK_KV, history=1, private=True),
+    BucketSpec(0.01, NEW, SEQUENCES_KV, history=1, private=True),
     BucketSpec(0.01, NEW, OSCAR_KV, history=1, private=True),
     BucketSpec(0.05, NEW, LEDGER_KV, history=1, private=True),
     BucketSpec(0.05, OLD, DELIVERIES_KV, history=1, ttl_of="activations_ttl"),

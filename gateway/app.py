@@ -101,8 +101,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await alarms.stop()  # first: a late alarm fire would start a sequence
             await sequences.stop()
-            await alarms.stop()
             await buckets.stop()
             await keys.stop()
             await store.close()

@@ -116,11 +116,11 @@ class SyncInvoker:
                 update={"extensions": {**invocation.extensions, "replyto": inbox}}
             )
             ack = await self._enqueue(queued)
+            await self.waker.wake(str(invocation.subject), now=True)
             if ack.duplicate:
                 # A copy of this id is queued already (a given id: another caller's, or an
                 # earlier try's), with its own inbox: this one's is never answered. Its record is.
                 return await self._record_within(invocation.id, wait)
-            await self.waker.wake(str(invocation.subject), now=True)
             try:
                 msg = await asyncio.wait_for(future, wait)
             except TimeoutError:

@@ -8,6 +8,7 @@ trigger's parameters).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from runtimes.activations import new_activation_id
 from runtimes.types import ActivationRecord, ActivationStatus, FunctionSpec
 
 JSON = "application/json"
+log = logging.getLogger(__name__)
 
 
 def parameters(raw: bytes, what: str = "parameters") -> dict[str, Any]:
@@ -61,6 +63,14 @@ async def invoke(
         try:
             record: ActivationRecord = await asyncio.wait_for(asyncio.shield(task), wait)
         except TimeoutError:
+            return _accepted(activation_id)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this request is cancelled (the server stops), not the sequence's run
+            return _accepted(activation_id)  # taken over by another gateway, which ends it
+        except Exception as exc:  # its hold stays: the sequence is resumed, its record tells
+            log.warning("sequence %s: this gateway's run stopped: %s", activation_id, exc)
             return _accepted(activation_id)
         return _answer(request, record, None, result_only)
     body = orjson.dumps(params)

@@ -11,7 +11,7 @@ import httpx
 import nats
 import pytest
 
-from gateway.openwhisk.sequences import HOLD_PREFIX
+from eventbus.streams import SEQUENCES_KV
 from runtimes.activations import new_activation_id
 from tests.support import Platform, wait_for
 
@@ -466,8 +466,8 @@ def _hold(platform: Platform, activation_id: str, doc: dict[str, Any] | None) ->
     async def go() -> bool:
         nc = await nats.connect(platform.nats.admin_url)
         try:
-            kv = await nc.jetstream().key_value("openwhisk")
-            key = HOLD_PREFIX + activation_id
+            kv = await nc.jetstream().key_value(SEQUENCES_KV)
+            key = activation_id
             if doc is not None:
                 await kv.put(key, json.dumps({**doc, "owner": "gone", "until": 0}).encode())
                 return True

@@ -17,16 +17,18 @@ from typing import Any
 
 import httpx
 import nats
+import orjson
 import pytest
 
 from eventbus.server import EmbeddedNats
+from eventbus.streams import SEQUENCES_KV
 from gateway.openwhisk.sequences import component_id
 from tests.e2e.test_replicas import SplitPlatform, _ready
 from tests.support import wait_for
 
 NS = "/api/v1/namespaces/_"
 INC = "def main(args):\n    return {'n': args.get('n', 0) + 1}\n"
-SLOW = "import time\ndef main(args):\n    time.sleep(4)\n    return {'n': args['n'] * 2}\n"
+SLOW = "import time\ndef main(args):\n    time.sleep(10)\n    return {'n': args['n'] * 2}\n"
 
 
 @pytest.fixture
@@ -115,3 +117,55 @@ def _finished_once(second: httpx.Client, nats_server: EmbeddedNats, seq: str) ->
     assert _completions(nats_server.admin_url, seq) == 1
     for component in ids:
         assert _completions(nats_server.admin_url, component) == 1
+
+
+def _steal(nats_url: str, activation_id: str, hold_s: float) -> None:
+    """Write the sequence's hold as another gateway would on taking it over."""
+
+    async def go() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            kv = await nc.jetstream().key_value(SEQUENCES_KV)
+            for _ in range(20):  # the gateway may renew between the read and the write
+                found = await kv.get(activation_id)
+                held = {**orjson.loads(found.value or b"{}"), "owner": "thief"}
+                held["until"] = time.time() + hold_s
+                try:
+                    await kv.update(activation_id, orjson.dumps(held), last=found.revision)
+                    return
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    continue
+            raise AssertionError("the hold kept changing")
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+def test_a_gateway_whose_hold_was_taken_stops_its_run(
+    split: SplitPlatform, nats_server: EmbeddedNats
+) -> None:
+    """Another gateway takes the hold over while this one still runs the sequence (this one
+    lost the bus for longer than the hold, say): this gateway's next renewal fails, it stops
+    its run without writing the sequence's end or dropping the other's hold, and once that
+    hold runs out unrenewed (the thief here never renews) it resumes the sequence and ends it,
+    each component run once."""
+    with _gateway(split, "gateway1") as gateway:
+        for name, code in (("rt-inc", INC), ("rt-slow", SLOW)):
+            body = {"exec": {"kind": "python:3", "code": code}, "limits": {"timeout": 30_000}}
+            made = gateway.put(f"{NS}/actions/{name}?overwrite=true", json=body)
+            assert made.status_code == 200, made.text
+        chain = {"exec": {"kind": "sequence", "components": ["rt-inc", "rt-slow", "rt-inc"]}}
+        assert gateway.put(f"{NS}/actions/rt-chain?overwrite=true", json=chain).status_code == 200
+        seq = gateway.post(f"{NS}/actions/rt-chain", json={"n": 1}).json()["activationId"]
+        ids = [component_id(seq, i) for i in range(3)]
+        wait_for(lambda: (_record(gateway, ids[1]) or {}).get("status") == "running", timeout=60)
+        _steal(nats_server.admin_url, seq, hold_s=4)
+        wait_for(lambda: (_record(gateway, seq) or {}).get("status") == "success", timeout=90)
+        record = _record(gateway, seq)
+        assert record is not None and record["result"] == {"n": 5}
+        for component in ids:
+            done = _record(gateway, component)
+            assert done is not None and done["status"] == "success" and done["attempts"] == 1
+        log = split.parts["gateway1"].log.read_text()
+        assert "another gateway took it over" in log and "resuming sequence" in log
