@@ -2,7 +2,7 @@
 another gateway (or this one, restarted) when the one running it dies.
 
 A sequence is an OpenWhisk document only (no function, no worker). Running one: the gateway
-writes a hold on it (`running.<activation id>` in the `openwhisk` bucket: the sequence, its
+writes a hold on it (its activation id in the `sequence_holds` bucket: the sequence, its
 parameters, this gateway and how long its hold lasts) and the sequence's record as `running`,
 then invokes each component through the invoker (sync, with a wait of the component's own
 timeout) under an activation id derived from the sequence's id and the component's index, with
@@ -10,10 +10,10 @@ timeout) under an activation id derived from the sequence's id and the component
 the next one's input. The first failure ends it. The final record (result = the last result,
 logs = the component activation ids) is written once and announced as a worker announces its
 own (`activation.completed|failed`), and the hold is dropped. While it runs the gateway renews
-its hold; every gateway looks for holds that ran out (`SequenceKeeper`) and takes one over with
-compare-and-set, then resumes the sequence: a component whose record is final is not run
-again, its result is used; the others run under their same ids, which the workers' claims keep
-to one run each.
+its hold, and stops if another gateway took it; every gateway looks for holds that ran out
+(`SequenceKeeper`) and takes one over with compare-and-set, then resumes the sequence: a
+component whose record is final is not run again, its result is used; the others run under
+their same ids, which the workers' claims keep to one run each.
 """
 
 from __future__ import annotations
