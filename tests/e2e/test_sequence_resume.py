@@ -40,8 +40,8 @@ def split(nats_server: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -
         yield platform
 
 
-def _gateway(platform: SplitPlatform, name: str) -> httpx.Client:
-    part = platform.start(name, "gateway", DEEPFAAS_SEQUENCE_HOLD_S="2")
+def _gateway(platform: SplitPlatform, name: str, hold_s: float = 2) -> httpx.Client:
+    part = platform.start(name, "gateway", DEEPFAAS_SEQUENCE_HOLD_S=str(hold_s))
     wait_for(lambda: _ready(part), timeout=120)
     return platform.client(part)
 
@@ -169,3 +169,45 @@ def test_a_gateway_whose_hold_was_taken_stops_its_run(
             assert done is not None and done["status"] == "success" and done["attempts"] == 1
         log = split.parts["gateway1"].log.read_text()
         assert "another gateway took it over" in log and "resuming sequence" in log
+
+
+def test_a_run_whose_hold_was_taken_before_its_end_writes_no_end(
+    split: SplitPlatform, nats_server: EmbeddedNats
+) -> None:
+    """The hold changes hands after this gateway's last renewal and before its sequence ends
+    (a long hold, renewed every 20 s, and a 3 s component): the run checks its hold before
+    writing the end, finds it taken, writes nothing and leaves the other's hold alone. The
+    sequence ends only when this gateway, finding that hold run out, resumes it."""
+    with _gateway(split, "gateway1", hold_s=60) as gateway:
+        mid = SLOW.replace("time.sleep(10)", "time.sleep(3)")
+        for name, code in (("re-inc", INC), ("re-mid", mid)):
+            body = {"exec": {"kind": "python:3", "code": code}, "limits": {"timeout": 30_000}}
+            made = gateway.put(f"{NS}/actions/{name}?overwrite=true", json=body)
+            assert made.status_code == 200, made.text
+        chain = {"exec": {"kind": "sequence", "components": ["re-inc", "re-mid"]}}
+        assert gateway.put(f"{NS}/actions/re-chain?overwrite=true", json=chain).status_code == 200
+        seq = gateway.post(f"{NS}/actions/re-chain", json={"n": 1}).json()["activationId"]
+        ids = [component_id(seq, i) for i in range(2)]
+        wait_for(lambda: (_record(gateway, ids[1]) or {}).get("status") == "running", timeout=60)
+        _steal(nats_server.admin_url, seq, hold_s=6)
+        wait_for(lambda: (_record(gateway, ids[1]) or {}).get("status") == "success", timeout=60)
+        wait_for(lambda: "another gateway took it over" in split.parts["gateway1"].log.read_text())
+        assert (_record(gateway, seq) or {}).get("status") == "running"  # no end written
+        assert _holder(nats_server.admin_url, seq) == "thief"  # and its hold left alone
+        wait_for(lambda: (_record(gateway, seq) or {}).get("status") == "success", timeout=90)
+        assert (_record(gateway, seq) or {}).get("result") == {"n": 4}
+
+
+def _holder(nats_url: str, activation_id: str) -> str | None:
+    async def go() -> str | None:
+        nc = await nats.connect(nats_url)
+        try:
+            kv = await nc.jetstream().key_value(SEQUENCES_KV)
+            found = await kv.get(activation_id)
+            return str(orjson.loads(found.value or b"{}").get("owner"))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
