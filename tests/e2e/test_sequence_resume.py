@@ -80,14 +80,21 @@ def test_a_sequence_outlives_its_gateway(split: SplitPlatform, nats_server: Embe
         _finished_once(second, nats_server, seq)
 
 
+def _chain(client: httpx.Client, prefix: str, components: list[str], slow: str = SLOW) -> None:
+    """Actions `<prefix>-inc` and `<prefix>-slow` (``slow``'s code), and the sequence
+    `<prefix>-chain` of ``components`` (`inc` or `slow`)."""
+    for name, code in (("inc", INC), ("slow", slow)):
+        body = {"exec": {"kind": "python:3", "code": code}, "limits": {"timeout": 30_000}}
+        made = client.put(f"{NS}/actions/{prefix}-{name}?overwrite=true", json=body)
+        assert made.status_code == 200, made.text
+    parts = [f"{prefix}-{c}" for c in components]
+    chain = {"exec": {"kind": "sequence", "components": parts}}
+    assert client.put(f"{NS}/actions/{prefix}-chain?overwrite=true", json=chain).status_code == 200
+
+
 def _start_and_kill(split: SplitPlatform, first: httpx.Client) -> str:
     """Invoke the chain without blocking; SIGKILL the gateway while its slow part runs."""
-    for name, code in (("rs-inc", INC), ("rs-slow", SLOW)):
-        body = {"exec": {"kind": "python:3", "code": code}, "limits": {"timeout": 30_000}}
-        made = first.put(f"{NS}/actions/{name}?overwrite=true", json=body)
-        assert made.status_code == 200, made.text
-    chain = {"exec": {"kind": "sequence", "components": ["rs-inc", "rs-slow", "rs-inc"]}}
-    assert first.put(f"{NS}/actions/rs-chain?overwrite=true", json=chain).status_code == 200
+    _chain(first, "rs", ["inc", "slow", "inc"])
 
     accepted = first.post(f"{NS}/actions/rs-chain", json={"n": 1})
     assert accepted.status_code == 202, accepted.text
@@ -151,12 +158,7 @@ def test_a_gateway_whose_hold_was_taken_stops_its_run(
     hold runs out unrenewed (the thief here never renews) it resumes the sequence and ends it,
     each component run once."""
     with _gateway(split, "gateway1") as gateway:
-        for name, code in (("rt-inc", INC), ("rt-slow", SLOW)):
-            body = {"exec": {"kind": "python:3", "code": code}, "limits": {"timeout": 30_000}}
-            made = gateway.put(f"{NS}/actions/{name}?overwrite=true", json=body)
-            assert made.status_code == 200, made.text
-        chain = {"exec": {"kind": "sequence", "components": ["rt-inc", "rt-slow", "rt-inc"]}}
-        assert gateway.put(f"{NS}/actions/rt-chain?overwrite=true", json=chain).status_code == 200
+        _chain(gateway, "rt", ["inc", "slow", "inc"])
         seq = gateway.post(f"{NS}/actions/rt-chain", json={"n": 1}).json()["activationId"]
         ids = [component_id(seq, i) for i in range(3)]
         wait_for(lambda: (_record(gateway, ids[1]) or {}).get("status") == "running", timeout=60)
@@ -179,13 +181,7 @@ def test_a_run_whose_hold_was_taken_before_its_end_writes_no_end(
     writing the end, finds it taken, writes nothing and leaves the other's hold alone. The
     sequence ends only when this gateway, finding that hold run out, resumes it."""
     with _gateway(split, "gateway1", hold_s=60) as gateway:
-        mid = SLOW.replace("time.sleep(10)", "time.sleep(3)")
-        for name, code in (("re-inc", INC), ("re-mid", mid)):
-            body = {"exec": {"kind": "python:3", "code": code}, "limits": {"timeout": 30_000}}
-            made = gateway.put(f"{NS}/actions/{name}?overwrite=true", json=body)
-            assert made.status_code == 200, made.text
-        chain = {"exec": {"kind": "sequence", "components": ["re-inc", "re-mid"]}}
-        assert gateway.put(f"{NS}/actions/re-chain?overwrite=true", json=chain).status_code == 200
+        _chain(gateway, "re", ["inc", "slow"], slow=SLOW.replace("sleep(10)", "sleep(3)"))
         seq = gateway.post(f"{NS}/actions/re-chain", json={"n": 1}).json()["activationId"]
         ids = [component_id(seq, i) for i in range(2)]
         wait_for(lambda: (_record(gateway, ids[1]) or {}).get("status") == "running", timeout=60)
