@@ -176,7 +176,7 @@ async def test_the_worker_role_does_its_work(nats_server: EmbeddedNats, admin: B
         # the sync path: a queue subscriber on run.<fn> answers the gateway's request
         sub = await worker.nc.subscribe(f"run.{fn}", queue="workers", cb=answering(b"done"))
         await worker.nc.flush()
-        assert (await admin.nc.request(f"run.{fn}", b"x", timeout=2)).data == b"done"
+        assert await answer_of(admin, f"run.{fn}") == b"done"
         await sub.unsubscribe()
         # the async path: pull from its durable consumer and ack
         await admin.js.publish(invoke_subject(fn), b"work")
