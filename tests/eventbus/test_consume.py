@@ -38,10 +38,11 @@ async def test_a_fetch_returns_what_is_stored_in_order_and_leaves_no_count(nc: A
     assert sizes == [64, 64, 22]
     assert seen == list(range(150))
     assert await fetch(sub, 64, timeout=0.2) == []
-    # the queued messages were taken without nats-py's wait per message, and the
-    # subscription's own counts are back at zero
+    # the queued messages were taken without nats-py's wait per message, and the bytes the
+    # subscription counts as pending are back at zero (a late status message of the last
+    # fetch, with no body, may still be queued: the next fetch drops it)
     assert getattr(sub, consume._QUICK) is True
-    assert (sub._sub.pending_msgs, sub._sub.pending_bytes) == (0, 0)
+    assert sub._sub.pending_bytes == 0
     info = await nc.jetstream().consumer_info("fetch_order", "reader")
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
 
