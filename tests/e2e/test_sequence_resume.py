@@ -185,7 +185,7 @@ def test_a_run_whose_hold_was_taken_before_its_end_writes_no_end(
         seq = gateway.post(f"{NS}/actions/re-chain", json={"n": 1}).json()["activationId"]
         ids = [component_id(seq, i) for i in range(2)]
         wait_for(lambda: (_record(gateway, ids[1]) or {}).get("status") == "running", timeout=60)
-        _steal(nats_server.admin_url, seq, hold_s=6)
+        _steal(nats_server.admin_url, seq, hold_s=15)
         wait_for(lambda: (_record(gateway, ids[1]) or {}).get("status") == "success", timeout=60)
         wait_for(lambda: "another gateway took it over" in split.parts["gateway1"].log.read_text())
         assert (_record(gateway, seq) or {}).get("status") == "running"  # no end written
