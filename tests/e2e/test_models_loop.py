@@ -156,7 +156,8 @@ def test_shuffled_labels_make_a_candidate_the_gate_refuses(loop: httpx.Client) -
         fresh = [
             v for v in versions if v["lineage"]["data"].get("source", "").endswith("shuffled.csv")
         ]
-        return fresh[0] if fresh else None
+        # a version is stored first, then gated: wait for the gate's decision (its reason)
+        return fresh[0] if fresh and fresh[0]["reason"] else None
 
     candidate = wait_for(refused, timeout=120)
     assert candidate["state"] == "candidate"
