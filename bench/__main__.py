@@ -19,7 +19,7 @@ import httpx
 from bench.bus_throughput import bus_throughput
 from bench.cpu import CpuMeter
 from bench.loadgen import LoadResult, http_load, nats_load
-from bench.throughput import async_throughput, batch_throughput
+from bench.throughput import async_throughput, batch_throughput, counts
 from eventbus.server import EmbeddedNats, free_port
 from tests.support import start_platform, wait_for
 
@@ -149,15 +149,15 @@ def core(seconds: float) -> list[str]:
             before = meter.snapshot()
             rate, found = asyncio.run(async_throughput(plat.auth_url, nats.admin_url, seconds))
             lines += found
-            budgets.append(meter.line(before, _completed(found[-1]), "HTTP async", rate))
+            budgets.append(meter.line(before, counts(found[-1])[0], "HTTP async", rate))
             before = meter.snapshot()
             rate, found = asyncio.run(batch_throughput(plat.auth_url, nats.admin_url, seconds))
             lines += found
-            budgets.append(meter.line(before, _completed(found[-1]), "batch door", rate))
+            budgets.append(meter.line(before, counts(found[-1])[0], "batch door", rate))
             before = meter.snapshot()
             rate, found = asyncio.run(bus_throughput(nats.admin_url, n=int(2_000 * seconds)))
             lines += found
-            budgets.append(meter.line(before, _completed(found[-1]), "bus-published", rate))
+            budgets.append(meter.line(before, counts(found[-1])[0], "bus-published", rate))
             lines += budgets
         finally:
             plat.stop()
@@ -260,11 +260,6 @@ def main() -> None:
         print(f"\n## {name}")
         for line in SUITES[name](args.seconds):
             print(line, flush=True)
-
-
-def _completed(line: str) -> int:
-    """N of a throughput line's "... N of M in S s = R/s"."""
-    return int(line.split(" of ")[-2].split()[-1])
 
 
 def _cpus() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.bus_throughput import bus_throughput
 from bench.loadgen import http_load, nats_load
-from bench.throughput import async_throughput
+from bench.throughput import async_throughput, counts
 from eventbus.server import EmbeddedNats, free_port
 from tests.support import Platform, start_platform, wait_for
 
@@ -92,7 +92,7 @@ def _round(plat: Platform, nats: EmbeddedNats, seconds: float) -> dict[str, floa
     rate, lines = asyncio.run(async_throughput(plat.auth_url, nats_url, seconds, prefix=""))
     figures["async accepted->completed /s"] = rate
     used = sum(cpu_s(pid) for pid in pids) - before
-    accepted = int(lines[-1].split(" of ")[1].split()[0])  # "... N of M in ..."
+    accepted = counts(lines[-1])[1]
     figures["async CPU ms/activation"] = used * 1000 / max(1, accepted)
     before = sum(cpu_s(pid) for pid in pids)
     rate, _ = asyncio.run(bus_throughput(nats_url, n=int(2_000 * seconds)))

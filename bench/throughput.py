@@ -44,6 +44,12 @@ class Completions:
         return self.last or time.perf_counter()
 
 
+def counts(line: str) -> tuple[int, int]:
+    """(completed, accepted) of a throughput line's "... N of M in S s = R/s"."""
+    before, _, after = line.rpartition(" of ")
+    return int(before.split()[-1]), int(after.split()[0])
+
+
 async def async_throughput(
     url: str, nats_url: str, seconds: float, *, prefix: str = "async"
 ) -> tuple[float, list[str]]:
