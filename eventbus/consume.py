@@ -1,36 +1,93 @@
-"""Pulling batches from a durable consumer, the same way in every long-running consumer."""
+"""Pulling batches from a durable consumer, the same way in every long-running consumer.
+
+Each fetch is one pull request that ends on the server: ``no_wait`` with ``expires`` asks for
+up to ``batch`` messages, waits up to ``timeout`` for the first, sends what is there then and
+ends with a status (``404``), or ends with ``408`` when nothing came. A fetch returns as soon as
+its request has ended, so a message is handed over the moment it arrives.
+
+nats-py's own ``fetch`` sends, when its first request finds nothing, a second one without
+``no_wait`` that stays open on the server after the fetch returns: the messages that open
+request takes later do not end the next fetch, which then holds each one until another
+arrives or its timeout runs out (an async invocation or a triggered event on a quiet platform
+started 100 ms to 1 s late: `tests/eventbus/test_consume.py`). It also takes every message
+of a batch through ``next_msg``, two tasks and a uuid each, even when it is queued already.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Final
 
-import nats.errors
+import orjson
 from nats.aio.msg import Msg
 
 log = logging.getLogger(__name__)
 #: seconds to wait after a failed fetch, while the client reconnects
 PAUSE_S = 0.2
+#: how much longer than its request a fetch waits for the server's word that it ended
+GRACE_S: Final = 0.5
+#: the statuses that end a pull request with nothing wrong: no messages (left), expired
+_ENDED: Final = ("404", "408")
+#: a heartbeat or a flow-control message: not an end
+_INFORMATIVE: Final = "100"
 
 
 async def fetch(
     sub: Any, batch: int, *, timeout: float = 1.0, pause: float = PAUSE_S
 ) -> list[Msg] | None:
-    """Up to ``batch`` messages, none when nothing waits; None when the fetch failed (the
-    connection is recovering, or the consumer is gone), after ``pause`` seconds."""
-    if not hasattr(sub, _QUICK):
-        _take_queued_at_once(sub)
+    """Up to ``batch`` messages, none when nothing came within ``timeout``; None when the
+    fetch failed (the connection is recovering, or the consumer is gone), after ``pause``
+    seconds. ``sub`` is a nats-py pull subscription."""
+    inner: Any = sub._sub
+    nc: Any = sub._nc
+    queue: asyncio.Queue[Msg] = inner._pending_queue
+    msgs: list[Msg] = []
+    while len(msgs) < batch and not queue.empty():  # delivered already, e.g. after an error
+        msg = _take(inner, queue.get_nowait())
+        if _status(msg) is None:
+            msgs.append(msg)
+    if msgs:
+        return msgs
+    if nc.is_closed:
+        await asyncio.sleep(pause)
+        return None
+    request = {"batch": batch, "expires": max(1, int(timeout * 1e9)), "no_wait": True}
     try:
-        return list(await sub.fetch(batch=batch, timeout=timeout))
-    except (nats.errors.TimeoutError, TimeoutError):
-        return []
-    except asyncio.CancelledError:
-        raise
+        await nc.publish(sub._nms, orjson.dumps(request), reply=sub._deliver)
     except Exception as exc:  # connection loss: the client reconnects by itself
         log.debug("fetch failed: %s", exc)
         await asyncio.sleep(pause)
         return None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout + GRACE_S
+    failed: str | None = None
+    while len(msgs) < batch:
+        if queue.empty():
+            left = deadline - loop.time()
+            if left <= 0:
+                break  # the server did not answer: what came is all there is
+            try:
+                got = await asyncio.wait_for(queue.get(), left)
+            except TimeoutError:
+                break
+        else:
+            got = queue.get_nowait()
+        msg = _take(inner, got)
+        status = _status(msg)
+        if status is None:
+            msgs.append(msg)
+        elif status == _INFORMATIVE:
+            continue
+        else:
+            if status not in _ENDED:  # 409: consumer deleted, too many waiting, a leader change
+                failed = f"{status} {msg.headers.get('Description', '') if msg.headers else ''}"
+            break
+    if failed and not msgs:
+        log.debug("fetch failed: %s", failed)
+        await asyncio.sleep(pause)
+        return None
+    return msgs
 
 
 async def fetch_batch(
@@ -40,33 +97,17 @@ async def fetch_batch(
     return await fetch(sub, batch, timeout=timeout, pause=pause) or []
 
 
-_QUICK = "_deepfaas_quick_next"
+def _take(inner: Any, msg: Msg) -> Msg:
+    """Account for a message taken off the subscription's queue as nats-py does."""
+    inner._pending_queue.task_done()
+    inner._pending_size -= len(msg.data)
+    return msg
 
 
-def _take_queued_at_once(sub: Any) -> None:
-    """Make the pull subscription hand its fetch a message that has arrived already without
-    waiting for it. nats-py's fetch takes each message of a batch with ``next_msg``, which
-    starts two tasks and draws a uuid for every message, queued or not: about 40 µs of CPU a
-    message, two thirds of a fetch's cost (measured in bench/RESULTS.md). A queued message is
-    now taken off the queue at once, with the same bookkeeping (private to the pinned nats-py;
-    tests/eventbus/test_consume.py checks what a fetch returns and the counts it leaves); an
-    empty queue, or a closed connection, still goes through ``next_msg`` itself.
-    """
-    setattr(sub, _QUICK, False)
-    inner: Any = getattr(sub, "_sub", None)
-    if not all(hasattr(inner, name) for name in ("_pending_queue", "_pending_size", "_conn")):
-        log.warning("this nats-py has other internals: fetches take the slow path")
-        return
-    waiting = inner.next_msg
-
-    async def next_msg(timeout: float | None = 1.0) -> Msg:
-        queue = inner._pending_queue
-        if queue.empty() or inner._conn.is_closed:
-            return await waiting(timeout)  # type: ignore[no-any-return]
-        msg: Msg = queue.get_nowait()
-        inner._pending_size -= len(msg.data)
-        queue.task_done()
-        return msg
-
-    inner.next_msg = next_msg
-    setattr(sub, _QUICK, True)
+def _status(msg: Msg) -> str | None:
+    """The status of a message from the server about the pull request, or None for a message
+    of the stream (which always has a reply subject, to be acknowledged on: a status has none,
+    whatever headers a publisher gave its message)."""
+    if msg.reply or not msg.headers:
+        return None
+    return msg.headers.get("Status")

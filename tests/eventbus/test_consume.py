@@ -7,7 +7,6 @@ from typing import Any
 
 import nats
 
-from eventbus import consume
 from eventbus.consume import fetch
 
 
@@ -38,11 +37,9 @@ async def test_a_fetch_returns_what_is_stored_in_order_and_leaves_no_count(nc: A
     assert sizes == [64, 64, 22]
     assert seen == list(range(150))
     assert await fetch(sub, 64, timeout=0.2) == []
-    # the queued messages were taken without nats-py's wait per message, and the bytes the
-    # subscription counts as pending are back at zero (a late status message of the last
-    # fetch, with no body, may still be queued: the next fetch drops it)
-    assert getattr(sub, consume._QUICK) is True
+    # the subscription's count of pending bytes is back at zero, its queue empty
     assert sub._sub.pending_bytes == 0
+    assert sub._sub._pending_queue.empty()
     info = await nc.jetstream().consumer_info("fetch_order", "reader")
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
 
@@ -69,6 +66,34 @@ async def test_messages_published_while_fetching_each_arrive_once(nc: Any) -> No
     await publisher
     assert seen == list(range(300))
     assert await fetch(sub, 32, timeout=0.2) == []
+
+
+async def test_a_fetch_hands_over_a_message_the_moment_it_arrives(nc: Any) -> None:
+    """One message at a time on a quiet stream: each fetch (room for 8, 10 s to wait) returns
+    with its one message, not when a second comes or its wait runs out. nats-py's own fetch
+    left a pull request open on the server after an idle fetch, and the next fetch then held
+    such a message until the next one arrived."""
+    sub = await _consumer(nc, "fetch_handover", 0)
+    js = nc.jetstream()
+    assert await fetch(sub, 8, timeout=0.3) == []  # an idle fetch first, as a quiet worker's
+    for i in range(4):
+        waiting = asyncio.create_task(fetch(sub, 8, timeout=10))
+        await asyncio.sleep(0.05)  # the fetch's request is with the server
+        await js.publish("fetch_handover.x", str(i).encode())
+        done, _ = await asyncio.wait({waiting}, timeout=5)
+        assert done, f"message {i} was held by the fetch"
+        msgs = waiting.result()
+        assert [int(msg.data) for msg in msgs or []] == [i]
+        await msgs[0].ack()
+
+
+async def test_a_message_with_a_status_header_is_a_message(nc: Any) -> None:
+    """A publisher's own `Status` header, and an empty body, do not make a stream message
+    look like the server's word on the request."""
+    sub = await _consumer(nc, "fetch_status", 0)
+    await nc.jetstream().publish("fetch_status.x", b"", headers={"Status": "404"})
+    msgs = await fetch(sub, 8, timeout=2)
+    assert msgs is not None and len(msgs) == 1 and msgs[0].headers == {"Status": "404"}
 
 
 async def test_a_fetch_on_a_closed_connection_fails_as_before(nats_url: str) -> None:
