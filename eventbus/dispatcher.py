@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 DURABLE: Final = "dispatcher"
 SKIPPED_SUFFIX: Final = "trigger.skipped"
 STATS_SUBJECT: Final = DISPATCHER_STATS
+#: how long a fetch waits for events when none is held
+FETCH_WAIT_S: Final = 1.0
+#: how long events that no trigger wants may wait for the trigger index's freshness check
+#: (`_catch_up_triggers`, one JetStream request): one check for all those fetched meanwhile
+HOLD_S: Final = 0.05
 
 
 class Dispatcher:
@@ -311,10 +316,25 @@ class Dispatcher:
     # -- events --------------------------------------------------------------------------
 
     async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        held: list[Msg] = []  # fetched events that no trigger wants, by the index as it stands
+        due = 0.0
         while not self._stopping.is_set():
-            msgs = await fetch_batch(self._pull, self.batch)
-            if not msgs:
-                continue
+            wait = due - loop.time() if held else FETCH_WAIT_S
+            if wait > 0:
+                fetched = await fetch_batch(self._pull, self.batch - len(held), timeout=wait)
+                if fetched and not held:
+                    due = loop.time() + HOLD_S
+                held.extend(fetched)
+                if not held or (
+                    len(held) < self.batch
+                    and loop.time() < due
+                    and all(self._looks_unwanted(msg) for msg in fetched)
+                ):
+                    # Such events' freshness check (a JetStream request) waits a moment to
+                    # serve all those fetched meanwhile; any other event ends the wait.
+                    continue
+            msgs, held = held, []
             await self._catch_up_triggers()
             # Events no trigger can want (most are: every activation's completion) are acked
             # here, in this task, their acks in one write; only the others get a task each.
@@ -332,11 +352,17 @@ class Dispatcher:
             finally:
                 self._in_hand = None
 
+    def _looks_unwanted(self, msg: Msg) -> bool:
+        """Whether the event's type alone shows that no trigger in the index matches it."""
+        raw_type = (msg.headers or {}).get("ce-type")
+        return bool(
+            raw_type and not _needs_decoding(raw_type) and not self.index.might_match_type(raw_type)
+        )
+
     def _unwanted(self, msg: Msg) -> bool:
         """Counts the event as seen; whether its type alone shows that no trigger matches it."""
         self.stats["events_seen"] += 1
-        raw_type = (msg.headers or {}).get("ce-type")
-        if raw_type and not _needs_decoding(raw_type) and not self.index.might_match_type(raw_type):
+        if self._looks_unwanted(msg):
             self.stats["events_unmatched"] += 1
             return True
         return False
