@@ -3,7 +3,10 @@
 Each fetch is one pull request that ends on the server: ``no_wait`` with ``expires`` asks for
 up to ``batch`` messages, waits up to ``timeout`` for the first, sends what is there then and
 ends with a status (``404``), or ends with ``408`` when nothing came. A fetch returns as soon as
-its request has ended, so a message is handed over the moment it arrives.
+its request has ended, so a message is handed over the moment it arrives (at most a few
+milliseconds later when the consumer is at its ``max_ack_pending``, which keeps such a request
+open). A request ended at once with nothing (``408 Requests Pending``: another subscriber's
+request waits already) makes the fetch pause before it returns, not its caller spin.
 
 nats-py's own ``fetch`` sends, when its first request finds nothing, a second one without
 ``no_wait`` that stays open on the server after the fetch returns: the messages that open
@@ -27,6 +30,12 @@ log = logging.getLogger(__name__)
 PAUSE_S = 0.2
 #: how much longer than its request a fetch waits for the server's word that it ended
 GRACE_S: Final = 0.5
+#: how long a fetch that has messages waits for the server to end its request
+AFTER_FIRST_S: Final = 0.005
+#: how long a fetch whose request ended early, with nothing, waits before it returns
+EARLY_END_PAUSE_S: Final = 0.05
+#: the shortest pull request asked for (1 ms)
+MIN_EXPIRES_NS: Final = 1_000_000
 #: the statuses that end a pull request with nothing wrong: no messages (left), expired
 _ENDED: Final = ("404", "408")
 #: a heartbeat or a flow-control message: not an end
@@ -52,7 +61,8 @@ async def fetch(
     if nc.is_closed:
         await asyncio.sleep(pause)
         return None
-    request = {"batch": batch, "expires": max(1, int(timeout * 1e9)), "no_wait": True}
+    # the server expires a request of a microsecond before it sends what is waiting
+    request = {"batch": batch, "expires": max(MIN_EXPIRES_NS, int(timeout * 1e9)), "no_wait": True}
     try:
         await nc.publish(sub._nms, orjson.dumps(request), reply=sub._deliver)
     except Exception as exc:  # connection loss: the client reconnects by itself
@@ -60,15 +70,20 @@ async def fetch(
         await asyncio.sleep(pause)
         return None
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout + GRACE_S
+    expires = loop.time() + timeout
+    deadline = expires + GRACE_S
     failed: str | None = None
     while len(msgs) < batch:
         if queue.empty():
-            left = deadline - loop.time()
+            # Once something came, the rest comes with it: wait briefly for the server's end
+            # (a consumer at its max_ack_pending keeps such a request open until it expires).
+            left = min(deadline, loop.time() + AFTER_FIRST_S) if msgs else deadline
+            left -= loop.time()
             if left <= 0:
                 break  # the server did not answer: what came is all there is
             try:
-                got = await asyncio.wait_for(queue.get(), left)
+                async with asyncio.timeout(left):  # not wait_for: it can swallow a cancel
+                    got = await queue.get()
             except TimeoutError:
                 break
         else:
@@ -87,6 +102,11 @@ async def fetch(
         log.debug("fetch failed: %s", failed)
         await asyncio.sleep(pause)
         return None
+    if not msgs and loop.time() < expires:
+        # Ended early with nothing: "408 Requests Pending" (another subscriber's request
+        # waits on this consumer at its max_ack_pending), or a stale status of an earlier
+        # request. Returning at once would have the caller ask again in a tight loop.
+        await asyncio.sleep(min(EARLY_END_PAUSE_S, expires - loop.time()))
     return msgs
 
 
