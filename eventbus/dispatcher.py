@@ -63,6 +63,8 @@ FETCH_WAIT_S: Final = 1.0
 #: how long events that no trigger wants may wait for the trigger index's freshness check
 #: (`_catch_up_triggers`, one JetStream request): one check for all those fetched meanwhile
 HOLD_S: Final = 0.05
+#: a hold with less left than this is over (a fetch asks for at least a millisecond)
+MIN_WAIT_S: Final = 0.001
 
 
 class Dispatcher:
@@ -79,8 +81,10 @@ class Dispatcher:
         clock: Clock | None = None,
         schedule_grace_s: float = 30.0,
         schedule_poll_s: float = 0.5,
+        hold_s: float = HOLD_S,
     ) -> None:
         self.bus = bus
+        self.hold_s = hold_s
         self.ack_wait = ack_wait
         self.batch = batch
         self.backoff = Backoff(retry_base, retry_max)
@@ -96,6 +100,8 @@ class Dispatcher:
         self._stats_sub: Any = None
         self._stopping = asyncio.Event()
         self._in_hand: asyncio.Future[list[None]] | None = None
+        #: events held for the trigger index's freshness check (`_consume`)
+        self._held: list[Msg] = []
         #: the last KV revision each watch has applied, and a signal on every step
         self._applied: dict[str, int] = {}
         self._watch_step = asyncio.Event()
@@ -163,6 +169,12 @@ class Dispatcher:
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+        # Events held for the freshness check go back to the consumer at once, not after its
+        # ack wait; once unsubscribed, so that the server does not hand them to a pull request
+        # of this dispatcher's that is still open.
+        held, self._held[:] = self._held[:], []
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(msg.nak() for msg in held))
 
     # -- state from KV -------------------------------------------------------------------
 
@@ -317,40 +329,44 @@ class Dispatcher:
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
-        held: list[Msg] = []  # fetched events that no trigger wants, by the index as it stands
+        held = self._held  # fetched events that no trigger wants, by the index as it stands
         due = 0.0
         while not self._stopping.is_set():
             wait = due - loop.time() if held else FETCH_WAIT_S
-            if wait > 0:
+            if wait > MIN_WAIT_S:
                 fetched = await fetch_batch(self._pull, self.batch - len(held), timeout=wait)
                 if fetched and not held:
-                    due = loop.time() + HOLD_S
+                    due = loop.time() + self.hold_s
                 held.extend(fetched)
                 if not held or (
                     len(held) < self.batch
                     and loop.time() < due
                     and all(self._looks_unwanted(msg) for msg in fetched)
                 ):
-                    # Such events' freshness check (a JetStream request) waits a moment to
-                    # serve all those fetched meanwhile; any other event ends the wait.
+                    # Such events' freshness check (a JetStream request) waits a moment
+                    # to serve all those fetched meanwhile; any other event ends the wait.
                     continue
-            msgs, held = held, []
             await self._catch_up_triggers()
-            # Events no trigger can want (most are: every activation's completion) are acked
-            # here, in this task, their acks in one write; only the others get a task each.
-            wanted = []
-            for msg in msgs:
-                if self._unwanted(msg):
-                    await msg.ack()
-                else:
-                    wanted.append(msg)
-            if not wanted:
-                continue
-            self._in_hand = asyncio.gather(*(self._handle(msg) for msg in wanted))
-            try:
-                await self._in_hand
-            finally:
-                self._in_hand = None
+            msgs = held[:]
+            held.clear()
+            await self._dispatch(msgs)
+
+    async def _dispatch(self, msgs: list[Msg]) -> None:
+        # Events no trigger can want (most are: every activation's completion) are acked
+        # here, in this task, their acks in one write; only the others get a task each.
+        wanted = []
+        for msg in msgs:
+            if self._unwanted(msg):
+                await msg.ack()
+            else:
+                wanted.append(msg)
+        if not wanted:
+            return
+        self._in_hand = asyncio.gather(*(self._handle(msg) for msg in wanted))
+        try:
+            await self._in_hand
+        finally:
+            self._in_hand = None
 
     def _looks_unwanted(self, msg: Msg) -> bool:
         """Whether the event's type alone shows that no trigger in the index matches it."""

@@ -497,3 +497,29 @@ async def test_an_event_published_right_after_its_trigger_is_created_is_matched(
     await settled(dispatcher, rounds)
     fired = sorted(inv.extensions["trigger"] for _, _, inv in await invocations(bus))
     assert fired == sorted(f"f{i}" for i in range(rounds))
+
+
+async def test_events_held_for_the_freshness_check_go_back_at_once_on_stop(bus: Bus) -> None:
+    """An event no trigger wants waits (here up to 30 s) for the trigger index's freshness
+    check with those that come meanwhile; a dispatcher stopped while it waits gives it back to
+    the consumer (a nak), and the next dispatcher has it at once, not after the ack wait."""
+    held = Dispatcher(bus, ack_wait=60, hold_s=30)
+    await held.start()
+    try:
+        await publish_event(bus, CloudEvent.create(type="x.nobody.wants", source="/t", data={}))
+
+        async def delivered() -> bool:
+            info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
+            return info.num_ack_pending == 1
+
+        await eventually(delivered)
+        assert held.stats["events_seen"] == 0  # held, not looked at yet
+    finally:
+        await held.stop()
+    again = Dispatcher(bus, ack_wait=60)
+    await again.start()
+    try:
+        await settled(again, 1)  # `eventually`'s 20 s: the ack wait would have been 60
+        assert again.stats["events_unmatched"] == 1
+    finally:
+        await again.stop()
