@@ -5,7 +5,7 @@ up to ``batch`` messages, waits up to ``timeout`` for the first, sends what is t
 ends with a status (``404``), or ends with ``408`` when nothing came. A fetch returns as soon as
 its request has ended, so a message is handed over the moment it arrives (at most a few
 milliseconds later when the consumer is at its ``max_ack_pending``, which keeps such a request
-open). A request ended at once with nothing (``408 Requests Pending``: another subscriber's
+open). A request ended at once with a ``408`` (``Requests Pending``: another subscriber's
 request waits already) makes the fetch pause before it returns, not its caller spin.
 
 nats-py's own ``fetch`` sends, when its first request finds nothing, a second one without
@@ -32,7 +32,7 @@ PAUSE_S = 0.2
 GRACE_S: Final = 0.5
 #: how long a fetch that has messages waits for the server to end its request
 AFTER_FIRST_S: Final = 0.005
-#: how long a fetch whose request ended early, with nothing, waits before it returns
+#: how long a fetch whose request a 408 ended early, with nothing, waits before it returns
 EARLY_END_PAUSE_S: Final = 0.05
 #: the shortest pull request asked for (1 ms)
 MIN_EXPIRES_NS: Final = 1_000_000
@@ -73,6 +73,7 @@ async def fetch(
     expires = loop.time() + timeout
     deadline = expires + GRACE_S
     failed: str | None = None
+    ended: str | None = None
     while len(msgs) < batch:
         if queue.empty():
             # Once something came, the rest comes with it: wait briefly for the server's end
@@ -97,15 +98,17 @@ async def fetch(
         else:
             if status not in _ENDED:  # 409: consumer deleted, too many waiting, a leader change
                 failed = f"{status} {msg.headers.get('Description', '') if msg.headers else ''}"
+            ended = status
             break
     if failed and not msgs:
         log.debug("fetch failed: %s", failed)
         await asyncio.sleep(pause)
         return None
-    if not msgs and loop.time() < expires:
-        # Ended early with nothing: "408 Requests Pending" (another subscriber's request
-        # waits on this consumer at its max_ack_pending), or a stale status of an earlier
-        # request. Returning at once would have the caller ask again in a tight loop.
+    if not msgs and ended == "408" and loop.time() < expires:
+        # A 408 before the request expired: "Requests Pending" (another subscriber's request
+        # waits on this consumer at its max_ack_pending; asked again at once, the same answer
+        # in a tight loop), or an earlier request's, after an idle wait. (An earlier request's
+        # 404, after its messages, ends this fetch early once: asked again, this one's answers.)
         await asyncio.sleep(min(EARLY_END_PAUSE_S, expires - loop.time()))
     return msgs
 
