@@ -127,6 +127,17 @@ class Trigger(BaseModel):
             raise ValueError(exc.message) from exc
         return value
 
+    @field_validator("params")
+    @classmethod
+    def _sendable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # each fire writes them into an invocation: one that cannot be written would be
+        # retried for ever (an integer past 64 bits, say)
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"params cannot be sent on: {exc}") from exc
+        return value
+
     @field_validator("event_types")
     @classmethod
     def _types(cls, value: list[str]) -> list[str]:

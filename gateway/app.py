@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -123,6 +124,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(DeepfaasError, problems.deepfaas_error_handler)
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
+    app.add_exception_handler(orjson.JSONEncodeError, problems.json_encode_error_handler)
     app.add_exception_handler(Exception, problems.unexpected_error_handler)
     routers = (
         functions,

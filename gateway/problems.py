@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import nats.errors
@@ -14,6 +15,8 @@ from starlette.routing import Match
 
 from eventbus.errors import DeepfaasError
 from eventbus.failover import RETRY_AFTER_S
+
+log = logging.getLogger(__name__)
 
 PROBLEM_TYPE_BASE = "https://deepfaas.dev/problems/"
 
@@ -133,4 +136,13 @@ async def unexpected_error_handler(_: Request, exc: Exception) -> Response:
         response = problem(503, f"the bus did not answer: {type(exc).__name__}", kind="bus")
         response.headers["retry-after"] = str(RETRY_AFTER_S)
         return response
+    return problem(500, f"internal error: {type(exc).__name__}")
+
+
+async def json_encode_error_handler(_: Request, exc: Exception) -> Response:
+    """A body's integer past 64 bits, which Python parsed and a route then sends on as JSON
+    that no peer of ours reads: a 422. Any other value orjson cannot write is a fault of ours."""
+    if "64-bit" in str(exc):
+        return problem(422, f"the request cannot be sent on: {exc}", kind="invalid")
+    log.error("a value could not be written as JSON", exc_info=exc)
     return problem(500, f"internal error: {type(exc).__name__}")

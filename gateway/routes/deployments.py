@@ -74,8 +74,8 @@ async def _invoke(
     request: Request, body: dict[str, Any], name: str, wait: float | None
 ) -> Response:
     state = state_of(request)
+    data = orjson.dumps(body)  # an integer past 64 bits: 422 (`problems.json_encode_error_handler`)
     spec = state.cache.get(DEPLOY)
-    data = orjson.dumps(body)
     if wait is None:
         activation_id = await state.invoker.invoke_async(
             spec, data, content_type="application/json"

@@ -59,6 +59,25 @@ def test_a_deployment_needs_exactly_one_source(client: httpx.Client, body: dict[
     assert r.headers["content-type"] == PROBLEM
 
 
+@pytest.mark.parametrize("number", [18446744073709551616, -(2**70)])
+def test_a_body_integer_past_64_bits_is_refused(client: httpx.Client, number: int) -> None:
+    """Python reads any integer; what a route sends on the bus is JSON its peers read (found by
+    schemathesis: `POST /v1/deployments` answered 500)."""
+    body = {"spec": {"name": "big", "function": "f"}, "inputs": {"n": number}}
+    r = client.post("/v1/deployments", json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == PROBLEM
+
+
+def test_trigger_params_past_64_bits_are_refused(client: httpx.Client) -> None:
+    """Each fire writes a trigger's params into an invocation: such a trigger would be retried
+    for ever on every event it matched."""
+    body = {"name": "big", "function": "f", "event_types": ["x.y"], "params": {"n": 2**64}}
+    r = client.post("/v1/triggers", json=body)
+    assert r.status_code == 422, r.text
+    assert "64-bit" in r.text
+
+
 def test_deleting_an_absent_dead_letter_is_404(client: httpx.Client) -> None:
     r = client.delete("/v1/dlq/987654")
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
