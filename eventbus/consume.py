@@ -72,8 +72,7 @@ async def fetch(
     loop = asyncio.get_running_loop()
     expires = loop.time() + timeout
     deadline = expires + GRACE_S
-    failed: str | None = None
-    ended: str | None = None
+    ended: Msg | None = None  # the server's status that ended the request
     while len(msgs) < batch:
         if queue.empty():
             # Once something came, the rest comes with it: wait briefly for the server's end
@@ -93,18 +92,16 @@ async def fetch(
         status = _status(msg)
         if status is None:
             msgs.append(msg)
-        elif status == _INFORMATIVE:
-            continue
-        else:
-            if status not in _ENDED:  # 409: consumer deleted, too many waiting, a leader change
-                failed = f"{status} {msg.headers.get('Description', '') if msg.headers else ''}"
-            ended = status
+        elif status != _INFORMATIVE:
+            ended = msg
             break
-    if failed and not msgs:
-        log.debug("fetch failed: %s", failed)
+    status = None if ended is None else _status(ended)
+    if ended is not None and status not in _ENDED and not msgs:
+        # 409: the consumer deleted, too many requests waiting, a leader change
+        log.debug("fetch failed: %s %s", status, (ended.headers or {}).get("Description", ""))
         await asyncio.sleep(pause)
         return None
-    if not msgs and ended == "408" and loop.time() < expires:
+    if not msgs and status == "408" and loop.time() < expires:
         # A 408 before the request expired: "Requests Pending" (another subscriber's request
         # waits on this consumer at its max_ack_pending; asked again at once, the same answer
         # in a tight loop), or an earlier request's, after an idle wait. (An earlier request's

@@ -172,7 +172,8 @@ class Dispatcher:
         # Events held for the freshness check go back to the consumer at once, not after its
         # ack wait; once unsubscribed, so that the server does not hand them to a pull request
         # of this dispatcher's that is still open.
-        held, self._held[:] = self._held[:], []
+        held = self._held[:]
+        self._held.clear()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(msg.nak() for msg in held))
 
