@@ -21,14 +21,15 @@ CONSOLE_STAMP := $(CONSOLE_VENDOR)/.packages-$(shell echo '$(CONSOLE_PACKAGES)' 
 
 venv: $(STAMP)
 
-# User code runs in a bubblewrap sandbox: install it when missing (as root), else say how.
+# User code runs in a bubblewrap sandbox whose network slirp4netns connects outside: install
+# them when missing (as root), else say how.
 sysdeps:
-	@[ "$$DEEPFAAS_SANDBOX" = off ] || command -v bwrap >/dev/null 2>&1 || { \
+	@[ "$$DEEPFAAS_SANDBOX" = off ] || { command -v bwrap && command -v slirp4netns; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing bubblewrap (the sandbox of user functions)"; \
-	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	    echo "installing bubblewrap and slirp4netns (the sandbox of user functions, its network)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap slirp4netns >/dev/null; \
 	  else \
-	    echo "bubblewrap is missing: run 'sudo apt-get install -y bubblewrap' (or set DEEPFAAS_SANDBOX=off on a trusted single-user machine)"; exit 1; \
+	    echo "bubblewrap or slirp4netns is missing: run 'sudo apt-get install -y bubblewrap slirp4netns' (or set DEEPFAAS_SANDBOX=off on a trusted single-user machine)"; exit 1; \
 	  fi; }
 	@# The browser test of /docs and /api drives a headless Chromium; without it that test skips.
 	@command -v chromium >/dev/null 2>&1 || { \

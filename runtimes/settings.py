@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from eventbus.settings import BusSettings
 from eventbus.storage.settings import StorageSettings
 from runtimes.placement.settings import PlacementSettings
+from runtimes.sandbox.types import Egress
 
 
 class WorkerSettings(BusSettings, StorageSettings):
@@ -34,6 +35,12 @@ class WorkerSettings(BusSettings, StorageSettings):
         "trusted single-user machine only)",
     )
     sandbox_dir: Path | None = Field(default=None, description="scratch dirs of the runners")
+    sandbox_egress: Egress = Field(
+        default="isolated",
+        description="`network: egress` functions: `isolated` (a network namespace of their own, "
+        "out through slirp4netns, the host's loopback unreachable) or `host` (the host's "
+        "network, loopback included: only where nothing listens there, e.g. a pod of its own)",
+    )
     sandbox_uid_base: int = Field(default=100_000, ge=1000, description="runners' uids start here")
     sandbox_max_processes: int = Field(default=64, ge=1, le=4096)
     sandbox_max_open_files: int = Field(default=256, ge=16, le=65_536)

@@ -3,8 +3,9 @@
 Inside: read-only /usr, the Python install and its packages, the platform's `runtimes`,
 `eventbus` and `functions` packages (code, no data), a scratch dir as home and cwd, a private
 size-limited /tmp, a minimal /proc and /dev; its own PID, IPC, UTS and cgroup namespaces, and
-its own network namespace when the function asks for ``network: none``. The data dir, the
-credentials, other functions' scratch dirs and the host's home are simply not there.
+its own network namespace: empty for ``network: none``, connected outside by slirp4netns for
+``egress`` (`runtimes.sandbox.netns`; the host's loopback is not reachable from it). The data
+dir, the credentials, other functions' scratch dirs and the host's home are simply not there.
 """
 
 from __future__ import annotations
@@ -111,8 +112,14 @@ def build_command(
     readonly: Sequence[str],
     devices: Sequence[str] = (),
     env: dict[str, str],
+    info_fd: int | None = None,
+    resolv: Path | None = None,
 ) -> list[str]:
-    """``bwrap … python -m runtimes.sandbox.runner`` for one runner."""
+    """``bwrap … python -m runtimes.sandbox.runner`` for one runner.
+
+    ``info_fd``: bwrap writes the sandbox's pid there (an `egress` runner's network is attached
+    to it); ``resolv``: the resolv.conf bound in instead of the host's.
+    """
     args = [
         bwrap_path(),
         "--unshare-pid",
@@ -132,8 +139,10 @@ def build_command(
         "/usr",
         "/usr",
     ]
-    if network == "none":
+    if network == "none" or info_fd is not None:
         args.append("--unshare-net")
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
     # Mounts first that later binds may sit inside (a platform installed under /tmp, say).
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb << 20)]
     args += ["--perms", "1777", "--tmpfs", "/tmp"]
@@ -143,9 +152,14 @@ def build_command(
             args += ["--symlink", target, f"/{name}"]
         elif os.path.isdir(f"/{name}"):
             args += ["--ro-bind", f"/{name}", f"/{name}"]
+    # /etc traversable by the runner's uid (bwrap makes a missing parent 0700): without it
+    # a function resolved no name and opened no CA bundle
+    args += ["--perms", "0755", "--dir", "/etc"]
     for item in ("/etc/ssl", "/etc/ca-certificates", "/etc/resolv.conf", "/etc/hosts",
                  "/etc/nsswitch.conf", "/etc/localtime", "/etc/alternatives"):  # fmt: skip
-        if os.path.exists(item):
+        if item == "/etc/resolv.conf" and resolv is not None:
+            args += ["--ro-bind", str(resolv), item]
+        elif os.path.exists(item):
             args += ["--ro-bind", item, item]
     made: set[str] = set()
     for path in readonly:

@@ -24,13 +24,14 @@ from eventbus.storage import Storage
 from runtimes.sandbox import wire
 from runtimes.sandbox.command import build_command, gpu_devices, readonly_paths
 from runtimes.sandbox.gate import StorageGate
+from runtimes.sandbox.netns import resolv_conf, slirp_path
 from runtimes.sandbox.process import (
     RunnerGoneError,
     RunnerProcess,
     prepare_scratch,
     remove_stale_scratch,
 )
-from runtimes.sandbox.types import Network, SandboxLimits
+from runtimes.sandbox.types import Egress, Network, SandboxLimits
 from runtimes.types import ActivationStatus, Context, FunctionSpec
 from runtimes.worker.executor import Outcome
 
@@ -51,9 +52,12 @@ class SandboxFactory:
         exclude: list[Path],
         limits: SandboxLimits,
         label: str,
+        egress: Egress = "isolated",
     ) -> None:
         self.root = root or Path(tempfile.gettempdir()) / "deepfaas-sandbox"
         self.uid = uid
+        #: how an `egress` runner reaches out: its own namespace via slirp4netns, or the host's
+        self.egress = egress
         self.exclude = exclude
         self.limits = limits
         self.label = label
@@ -79,19 +83,31 @@ class SandboxFactory:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         if visible:
             env["CUDA_VISIBLE_DEVICES"] = visible
-        command = build_command(
-            python=sys.executable,
-            scratch=scratch,
-            network=network,
-            tmp_mb=self.limits.tmp_mb,
-            readonly=readonly_paths(self.exclude),
-            devices=gpu_devices(visible),
-            env=env,
-        )
-        runner = await RunnerProcess.spawn(command, scratch, name)
+        isolated = network == "egress" and self.egress == "isolated"
+        if isolated:
+            slirp_path()  # missing: say so before starting anything
+        info = os.pipe() if isolated else None
+        try:
+            command = build_command(
+                python=sys.executable,
+                scratch=scratch,
+                network=network,
+                tmp_mb=self.limits.tmp_mb,
+                readonly=readonly_paths(self.exclude),
+                devices=gpu_devices(visible),
+                env=env,
+                info_fd=None if info is None else info[1],
+                resolv=resolv_conf(self.root) if isolated else None,
+            )
+        except BaseException:
+            for fd in info or ():
+                os.close(fd)
+            raise
+        runner = await RunnerProcess.spawn(command, scratch, name, info=info)
         try:
             await runner.ready(START_TIMEOUT_S)
-        except RunnerGoneError:
+            await runner.attach_network()  # before `load`: user code never runs without it
+        except BaseException:
             await runner.kill()
             raise
         return runner

@@ -15,6 +15,7 @@ from typing import Any
 
 from runtimes.pids import pid_alive
 from runtimes.sandbox import protocol
+from runtimes.sandbox.netns import UserNetwork
 from runtimes.sandbox.types import SandboxUnavailableError
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,22 @@ class RunnerProcess:
         self._stderr = asyncio.create_task(self._drain_stderr(), name=f"runner-err-{label}")
         self.loaded = False
         self.draining = False
+        #: the user-mode network of an `egress` runner, and bwrap's info fd until it exists
+        self.network: UserNetwork | None = None
+        self._info_fd: int | None = None
 
     @classmethod
-    async def spawn(cls, command: list[str], scratch: Path, label: str) -> RunnerProcess:
-        """Start the runner; SandboxUnavailableError if bubblewrap cannot start it."""
+    async def spawn(
+        cls,
+        command: list[str],
+        scratch: Path,
+        label: str,
+        *,
+        info: tuple[int, int] | None = None,
+    ) -> RunnerProcess:
+        """Start the runner; SandboxUnavailableError if bubblewrap cannot start it. ``info``:
+        a pipe whose write end ``command`` names in ``--info-fd`` (both ends are closed by
+        this runner), for `attach_network`."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command,
@@ -61,10 +74,26 @@ class RunnerProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 limit=protocol.MAX_PAYLOAD,
+                pass_fds=() if info is None else (info[1],),
             )
         except OSError as exc:
+            if info is not None:
+                os.close(info[0])
             raise SandboxUnavailableError(f"cannot start the sandbox: {exc}") from exc
-        return cls(proc, scratch, label)
+        finally:
+            if info is not None:
+                os.close(info[1])
+        runner = cls(proc, scratch, label)
+        runner._info_fd = None if info is None else info[0]
+        return runner
+
+    async def attach_network(self) -> None:
+        """Connect the runner's network namespace outside (`UserNetwork`), once its hello
+        came: bwrap is done setting the namespace up by then (slirp4netns configuring it while
+        bwrap still brought up its loopback failed bwrap now and then)."""
+        fd, self._info_fd = self._info_fd, None
+        if fd is not None:
+            self.network = await UserNetwork.attach(fd)
 
     @property
     def alive(self) -> bool:
@@ -125,6 +154,12 @@ class RunnerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
+        if self._info_fd is not None:
+            os.close(self._info_fd)
+            self._info_fd = None
+        if self.network is not None:
+            await self.network.close()
+            self.network = None
         self._reader.cancel()
         self._stderr.cancel()
         await asyncio.gather(self._reader, self._stderr, return_exceptions=True)

@@ -9,6 +9,9 @@ from typing import Any, Final, Literal
 from eventbus.errors import DeepfaasError
 
 Network = Literal["egress", "none"]
+#: how `egress` reaches out: a namespace of its own through slirp4netns (the host's loopback
+#: unreachable), or the host's own network (where its loopback holds nothing to protect)
+Egress = Literal["isolated", "host"]
 #: exit status a runner uses when it was told to stop
 EXIT_OK: Final = 0
 

@@ -162,6 +162,7 @@ def sandbox_factory(settings: WorkerSettings) -> SandboxFactory:
             tmp_mb=settings.sandbox_tmp_mb,
         ),
         label=settings.function or "stem",
+        egress=settings.sandbox_egress,
     )
 
 

@@ -301,3 +301,39 @@ def test_a_missing_weed_binary_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"deepfaas: SeaweedFS binary {tmp_path / 'no' / 'weed'} does not exist"
     ]
+
+
+FETCH = """
+import urllib.request
+def main(args):
+    out = {}
+    for url in args["urls"]:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                out[url] = response.read(100).decode(errors="replace")
+        except Exception as exc:
+            out[url] = f"refused: {type(exc).__name__}: {exc}"
+    return out
+"""
+
+
+def test_a_tenants_function_cannot_read_the_filer(sw: SeaweedPlatform) -> None:
+    """SeaweedFS's filer serves every bucket over HTTP on loopback, with no credentials (the
+    test process reads an object of `default` there). A function of another namespace asking
+    the same URL, or the host's loopback through slirp's gateway address, gets nothing: before
+    the sandbox had a network of its own, this read `default`'s object."""
+    assert sw.platform is not None
+    direct = f"http://{sw.seaweed.filer}/buckets/sw-secret/plans.txt"
+    via_gateway = f"http://10.0.2.2:{sw.seaweed.filer_port}/buckets/sw-secret/plans.txt"
+    with sw.client() as client:
+        assert client.put("/v1/buckets/sw-secret").status_code in (200, 201)
+        put = client.put("/v1/buckets/sw-secret/objects/plans.txt", content=b"the plans")
+        assert put.is_success, put.text
+        key = client.post("/v1/auth/keys", json={"namespace": "sw-tenant"}).json()["key"]
+    assert httpx.get(direct, timeout=10).content == b"the plans"  # the filer serves it
+    with sw.platform.client(auth=key) as tenant:
+        code = {"handler": "main", "code": FETCH}
+        tenant.put("/v1/functions/fetch", json=code).raise_for_status()
+        r = tenant.post("/v1/functions/fetch/invoke", json={"urls": [direct, via_gateway]})
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == 2 and all(v.startswith("refused") for v in r.json().values()), r.json()

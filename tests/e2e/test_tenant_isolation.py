@@ -8,6 +8,7 @@ of `default` changed. Real nats-server (with credentials), real bubblewrap, real
 
 from __future__ import annotations
 
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,8 +23,14 @@ from tests.support import Platform, wait_activation, wait_for
 PROBE = r"""
 import os, socket, time
 
+def _reachable(url):
+    # nats-py retries a refused connection for ever, max_reconnect_attempts=0 or not
+    host, port = url.split("//")[1].rsplit(":", 1)
+    socket.create_connection((host, int(port)), timeout=2).close()
+
 def _connect(url, **kw):
     import asyncio, nats
+    _reachable(url)
     async def go():
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0,
                                 allow_reconnect=False, **kw)
@@ -63,6 +70,7 @@ def main(args, ctx):
     if probe == "publish":
         import asyncio, nats
         async def go():
+            _reachable(args["nats_url"])
             nc = await nats.connect(args["nats_url"], connect_timeout=2, allow_reconnect=False,
                                     max_reconnect_attempts=0)
             await nc.publish("run." + args["victim"], b"{}")
@@ -85,11 +93,12 @@ def main(args, ctx):
     if probe == "connect":
         out = {}
         for port in args["ports"]:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                out[str(port)] = "connected"
-            except OSError as exc:
-                out[str(port)] = "refused: " + type(exc).__name__
+            for host in args.get("hosts", ["127.0.0.1"]):
+                try:
+                    socket.create_connection((host, port), timeout=2).close()
+                    out[f"{host}:{port}"] = "connected"
+                except OSError as exc:
+                    out[f"{host}:{port}"] = "refused: " + type(exc).__name__
         return out
     if probe == "memory":
         block = bytearray(args["mb"] << 20)
@@ -206,9 +215,21 @@ def test_network_none_reaches_nothing(platform: Platform, tenant: dict) -> None:
     offline = probe(tenant, "connect", fn="probe-offline", ports=ports)
     assert offline.status_code == 200, offline.text
     assert all(v.startswith("refused") for v in offline.json().values()), offline.json()
-    # The default (`egress`) reaches loopback ports, where nothing answers without credentials.
-    online = probe(tenant, "connect", ports=ports).json()
-    assert online[str(gateway_port)] == "connected"
+
+
+def test_egress_does_not_reach_the_hosts_loopback(platform: Platform, tenant: dict) -> None:
+    """The default (`egress`) has a network of its own: the platform's loopback ports (the
+    gateway, nats-server) are not there, neither directly nor through slirp's gateway address
+    (10.0.2.2, which would be the host's loopback); the test process reaches both."""
+    gateway_port = int(platform.url.rsplit(":", 1)[1])
+    nats_port = int(platform.nats.url.rsplit(":", 1)[1])
+    for port in (gateway_port, nats_port):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # there, from here
+    hosts = ["127.0.0.1", "10.0.2.2"]
+    online = probe(tenant, "connect", ports=[gateway_port, nats_port], hosts=hosts)
+    assert online.status_code == 200, online.text
+    assert len(online.json()) == 4, online.json()
+    assert all(v.startswith("refused") for v in online.json().values()), online.json()
 
 
 def test_memory_past_the_limit_fails_that_activation(tenant: dict) -> None:

@@ -7,7 +7,11 @@ dies or wedges, and `ctx.storage` carried out by the worker for the function's n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +27,7 @@ from eventbus.types import CloudEvent
 from runtimes.sandbox import SandboxLimits, SandboxUnavailableError, is_trusted
 from runtimes.sandbox.command import bwrap_path
 from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
+from runtimes.sandbox.netns import slirp_path
 from runtimes.types import ActivationStatus, Context, FunctionSpec
 
 pytestmark = pytest.mark.timeout(120)
@@ -288,3 +293,100 @@ def test_without_bubblewrap_the_error_names_the_install_command(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SandboxUnavailableError, match="apt-get install -y bubblewrap"):
         bwrap_path()
+
+
+def test_without_slirp4netns_the_error_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert slirp_path()  # installed by `make test`
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SandboxUnavailableError, match="apt-get install -y slirp4netns"):
+        slirp_path()
+
+
+CONNECT = """
+import socket
+def main(args):
+    out = {}
+    for host, port in args["targets"]:
+        try:
+            with socket.create_connection((host, port), timeout=3) as conn:
+                out[f"{host}:{port}"] = conn.recv(16).decode()
+        except OSError as exc:
+            out[f"{host}:{port}"] = "refused: " + type(exc).__name__
+    out["resolv"] = open("/etc/resolv.conf").read().split()
+    out["localhost"] = socket.getaddrinfo("localhost", 80, socket.AF_INET)[0][4][0]
+    return out
+"""
+
+
+def outside_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (None on a machine with none)."""
+    found = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True
+    ).stdout.split()
+    return next((w.split("/")[0] for a, w in itertools.pairwise(found) if a == "inet"), None)
+
+
+@contextlib.asynccontextmanager
+async def greeter(host: str) -> AsyncIterator[int]:
+    """A TCP server on ``host`` that says hello to whoever connects; its port."""
+
+    async def hello(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(hello, host, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_egress_reaches_out_but_not_the_hosts_loopback(
+    factory: SandboxFactory, owners: Any
+) -> None:
+    """What SeaweedFS's filer, nats-server or anything else listening on the host's loopback
+    is to an `egress` function: not there. Its 127.0.0.1 is its own namespace's; slirp's
+    gateway address (10.0.2.2, the host's loopback) is refused; the rest of the network is
+    reached, and names resolve through slirp's DNS forwarder."""
+    outside = outside_address()
+    async with greeter("127.0.0.1") as inside_port, greeter(outside or "127.0.0.1") as out_port:
+        targets = [["127.0.0.1", inside_port], ["10.0.2.2", inside_port]]
+        if outside is not None:
+            targets.append([outside, out_port])
+        [outcome] = await run_code(CONNECT, factory, owners, inputs=[{"targets": targets}])
+    assert outcome.status is ActivationStatus.SUCCESS, outcome.error
+    result = outcome.result
+    assert result[f"127.0.0.1:{inside_port}"].startswith("refused"), result
+    assert result[f"10.0.2.2:{inside_port}"].startswith("refused"), result
+    assert result["resolv"] == ["nameserver", "10.0.2.3"]
+    assert result["localhost"] == "127.0.0.1"
+    if outside is None:
+        pytest.skip("this machine has no address but loopback: reaching out is not shown")
+    assert result[f"{outside}:{out_port}"] == "hello", result
+
+
+async def test_host_egress_shares_the_hosts_loopback(tmp_path: Path, owners: Any) -> None:
+    """`DEEPFAAS_SANDBOX_EGRESS=host` (a pod of its own, say): the host's network as it is."""
+    factory = SandboxFactory(
+        root=tmp_path / "sandbox", uid=150_001, exclude=[], limits=SandboxLimits(),
+        label="host", egress="host",
+    )  # fmt: skip
+    async with greeter("127.0.0.1") as port:
+        inputs = [{"targets": [["127.0.0.1", port]]}]
+        [outcome] = await run_code(CONNECT, factory, owners, inputs=inputs)
+    assert outcome.status is ActivationStatus.SUCCESS, outcome.error
+    assert outcome.result[f"127.0.0.1:{port}"] == "hello", outcome.result
+
+
+async def test_a_stopped_runner_takes_its_network_process_along(
+    factory: SandboxFactory,
+) -> None:
+    runner = await factory.spawn("egress")
+    assert runner.network is not None
+    slirp = runner.network.proc
+    assert slirp.returncode is None
+    await runner.stop()
+    assert slirp.returncode is not None and runner.network is None

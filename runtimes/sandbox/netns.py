@@ -1,0 +1,166 @@
+"""The network of an `egress` runner: a namespace of its own, reaching out through slirp4netns.
+
+A runner that shared the host's network could reach every service the machine keeps on
+loopback (SeaweedFS's filer and volume servers, nats-server's monitoring, anything an operator
+runs there): a tenant's function read another namespace's objects straight from the filer.
+An `egress` runner now gets its own network namespace (`bwrap --unshare-net`, as `none` does)
+with a tap device that slirp4netns, a user-mode TCP/IP stack in a process of its own, connects
+to the outside. `--disable-host-loopback` refuses the one path back to the host's loopback
+(slirp's gateway address); the runner's own 127.0.0.1 is its namespace's. Its DNS is slirp's
+forwarder (`NAMESERVER`), so names resolve as they do on the host.
+
+slirp4netns runs as root outside the sandbox with its own seccomp filter and an empty root
+(`--enable-seccomp`, `--enable-sandbox`), and exits when the worker closes its end of
+`--exit-fd` (the worker stops the runner, or dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Final
+
+from runtimes.sandbox.types import SandboxUnavailableError
+
+INSTALL_HINT: Final = "apt-get install -y slirp4netns"
+#: the DNS forwarder slirp4netns answers on inside the namespace
+NAMESERVER: Final = "10.0.2.3"
+#: seconds bwrap and slirp4netns get to say where the namespace is and that it is up
+SETUP_TIMEOUT_S: Final = 10.0
+
+
+def slirp_path() -> str:
+    """Where `slirp4netns` is; SandboxUnavailableError naming the install command if missing."""
+    found = shutil.which("slirp4netns")
+    if found is None:
+        raise SandboxUnavailableError(
+            f"slirp4netns is not installed: run `{INSTALL_HINT}` (the network of sandboxed "
+            "functions), or set DEEPFAAS_SANDBOX_EGRESS=host where the host's loopback holds "
+            "nothing a function may not reach"
+        )
+    return found
+
+
+def resolv_conf(root: Path) -> Path:
+    """A resolv.conf naming slirp's DNS forwarder, bound over /etc/resolv.conf in the runner."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    path = root / "resolv.conf"
+    text = f"nameserver {NAMESERVER}\n"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    return path
+
+
+class UserNetwork:
+    """The slirp4netns process of one runner's namespace."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, exit_fd: int) -> None:
+        self.proc = proc
+        self._exit_fd: int | None = exit_fd
+        self._drain: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def attach(cls, info_fd: int, *, timeout: float = SETUP_TIMEOUT_S) -> UserNetwork:
+        """Read bwrap's ``--info-fd`` (the sandbox's first pid), give that pid's namespace a
+        tap device connected outside, and return once slirp4netns says it is configured.
+        ``info_fd`` is closed here."""
+        loop = asyncio.get_running_loop()
+        try:
+            info = await asyncio.wait_for(loop.run_in_executor(None, _read_json, info_fd), timeout)
+        finally:
+            os.close(info_fd)
+        pid = info.get("child-pid") if isinstance(info, dict) else None
+        if not isinstance(pid, int) or pid <= 0:
+            raise SandboxUnavailableError(f"bubblewrap gave no sandbox pid ({info!r})")
+        ready_r, ready_w = os.pipe()
+        exit_r, exit_w = os.pipe()
+        command = [
+            slirp_path(),
+            "--configure",
+            "--mtu=65520",
+            "--disable-host-loopback",
+            "--enable-seccomp",
+            "--enable-sandbox",
+            f"--ready-fd={ready_w}",
+            f"--exit-fd={exit_r}",
+            str(pid),
+            "tap0",
+        ]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(ready_w, exit_r),
+            )
+        except OSError as exc:
+            os.close(ready_r)
+            os.close(exit_w)
+            raise SandboxUnavailableError(f"cannot start slirp4netns: {exc}") from exc
+        finally:
+            os.close(ready_w)  # slirp4netns holds its own copies of these two
+            os.close(exit_r)
+        network = cls(proc, exit_w)
+        try:
+            ready = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), timeout)
+        except BaseException:
+            await network.close()
+            raise
+        finally:
+            os.close(ready_r)
+        if ready != b"1":
+            error = await _stderr_of(proc)
+            await network.close()
+            raise SandboxUnavailableError(f"slirp4netns did not set up the network: {error}")
+        network._drain = asyncio.create_task(_discard(proc))
+        return network
+
+    async def close(self) -> None:
+        """End slirp4netns (its exit fd closes; SIGKILL if it lingers)."""
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 1.0)
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+            await asyncio.gather(self._drain, return_exceptions=True)
+
+
+def _read_json(fd: int) -> object:
+    """The JSON object bwrap writes to its info fd (blocking: run in a thread). Read until it
+    parses, not until EOF: the sandbox's processes may hold the fd open."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+        with contextlib.suppress(ValueError):
+            return json.loads(data)
+    return data.decode(errors="replace")
+
+
+async def _discard(proc: asyncio.subprocess.Process) -> None:
+    """Read slirp4netns's stderr (its start-up lines) so that it never blocks on a full pipe."""
+    if proc.stderr is not None:
+        while await proc.stderr.read(4096):
+            pass
+
+
+async def _stderr_of(proc: asyncio.subprocess.Process) -> str:
+    if proc.stderr is None:
+        return ""
+    with contextlib.suppress(TimeoutError):
+        data = await asyncio.wait_for(proc.stderr.read(2000), 1.0)
+        return data.decode(errors="replace").strip()
+    return ""
