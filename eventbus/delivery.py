@@ -29,6 +29,7 @@ from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
 from eventbus.consume import fetch
 from eventbus.dlq import dead_letter
+from eventbus.egress import EgressPolicy, EgressRefusedError
 from eventbus.errors import InvalidEventError, NotFoundError
 from eventbus.http_codec import to_http
 from eventbus.publish import MSG_ID_HEADER
@@ -77,8 +78,11 @@ class Deliverer:
         base_delay: float = 1.0,
         max_delay: float = 60.0,
         batch: int = 16,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.bus = bus
+        #: where webhook sinks may be (global addresses only, unless it allows more)
+        self.egress = egress or EgressPolicy()
         self.ack_wait = ack_wait
         self.backoff = Backoff(base_delay, max_delay)
         self.batch = batch
@@ -317,14 +321,19 @@ class Deliverer:
         assert self._http is not None, "start() first"
         ce_headers, body = to_http(event)
         settings = subscription.protocolsettings
-        headers = {**settings.headers, **ce_headers}
+        try:
+            target = await self.egress.pin(subscription.sink)
+        except EgressRefusedError as exc:  # the operator's rule: another try changes nothing
+            return Outcome(ok=False, error=str(exc))
+        headers = {**settings.headers, **ce_headers, **target.headers}
         try:
             async with self._http.stream(
                 settings.method,
-                subscription.sink,
+                target.url,
                 content=body,
                 headers=headers,
                 timeout=subscription.config.timeout_s,
+                extensions=target.extensions,
             ) as response:
                 if response.is_success:
                     return Outcome(ok=True)

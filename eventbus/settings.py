@@ -10,6 +10,7 @@ from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus.credentials import BusAuth, RoleCredentials
+from eventbus.egress import EgressPolicy
 from eventbus.streams import Layout
 from eventbus.subjects import INBOX_ROOT
 
@@ -66,6 +67,12 @@ class BusSettings(BaseSettings):
     schedule_grace_s: float = Field(
         default=30.0, gt=0, description="a tick found later than this was missed (catch_up)"
     )
+    egress_allow: str = Field(
+        default="",
+        description="networks (comma-separated CIDRs) that callbacks and webhook sinks may "
+        "reach besides global addresses: loopback, private and link-local ones are refused "
+        "unless listed here (`eventbus.egress`)",
+    )
 
     @field_validator(
         "nats_creds",
@@ -80,6 +87,16 @@ class BusSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        EgressPolicy.parse(value)  # a ValueError names the entry
+        return value
+
+    def egress(self) -> EgressPolicy:
+        """Where callbacks and webhook sinks may go (`egress_allow` beside global addresses)."""
+        return EgressPolicy.parse(self.egress_allow)
 
     def layout(self, disk: Path | None = None) -> Layout:
         """The bus layout these settings ask for; ``disk`` (a path on the bus's disk) gives

@@ -221,6 +221,7 @@ async def run_deliverer(settings: GatewaySettings) -> None:
         ack_wait=settings.ack_wait_s,
         base_delay=settings.retry_base_s,
         max_delay=settings.retry_max_s,
+        egress=settings.egress(),
     )
     await deliverer.start()
     try:

@@ -73,6 +73,8 @@ async def invoke_batch(
     """Queue one asynchronous activation per input; 202 with their ids."""
     state = state_of(request)
     spec = state.cache.get(qualified(request, name))
+    if batch.callback is not None:
+        state.settings.egress().check_literal(batch.callback)
     # an integer past 64 bits: 422 (`problems.json_encode_error_handler`)
     bodies = [orjson.dumps(value) for value in batch.inputs]
     # the auth middleware took one request from the namespace's rate: a batch costs one per input

@@ -63,6 +63,8 @@ async def invoke(
     callback = callback or x_callback_url
     if callback is not None and not callback.startswith(("http://", "https://")):
         raise BadRequestError("the callback must be an http(s) URL")
+    if callback is not None:
+        state_of(request).settings.egress().check_literal(callback)
     run_async = async_ or (prefer is not None and "respond-async" in prefer.lower()) or callback
     return await _invoke(request, name, bool(run_async), timeout, callback)
 

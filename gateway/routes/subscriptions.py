@@ -74,6 +74,7 @@ async def create_subscription(
 ) -> SubscriptionView:
     """Register a sink; the id is assigned unless the body names one (409 when taken)."""
     _body_id(body)
+    _check_sink(request, body)
     stored = await _store(request).create(body, namespace(request))
     view = _view(stored, DeliveryState())
     response.headers["location"] = f"/v1/subscriptions/{view.id}"
@@ -101,6 +102,7 @@ async def put_subscription(
         raise ValidationFailedError(
             f"the body names {body.id!r} but the path names {subscription_id!r}", field="id"
         )
+    _check_sink(request, body)
     store, key = _store(request), _key(request, subscription_id)
     stored, created = await store.put(key, body.model_copy(update={"id": None}))
     if created:
@@ -114,3 +116,10 @@ async def delete_subscription(request: Request, subscription_id: str = IdPath) -
     """Delete a subscription: its undelivered events are dropped and delivery stops."""
     await _store(request).delete(_key(request, subscription_id))
     return Response(status_code=204)
+
+
+def _check_sink(request: Request, body: Subscription) -> None:
+    """A webhook at an address the platform does not send to is refused now (422), not at
+    its first delivery; a name is checked when each event is sent (`eventbus.egress`)."""
+    if body.protocol == "HTTP":
+        state_of(request).settings.egress().check_literal(body.sink)

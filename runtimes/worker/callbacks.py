@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from eventbus.backoff import Backoff
+from eventbus.egress import EgressPolicy, EgressRefusedError
 from runtimes.types import ActivationRecord
 
 log = logging.getLogger(__name__)
@@ -13,8 +14,11 @@ log = logging.getLogger(__name__)
 RETRY = Backoff(0.5, 60.0)
 
 
-async def post_callback(url: str, record: ActivationRecord, *, tries: int = 3) -> bool:
-    """POST the record as JSON, retrying with backoff on errors and 5xx; True when delivered."""
+async def post_callback(
+    url: str, record: ActivationRecord, *, egress: EgressPolicy, tries: int = 3
+) -> bool:
+    """POST the record as JSON, retrying with backoff on errors and 5xx; True when delivered.
+    Each try goes to an address ``egress`` allows, as resolved for it (none: not sent)."""
     import httpx  # here, not at import: most workers never post a callback (httpx loads its CLI)
 
     body = record.model_dump_json().encode()
@@ -26,7 +30,17 @@ async def post_callback(url: str, record: ActivationRecord, *, tries: int = 3) -
     async with httpx.AsyncClient(timeout=10) as client:
         for attempt in range(1, tries + 1):
             try:
-                response = await client.post(url, content=body, headers=headers)
+                target = await egress.pin(url)
+            except EgressRefusedError as exc:
+                log.warning("callback for activation %s not sent: %s", record.id, exc)
+                return False
+            try:
+                response = await client.post(
+                    target.url,
+                    content=body,
+                    headers={**headers, **target.headers},
+                    extensions=target.extensions,
+                )
                 if response.status_code < 500:
                     if response.is_error:
                         log.warning(

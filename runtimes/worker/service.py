@@ -75,6 +75,8 @@ class Worker:
         self.bus = bus
         self.spec = spec
         self.settings = settings
+        #: where callbacks may be posted
+        self.egress = settings.egress()
         self.store = ActivationStore(bus)
         self.executor = executor
         #: platform code running in this process: its context carries the bus
@@ -523,7 +525,10 @@ class Worker:
         await self._answer(final, invocation, reply, queued, announced=written[1] is True)
         callback = invocation.extensions.get("callback")
         if isinstance(callback, str) and callback:
-            self._spawn(post_callback(callback, final, tries=self.settings.callback_tries))
+            post = post_callback(
+                callback, final, egress=self.egress, tries=self.settings.callback_tries
+            )
+            self._spawn(post)
 
     async def _answer(
         self,

@@ -18,6 +18,7 @@ from eventbus.codec import from_nats
 from eventbus.connection import Bus
 from eventbus.delivery import Deliverer
 from eventbus.dlq import DeadLetter, list_dead_letters
+from eventbus.egress import EgressPolicy
 from eventbus.publish import publish_event
 from eventbus.streams import ensure_layout
 from eventbus.subscriptions import Subscription, SubscriptionStore, consumer_name
@@ -25,6 +26,8 @@ from eventbus.types import EVENTS_STREAM, CloudEvent, new_id
 from tests.support import eventually
 
 QUIET_S = 0.6  # how long "nothing arrives" is watched for
+#: the receivers listen on 127.0.0.1: the one loopback address these deliverers may reach
+RECEIVERS = EgressPolicy.parse("127.0.0.1/32")
 
 
 @dataclass
@@ -58,8 +61,8 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def serve_receiver() -> Iterator[Receiver]:
-    """Run a `Receiver` on a free loopback port while the block runs."""
+def serve_receiver(host: str = "127.0.0.1") -> Iterator[Receiver]:
+    """Run a `Receiver` on a free port of ``host`` (loopback) while the block runs."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -78,8 +81,8 @@ def serve_receiver() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = ThreadingHTTPServer((host, 0), Handler)
+    state.url = f"http://{host}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -114,7 +117,7 @@ async def store(bus: Bus) -> AsyncIterator[SubscriptionStore]:
 
 @pytest.fixture
 async def deliverer(bus: Bus, store: SubscriptionStore) -> AsyncIterator[Deliverer]:
-    running = Deliverer(bus, ack_wait=5, base_delay=0.05, max_delay=0.2)
+    running = Deliverer(bus, ack_wait=5, base_delay=0.05, max_delay=0.2, egress=RECEIVERS)
     await running.start()
     yield running
     await running.stop()
@@ -271,7 +274,7 @@ async def test_events_since_creation_wait_for_the_deliverer_and_a_paused_subscri
     first = _event("later")
     await publish_event(bus, first)  # no deliverer runs yet, and the subscription is paused
 
-    deliverer = Deliverer(bus, ack_wait=5, base_delay=0.05, max_delay=0.2)
+    deliverer = Deliverer(bus, ack_wait=5, base_delay=0.05, max_delay=0.2, egress=RECEIVERS)
     await deliverer.start()
     try:
         await asyncio.sleep(QUIET_S)
@@ -298,3 +301,43 @@ async def test_a_replaced_subscription_delivers_to_its_new_sink(
     await publish_event(bus, _event("moved", id=new_id()))
     await eventually(lambda: receiver.at("/new"))
     assert len(receiver.at("/old")) == 1
+
+
+async def test_a_sink_at_a_refused_address_is_dead_lettered_once_and_never_sent(
+    bus: Bus, store: SubscriptionStore, deliverer: Deliverer
+) -> None:
+    """127.0.0.2 is loopback but not the allowed 127.0.0.1: one dead letter naming why, no
+    retry, and its receiver hears nothing (a subscription stored past the gateway's check)."""
+    with serve_receiver("127.0.0.2") as elsewhere:
+        sub = await _subscribe(store, sink=elsewhere.url + "/x", types=["com.example.test.refused"])
+        await publish_event(bus, _event("refused"))
+        letters = await eventually(lambda: _letters(bus, sub.key))
+        await asyncio.sleep(QUIET_S)
+        assert elsewhere.requests == []
+    assert len(letters) == 1 and letters[0].attempts == 1
+    assert "127.0.0.2 is loopback" in letters[0].error, letters[0].error
+    assert "DEEPFAAS_EGRESS_ALLOW" in letters[0].error
+
+
+async def test_a_name_is_checked_at_the_address_it_resolves_to(
+    bus: Bus, store: SubscriptionStore, receiver: Receiver
+) -> None:
+    """`localhost` is sent to with 127.0.0.1 allowed (its Host header kept) and refused with
+    the default policy, which allows global addresses only."""
+    port = receiver.url.rsplit(":", 1)[1]
+    kinds = ["com.example.test.named"]
+    sub = await _subscribe(store, sink=f"http://localhost:{port}/named", types=kinds)
+    for egress in (RECEIVERS, EgressPolicy()):
+        deliverer = Deliverer(bus, ack_wait=5, base_delay=0.05, max_delay=0.2, egress=egress)
+        await deliverer.start()
+        try:
+            await publish_event(bus, _event("named"))
+            if egress is RECEIVERS:
+                [got] = await eventually(lambda: receiver.at("/named"))
+                assert got.headers["host"] == f"localhost:{port}"
+            else:
+                letters = await eventually(lambda: _letters(bus, sub.key))
+                assert "127.0.0.1 is loopback" in letters[0].error, letters[0].error
+        finally:
+            await deliverer.stop()
+    assert len(receiver.at("/named")) == 1

@@ -95,6 +95,9 @@ def start_platform(nats: EmbeddedNats, data_dir: Path, **settings: Any) -> Platf
         "DEEPFAAS_RETRY_BASE_S": "0.2",
         "DEEPFAAS_RETRY_MAX_S": "1",
         "DEEPFAAS_IDLE_RELEASE_S": "30",
+        # the tests' callback and webhook receivers listen on 127.0.0.1; 127.0.0.2 and the
+        # rest of loopback stay refused (tests/e2e/test_egress.py)
+        "DEEPFAAS_EGRESS_ALLOW": "127.0.0.1/32",
         "DEEPFAAS_BUILTINS": "",  # tests register what they use; `builtins="inference"` adds
         "PYTHONUNBUFFERED": "1",
     }
