@@ -21,15 +21,16 @@ CONSOLE_STAMP := $(CONSOLE_VENDOR)/.packages-$(shell echo '$(CONSOLE_PACKAGES)' 
 
 venv: $(STAMP)
 
-# User code runs in a bubblewrap sandbox whose network slirp4netns connects outside: install
-# them when missing (as root), else say how.
+# User code runs in a bubblewrap sandbox whose network slirp4netns connects outside (iproute2
+# denies it the networks of DEEPFAAS_SANDBOX_DENY): install them when missing (as root), else
+# say how.
 sysdeps:
-	@[ "$$DEEPFAAS_SANDBOX" = off ] || { command -v bwrap && command -v slirp4netns; } >/dev/null 2>&1 || { \
+	@[ "$$DEEPFAAS_SANDBOX" = off ] || { command -v bwrap && command -v slirp4netns && { command -v ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; }; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing bubblewrap and slirp4netns (the sandbox of user functions, its network)"; \
-	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap slirp4netns >/dev/null; \
+	    echo "installing bubblewrap, slirp4netns and iproute2 (the sandbox of user functions, its network)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap slirp4netns iproute2 >/dev/null; \
 	  else \
-	    echo "bubblewrap or slirp4netns is missing: run 'sudo apt-get install -y bubblewrap slirp4netns' (or set DEEPFAAS_SANDBOX=off on a trusted single-user machine)"; exit 1; \
+	    echo "bubblewrap, slirp4netns or iproute2 is missing: run 'sudo apt-get install -y bubblewrap slirp4netns iproute2' (or set DEEPFAAS_SANDBOX=off on a trusted single-user machine)"; exit 1; \
 	  fi; }
 	@# The browser test of /docs and /api drives a headless Chromium; without it that test skips.
 	@command -v chromium >/dev/null 2>&1 || { \

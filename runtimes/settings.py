@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from eventbus.settings import BusSettings
 from eventbus.storage.settings import StorageSettings
@@ -41,6 +42,26 @@ class WorkerSettings(BusSettings, StorageSettings):
         "out through slirp4netns, the host's loopback unreachable) or `host` (the host's "
         "network, loopback included: only where nothing listens there, e.g. a pod of its own)",
     )
+    sandbox_deny: str = Field(
+        default="169.254.0.0/16,100.100.100.200/32",
+        description="networks (comma-separated CIDRs) an isolated `egress` function cannot "
+        "reach: by default the link-local range (a cloud's metadata service, which answers "
+        "with the machine's credentials) and Alibaba Cloud's metadata address",
+    )
+
+    @field_validator("sandbox_deny")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for item in value.replace(" ", "").split(","):
+            if item:
+                ipaddress.ip_network(item, strict=False)  # a ValueError names it
+        return value
+
+    def sandbox_networks_denied(self) -> list[str]:
+        """`sandbox_deny` as normalised CIDRs."""
+        items = self.sandbox_deny.replace(" ", "").split(",")
+        return [str(ipaddress.ip_network(item, strict=False)) for item in items if item]
+
     sandbox_uid_base: int = Field(default=100_000, ge=1000, description="runners' uids start here")
     sandbox_max_processes: int = Field(default=64, ge=1, le=4096)
     sandbox_max_open_files: int = Field(default=256, ge=16, le=65_536)

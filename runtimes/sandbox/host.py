@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from eventbus.storage import Storage
 from runtimes.sandbox import wire
 from runtimes.sandbox.command import build_command, gpu_devices, readonly_paths
 from runtimes.sandbox.gate import StorageGate
-from runtimes.sandbox.netns import resolv_conf, slirp_path
+from runtimes.sandbox.netns import ip_path, resolv_conf, slirp_path
 from runtimes.sandbox.process import (
     RunnerGoneError,
     RunnerProcess,
@@ -53,11 +54,14 @@ class SandboxFactory:
         limits: SandboxLimits,
         label: str,
         egress: Egress = "isolated",
+        deny: Sequence[str] = (),
     ) -> None:
         self.root = root or Path(tempfile.gettempdir()) / "deepfaas-sandbox"
         self.uid = uid
         #: how an `egress` runner reaches out: its own namespace via slirp4netns, or the host's
         self.egress = egress
+        #: networks (CIDRs) an isolated `egress` runner may not reach
+        self.deny = tuple(deny)
         self.exclude = exclude
         self.limits = limits
         self.label = label
@@ -84,8 +88,10 @@ class SandboxFactory:
         if visible:
             env["CUDA_VISIBLE_DEVICES"] = visible
         isolated = network == "egress" and self.egress == "isolated"
-        if isolated:
-            slirp_path()  # missing: say so before starting anything
+        if isolated:  # missing tools: say so before starting anything
+            slirp_path()
+            if self.deny:
+                ip_path()
         info = os.pipe() if isolated else None
         try:
             command = build_command(
@@ -106,7 +112,8 @@ class SandboxFactory:
         runner = await RunnerProcess.spawn(command, scratch, name, info=info)
         try:
             await runner.ready(START_TIMEOUT_S)
-            await runner.attach_network()  # before `load`: user code never runs without it
+            # before `load`: user code never runs without its network
+            await runner.attach_network(self.deny)
         except BaseException:
             await runner.kill()
             raise

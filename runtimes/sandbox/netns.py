@@ -7,7 +7,10 @@ An `egress` runner now gets its own network namespace (`bwrap --unshare-net`, as
 with a tap device that slirp4netns, a user-mode TCP/IP stack in a process of its own, connects
 to the outside. `--disable-host-loopback` refuses the one path back to the host's loopback
 (slirp's gateway address); the runner's own 127.0.0.1 is its namespace's. Its DNS is slirp's
-forwarder (`NAMESERVER`), so names resolve as they do on the host.
+forwarder (`NAMESERVER`), so names resolve as they do on the host. Networks the operator
+denies (`DEEPFAAS_SANDBOX_DENY`; by default the link-local range, where clouds answer with the
+machine's credentials at 169.254.169.254, and Alibaba's 100.100.100.200) are unreachable
+routes in the namespace, which the runner, without capabilities, cannot change.
 
 slirp4netns runs as root outside the sandbox with its own seccomp filter and an empty root
 (`--enable-seccomp`, `--enable-sandbox`), and exits when the worker closes its end of
@@ -21,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -67,10 +71,12 @@ class UserNetwork:
         self._drain: asyncio.Task[None] | None = None
 
     @classmethod
-    async def attach(cls, info_fd: int, *, timeout: float = SETUP_TIMEOUT_S) -> UserNetwork:
+    async def attach(
+        cls, info_fd: int, *, deny: Sequence[str] = (), timeout: float = SETUP_TIMEOUT_S
+    ) -> UserNetwork:
         """Read bwrap's ``--info-fd`` (the sandbox's first pid), give that pid's namespace a
-        tap device connected outside, and return once slirp4netns says it is configured.
-        ``info_fd`` is closed here."""
+        tap device connected outside and unreachable routes to ``deny`` (CIDRs), and return
+        once both are in place. ``info_fd`` is closed here."""
         loop = asyncio.get_running_loop()
         try:
             info = await asyncio.wait_for(loop.run_in_executor(None, _read_json, info_fd), timeout)
@@ -110,7 +116,13 @@ class UserNetwork:
             os.close(exit_r)
         network = cls(proc, exit_w)
         try:
-            ready = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), timeout)
+            # the denied routes go in while slirp4netns configures its device
+            ready, _ = await asyncio.wait_for(
+                asyncio.gather(
+                    loop.run_in_executor(None, os.read, ready_r, 1), _unreachable(pid, deny)
+                ),
+                timeout,
+            )
         except BaseException:
             await network.close()
             raise
@@ -137,6 +149,39 @@ class UserNetwork:
         if self._drain is not None:
             self._drain.cancel()
             await asyncio.gather(self._drain, return_exceptions=True)
+
+
+async def _unreachable(pid: int, networks: Sequence[str]) -> None:
+    """Unreachable routes to ``networks`` in ``pid``'s network namespace (`ip` in it)."""
+    if not networks:
+        return
+    commands = "".join(f"route add unreachable {network}\n" for network in networks)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", f"--target={pid}", "--net", "--", ip_path(), "-batch", "-",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    except OSError as exc:
+        raise SandboxUnavailableError(f"cannot deny networks in the sandbox: {exc}") from exc
+    _, err = await proc.communicate(commands.encode())
+    if proc.returncode != 0:
+        reason = err.decode(errors="replace").strip()
+        raise SandboxUnavailableError(f"cannot deny networks in the sandbox: {reason}")
+
+
+def ip_path() -> str:
+    """Where iproute2's `ip` is; SandboxUnavailableError naming the install command if not."""
+    found = shutil.which("ip") or next(
+        (p for p in ("/usr/sbin/ip", "/sbin/ip") if os.path.exists(p)), None
+    )
+    if found is None:
+        raise SandboxUnavailableError(
+            "iproute2 (`ip`) is not installed: run `apt-get install -y iproute2` (it denies "
+            "networks to sandboxed functions), or set DEEPFAAS_SANDBOX_DENY= to deny none"
+        )
+    return found
 
 
 def _read_json(fd: int) -> object:

@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,13 @@ class RunnerProcess:
         runner._info_fd = None if info is None else info[0]
         return runner
 
-    async def attach_network(self) -> None:
+    async def attach_network(self, deny: Sequence[str] = ()) -> None:
         """Connect the runner's network namespace outside (`UserNetwork`), once its hello
         came: bwrap is done setting the namespace up by then (slirp4netns configuring it while
         bwrap still brought up its loopback failed bwrap now and then)."""
         fd, self._info_fd = self._info_fd, None
         if fd is not None:
-            self.network = await UserNetwork.attach(fd)
+            self.network = await UserNetwork.attach(fd, deny=deny)
 
     @property
     def alive(self) -> bool:

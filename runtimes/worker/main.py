@@ -163,6 +163,7 @@ def sandbox_factory(settings: WorkerSettings) -> SandboxFactory:
         ),
         label=settings.function or "stem",
         egress=settings.sandbox_egress,
+        deny=settings.sandbox_networks_denied(),
     )
 
 

@@ -27,7 +27,8 @@ from eventbus.types import CloudEvent
 from runtimes.sandbox import SandboxLimits, SandboxUnavailableError, is_trusted
 from runtimes.sandbox.command import bwrap_path
 from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
-from runtimes.sandbox.netns import slirp_path
+from runtimes.sandbox.netns import ip_path, slirp_path
+from runtimes.settings import WorkerSettings
 from runtimes.types import ActivationStatus, Context, FunctionSpec
 
 pytestmark = pytest.mark.timeout(120)
@@ -390,3 +391,36 @@ async def test_a_stopped_runner_takes_its_network_process_along(
     assert slirp.returncode is None
     await runner.stop()
     assert slirp.returncode is not None and runner.network is None
+
+
+async def test_denied_networks_are_unreachable(tmp_path: Path, owners: Any) -> None:
+    """`DEEPFAAS_SANDBOX_DENY`'s networks are unreachable routes inside: the default's
+    169.254.169.254 (a cloud's metadata service) fails at once, and so does this machine's own
+    outside address once denied, which `test_egress_reaches_out_but_not_the_hosts_loopback`
+    shows reachable without the route."""
+    outside = outside_address()
+    deny = WorkerSettings().sandbox_networks_denied() + ([f"{outside}/32"] if outside else [])
+    factory = SandboxFactory(
+        root=tmp_path / "sandbox", uid=150_002, exclude=[], limits=SandboxLimits(),
+        label="deny", deny=deny,
+    )  # fmt: skip
+    async with greeter(outside or "127.0.0.1") as port:
+        targets = [["169.254.169.254", 80]] + ([[outside, port]] if outside else [])
+        started = time.monotonic()
+        [outcome] = await run_code(CONNECT, factory, owners, inputs=[{"targets": targets}])
+    assert outcome.status is ActivationStatus.SUCCESS, outcome.error
+    result = outcome.result
+    assert result["169.254.169.254:80"] == "refused: OSError", result  # EHOSTUNREACH
+    assert time.monotonic() - started < 2.5  # refused at once, not a 3 s connect timeout
+    if outside is not None:
+        assert result[f"{outside}:{port}"] == "refused: OSError", result
+
+
+def test_without_iproute2_the_error_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ip_path()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("os.path.exists", lambda _: False)
+    with pytest.raises(SandboxUnavailableError, match="apt-get install -y iproute2"):
+        ip_path()
