@@ -9,8 +9,11 @@ wrong-last-sequence error means another writer came first.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
@@ -18,6 +21,10 @@ from pydantic import BaseModel
 
 from eventbus.errors import ConflictError
 
+if TYPE_CHECKING:
+    from eventbus.connection import Bus
+
+log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 #: compare-and-set attempts before a writer is told the entry keeps changing
 CAS_TRIES = 20
@@ -73,3 +80,72 @@ async def cas(
         if revision is not None:
             return updated, revision
     raise ConflictError(f"entry {key!r} keeps changing; retry", key=key)
+
+
+class KVMirror(Generic[M]):
+    """The entries of a bucket under ``prefix``, as ``model``, kept current by a watch.
+
+    A read of `get` is a dict lookup; it answers None while the mirror is not `live` (before
+    its first snapshot, and from a broken watch until the next snapshot), and for a key the
+    watch has not brought yet: the caller reads KV then (`read`), so a value written a moment
+    ago is never missed, only a deleted one may be seen for as long as the watch lags.
+    """
+
+    def __init__(self, bus: Bus, bucket: str, prefix: str, model: type[M]) -> None:
+        self.bus = bus
+        self.bucket = bucket
+        self.prefix = prefix
+        self.model = model
+        self.values: dict[str, M] = {}
+        self.live = False
+        self._task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Follow the bucket; wait up to ``timeout`` for the first snapshot."""
+        self._task = asyncio.create_task(self._watch(), name=f"mirror-{self.bucket}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Stop following the bucket."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.live = False
+
+    def get(self, name: str) -> M | None:
+        """The value under ``prefix + name``, if the mirror holds it now."""
+        return self.values.get(name) if self.live else None
+
+    async def _watch(self) -> None:
+        while True:
+            watcher: Any = None
+            try:
+                kv = await self.bus.kv(self.bucket)
+                watcher = await kv.watch(self.prefix + ">")
+                async for found in watcher:
+                    if found is None:  # the snapshot is whole
+                        self.live = True
+                        self._synced.set()
+                        continue
+                    name = found.key.removeprefix(self.prefix)
+                    if found.operation in ("DEL", "PURGE") or not found.value:
+                        self.values.pop(name, None)
+                        continue
+                    try:
+                        self.values[name] = self.model.model_validate_json(found.value)
+                    except ValueError as exc:  # an entry this version cannot read
+                        log.warning("%s/%s ignored: %s", self.bucket, found.key, exc)
+                        self.values.pop(name, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watch of %s ended (%s); reads go to KV meanwhile", self.bucket, exc)
+            finally:
+                self.live = False
+                self.values.clear()
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
+            await asyncio.sleep(0.5)

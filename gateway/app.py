@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
+from eventbus.kv import KVMirror
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ensure_layout
 from gateway import console, openapi, openwhisk, oscar, problems
@@ -50,6 +51,8 @@ from gateway.routes import (
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from runtimes.activations import ActivationStore
+from runtimes.catalog.store import MODULE_PREFIX
+from runtimes.catalog.types import CATALOG_KV, Module
 from runtimes.specs import FunctionRegistry
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await keys.start()
         buckets = BucketOwners(bus)
         await buckets.start()
+        modules = KVMirror(bus, CATALOG_KV, MODULE_PREFIX, Module)
+        await modules.start()
         app.state.auth = Authenticator(
             keys,
             OidcVerifier(settings) if settings.oidc_issuer else None,
@@ -94,6 +99,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             metrics=metrics,
             storage=store,
             buckets=buckets,
+            modules=modules,
         )
         alarms = AlarmFires(app)  # OpenWhisk triggers fired by their alarms' ticks
         await alarms.start()
@@ -104,6 +110,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await alarms.stop()  # first: a late alarm fire would start a sequence
             await sequences.stop()
+            await modules.stop()
             await buckets.stop()
             await keys.stop()
             await store.close()

@@ -8,12 +8,14 @@ from fastapi import Request
 
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
+from eventbus.kv import KVMirror
 from eventbus.storage import Storage
 from gateway.cache import FunctionCache
 from gateway.invoker import Invoker
 from gateway.metrics import Metrics
 from gateway.settings import GatewaySettings
 from runtimes.activations import ActivationStore
+from runtimes.catalog.types import Module
 from runtimes.specs import FunctionRegistry
 
 
@@ -31,6 +33,8 @@ class GatewayState:
     storage: Storage
     #: who owns each bucket (a watched cache)
     buckets: BucketOwners
+    #: the catalog's modules (a watched cache: a prediction reads no KV to find its module)
+    modules: KVMirror[Module]
 
 
 def state_of(request: Request) -> GatewayState:

@@ -19,6 +19,7 @@ from eventbus.errors import NotFoundError, ValidationFailedError
 from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError
 from gateway.routes.catalog import catalog_of
+from gateway.state import state_of
 from runtimes.catalog.plugins import LoadedModelPlugin, discover_models, load_model_plugin
 from runtimes.catalog.requests import INLINE_LIMIT
 from runtimes.catalog.types import Module
@@ -121,11 +122,19 @@ def inline_or_staged(data: bytes) -> bool:
     return len(data) <= INLINE_LIMIT
 
 
-async def known_module(request: Request, name: str) -> Module:
-    """The catalog module ``name``; a 404 naming the known ones if there is none."""
+async def known_module(request: Request, name: str, *, mirrored: bool = False) -> Module:
+    """The catalog module ``name``; a 404 naming the known ones if there is none.
+
+    ``mirrored`` (a prediction, which needs only the owner and the plug-in): from the gateway's
+    mirror of the modules when it holds it (a KV read cost ~0.5 ms of a ~9 ms prediction; a
+    change shows there once the watch brings it), else from KV as every other caller reads.
+    """
+    found = state_of(request).modules.get(name) if mirrored else None
+    if found is not None:
+        return found
     catalog = catalog_of(request)
     try:
-        return await catalog.get_module(name)  # one KV read: every prediction asks this
+        return await catalog.get_module(name)
     except ModelNotFoundError:
         pass
     known = [m.name for m in await catalog.list_modules()]

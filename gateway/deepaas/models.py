@@ -108,7 +108,7 @@ async def predict(
     rate-limited per model; they run in the model owner's namespace.
     """
     state = state_of(request)
-    module = await known_module(request, name)
+    module = await known_module(request, name, mirrored=True)
     principal: Principal | None = getattr(request.state, "principal", None)
     ns = principal.namespace if principal is not None else module.owner
     if principal is None:

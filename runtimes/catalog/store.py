@@ -43,6 +43,8 @@ from runtimes.catalog.types import (
 from runtimes.errors import ModelError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
+#: where the modules are in the catalog's bucket (`modules.<name>`)
+MODULE_PREFIX = "modules."
 
 
 class CatalogStore:
@@ -379,7 +381,7 @@ def _authorize(actor: str | None, name: str, owner: str | None) -> str:
 
 
 def _module_key(name: str) -> str:
-    return f"modules.{name}"
+    return f"{MODULE_PREFIX}{name}"
 
 
 def _version_key(name: str, version: int) -> str:

@@ -10,7 +10,9 @@ import pytest
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from eventbus.kv import cas, entry, keys, read, write
+from eventbus.connection import Bus
+from eventbus.kv import KVMirror, cas, entry, keys, read, write
+from tests.support import eventually
 
 
 class Counter(BaseModel):
@@ -71,3 +73,31 @@ async def test_write_is_a_compare_and_set_that_says_who_lost(nc: Any) -> None:
     third = await write(kv, "k", b"3", last=None)  # a deleted entry is absent: create again
     found = await entry(kv, "k")
     assert third is not None and found is not None and found.value == b"3"
+
+
+async def test_a_mirror_follows_its_prefix_and_reads_nothing_while_not_live(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = await Bus.connect(nats_url, name="test-kv-mirror")
+    kv = await bus.js.create_key_value(bucket="kv_mirror")
+    await kv.put("modules.a", b'{"n": 1}')
+    await kv.put("modules.b", b'{"n": 2}')
+    await kv.put("versions.a.1", b'{"n": 9}')  # outside the prefix
+    mirror = KVMirror(bus, "kv_mirror", "modules.", Counter)
+    assert mirror.get("a") is None  # not started: nothing, the caller reads KV
+    await mirror.start()
+    try:
+        assert mirror.live and mirror.get("a") == Counter(n=1) and mirror.get("b") == Counter(n=2)
+        assert set(mirror.values) == {"a", "b"}
+        await kv.put("modules.a", b'{"n": 3}')
+        await kv.delete("modules.b")
+        await kv.put("modules.c", b"not json")
+        await kv.put("modules.d", b'{"n": 4}')
+        await eventually(lambda: mirror.get("d"))
+        assert mirror.get("a") == Counter(n=3)
+        assert mirror.get("b") is None and mirror.get("c") is None
+        assert "kv_mirror/modules.c ignored" in caplog.text
+    finally:
+        await mirror.stop()
+        await bus.close()
+    assert not mirror.live and mirror.get("a") is None
