@@ -60,7 +60,10 @@ class BatchNotQueuedError(DeepfaasError):
         202: {"description": "every input stored as its own async activation"},
         404: {"description": "unknown function"},
         413: {"description": "body over the limit"},
-        422: {"description": "not an object with 1 to 1,000 `inputs`"},
+        422: {
+            "description": "not an object with 1 to 1,000 `inputs`, or a callback at an "
+            "address the platform does not send to"
+        },
         429: {"description": "the batch is over the namespace's rate"},
         503: {"description": "the bus did not store every input (the stored ids are listed)"},
     },

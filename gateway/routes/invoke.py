@@ -43,7 +43,10 @@ class BadRequestError(DeepfaasError):
         400: {"description": "malformed JSON body"},
         404: {"description": "unknown function"},
         413: {"description": "body over the limit"},
-        422: {"description": "the input failed the function's input model"},
+        422: {
+            "description": "the input failed the function's input model, or the callback is "
+            "at an address the platform does not send to (DEEPFAAS_EGRESS_ALLOW)"
+        },
         502: {"description": "the function raised"},
         504: {"description": "the function ran past its timeout"},
     },
