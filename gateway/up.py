@@ -49,8 +49,9 @@ from runtimes.control.leader import create_lease, while_leader
 from runtimes.control.plane import run_control_plane
 from runtimes.providers.local import LocalProvider
 from runtimes.sandbox.command import bwrap_path
+from runtimes.sandbox.netns import ip_path, slirp_path
 from runtimes.sandbox.types import SandboxUnavailableError
-from runtimes.settings import ControllerSettings
+from runtimes.settings import ControllerSettings, WorkerSettings
 
 log = logging.getLogger("deepfaas.up")
 
@@ -281,7 +282,12 @@ async def up(settings: UpSettings) -> None:
     else:
         try:
             bwrap_path()
-        except SandboxUnavailableError as exc:
+            workers = WorkerSettings()  # a bad DEEPFAAS_SANDBOX_DENY stops `up`, not a worker
+            if workers.sandbox_egress == "isolated":
+                slirp_path()
+                if workers.sandbox_networks_denied():
+                    ip_path()
+        except (SandboxUnavailableError, ValueError) as exc:  # ValueError: a bad setting
             raise SystemExit(str(exc)) from None
     first_key = await bootstrap_bus(settings)
     env = worker_env(settings)

@@ -12,28 +12,22 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import site
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from runtimes.sandbox.types import Network, SandboxUnavailableError
+from runtimes.sandbox.types import Network, required_tool
 
 #: packages of the platform a runner imports (the loader, the executor, their types)
 RUNNER_PACKAGES = ("runtimes", "eventbus", "functions")
-INSTALL_HINT = "apt-get install -y bubblewrap"
 
 
 def bwrap_path() -> str:
-    """Where `bwrap` is; SandboxUnavailableError naming the install command if it is not."""
-    found = shutil.which("bwrap")
-    if found is None:
-        raise SandboxUnavailableError(
-            f"bubblewrap (bwrap) is not installed: run `{INSTALL_HINT}`, or set "
-            "DEEPFAAS_SANDBOX=off on a trusted single-user machine"
-        )
-    return found
+    """Where bubblewrap's `bwrap` is (SandboxUnavailableError naming the install if missing)."""
+    return required_tool(
+        "bwrap", "bubblewrap", "or set DEEPFAAS_SANDBOX=off on a trusted single-user machine"
+    )
 
 
 def package_roots() -> list[str]:

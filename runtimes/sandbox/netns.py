@@ -23,14 +23,12 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from runtimes.sandbox.types import SandboxUnavailableError
+from runtimes.sandbox.types import SandboxUnavailableError, required_tool
 
-INSTALL_HINT: Final = "apt-get install -y slirp4netns"
 #: the DNS forwarder slirp4netns answers on inside the namespace
 NAMESERVER: Final = "10.0.2.3"
 #: seconds bwrap and slirp4netns get to say where the namespace is and that it is up
@@ -38,15 +36,13 @@ SETUP_TIMEOUT_S: Final = 10.0
 
 
 def slirp_path() -> str:
-    """Where `slirp4netns` is; SandboxUnavailableError naming the install command if missing."""
-    found = shutil.which("slirp4netns")
-    if found is None:
-        raise SandboxUnavailableError(
-            f"slirp4netns is not installed: run `{INSTALL_HINT}` (the network of sandboxed "
-            "functions), or set DEEPFAAS_SANDBOX_EGRESS=host where the host's loopback holds "
-            "nothing a function may not reach"
-        )
-    return found
+    """Where `slirp4netns` is (SandboxUnavailableError naming the install if missing)."""
+    return required_tool(
+        "slirp4netns",
+        "slirp4netns",
+        "or set DEEPFAAS_SANDBOX_EGRESS=host where the host's loopback holds nothing a "
+        "function may not reach",
+    )
 
 
 def resolv_conf(root: Path) -> Path:
@@ -172,16 +168,13 @@ async def _unreachable(pid: int, networks: Sequence[str]) -> None:
 
 
 def ip_path() -> str:
-    """Where iproute2's `ip` is; SandboxUnavailableError naming the install command if not."""
-    found = shutil.which("ip") or next(
-        (p for p in ("/usr/sbin/ip", "/sbin/ip") if os.path.exists(p)), None
+    """Where iproute2's `ip` is (SandboxUnavailableError naming the install if missing)."""
+    return required_tool(
+        "ip",
+        "iproute2",
+        "or set DEEPFAAS_SANDBOX_DENY= to deny sandboxed functions no network",
+        also=("/usr/sbin/ip", "/sbin/ip"),
     )
-    if found is None:
-        raise SandboxUnavailableError(
-            "iproute2 (`ip`) is not installed: run `apt-get install -y iproute2` (it denies "
-            "networks to sandboxed functions), or set DEEPFAAS_SANDBOX_DENY= to deny none"
-        )
-    return found
 
 
 def _read_json(fd: int) -> object:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -70,3 +72,15 @@ class SandboxUnavailableError(DeepfaasError):
     """The sandbox cannot be started here (bubblewrap missing or refused)."""
 
     code = "sandbox_unavailable"
+
+
+def required_tool(name: str, package: str, otherwise: str, *, also: tuple[str, ...] = ()) -> str:
+    """Where the executable ``name`` is (on PATH, else one of ``also``: /usr/sbin is not on
+    every user's PATH); SandboxUnavailableError naming ``package``'s install command and
+    ``otherwise`` (the way around it) if it is missing."""
+    found = shutil.which(name) or next((p for p in also if os.access(p, os.X_OK)), None)
+    if found is None:
+        raise SandboxUnavailableError(
+            f"{name} is not installed: run `apt-get install -y {package}`, {otherwise}"
+        )
+    return found

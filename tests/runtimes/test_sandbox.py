@@ -287,22 +287,18 @@ def test_only_the_platforms_own_builtins_run_unsandboxed() -> None:
     assert not is_trusted(inline)
 
 
-def test_without_bubblewrap_the_error_names_the_install_command(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("find", "package"),
+    [(bwrap_path, "bubblewrap"), (slirp_path, "slirp4netns"), (ip_path, "iproute2")],
+)
+def test_a_missing_tool_is_named_with_its_install_command(
+    monkeypatch: pytest.MonkeyPatch, find: Any, package: str
 ) -> None:
-    assert bwrap_path()  # installed by `make test`
+    assert find()  # installed by `make test`
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(SandboxUnavailableError, match="apt-get install -y bubblewrap"):
-        bwrap_path()
-
-
-def test_without_slirp4netns_the_error_names_the_install_command(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert slirp_path()  # installed by `make test`
-    monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(SandboxUnavailableError, match="apt-get install -y slirp4netns"):
-        slirp_path()
+    monkeypatch.setattr("os.access", lambda *_: False)  # nor in /usr/sbin or /sbin
+    with pytest.raises(SandboxUnavailableError, match=f"apt-get install -y {package}"):
+        find()
 
 
 CONNECT = """
@@ -414,13 +410,3 @@ async def test_denied_networks_are_unreachable(tmp_path: Path, owners: Any) -> N
     assert time.monotonic() - started < 2.5  # refused at once, not a 3 s connect timeout
     if outside is not None:
         assert result[f"{outside}:{port}"] == "refused: OSError", result
-
-
-def test_without_iproute2_the_error_names_the_install_command(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert ip_path()
-    monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr("os.path.exists", lambda _: False)
-    with pytest.raises(SandboxUnavailableError, match="apt-get install -y iproute2"):
-        ip_path()
