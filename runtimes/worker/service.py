@@ -90,6 +90,8 @@ class Worker:
         self.orphaned = False
         self._slots = asyncio.Semaphore(self.spec.concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: callbacks being posted (their queued invocations are acked after)
+        self._callbacks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._sync_sub: Any = None
         self._pull_sub: Any = None
@@ -146,8 +148,9 @@ class Worker:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.settings.drain_timeout_s)
+        if self._tasks or self._callbacks:
+            pending = self._tasks | self._callbacks
+            await asyncio.wait(pending, timeout=self.settings.drain_timeout_s)
         if self._pull_sub is not None:
             with contextlib.suppress(Exception):
                 await self._pull_sub.unsubscribe()
@@ -523,12 +526,6 @@ class Worker:
                 raise result
         self.completed += 1
         await self._answer(final, invocation, reply, queued, announced=written[1] is True)
-        callback = invocation.extensions.get("callback")
-        if isinstance(callback, str) and callback:
-            post = post_callback(
-                callback, final, egress=self.egress, tries=self.settings.callback_tries
-            )
-            self._spawn(post)
 
     async def _answer(
         self,
@@ -540,7 +537,11 @@ class Worker:
         announced: bool = True,
     ) -> None:
         """Answer the caller and settle the queued message; one whose completion event the bus
-        did not take is redelivered instead, and its next worker sends the event again."""
+        did not take is redelivered instead, and its next worker sends the event again.
+
+        A queued activation with a callback is acked once the callback was tried: a worker
+        that dies before leaves it to the next delivery, whose worker finds it done and posts
+        the callback again (at least once, as webhooks are)."""
         replyto = invocation.extensions.get("replyto")
         if reply is not None or (isinstance(replyto, str) and replyto):
             body = record.model_dump_json().encode()
@@ -549,12 +550,42 @@ class Worker:
             if isinstance(replyto, str) and replyto:
                 with contextlib.suppress(Exception):
                     await self.bus.nc.publish(replyto, body)
+        callback = invocation.extensions.get("callback")
+        callback = callback if isinstance(callback, str) and callback else None
         if queued is None:
+            if callback is not None:  # nothing to hold back: posted once, from here
+                self._spawn_callback(self._call_back(callback, record, None))
             return
-        if announced:
-            await queued.ack()
-        else:
+        if not announced:
             await queued.nak(delay=self._backoff(1))
+        elif callback is not None:
+            self._spawn_callback(self._call_back(callback, record, queued))
+        else:
+            await queued.ack()
+
+    def _spawn_callback(self, coro: Any) -> None:
+        # apart from `_tasks`: a slow receiver must not hold back the intake of invocations
+        task = asyncio.create_task(coro)
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
+
+    async def _call_back(self, url: str, record: ActivationRecord, queued: Msg | None) -> None:
+        """POST the record to ``url`` (its tries and back-off), then ack ``queued``, whose
+        lease is renewed meanwhile."""
+        keeper = None if queued is None else asyncio.create_task(self._keep_queued(queued))
+        try:
+            await post_callback(url, record, egress=self.egress, tries=self.settings.callback_tries)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+        if queued is not None:
+            await queued.ack()
+
+    async def _keep_queued(self, queued: Msg) -> None:
+        while True:
+            await asyncio.sleep(self._renew_every)
+            with contextlib.suppress(Exception):
+                await queued.in_progress()
 
     def _backoff(self, attempt: int) -> float:
         return Backoff(self.settings.retry_base_s, self.settings.retry_max_s).delay(attempt)

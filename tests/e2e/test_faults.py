@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from eventbus.types import INVOCATIONS_STREAM
 from runtimes.activations import new_activation_id
 from runtimes.invoker import SyncInvoker, SyncResult
 from runtimes.specs import FunctionRegistry
-from tests.e2e.functions import FAILING, RECORDING, SLEEPY
+from tests.e2e.functions import FAILING, HELLO, RECORDING, SLEEPY
 from tests.e2e.test_cli_errors import cli
 from tests.e2e.test_invoke import deploy
 from tests.support import Platform, instances, wait_activation, wait_for
@@ -271,3 +273,44 @@ def test_a_sync_call_of_an_id_queued_already_is_answered_by_its_record(
     assert outcome.record.status == "success" and outcome.record.attempts == 1
     assert outcome.record.id == activation_id
     assert recorded(client, "runs-given") == ["given"]
+
+
+def test_a_callback_whose_worker_dies_mid_post_is_posted_again(client: httpx.Client) -> None:
+    """The worker posts the record to the callback and is killed while the receiver holds
+    the request: the invocation was not acked, so it comes back (after the 2 s ack wait), its
+    next worker finds the activation done and posts the callback again. Before, the ack came
+    first and the callback was lost with the worker."""
+    deploy(client, "called", HELLO, min_scale=1, max_scale=1)
+    [worker] = ready_instances(client, "called")
+    first_in, release = threading.Event(), threading.Event()
+    got: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+            if not first_in.is_set():
+                first_in.set()
+                release.wait(30)  # held while its worker is killed
+                return
+            got.append(body)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/done"
+        r = client.post("/v1/functions/called/invoke", params={"callback": url}, json={"name": "K"})
+        assert r.status_code == 202, r.text
+        assert first_in.wait(20), "the callback never came"
+        os.kill(worker["pid"], signal.SIGKILL)
+        wait_for(lambda: got, timeout=40)
+        assert [g["id"] for g in got] == [r.json()["activation_id"]]
+        assert got[0]["status"] == "success" and got[0]["result"]["greeting"] == "Hello K!"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
