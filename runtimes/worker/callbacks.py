@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+
+from nats.aio.msg import Msg
 
 from eventbus.backoff import Backoff
 from eventbus.egress import EgressPolicy, EgressRefusedError
@@ -52,3 +55,38 @@ async def post_callback(
             await asyncio.sleep(RETRY.delay(attempt))
     log.warning("callback %s for activation %s not delivered after %d tries", url, record.id, tries)
     return False
+
+
+class Callbacks:
+    """The callbacks one worker is posting. Each queued invocation is acked after its callback
+    was tried (its lease renewed meanwhile): a worker that dies first leaves the invocation to
+    its redelivery, whose worker finds the record final and posts again (at least once)."""
+
+    def __init__(self, egress: EgressPolicy, *, tries: int, renew_every: float) -> None:
+        self.egress = egress
+        self.tries = tries
+        self.renew_every = renew_every
+        #: apart from the worker's intake tasks: a slow receiver must not hold back its intake
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def post(self, url: str, record: ActivationRecord, queued: Msg | None) -> None:
+        """POST ``record`` to ``url`` in a task of its own, then ack ``queued`` (if any)."""
+        task = asyncio.create_task(self._post(url, record, queued))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _post(self, url: str, record: ActivationRecord, queued: Msg | None) -> None:
+        keeper = None if queued is None else asyncio.create_task(self._keep(queued))
+        try:
+            await post_callback(url, record, egress=self.egress, tries=self.tries)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+        if queued is not None:
+            await queued.ack()
+
+    async def _keep(self, queued: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every)
+            with contextlib.suppress(Exception):
+                await queued.in_progress()

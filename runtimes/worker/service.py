@@ -42,7 +42,7 @@ from runtimes.activations import (
 from runtimes.pids import pid_alive
 from runtimes.settings import WorkerSettings
 from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
-from runtimes.worker.callbacks import post_callback
+from runtimes.worker.callbacks import Callbacks
 from runtimes.worker.executor import FunctionExecutor, Outcome
 from runtimes.worker.results import (
     CompletionNotPublishedError,
@@ -75,8 +75,6 @@ class Worker:
         self.bus = bus
         self.spec = spec
         self.settings = settings
-        #: where callbacks may be posted
-        self.egress = settings.egress()
         self.store = ActivationStore(bus)
         self.executor = executor
         #: platform code running in this process: its context carries the bus
@@ -91,7 +89,9 @@ class Worker:
         self._slots = asyncio.Semaphore(self.spec.concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
         #: callbacks being posted (their queued invocations are acked after)
-        self._callbacks: set[asyncio.Task[None]] = set()
+        self.callbacks = Callbacks(
+            settings.egress(), tries=settings.callback_tries, renew_every=self._renew_every
+        )
         self._stopping = asyncio.Event()
         self._sync_sub: Any = None
         self._pull_sub: Any = None
@@ -148,8 +148,8 @@ class Worker:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        if self._tasks or self._callbacks:
-            pending = self._tasks | self._callbacks
+        if self._tasks or self.callbacks.tasks:
+            pending = self._tasks | self.callbacks.tasks
             await asyncio.wait(pending, timeout=self.settings.drain_timeout_s)
         if self._pull_sub is not None:
             with contextlib.suppress(Exception):
@@ -554,38 +554,14 @@ class Worker:
         callback = callback if isinstance(callback, str) and callback else None
         if queued is None:
             if callback is not None:  # nothing to hold back: posted once, from here
-                self._spawn_callback(self._call_back(callback, record, None))
+                self.callbacks.post(callback, record, None)
             return
         if not announced:
             await queued.nak(delay=self._backoff(1))
         elif callback is not None:
-            self._spawn_callback(self._call_back(callback, record, queued))
+            self.callbacks.post(callback, record, queued)
         else:
             await queued.ack()
-
-    def _spawn_callback(self, coro: Any) -> None:
-        # apart from `_tasks`: a slow receiver must not hold back the intake of invocations
-        task = asyncio.create_task(coro)
-        self._callbacks.add(task)
-        task.add_done_callback(self._callbacks.discard)
-
-    async def _call_back(self, url: str, record: ActivationRecord, queued: Msg | None) -> None:
-        """POST the record to ``url`` (its tries and back-off), then ack ``queued``, whose
-        lease is renewed meanwhile."""
-        keeper = None if queued is None else asyncio.create_task(self._keep_queued(queued))
-        try:
-            await post_callback(url, record, egress=self.egress, tries=self.settings.callback_tries)
-        finally:
-            if keeper is not None:
-                keeper.cancel()
-        if queued is not None:
-            await queued.ack()
-
-    async def _keep_queued(self, queued: Msg) -> None:
-        while True:
-            await asyncio.sleep(self._renew_every)
-            with contextlib.suppress(Exception):
-                await queued.in_progress()
 
     def _backoff(self, attempt: int) -> float:
         return Backoff(self.settings.retry_base_s, self.settings.retry_max_s).delay(attempt)
