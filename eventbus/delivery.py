@@ -29,7 +29,7 @@ from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
 from eventbus.consume import fetch
 from eventbus.dlq import dead_letter
-from eventbus.egress import EgressPolicy, EgressRefusedError
+from eventbus.egress import EgressPolicy, EgressRefusedError, UnresolvedHostError
 from eventbus.errors import InvalidEventError, NotFoundError
 from eventbus.http_codec import to_http
 from eventbus.publish import MSG_ID_HEADER
@@ -325,21 +325,27 @@ class Deliverer:
             target = await self.egress.pin(subscription.sink)
         except EgressRefusedError as exc:  # the operator's rule: another try changes nothing
             return Outcome(ok=False, error=str(exc))
+        except UnresolvedHostError as exc:  # DNS may answer the next try
+            return Outcome(ok=False, retryable=True, error=str(exc))
         headers = {**settings.headers, **ce_headers, **target.headers}
         try:
-            async with self._http.stream(
-                settings.method,
-                target.url,
-                content=body,
-                headers=headers,
-                timeout=subscription.config.timeout_s,
-                extensions=target.extensions,
-            ) as response:
-                if response.is_success:
-                    return Outcome(ok=True)
-                text = await _read_some(response)
-        except httpx.HTTPError as exc:
+            # the whole exchange, not each read: a sink that drips bytes holds the event no longer
+            async with asyncio.timeout(subscription.config.timeout_s):
+                async with self._http.stream(
+                    settings.method,
+                    target.url,
+                    content=body,
+                    headers=headers,
+                    timeout=subscription.config.timeout_s,
+                    extensions=target.extensions,
+                ) as response:
+                    if response.is_success:
+                        return Outcome(ok=True)
+                    text = await _read_some(response)
+        except (httpx.HTTPError, OSError) as exc:  # TimeoutError included
             return Outcome(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a request httpx cannot make: another try changes nothing
+            return Outcome(ok=False, error=f"cannot send: {type(exc).__name__}: {exc}")
         status = response.status_code
         error = f"HTTP {status} {response.reason_phrase}" + (f": {text}" if text else "")
         retryable = status in RETRYABLE_STATUS or status >= 500

@@ -8,17 +8,21 @@ machines of a private network.
 So an address that is not global (loopback, private, link-local, shared, reserved, multicast,
 unspecified) is refused unless the operator allows it (`DEEPFAAS_EGRESS_ALLOW`: CIDRs). A name
 is resolved once, here, and the request goes to the address that passed (no second lookup
-that DNS could answer differently); redirects are not followed.
+that DNS could answer differently); redirects are not followed. URLs are read as httpx reads
+them, so what is checked is what it would connect to; an IPv6 address that embeds an IPv4 one
+(NAT64, 6to4, IPv4-compatible) is judged by the IPv4 address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
+
+import httpx
 
 from eventbus.errors import ValidationFailedError
 
@@ -27,10 +31,20 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SETTING: Final = "DEEPFAAS_EGRESS_ALLOW"
 #: names that are loopback wherever they are resolved (RFC 6761)
 LOCAL_NAMES: Final = ("localhost", ".localhost")
+#: IPv6 prefixes whose last 32 bits are an IPv4 address the packet reaches (NAT64, RFC 6052;
+#: IPv4-compatible); the local-use NAT64 prefix (RFC 8215) is refused whole
+NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+LOCAL_NAT64: Final = ipaddress.ip_network("64:ff9b:1::/48")
+COMPATIBLE: Final = ipaddress.ip_network("::/96")
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
 class EgressRefusedError(ValidationFailedError):
     """The platform will not send a request to this URL (its address is not allowed)."""
+
+
+class UnresolvedHostError(OSError):
+    """The URL's host did not resolve now (retryable: DNS may answer later)."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +77,15 @@ class EgressPolicy:
 
     def refusal(self, address: IPAddress) -> str | None:
         """Why requests to ``address`` are refused, or None."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         if any(address in network for network in self.allow):
             return None
+        if isinstance(address, ipaddress.IPv6Address):
+            inner = _embedded_ipv4(address)
+            if inner is not None:
+                reason = self.refusal(inner)
+                return None if reason is None else f"{address} embeds {reason}"
+            if address in LOCAL_NAT64 or address.is_site_local:
+                return f"{address} is private"
         if address.is_global and not address.is_multicast:
             return None
         return f"{address} is {_kind(address)}"
@@ -74,7 +93,8 @@ class EgressPolicy:
     def check_literal(self, url: str) -> None:
         """What can be known without DNS: an http(s) URL with a host, and, when that host is an
         address or a loopback name, an allowed one. EgressRefusedError says why not."""
-        host = _host(url)
+        parsed = _parse(url)
+        host = parsed.host.rstrip(".")
         if host.endswith(LOCAL_NAMES) or host in LOCAL_NAMES:
             address: IPAddress = ipaddress.ip_address("127.0.0.1")
         else:
@@ -87,53 +107,67 @@ class EgressPolicy:
             raise _refused(url, reason)
 
     async def pin(self, url: str) -> Target:
-        """Resolve ``url``'s host and pick an allowed address (EgressRefusedError if none)."""
+        """Resolve ``url``'s host and pick an allowed address: EgressRefusedError if none is,
+        UnresolvedHostError (an OSError: try again later) if the host does not resolve now."""
         self.check_literal(url)
-        parts = urlsplit(url)
-        host = _host(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        parsed = _parse(url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
-            address: IPAddress = ipaddress.ip_address(host)
-            found = [address]
+            found: list[IPAddress] = [ipaddress.ip_address(parsed.host)]
         except ValueError:
+            name = parsed.raw_host.decode("ascii")  # IDNA already
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM
+                    name, port, type=socket.SOCK_STREAM
                 )
             except OSError as exc:
-                raise _refused(url, f"{host!r} does not resolve ({exc})") from exc
+                raise UnresolvedHostError(f"{name!r} does not resolve now: {exc}") from exc
             found = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
         reasons = []
         for candidate in found:
             reason = self.refusal(candidate)
             if reason is None:
-                return _pinned(url, candidate)
+                return _pinned(parsed, candidate)
             reasons.append(reason)
         raise _refused(url, "; ".join(dict.fromkeys(reasons)))
 
 
-def _host(url: str) -> str:
+def _parse(url: str) -> httpx.URL:
     try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        _ = parts.port  # a port past 65535, or not a number, raises here
-    except ValueError:
-        valid = False
-    if not valid or parts.hostname is None:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise EgressRefusedError(f"{url!r} is not a valid URL: {exc}", url=url) from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
         raise EgressRefusedError(f"{url!r} is not an http(s) URL with a host", url=url)
-    return parts.hostname.rstrip(".").lower()
+    try:
+        ipaddress.ip_address(parsed.host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(parsed.raw_host.decode("ascii", "replace")):
+            raise EgressRefusedError(f"{url!r} has no valid host name", url=url) from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise EgressRefusedError(f"{url!r} has no valid port", url=url)
+    return parsed
 
 
-def _pinned(url: str, address: IPAddress) -> Target:
-    parts = urlsplit(url)
-    shown = f"[{address}]" if address.version == 6 else str(address)
-    netloc = shown if parts.port is None else f"{shown}:{parts.port}"
-    if "@" in parts.netloc:
-        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
-    pinned = parts._replace(netloc=netloc).geturl()
-    host = parts.netloc.rsplit("@", 1)[-1]
-    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-    return Target(pinned, {"host": host}, extensions)
+def _pinned(parsed: httpx.URL, address: IPAddress) -> Target:
+    headers = {"host": parsed.netloc.decode("ascii")}
+    extensions: dict[str, Any] = {}
+    if parsed.scheme == "https":
+        extensions["sni_hostname"] = parsed.raw_host.decode("ascii")
+        # httpx pools connections by address: one verified for another name at the same
+        # address must not carry this request
+        headers["connection"] = "close"
+    return Target(str(parsed.copy_with(host=str(address))), headers, extensions)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64 or (address in COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _kind(address: IPAddress) -> str:

@@ -23,9 +23,9 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from runtimes.sandbox.types import SandboxUnavailableError, required_tool
 
@@ -70,17 +70,34 @@ class UserNetwork:
     async def attach(
         cls, info_fd: int, *, deny: Sequence[str] = (), timeout: float = SETUP_TIMEOUT_S
     ) -> UserNetwork:
-        """Read bwrap's ``--info-fd`` (the sandbox's first pid), give that pid's namespace a
-        tap device connected outside and unreachable routes to ``deny`` (CIDRs), and return
-        once both are in place. ``info_fd`` is closed here."""
-        loop = asyncio.get_running_loop()
+        """Read bwrap's ``--info-fd`` (the sandbox's first pid and its network namespace),
+        give that namespace a tap device connected outside and unreachable routes to ``deny``
+        (CIDRs), and return once both are in place. ``info_fd`` is closed here.
+
+        The namespace is opened once through the pid and checked against the inode bwrap
+        named; slirp4netns and `ip` are handed that open namespace, not the pid (which a
+        process that died could pass on)."""
         try:
-            info = await asyncio.wait_for(loop.run_in_executor(None, _read_json, info_fd), timeout)
+            info = await asyncio.wait_for(_read_fd(info_fd, _parses), timeout)
         finally:
             os.close(info_fd)
-        pid = info.get("child-pid") if isinstance(info, dict) else None
-        if not isinstance(pid, int) or pid <= 0:
-            raise SandboxUnavailableError(f"bubblewrap gave no sandbox pid ({info!r})")
+        record = _json(info)
+        pid, inode = record.get("child-pid"), record.get("net-namespace")
+        if not isinstance(pid, int) or pid <= 0 or not isinstance(inode, int):
+            raise SandboxUnavailableError(f"bubblewrap gave no sandbox namespace ({info!r})")
+        try:
+            netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SandboxUnavailableError(f"the sandbox is gone before its network: {exc}") from exc
+        try:
+            if os.fstat(netns).st_ino != inode:
+                raise SandboxUnavailableError("the sandbox is gone before its network")
+            return await cls._connect(netns, deny, timeout)
+        finally:
+            os.close(netns)
+
+    @classmethod
+    async def _connect(cls, netns: int, deny: Sequence[str], timeout: float) -> UserNetwork:
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()
         command = [
@@ -92,7 +109,8 @@ class UserNetwork:
             "--enable-sandbox",
             f"--ready-fd={ready_w}",
             f"--exit-fd={exit_r}",
-            str(pid),
+            "--netns-type=path",
+            f"/proc/self/fd/{netns}",
             "tap0",
         ]
         try:
@@ -101,7 +119,7 @@ class UserNetwork:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                pass_fds=(ready_w, exit_r),
+                pass_fds=(ready_w, exit_r, netns),
             )
         except OSError as exc:
             os.close(ready_r)
@@ -114,10 +132,7 @@ class UserNetwork:
         try:
             # the denied routes go in while slirp4netns configures its device
             ready, _ = await asyncio.wait_for(
-                asyncio.gather(
-                    loop.run_in_executor(None, os.read, ready_r, 1), _unreachable(pid, deny)
-                ),
-                timeout,
+                asyncio.gather(_read_fd(ready_r, bool), _unreachable(netns, deny)), timeout
             )
         except BaseException:
             await network.close()
@@ -147,17 +162,18 @@ class UserNetwork:
             await asyncio.gather(self._drain, return_exceptions=True)
 
 
-async def _unreachable(pid: int, networks: Sequence[str]) -> None:
-    """Unreachable routes to ``networks`` in ``pid``'s network namespace (`ip` in it)."""
+async def _unreachable(netns: int, networks: Sequence[str]) -> None:
+    """Unreachable routes to ``networks`` in the network namespace open as ``netns``."""
     if not networks:
         return
     commands = "".join(f"route add unreachable {network}\n" for network in networks)
     try:
         proc = await asyncio.create_subprocess_exec(
-            "nsenter", f"--target={pid}", "--net", "--", ip_path(), "-batch", "-",
+            "nsenter", f"--net=/proc/self/fd/{netns}", "--", ip_path(), "-batch", "-",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            pass_fds=(netns,),
         )  # fmt: skip
     except OSError as exc:
         raise SandboxUnavailableError(f"cannot deny networks in the sandbox: {exc}") from exc
@@ -177,15 +193,50 @@ def ip_path() -> str:
     )
 
 
-def _read_json(fd: int) -> object:
-    """The JSON object bwrap writes to its info fd (blocking: run in a thread). Read until it
-    parses, not until EOF: the sandbox's processes may hold the fd open."""
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-        with contextlib.suppress(ValueError):
-            return json.loads(data)
-    return data.decode(errors="replace")
+async def _read_fd(fd: int, enough: Callable[[bytes], bool]) -> bytes:
+    """What a pipe holds once ``enough`` says so, or at its end; read by the event loop as it
+    comes (no thread left blocked on an fd that is closed after a timeout)."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    done: asyncio.Future[bytes] = loop.create_future()
+    data = bytearray()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        data.extend(chunk)
+        if (not chunk or enough(bytes(data))) and not done.done():
+            done.set_result(bytes(data))
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+
+
+def _parses(data: bytes) -> bool:
+    """Whether ``data`` is a whole JSON document (bwrap's info: the sandbox's processes may hold
+    the fd open, so its end may never come)."""
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        found = json.loads(data)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 async def _discard(proc: asyncio.subprocess.Process) -> None:

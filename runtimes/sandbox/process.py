@@ -53,6 +53,7 @@ class RunnerProcess:
         self.draining = False
         #: the user-mode network of an `egress` runner, and bwrap's info fd until it exists
         self.network: UserNetwork | None = None
+        self._network_closing: asyncio.Future[None] | None = None
         self._info_fd: int | None = None
 
     @classmethod
@@ -157,14 +158,21 @@ class RunnerProcess:
         if self._info_fd is not None:
             os.close(self._info_fd)
             self._info_fd = None
-        if self.network is not None:
-            await self.network.close()
-            self.network = None
+        await self._close_network()
         self._reader.cancel()
         self._stderr.cancel()
         await asyncio.gather(self._reader, self._stderr, return_exceptions=True)
         self._fail(self._gone or "the sandbox was stopped")
         await asyncio.to_thread(shutil.rmtree, self.scratch, True)
+
+    async def _close_network(self) -> None:
+        # one close, shared by the reader (the runner exited) and kill(), which cancels the
+        # reader: shielded, so that a cancel does not leave slirp4netns half stopped
+        if self.network is not None and self._network_closing is None:
+            self._network_closing = asyncio.ensure_future(self.network.close())
+        if self._network_closing is not None:
+            await asyncio.shield(self._network_closing)
+            self.network = None
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -189,6 +197,7 @@ class RunnerProcess:
                 self.proc.kill()
         code = await self.proc.wait()
         self._fail(exit_reason(code))
+        await self._close_network()  # a runner that died idle is replaced without a kill()
 
     def _resolve(self, key: str, frame: Frame) -> None:
         future = self._waiting.get(key)

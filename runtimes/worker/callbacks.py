@@ -15,6 +15,8 @@ from runtimes.types import ActivationRecord
 log = logging.getLogger(__name__)
 #: between tries of a callback (a few tries: the cap is never reached)
 RETRY = Backoff(0.5, 60.0)
+#: a callback's tries together, at most
+DEADLINE_S = 60.0
 
 
 async def post_callback(
@@ -34,10 +36,6 @@ async def post_callback(
         for attempt in range(1, tries + 1):
             try:
                 target = await egress.pin(url)
-            except EgressRefusedError as exc:
-                log.warning("callback for activation %s not sent: %s", record.id, exc)
-                return False
-            try:
                 response = await client.post(
                     target.url,
                     content=body,
@@ -50,7 +48,10 @@ async def post_callback(
                             "callback %s for %s refused: %s", url, record.id, response.status_code
                         )
                     return response.is_success
-            except httpx.HTTPError as exc:
+            except EgressRefusedError as exc:
+                log.warning("callback for activation %s not sent: %s", record.id, exc)
+                return False
+            except (httpx.HTTPError, OSError) as exc:  # OSError: its host did not resolve now
                 log.debug("callback %s for %s failed: %s", url, record.id, exc)
             await asyncio.sleep(RETRY.delay(attempt))
     log.warning("callback %s for activation %s not delivered after %d tries", url, record.id, tries)
@@ -78,12 +79,20 @@ class Callbacks:
     async def _post(self, url: str, record: ActivationRecord, queued: Msg | None) -> None:
         keeper = None if queued is None else asyncio.create_task(self._keep(queued))
         try:
-            await post_callback(url, record, egress=self.egress, tries=self.tries)
+            # a receiver that answers a byte at a time holds the invocation this long at most
+            async with asyncio.timeout(DEADLINE_S):
+                await post_callback(url, record, egress=self.egress, tries=self.tries)
+        except TimeoutError:
+            log.warning("callback %s for activation %s past %g s: given up", url, record.id,
+                        DEADLINE_S)  # fmt: skip
+        except Exception:  # whatever it was, the invocation is not left unacked for ever
+            log.exception("callback %s for activation %s failed", url, record.id)
         finally:
             if keeper is not None:
                 keeper.cancel()
         if queued is not None:
-            await queued.ack()
+            with contextlib.suppress(Exception):  # unacked: redelivered, posted again
+                await queued.ack()
 
     async def _keep(self, queued: Msg) -> None:
         while True:

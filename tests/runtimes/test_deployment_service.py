@@ -104,9 +104,11 @@ async def test_reconcile_replaces_only_a_gone_runtime_along_its_ranking(
     assert kept.site == "a" and lost.site == "b"
     assert lost.handle is not None
     await registry.get("b").release(lost.handle.handle())  # gone behind the service's back
-    again = await client.reconcile()
+    # (the module's earlier deployments, a failed one say, may be re-placed in the same pass:
+    # only these two count; a CI run saw `svc` of the ranking-error test come back here)
+    again = [r for r in await client.reconcile() if r.name in ("kept", "lost")]
     assert [(r.name, r.version, r.site) for r in again] == [("lost", 2, "b")]
-    assert await client.reconcile() == []
+    assert [r for r in await client.reconcile() if r.name in ("kept", "lost")] == []
 
 
 def _named(name: str, records: list[DeploymentRecord]) -> list[DeploymentRecord]:

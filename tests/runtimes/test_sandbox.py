@@ -30,6 +30,7 @@ from runtimes.sandbox.host import SandboxedExecutor, SandboxFactory
 from runtimes.sandbox.netns import ip_path, slirp_path
 from runtimes.settings import WorkerSettings
 from runtimes.types import ActivationStatus, Context, FunctionSpec
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -410,3 +411,17 @@ async def test_denied_networks_are_unreachable(tmp_path: Path, owners: Any) -> N
     assert time.monotonic() - started < 2.5  # refused at once, not a 3 s connect timeout
     if outside is not None:
         assert result[f"{outside}:{port}"] == "refused: OSError", result
+
+
+async def test_a_runner_that_dies_idle_takes_its_network_process_along(
+    factory: SandboxFactory,
+) -> None:
+    """Its worker replaces it without a stop; slirp4netns ends with it anyway."""
+    runner = await factory.spawn("egress")
+    assert runner.network is not None
+    slirp = runner.network.proc
+    runner.proc.kill()  # as a runner that exits between runs
+    await asyncio.wait_for(slirp.wait(), 5)
+    await eventually(lambda: runner.network is None)
+    assert not runner.alive
+    await runner.kill()
