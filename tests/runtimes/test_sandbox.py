@@ -379,15 +379,22 @@ async def test_host_egress_shares_the_hosts_loopback(tmp_path: Path, owners: Any
     assert outcome.result[f"127.0.0.1:{port}"] == "hello", outcome.result
 
 
-async def test_a_stopped_runner_takes_its_network_process_along(
-    factory: SandboxFactory,
-) -> None:
+@pytest.mark.parametrize("end", ["stop", "dies idle"])
+async def test_a_runner_takes_its_network_process_along(factory: SandboxFactory, end: str) -> None:
+    """Stopped, or dead between runs (its worker replaces it without a stop): slirp4netns ends
+    with it either way."""
     runner = await factory.spawn("egress")
     assert runner.network is not None
     slirp = runner.network.proc
     assert slirp.returncode is None
-    await runner.stop()
-    assert slirp.returncode is not None and runner.network is None
+    if end == "stop":
+        await runner.stop()
+    else:
+        runner.proc.kill()
+        await asyncio.wait_for(slirp.wait(), 5)
+        await eventually(lambda: runner.network is None)
+        await runner.kill()
+    assert slirp.returncode is not None and runner.network is None and not runner.alive
 
 
 async def test_denied_networks_are_unreachable(tmp_path: Path, owners: Any) -> None:
@@ -411,17 +418,3 @@ async def test_denied_networks_are_unreachable(tmp_path: Path, owners: Any) -> N
     assert time.monotonic() - started < 2.5  # refused at once, not a 3 s connect timeout
     if outside is not None:
         assert result[f"{outside}:{port}"] == "refused: OSError", result
-
-
-async def test_a_runner_that_dies_idle_takes_its_network_process_along(
-    factory: SandboxFactory,
-) -> None:
-    """Its worker replaces it without a stop; slirp4netns ends with it anyway."""
-    runner = await factory.spawn("egress")
-    assert runner.network is not None
-    slirp = runner.network.proc
-    runner.proc.kill()  # as a runner that exits between runs
-    await asyncio.wait_for(slirp.wait(), 5)
-    await eventually(lambda: runner.network is None)
-    assert not runner.alive
-    await runner.kill()
