@@ -66,14 +66,7 @@ class EgressPolicy:
     @classmethod
     def parse(cls, text: str) -> EgressPolicy:
         """From ``DEEPFAAS_EGRESS_ALLOW``: comma-separated CIDRs or addresses (ValueError)."""
-        networks = []
-        for item in text.replace(" ", "").split(","):
-            if item:
-                try:
-                    networks.append(ipaddress.ip_network(item, strict=False))
-                except ValueError as exc:
-                    raise ValueError(f"{SETTING}: {item!r} is not a CIDR or address") from exc
-        return cls(tuple(networks))
+        return cls(parse_networks(text, SETTING))
 
     def refusal(self, address: IPAddress) -> str | None:
         """Why requests to ``address`` are refused, or None."""
@@ -93,7 +86,9 @@ class EgressPolicy:
     def check_literal(self, url: str) -> None:
         """What can be known without DNS: an http(s) URL with a host, and, when that host is an
         address or a loopback name, an allowed one. EgressRefusedError says why not."""
-        parsed = _parse(url)
+        self._check_literal(_parse(url), url)
+
+    def _check_literal(self, parsed: httpx.URL, url: str) -> None:
         host = parsed.host.rstrip(".")
         if host.endswith(LOCAL_NAMES) or host in LOCAL_NAMES:
             address: IPAddress = ipaddress.ip_address("127.0.0.1")
@@ -109,8 +104,8 @@ class EgressPolicy:
     async def pin(self, url: str) -> Target:
         """Resolve ``url``'s host and pick an allowed address: EgressRefusedError if none is,
         UnresolvedHostError (an OSError: try again later) if the host does not resolve now."""
-        self.check_literal(url)
         parsed = _parse(url)
+        self._check_literal(parsed, url)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             found: list[IPAddress] = [ipaddress.ip_address(parsed.host)]
@@ -130,6 +125,19 @@ class EgressPolicy:
                 return _pinned(parsed, candidate)
             reasons.append(reason)
         raise _refused(url, "; ".join(dict.fromkeys(reasons)))
+
+
+def parse_networks(text: str, setting: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs or addresses (a setting such as ``DEEPFAAS_EGRESS_ALLOW``);
+    ValueError naming ``setting`` and the entry that is neither."""
+    networks = []
+    for item in text.replace(" ", "").split(","):
+        if item:
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"{setting}: {item!r} is not a CIDR or address") from exc
+    return tuple(networks)
 
 
 def _parse(url: str) -> httpx.URL:

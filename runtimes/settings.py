@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from eventbus.egress import parse_networks
 from eventbus.settings import BusSettings
 from eventbus.storage.settings import StorageSettings
 from runtimes.placement.settings import PlacementSettings
 from runtimes.sandbox.types import Egress
+
+DENY_SETTING = "DEEPFAAS_SANDBOX_DENY"
 
 
 class WorkerSettings(BusSettings, StorageSettings):
@@ -49,19 +51,6 @@ class WorkerSettings(BusSettings, StorageSettings):
         "with the machine's credentials) and Alibaba Cloud's metadata address",
     )
 
-    @field_validator("sandbox_deny")
-    @classmethod
-    def _cidrs(cls, value: str) -> str:
-        for item in value.replace(" ", "").split(","):
-            if item:
-                ipaddress.ip_network(item, strict=False)  # a ValueError names it
-        return value
-
-    def sandbox_networks_denied(self) -> list[str]:
-        """`sandbox_deny` as normalised CIDRs."""
-        items = self.sandbox_deny.replace(" ", "").split(",")
-        return [str(ipaddress.ip_network(item, strict=False)) for item in items if item]
-
     sandbox_uid_base: int = Field(default=100_000, ge=1000, description="runners' uids start here")
     sandbox_max_processes: int = Field(default=64, ge=1, le=4096)
     sandbox_max_open_files: int = Field(default=256, ge=16, le=65_536)
@@ -72,6 +61,16 @@ class WorkerSettings(BusSettings, StorageSettings):
         default="inference,retrain,rank,deploy",
         description="built-ins of `default` that run in the worker itself (comma-separated)",
     )
+
+    @field_validator("sandbox_deny")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        parse_networks(value, DENY_SETTING)  # a ValueError names the entry
+        return value
+
+    def sandbox_networks_denied(self) -> list[str]:
+        """`sandbox_deny` as normalised CIDRs."""
+        return [str(network) for network in parse_networks(self.sandbox_deny, DENY_SETTING)]
 
 
 class GpuSetting(BaseModel):

@@ -25,7 +25,7 @@ from eventbus.storage import Storage
 from runtimes.sandbox import wire
 from runtimes.sandbox.command import build_command, gpu_devices, readonly_paths
 from runtimes.sandbox.gate import StorageGate
-from runtimes.sandbox.netns import ip_path, resolv_conf, slirp_path
+from runtimes.sandbox.netns import resolv_conf
 from runtimes.sandbox.process import (
     RunnerGoneError,
     RunnerProcess,
@@ -62,6 +62,8 @@ class SandboxFactory:
         self.egress = egress
         #: networks (CIDRs) an isolated `egress` runner may not reach
         self.deny = tuple(deny)
+        #: the resolv.conf isolated runners get (written at the first one's start)
+        self._resolv: Path | None = None
         self.exclude = exclude
         self.limits = limits
         self.label = label
@@ -88,10 +90,8 @@ class SandboxFactory:
         if visible:
             env["CUDA_VISIBLE_DEVICES"] = visible
         isolated = network == "egress" and self.egress == "isolated"
-        if isolated:  # missing tools: say so before starting anything
-            slirp_path()
-            if self.deny:
-                ip_path()
+        if isolated and self._resolv is None:
+            self._resolv = resolv_conf(self.root)
         info = os.pipe() if isolated else None
         try:
             command = build_command(
@@ -103,7 +103,7 @@ class SandboxFactory:
                 devices=gpu_devices(visible),
                 env=env,
                 info_fd=None if info is None else info[1],
-                resolv=resolv_conf(self.root) if isolated else None,
+                resolv=self._resolv if isolated else None,
             )
         except BaseException:
             for fd in info or ():
