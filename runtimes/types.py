@@ -132,6 +132,9 @@ class ActivationRecord(BaseModel):
     result: Any = None
     logs: list[str] = Field(default_factory=list)
     error: str | None = None
+    error_code: str | None = Field(
+        default=None, description="the code of the platform error the function raised"
+    )
     error_detail: Any = None
     cause: str | None = Field(default=None, description="id of the event that caused it")
     output: dict[str, Any] | None = Field(

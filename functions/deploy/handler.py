@@ -17,6 +17,7 @@ from eventbus.errors import DeepfaasError
 from functions.deploy.models import DeployInput, DeployOutput
 from functions.deploy.rank_client import call_function
 from functions.deploy.settings import DeploySettings
+from functions.errors import InvalidInputError
 from runtimes.control.deployments_client import DeploymentsClient, Ranking, error_body
 from runtimes.errors import CapacityError
 from runtimes.placement.ranking import (
@@ -69,9 +70,16 @@ async def _rank(
     spec: RuntimeSpec, placement: dict[str, Any],
 ) -> Ranking:  # fmt: skip
     """The sites to try, best first, as `rank` orders them; or why there are none (the
-    controller records a failed deployment with that reason, as with any failed placement)."""
+    controller records a failed deployment with that reason, as with any failed placement).
+
+    Constraints that no configured site can ever meet (a site name that does not exist, a
+    region or label no site has, more than any site holds) are the request's fault:
+    `InvalidInputError`, nothing recorded.
+    """
     try:
         return Ranking(sites=await _ranked(client, ctx, settings, spec, placement))
+    except InvalidInputError:
+        raise
     except DeepfaasError as exc:
         return Ranking(error=error_body(exc))
 
@@ -90,7 +98,15 @@ async def _ranked(
         min_availability=constraints.get("min_availability"),
         max_cost_per_hour=constraints.get("max_cost_per_hour"),
     )  # fmt: skip
-    sites = [CandidateSite(site=s) for s in await client.sites() if not only or s.name in only]
+    known = await client.sites()
+    unknown = sorted(only - {s.name for s in known})
+    if unknown:
+        raise InvalidInputError(
+            f"constraints.sites names sites that do not exist: {', '.join(unknown)} "
+            f"(the sites are: {', '.join(sorted(s.name for s in known))})",
+            unknown=unknown,
+        )
+    sites = [CandidateSite(site=s) for s in known if not only or s.name in only]
     rank_input = RankInput(
         requirements=requirements,
         preferences=Preferences.model_validate(placement.get("preferences") or {}),
@@ -104,11 +120,12 @@ async def _ranked(
     ctx.annotations["ranking"] = [r.site for r in ranking.ranked]
     if not ranking.ranked:
         excluded = {e.site: f"{e.constraint}: {e.detail}" for e in ranking.excluded}
-        raise CapacityError(
-            f"no site can take runtime {spec.name!r}: {ranking.message}; "
-            + "; ".join(f"{k}: {v}" for k, v in excluded.items()),
-            runtime=spec.name, excluded=excluded,
-        )  # fmt: skip
+        message = f"no site can take runtime {spec.name!r}: {ranking.message}; " + "; ".join(
+            f"{k}: {v}" for k, v in excluded.items()
+        )
+        if all(e.lasting for e in ranking.excluded):
+            raise InvalidInputError(message, runtime=spec.name, excluded=excluded)
+        raise CapacityError(message, runtime=spec.name, excluded=excluded)
     log.info("activation %s: ranking %s", ctx.activation_id,
              orjson.dumps(ctx.annotations["ranking"]).decode())  # fmt: skip
     return [r.site for r in ranking.ranked]

@@ -8,6 +8,8 @@ metrics per provider, but in two explicit steps:
    one is excluded with the first constraint it failed and a detail; it is never scored.
    Resources are what is free: live figures when known, else the site's capacity. A GPU
    request needs `count` free GPUs of one model entry matching the model and vendor asked.
+   An exclusion is `lasting` when the site's configuration decides it (its region, labels,
+   SLA, cost, or a capacity too small even when idle), not its live figures.
 2. **Soft criteria**, scored on the eligible sites only. Raw values: availability as "nines"
    (-log10(1 - a), capped at 6) of the SLA target; cost = site cost + GPUs x GPU cost per
    hour; headroom = mean over cpu, memory (and gpu when asked) of the share of capacity
@@ -130,11 +132,11 @@ def rank(inp: RankInput) -> RankOutput:
 def _check(c: CandidateSite, ask: _Ask) -> _Fit | _Row:
     site, fig, req = c.site, c.figures, ask.req
 
-    def out(constraint: Constraint, detail: str) -> _Row:
-        return {"site": site.name, "constraint": constraint, "detail": detail}
+    def out(constraint: Constraint, detail: str, lasting: bool = True) -> _Row:
+        return {"site": site.name, "constraint": constraint, "detail": detail, "lasting": lasting}
 
     if fig is not None and not fig.reachable:
-        return out(Constraint.REACHABLE, "live figures say the site is unreachable")
+        return out(Constraint.REACHABLE, "live figures say the site is unreachable", False)
     if ask.regions and site.region.casefold() not in ask.regions:
         return out(Constraint.REGION, f"region {site.region!r} is not one of {list(req.regions)}")
     if ask.datacentres and (site.datacentre or "").casefold() not in ask.datacentres:
@@ -154,29 +156,34 @@ def _check(c: CandidateSite, ask: _Ask) -> _Fit | _Row:
     cap = site.capacity
     free_cpus = min(cap.cpus, fig.free_cpus) if fig and fig.free_cpus is not None else cap.cpus
     if req.cpu > free_cpus:
-        return out(Constraint.CPU, f"needs {req.cpu:g} CPUs; {free_cpus:g} free of {cap.cpus:g}")
+        detail = f"needs {req.cpu:g} CPUs; {free_cpus:g} free of {cap.cpus:g}"
+        return out(Constraint.CPU, detail, req.cpu > cap.cpus)
     free_mem = cap.memory_mb
     if fig is not None and fig.free_memory_mb is not None:
         free_mem = min(cap.memory_mb, fig.free_memory_mb)
     if req.memory_mb > free_mem:
-        return out(
-            Constraint.MEMORY, f"needs {req.memory_mb} MB; {free_mem} MB free of {cap.memory_mb}"
-        )
+        detail = f"needs {req.memory_mb} MB; {free_mem} MB free of {cap.memory_mb}"
+        return out(Constraint.MEMORY, detail, req.memory_mb > cap.memory_mb)
     headroom = [(free_cpus - req.cpu) / cap.cpus, (free_mem - req.memory_mb) / cap.memory_mb]
     gpu: GpuCapacity | None = None
+    least_gpu_cost = 0.0  # per hour, of the cheapest GPUs that could ever take the request
     if req.gpu.count > 0:
         offers = [(g, _free_gpus(c, g)) for g in cap.gpus]
         matching = [(g, n) for g, n in offers if _gpu_matches(req, g)]
         fitting = [(g, n) for g, n in matching if n >= req.gpu.count]
+        ever = [g.cost_per_hour for g, _ in matching if g.count >= req.gpu.count]
         if not fitting:
-            return out(Constraint.GPU, _gpu_detail(req, matching, offers))
+            return out(Constraint.GPU, _gpu_detail(req, matching, offers), not ever)
         gpu, free = min(fitting, key=lambda o: (o[0].cost_per_hour, o[0].model.casefold()))
         headroom.append((free - req.gpu.count) / gpu.count)
+        least_gpu_cost = req.gpu.count * min(ever)
     cost = site.cost_per_hour + (req.gpu.count * gpu.cost_per_hour if gpu else 0.0)
     if req.max_cost_per_hour is not None and cost > req.max_cost_per_hour:
+        # Cheaper GPUs busy now may take it later: lasting only when even they cost too much.
         return out(
             Constraint.MAX_COST,
             f"estimated cost {cost:g}/h exceeds the maximum {req.max_cost_per_hour:g}/h",
+            site.cost_per_hour + least_gpu_cost > req.max_cost_per_hour,
         )
     raw = (
         _nines(site.sla.availability),

@@ -13,18 +13,24 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from eventbus.failover import RETRY_AFTER_S
 from eventbus.namespaces import QUALIFIED_NAME_PATTERN
+from gateway.problems import STATUS_BY_CODE, problem
 from gateway.routes.invoke import sync_response
 from gateway.state import state_of
 from runtimes.placement.deployments import DeploymentRecord, DeploymentStore
 from runtimes.placement.ranking import Preferences
 from runtimes.placement.requests import Constraints, DeployInput, to_spec
-from runtimes.types import RuntimeSpec
+from runtimes.types import ActivationStatus, RuntimeSpec
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 NamePath = Path(pattern=QUALIFIED_NAME_PATTERN, description="deployment name")
 DEPLOY = "deploy"
 SOURCES = ("template", "template_path", "spec")
+#: the control plane's refusals that a waiting caller gets as their own problem: no site can
+#: take the runtime now (503, try later) or every site tried failed (502); either way the
+#: deployment is recorded as failed with the reason
+REFUSALS = ("no_capacity", "placement_failed", "credentials", "provisioning_failed")
 
 
 def _one_source(schema: dict[str, Any]) -> None:
@@ -84,19 +90,34 @@ async def _invoke(
     outcome = await state.invoker.invoke_sync(
         spec, data, content_type="application/json", wait=min(wait, state.settings.sync_wait_s)
     )
-    if outcome.record is None:
+    record = outcome.record
+    if record is None:
         return _accepted(outcome.activation_id, name)
-    return sync_response(outcome.record)
+    if record.status is ActivationStatus.ERROR and record.error_code in REFUSALS:
+        status = STATUS_BY_CODE[record.error_code]
+        response = problem(
+            status, record.error or record.error_code, kind=record.error_code.replace("_", "-"),
+            deployment=name, location=f"/v1/deployments/{name}", activation_id=record.id,
+        )  # fmt: skip
+        response.headers["x-activation-id"] = record.id
+        if status == 503:
+            response.headers["retry-after"] = str(RETRY_AFTER_S)
+        return response
+    return sync_response(record)
 
 
 @router.post(
     "",
     status_code=202,
     responses={
+        200: {"description": "with `wait`: the deployment is ready (the `deploy` result)"},
         404: {"description": "the `deploy` function is not registered"},
-        422: {"description": "bad template or spec"},
+        422: {"description": "bad template or spec; constraints no configured site can meet"},
+        502: {"description": "with `wait`: every site tried failed (the deployment's record "
+              "says why)"},
+        503: {"description": "with `wait`: no site has the capacity now (Retry-After)"},
     },
-)
+)  # fmt: skip
 async def create_deployment(
     request: Request,
     body: DeploymentIn,

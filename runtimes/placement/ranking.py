@@ -144,6 +144,11 @@ class ExcludedSite(BaseModel):
     site: str
     constraint: Constraint
     detail: str
+    lasting: bool = Field(
+        default=True,
+        description="the site's configuration rules it out, not its live figures: it will not "
+        "take this placement until the sites file changes",
+    )
 
 
 class RankOutput(BaseModel):

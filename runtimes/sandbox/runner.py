@@ -171,6 +171,7 @@ class Runner:
             "id": header["id"],
             "status": outcome.status.value,
             "error": outcome.error,
+            "error_code": outcome.error_code,
             "error_detail": outcome.error_detail,
             "logs": outcome.logs,
             "start": outcome.start.isoformat(),

@@ -88,6 +88,8 @@ class Outcome:
     status: ActivationStatus
     result: Any = None
     error: str | None = None
+    #: the code of the platform error (`DeepfaasError`) the handler raised
+    error_code: str | None = None
     error_detail: Any = None
     logs: list[str] = field(default_factory=list)
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -262,6 +264,7 @@ class Executor:
             final = exc.code in INPUT_ERROR_CODES
             out.status = ActivationStatus.INVALID if final else ActivationStatus.ERROR
             out.error = str(exc) if final else f"{type(exc).__name__}: {exc}"
+            out.error_code = exc.code
             out.error_detail = (
                 _jsonable(exc.fields) if final else "".join(traceback.format_exception(exc))
             )

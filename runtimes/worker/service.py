@@ -385,6 +385,7 @@ class Worker:
                 "result": outcome.result,
                 "logs": outcome.logs,
                 "error": outcome.error,
+                "error_code": outcome.error_code,
                 "error_detail": outcome.error_detail,
                 "cold_start": cold,
                 "init_ms": round(self.init_ms, 3) if cold else None,

@@ -231,6 +231,51 @@ def test_missing_credentials_fail_the_activation_with_the_reason(platform: Platf
     assert failed and "is not set" in failed[0]["reason"] and failed[0]["code"] == "credentials"
 
 
+def test_a_waiting_caller_gets_the_placements_failure_as_a_problem(platform: Platform) -> None:
+    """Every site tried failed: 502 naming the deployment and why, not a bare function error."""
+    body = {"name": "waited", "spec": {**CPU, "name": "waited"},
+            "constraints": {"sites": ["ow-nocreds"]}}  # fmt: skip
+    with platform.client(timeout=90) as client:
+        r = client.post("/v1/deployments", params={"wait": 60}, json=body)
+        assert r.status_code == 502, r.text
+        problem = r.json()
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert problem["type"].endswith("/placement-failed")
+        assert problem["deployment"] == "waited"
+        assert problem["location"] == "/v1/deployments/waited"
+        assert "DEEPFAAS_TEST_OW_AUTH_UNSET is not set" in problem["detail"]
+        record = client.get(f"/v1/activations/{r.headers['x-activation-id']}").json()
+        assert record["error_code"] == "placement_failed"
+        assert client.get(problem["location"]).json()["status"] == "failed"
+        r = client.delete(problem["location"], params={"wait": 30})  # not placed again later
+        assert r.status_code == 200 and r.json()["deployment"]["status"] == "released", r.text
+
+
+@pytest.mark.parametrize(
+    ("constraints", "more", "words"),
+    [({"sites": ["cpu-box", "atlantis"]}, {}, "sites that do not exist: atlantis"),
+     ({"regions": ["mars"]}, {}, "region 'here' is not one of ['mars']"),
+     ({"labels": {"gpu": "maybe"}}, {}, "needs label gpu=maybe"),
+     ({"sites": ["cpu-box"]}, {"cpu": 64}, "needs 64 CPUs; 4 free of 4")],
+)  # fmt: skip
+def test_constraints_no_site_can_ever_meet_are_a_422(
+    platform: Platform, constraints: dict[str, Any], more: dict[str, Any], words: str
+) -> None:
+    """Unknown sites, a region or label no site has, more CPUs than a site holds: the
+    request's fault, nothing recorded; queued without `wait`, the activation is invalid at
+    once (no retries)."""
+    name = f"never-{len(words)}"
+    body = {"name": name, "spec": {**CPU, "name": name, **more}, "constraints": constraints}
+    with platform.client(timeout=90) as client:
+        r = client.post("/v1/deployments", params={"wait": 60}, json=body)
+        assert r.status_code == 422, r.text
+        assert words in r.json()["detail"], r.text
+        record = deploy(client, body)
+        assert (record["status"], record["attempts"]) == ("invalid", 1), record
+        assert words in record["error"] and record["error_code"] == "invalid"
+        assert client.get(f"/v1/deployments/{name}").status_code == 404
+
+
 def test_undeploy_emits_released(platform: Platform) -> None:
     with platform.client(timeout=90) as client:
         record = deploy(client, {"name": "short-lived", "spec": {**CPU, "name": "short-lived"},

@@ -167,6 +167,30 @@ def test_every_excluded_site_names_the_first_constraint_it_failed() -> None:
     assert [e.site for e in out.excluded] == sorted(why(out))
     assert all(e.detail for e in out.excluded)
     assert "needs label tier=prod; site has tier=dev" in out.excluded[-1].detail
+    # What the sites file decides lasts; what live figures say (down, full) may change.
+    assert {e.site for e in out.excluded if not e.lasting} == {"down", "full"}
+
+
+def test_an_exclusion_lasts_only_when_the_site_could_never_take_it() -> None:
+    def lasting(requirements: dict[str, Any], **over: Any) -> bool:
+        out = ranking(site("s", **over), requirements=requirements)
+        assert len(out.excluded) == 1, out
+        return out.excluded[0].lasting
+
+    assert lasting({"cpu": 32}, cpus=16)
+    assert not lasting({"cpu": 8}, cpus=16, figures={"free_cpus": 4})
+    assert lasting({"memory_mb": 64000}, memory_mb=32768, figures={"free_memory_mb": 10})
+    assert not lasting({"memory_mb": 2048}, figures={"free_memory_mb": 1024})
+    gpus = {"gpu": {"count": 2, "model": "a100"}}
+    assert lasting(gpus, gpus=[("a100", 1, 1.0), ("t4", 8, 0.1)])
+    assert not lasting(gpus, gpus=[("a100", 4, 1.0)], figures={"free_gpus": {"a100": 1}})
+    # The cheap A100s are busy: the dear ones would exceed the budget, the cheap ones not.
+    budget = {**gpus, "max_cost_per_hour": 4.0}
+    assert lasting(budget, cost=1.0, gpus=[("a100", 2, 5.0)])
+    assert not lasting(
+        budget, cost=1.0, gpus=[("a100", 2, 5.0), ("A100-PCIe", 2, 1.0)],
+        figures={"free_gpus": {"a100": 2, "a100-pcie": 0}},
+    )  # fmt: skip
 
 
 def test_weights_change_the_order() -> None:

@@ -120,6 +120,21 @@ async def test_bytes_in_and_out_and_async_handlers(factory: SandboxFactory, owne
     assert out.status is ActivationStatus.SUCCESS and out.result == b"yranib\x01\x00"
 
 
+async def test_a_raised_platform_errors_code_is_kept_if_it_is_a_short_word(
+    factory: SandboxFactory, owners: Any
+) -> None:
+    code = (
+        "from eventbus.errors import DeepfaasError\n"
+        "def main(args):\n"
+        "    raise type('E', (DeepfaasError,), {'code': args['code']})('refused')\n"
+    )
+    inputs = [{"code": "no_capacity"}, {"code": "x; rm -rf"}, {"code": "w" * 65}]
+    outcomes = await run_code(code, factory, owners, inputs=inputs)
+    assert [o.status for o in outcomes] == [ActivationStatus.ERROR] * 3
+    assert [o.error_code for o in outcomes] == ["no_capacity", None, None]
+    assert all("refused" in (o.error or "") for o in outcomes)
+
+
 async def test_env_of_the_spec_only(factory: SandboxFactory, owners: Any) -> None:
     code = "import os\ndef main(args):\n    return dict(os.environ)\n"
     [out] = await run_code(code, factory, owners, env={"MY_SETTING": "42"})
