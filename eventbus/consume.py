@@ -19,6 +19,8 @@ of a batch through ``next_msg``, two tasks and a uuid each, even when it is queu
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 from typing import Any, Final
 
@@ -115,6 +117,128 @@ async def fetch_batch(
 ) -> list[Msg]:
     """Up to ``batch`` messages; none when nothing waits, or while the connection recovers."""
     return await fetch(sub, batch, timeout=timeout, pause=pause) or []
+
+
+class Puller:
+    """A durable pull consumer read continuously: one pull request stays open on the server
+    and takes each message the moment it is stored, for as long as the request lasts (up to
+    ``batch`` messages or ``expires`` seconds); the next is asked for when it ends.
+
+    `fetch` asks once per call and the server ends each request with a status: per message
+    on a quiet consumer, a request and a status beside the message and its ack. Here a busy
+    consumer costs the server one request per ``batch`` messages. Each request has a reply
+    subject of its own (``<inbox>.<n>``), so the server's word that one ended (a status, sent
+    on that subject) is never taken for the end of another; a request that the server lost (a
+    restart, a new consumer leader) is replaced once it is ``GRACE_S`` past its expiry with no
+    word.
+    """
+
+    def __init__(
+        self, nc: Any, stream: str, durable: str, *, batch: int = 256, expires: float = 1.0
+    ) -> None:
+        self.nc = nc
+        self.batch = batch
+        self.expires = expires
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = ""
+        self._sub: Any = None
+        #: stream messages taken off the subscription's queue, not handed over yet
+        self._ready: collections.deque[Msg] = collections.deque()
+        self._serial = 0
+        #: the open request: its number, how many messages it still owes, when to give up on
+        #: it (number 0: none open, the next is asked for at that time)
+        self._open: tuple[int, int, float] | None = None
+
+    async def start(self) -> None:
+        """Subscribe to the requests' replies (nats-py resubscribes after a reconnect)."""
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(f"{self._inbox}.*")
+
+    async def stop(self) -> None:
+        """Unsubscribe (the server drops the open request then); messages delivered but not
+        handed over go back to the consumer at once, not after their ack wait."""
+        if self._sub is None:
+            return
+        self._drain()
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+        self._sub = None
+        left = list(self._ready)
+        self._ready.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(msg.nak() for msg in left))
+
+    async def take(self, limit: int, *, timeout: float) -> list[Msg]:
+        """Up to ``limit`` messages: those waiting now, else the first to come within
+        ``timeout`` seconds (none if none came) with any that came with it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        queue: asyncio.Queue[Msg] = self._sub._pending_queue
+        self._drain()
+        while not self._ready:
+            await self._ask(loop.time())
+            self._drain()
+            if self._ready:
+                break
+            give_up = self._open[2] if self._open is not None else deadline
+            left = min(deadline, give_up) - loop.time()
+            if left <= 0:
+                if self._open is not None and loop.time() >= give_up:
+                    self._open = None  # no word from the server: it lost the request
+                if loop.time() >= deadline:
+                    return []
+                continue
+            try:
+                async with asyncio.timeout(left):  # not wait_for: it can swallow a cancel
+                    got = await queue.get()
+            except TimeoutError:
+                continue
+            self._note(_take(self._sub, got))
+            self._drain()
+        msgs = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
+        await self._ask(loop.time())
+        return msgs
+
+    async def _ask(self, now: float) -> None:
+        """Send the next request unless one is open (or the connection is closed)."""
+        if self._open is not None or self.nc.is_closed:
+            if self.nc.is_closed:
+                await asyncio.sleep(PAUSE_S)
+            return
+        self._serial += 1
+        request = {"batch": self.batch, "expires": int(self.expires * 1e9)}
+        self._open = (self._serial, self.batch, now + self.expires + GRACE_S)
+        try:
+            await self.nc.publish(
+                self._next_subject, orjson.dumps(request), reply=f"{self._inbox}.{self._serial}"
+            )
+        except Exception as exc:  # connection loss: the client reconnects by itself
+            log.debug("pull request not sent: %s", exc)
+            self._open = (0, 0, now + PAUSE_S)  # asked again after a pause
+
+    def _drain(self) -> None:
+        """Take everything the subscription has queued (no task, no wait per message)."""
+        queue: asyncio.Queue[Msg] = self._sub._pending_queue
+        while not queue.empty():
+            self._note(_take(self._sub, queue.get_nowait()))
+
+    def _note(self, msg: Msg) -> None:
+        status = _status(msg)
+        if status is None:  # a stream message keeps its own subject: counted to the open one
+            self._ready.append(msg)
+            if self._open is not None and self._open[0] > 0:
+                number, owed, give_up = self._open
+                self._open = (number, owed - 1, give_up) if owed > 1 else None
+            return
+        token = msg.subject.rpartition(".")[2]  # the server's word comes on the reply subject
+        if status == _INFORMATIVE or self._open is None or token != str(self._open[0]):
+            return  # a heartbeat, or the end of a request given up on already
+        self._open = None
+        if status not in _ENDED:  # 409: the consumer deleted, a leader change, ...
+            log.debug("pull request ended: %s %s", status,
+                      (msg.headers or {}).get("Description", ""))  # fmt: skip
+            # the next request waits a moment: asked again at once, the same answer
+            self._open = (0, 0, asyncio.get_running_loop().time() + PAUSE_S)
 
 
 def _take(inner: Any, msg: Msg) -> Msg:

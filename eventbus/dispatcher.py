@@ -30,7 +30,7 @@ from nats.js.errors import BadRequestError
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_structured_json
 from eventbus.connection import Bus
-from eventbus.consume import fetch_batch
+from eventbus.consume import Puller
 from eventbus.credentials import BusAuth
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
@@ -96,7 +96,7 @@ class Dispatcher:
         self._skipped_type = bus.event_type(SKIPPED_SUFFIX)
         self._activation_prefix = bus.event_type("activation.")
         self._tasks: list[asyncio.Task[None]] = []
-        self._pull: Any = None
+        self._pull: Puller | None = None
         self._stats_sub: Any = None
         self._stopping = asyncio.Event()
         self._in_hand: asyncio.Future[list[None]] | None = None
@@ -146,11 +146,10 @@ class Dispatcher:
             await self.bus.js.add_consumer(EVENTS_STREAM, config)
         except BadRequestError as exc:  # a field that cannot change: keep the consumer as it is
             log.warning("dispatcher consumer kept as it was: %s", exc)
-        self._pull = await self.bus.js.pull_subscribe(
-            ALL_EVENTS, durable=DURABLE, stream=EVENTS_STREAM
-        )
+        pull = self._pull = Puller(self.bus.nc, EVENTS_STREAM, DURABLE, batch=self.batch)
+        await pull.start()
         self._stats_sub = await self.bus.nc.subscribe(STATS_SUBJECT, cb=self._on_stats)
-        self._tasks.append(asyncio.create_task(self._consume(), name="dispatch"))
+        self._tasks.append(asyncio.create_task(self._consume(pull), name="dispatch"))
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="schedule"))
         log.info(
             "dispatcher started: %d triggers, %d functions", len(self.index), len(self.functions)
@@ -165,10 +164,11 @@ class Dispatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for sub in (self._pull, self._stats_sub):
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+        if self._pull is not None:
+            await self._pull.stop()
+        if self._stats_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._stats_sub.unsubscribe()
         # Events held for the freshness check go back to the consumer at once, not after its
         # ack wait; once unsubscribed, so that the server does not hand them to a pull request
         # of this dispatcher's that is still open.
@@ -328,14 +328,14 @@ class Dispatcher:
 
     # -- events --------------------------------------------------------------------------
 
-    async def _consume(self) -> None:
+    async def _consume(self, pull: Puller) -> None:
         loop = asyncio.get_running_loop()
         held = self._held  # fetched events that no trigger wants, by the index as it stands
         due = 0.0
         while not self._stopping.is_set():
             wait = due - loop.time() if held else FETCH_WAIT_S
             if wait > MIN_WAIT_S:
-                fetched = await fetch_batch(self._pull, self.batch - len(held), timeout=wait)
+                fetched = await pull.take(self.batch - len(held), timeout=wait)
                 if fetched and not held:
                     due = loop.time() + self.hold_s
                 held.extend(fetched)

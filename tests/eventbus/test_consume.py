@@ -1,4 +1,5 @@
-"""Fetching from a pull consumer (`eventbus.consume.fetch`) against a real nats-server."""
+"""Pulling from a durable consumer (`eventbus.consume.fetch`, `Puller`) against a real
+nats-server."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 import nats
 
-from eventbus.consume import fetch
+from eventbus.consume import Puller, fetch
+from eventbus.server import EmbeddedNats
 
 
 async def _consumer(nc: Any, name: str, count: int) -> Any:
@@ -103,3 +105,136 @@ async def test_a_fetch_on_a_closed_connection_fails_as_before(nats_url: str) -> 
     assert [int(msg.data) for msg in await fetch(sub, 2) or []] == [0, 1]
     await nc.close()
     assert await fetch(sub, 2, pause=0) is None
+
+
+# -- Puller: one request open at a time ------------------------------------------------------
+
+
+async def _puller(nc: Any, name: str, count: int, **kw: Any) -> Puller:
+    """A stream ``<name>`` holding ``count`` messages, its consumer, and a started Puller."""
+    await _consumer(nc, name, count)
+    puller = Puller(nc, name, "reader", **kw)
+    await puller.start()
+    return puller
+
+
+async def _requests(nc: Any, stream: str) -> list[bytes]:
+    """Every pull request sent for ``stream``'s consumer from now on, as the server gets it."""
+    seen: list[bytes] = []
+
+    async def add(msg: Any) -> None:
+        seen.append(msg.data)
+
+    await nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.reader", cb=add)
+    await nc.flush()
+    return seen
+
+
+async def test_a_puller_hands_over_what_is_stored_in_order_with_few_requests(nc: Any) -> None:
+    await _consumer(nc, "pull_order", 600)
+    requests = await _requests(nc, "pull_order")
+    puller = Puller(nc, "pull_order", "reader", batch=256)
+    await puller.start()
+    seen: list[int] = []
+    while len(seen) < 600:
+        msgs = await puller.take(100, timeout=2)
+        assert msgs and len(msgs) <= 100, f"stalled after {len(seen)} messages"
+        seen.extend(int(msg.data) for msg in msgs)
+        await asyncio.gather(*(msg.ack() for msg in msgs))
+    assert seen == list(range(600))
+    assert await puller.take(100, timeout=0.2) == []
+    await puller.stop()
+    # 600 messages in requests of 256: three that ended with their last message, one open
+    assert 3 <= len(requests) <= 4, requests
+    info = await nc.jetstream().consumer_info("pull_order", "reader")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def test_a_puller_hands_over_a_message_the_moment_it_arrives(nc: Any) -> None:
+    """As `fetch` does on a quiet stream: each message at once, not when a second comes."""
+    puller = await _puller(nc, "pull_handover", 0, expires=0.3)
+    js = nc.jetstream()
+    for round_ in range(3):
+        assert await puller.take(8, timeout=0.5) == []  # idle past a request's expiry
+        for i in range(3):
+            waiting = asyncio.create_task(puller.take(8, timeout=10))
+            await asyncio.sleep(0.05)
+            await js.publish("pull_handover.x", f"{round_}{i}".encode())
+            done, _ = await asyncio.wait({waiting}, timeout=2)
+            assert done, f"message {i} of round {round_} was held"
+            assert [m.data.decode() for m in waiting.result()] == [f"{round_}{i}"]
+            await waiting.result()[0].ack()
+    await puller.stop()
+
+
+async def test_messages_published_while_pulling_each_arrive_once(nc: Any) -> None:
+    puller = await _puller(nc, "pull_live", 0, batch=16)
+    js = nc.jetstream()
+
+    async def publish() -> None:
+        for i in range(300):
+            await js.publish("pull_live.x", str(i).encode())
+            if i % 7 == 0:
+                await asyncio.sleep(0.001)
+
+    publisher = asyncio.create_task(publish())
+    seen: list[int] = []
+    while len(seen) < 300:
+        msgs = await puller.take(32, timeout=2)
+        assert msgs or not publisher.done(), f"stalled after {len(seen)} messages"
+        seen.extend(int(msg.data) for msg in msgs)
+        await asyncio.gather(*(msg.ack() for msg in msgs))
+    await publisher
+    assert seen == list(range(300))
+    await puller.stop()
+
+
+async def test_a_stopped_puller_gives_back_what_it_did_not_hand_over(nc: Any) -> None:
+    """Delivered but not taken: back to the consumer at once (its ack wait is 30 s)."""
+    puller = await _puller(nc, "pull_stop", 5)
+    first = await puller.take(1, timeout=2)
+    await asyncio.sleep(0.1)  # the other four are delivered to this puller meanwhile
+    await puller.stop()
+    await first[0].ack()
+    again = Puller(nc, "pull_stop", "reader")
+    await again.start()
+    back: list[int] = []
+    while len(back) < 4 and (msgs := await again.take(8, timeout=2)):
+        back.extend(int(m.data) for m in msgs)
+    assert sorted(back) == [1, 2, 3, 4]  # redelivered (in any order), well within 30 s
+    await again.stop()
+
+
+async def test_a_puller_asks_again_after_the_server_ends_or_loses_its_request(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A consumer deleted and made again (the server ends the request with a 409), then a
+    server restart (the open request is lost without a word): messages flow after each."""
+    nc = await nats.connect(nats_server.admin_url, max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.1)  # fmt: skip
+    try:
+        puller = await _puller(nc, "pull_lost", 0, expires=0.5)
+        js = nc.jetstream()
+        assert await puller.take(8, timeout=0.1) == []  # a request is open
+        await js.delete_consumer("pull_lost", "reader")
+        await js.add_consumer("pull_lost", durable_name="reader", ack_policy="explicit")
+        await js.publish("pull_lost.x", b"after-delete")
+        msgs = await puller.take(8, timeout=3)
+        assert [m.data for m in msgs] == [b"after-delete"]
+        await msgs[0].ack()
+        nats_server.restart()
+        await asyncio.wait_for(_published(js, "pull_lost.x", b"after-restart"), 10)
+        msgs = await puller.take(8, timeout=5)
+        assert [m.data for m in msgs] == [b"after-restart"]
+        await puller.stop()
+    finally:
+        await nc.close()
+
+
+async def _published(js: Any, subject: str, data: bytes) -> None:
+    while True:
+        try:
+            await js.publish(subject, data, timeout=0.5)
+            return
+        except Exception:
+            await asyncio.sleep(0.1)
