@@ -36,6 +36,8 @@ LOCAL_NAMES: Final = ("localhost", ".localhost")
 NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 LOCAL_NAT64: Final = ipaddress.ip_network("64:ff9b:1::/48")
 COMPATIBLE: Final = ipaddress.ip_network("::/96")
+#: a host of numbers only (decimal, octal or hex parts), which the resolver reads as IPv4
+_NUMERIC: Final = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)(\.(0[xX][0-9A-Fa-f]*|[0-9]+)){0,3}")
 _HOSTNAME: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
@@ -93,10 +95,10 @@ class EgressPolicy:
         if host.endswith(LOCAL_NAMES) or host in LOCAL_NAMES:
             address: IPAddress = ipaddress.ip_address("127.0.0.1")
         else:
-            try:
-                address = ipaddress.ip_address(host)
-            except ValueError:
+            found = _numeric(host)
+            if found is None:
                 return  # a name: resolved when the request is sent
+            address = found
         reason = self.refusal(address)
         if reason is not None:
             raise _refused(url, reason)
@@ -155,6 +157,22 @@ def _parse(url: str) -> httpx.URL:
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise EgressRefusedError(f"{url!r} has no valid port", url=url)
     return parsed
+
+
+def _numeric(host: str) -> IPAddress | None:
+    """The address a host written as numbers stands for: an IP address, or an IPv4 address in
+    one of the forms the resolver also reads as one (``127.1``, ``0x7f.1``, ``2130706433``,
+    ``0177.0.0.1``); None for a name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if not _NUMERIC.fullmatch(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _pinned(parsed: httpx.URL, address: IPAddress) -> Target:

@@ -27,6 +27,7 @@ REFUSED = [
     "http://169.254.169.254/latest/meta-data/",
     "http://[::1]:8080/",
     "http://10.0.0.1/hook",
+    "http://0x7f000002:9/",  # 127.0.0.2 as the resolver reads it
     "http://[::ffff:127.0.0.2]:9/",
 ]
 
@@ -35,7 +36,7 @@ def _deploy(client: httpx.Client) -> None:
     client.put("/v1/functions/hello", json={"handler": "main", "code": HELLO}).raise_for_status()
 
 
-@pytest.mark.parametrize("url", REFUSED[:4])
+@pytest.mark.parametrize("url", REFUSED[:5])
 def test_a_callback_at_a_refused_address_is_a_422(client: httpx.Client, url: str) -> None:
     _deploy(client)
     r = client.post("/v1/functions/hello/invoke", params={"callback": url}, json={})

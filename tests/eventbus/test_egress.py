@@ -42,6 +42,13 @@ DEFAULT = EgressPolicy()
         ("http://[::7f00:1]/", "embeds 127.0.0.1 is loopback"),  # IPv4-compatible
         ("http://[64:ff9b:1::1]/", "private"),  # local-use NAT64
         ("http://[fec0::1]/", "private"),  # site-local
+        # numbers the resolver reads as IPv4 addresses, as `inet_aton` does
+        ("http://127.1/", "127.0.0.1 is loopback"),
+        ("http://0x7f.1:4222/", "127.0.0.1 is loopback"),
+        ("http://2130706433/", "127.0.0.1 is loopback"),
+        ("http://0177.0.0.1./", "127.0.0.1 is loopback"),
+        ("http://0xa9fea9fe/", "169.254.169.254 is link-local"),
+        ("http://10.1/", "10.0.0.1 is private"),
     ],
 )
 def test_addresses_that_are_not_global_are_refused(url: str, why: str) -> None:
@@ -55,6 +62,9 @@ def test_global_addresses_and_names_pass_the_literal_check() -> None:
         "http://8.8.8.8/",
         "https://[2001:4860:4860::8888]/x",
         "https://hooks.example.org/",
+        "http://134744072/",  # 8.8.8.8 as one number
+        "http://1e100.net/",  # a name that starts with a digit
+        "http://0x.example/",
     ):
         DEFAULT.check_literal(url)  # a name is left to `pin`
 
