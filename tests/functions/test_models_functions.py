@@ -87,6 +87,28 @@ async def test_inference_serves_the_promoted_version_and_a_pinned_one(
     assert pinned.version == 2 and len(pinned.result["predictions"]) == 3
 
 
+async def test_a_promotion_is_served_by_the_very_next_call(
+    env: tuple[Bus, LocalStorage], module: str
+) -> None:
+    """Each call reads the promoted version: a promotion either way is what the next call is
+    served by, and a version loaded once stays loaded for when it is promoted again."""
+    data = digits()
+    catalog = CatalogStore(*env)
+    trained = await retrain(RetrainInput(model=module, data=csv_bytes(data.x, data.y),
+                                         promote="never"), ctx(env, "r"))  # fmt: skip
+    served = []
+    for promote in (None, 2, 1, None):
+        if promote is not None:
+            await catalog.promote(module, promote)
+        c = ctx(env, "inference")
+        out = await infer(InferenceInput(model=module, data=png(data.x[7])), c)
+        assert out.result["predictions"][0]["label"] == data.y[7]
+        served.append((out.version, c.annotations["model_version"], c.annotations["loaded"]))
+    assert trained.version == 2
+    # v1 loaded by the first call, v2 by the second; the third is v1 again, still loaded
+    assert served == [(1, 1, True), (2, 2, True), (1, 1, False), (1, 1, False)]
+
+
 async def test_stored_inputs_and_stored_training_sets(
     env: tuple[Bus, LocalStorage], module: str
 ) -> None:
