@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from eventbus.codec import from_structured_json, to_structured_json
 from eventbus.connection import Bus
+from eventbus.consume import Puller
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
-from eventbus.namespaces import namespace_of
+from eventbus.namespaces import SEPARATOR, is_qualified_name, namespace_of
 from eventbus.publish import MSG_ID_HEADER
-from eventbus.subjects import dlq_subject
+from eventbus.subjects import DLQ_ROOT, LEGACY_DEAD_LETTERS, dlq_subject
 from eventbus.types import DLQ_STREAM, CloudEvent
 
 log = logging.getLogger(__name__)
+#: how long a listing's own consumer outlives a listing that died before deleting it
+LIST_IDLE_S = 30.0
+#: how long a listing waits for letters the server said it holds
+LIST_WAIT_S = 2.0
 
 
 class DeadLetter(BaseModel):
@@ -95,7 +105,71 @@ async def list_dead_letters(
     bus: Bus, *, limit: int = 50, target: str | None = None, namespace: str | None = None
 ) -> list[DeadLetter]:
     """The newest dead letters first, optionally for one target (function or subscription,
-    named as stored) and only those of ``namespace``."""
+    named as stored) and only those of ``namespace``.
+
+    All of them: read back from the newest, ``limit`` reads. One namespace's or one target's:
+    read through a consumer that filters their subjects (and those stored before subjects
+    named the namespace), so another namespace's letters, however many, cost nothing."""
+    if target is not None:
+        if not is_qualified_name(target) or (
+            namespace is not None and namespace_of(target) != namespace
+        ):
+            return []  # a name that cannot exist (or is another's) has no letters
+        subjects = [dlq_subject("*", target), f"{DLQ_ROOT}.*.{target}"]
+    elif namespace is not None:
+        if not is_qualified_name(namespace) or SEPARATOR in namespace:
+            return []
+        subjects = [f"{DLQ_ROOT}.*.{namespace}.*", LEGACY_DEAD_LETTERS]
+    else:
+        return await _newest(bus, limit)
+
+    def wanted(letter: DeadLetter) -> bool:  # a letter of the old subjects may be another's
+        return (target is None or letter.target == target) and (
+            namespace is None or letter.owner == namespace
+        )
+
+    return await _filtered(bus, subjects, wanted, limit)
+
+
+async def _filtered(
+    bus: Bus, subjects: list[str], wanted: Callable[[DeadLetter], bool], limit: int
+) -> list[DeadLetter]:
+    """The newest ``limit`` wanted letters on ``subjects``, newest first, read through a
+    consumer of this call's own."""
+    name = f"dlq-list-{uuid.uuid4().hex}"
+    config = ConsumerConfig(
+        name=name,
+        filter_subjects=subjects,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NONE,
+        mem_storage=True,
+        inactive_threshold=LIST_IDLE_S,
+    )
+    info = await bus.js.add_consumer(DLQ_STREAM, config)
+    newest: collections.deque[DeadLetter] = collections.deque(maxlen=limit)
+    pull = Puller(bus.nc, DLQ_STREAM, name)
+    await pull.start()
+    try:
+        left = info.num_pending or 0
+        while left > 0:
+            msgs = await pull.take(left, timeout=LIST_WAIT_S)
+            if not msgs:
+                break  # the rest went away meanwhile (its age ran out)
+            left -= len(msgs)
+            for msg in msgs:
+                letter = DeadLetter.model_validate_json(msg.data or b"{}")
+                letter.seq = msg.metadata.sequence.stream
+                if wanted(letter):
+                    newest.append(letter)
+    finally:
+        await pull.stop()
+        with contextlib.suppress(Exception):
+            await bus.js.delete_consumer(DLQ_STREAM, name)
+    return list(reversed(newest))
+
+
+async def _newest(bus: Bus, limit: int) -> list[DeadLetter]:
+    """The newest ``limit`` letters of all, read back one by one from the last."""
     info = await bus.js.stream_info(DLQ_STREAM)
     first, last = int(info.state.first_seq), int(info.state.last_seq)
     found: list[DeadLetter] = []
@@ -106,10 +180,7 @@ async def list_dead_letters(
         except DeepfaasNotFoundError:
             seq -= 1
             continue
-        if (target is None or letter.target == target) and (
-            namespace is None or letter.owner == namespace
-        ):
-            found.append(letter)
+        found.append(letter)
         seq -= 1
     return found
 

@@ -19,11 +19,17 @@ NAME: Final = r"[a-z0-9][a-z0-9_-]{0,62}"
 NAMESPACE_PATTERN: Final = rf"^{NAME}$"
 QUALIFIED_NAME_PATTERN: Final = rf"^({NAME}{SEPARATOR})?{NAME}$"
 _NAME = re.compile(NAMESPACE_PATTERN)
+_QUALIFIED = re.compile(QUALIFIED_NAME_PATTERN.strip("^$"))
 
 
 def is_name(text: str) -> bool:
     """Whether ``text`` is a valid user name or namespace."""
     return bool(_NAME.match(text))
+
+
+def is_qualified_name(text: str) -> bool:
+    """Whether ``text`` is an internal name (``name`` or ``namespace=name``), nothing more."""
+    return _QUALIFIED.fullmatch(text) is not None
 
 
 def qualify(namespace: str, name: str) -> str:

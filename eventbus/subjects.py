@@ -1,7 +1,8 @@
 """Every subject the platform uses on the bus, named once.
 
 Stored (JetStream): ``events.<type less prefix>`` (the EVENTS stream), ``invoke.<function>``
-(INVOCATIONS, a work queue per function), ``dlq.<kind>.<target>`` (DLQ). Not stored:
+(INVOCATIONS, a work queue per function), ``dlq.<kind>.<namespace>.<name>`` (DLQ: the
+target's namespace a token of its own, so one namespace's letters are read alone). Not stored:
 ``run.<function>`` (sync requests, queue group ``workers``), ``control.<kind>.<function>``
 (workers and the control plane), ``control.stem``, ``control.runtimes`` and
 ``control.dispatcher.stats`` (requests), and the reply inboxes under ``_INBOX``.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import re
 from typing import Final, Literal
+
+from eventbus.namespaces import split
 
 EVENTS_ROOT: Final = "events"
 INVOKE_ROOT: Final = "invoke"
@@ -29,6 +32,8 @@ ALL_EVENTS: Final = f"{EVENTS_ROOT}.>"
 ALL_INVOCATIONS: Final = f"{INVOKE_ROOT}.>"
 ALL_RUNS: Final = f"{RUN_ROOT}.>"
 ALL_DEAD_LETTERS: Final = f"{DLQ_ROOT}.>"
+#: dead letters stored before their subjects named the namespace: ``dlq.<kind>.<target>``
+LEGACY_DEAD_LETTERS: Final = f"{DLQ_ROOT}.*.*"
 ALL_CONTROL: Final = f"{CONTROL_ROOT}.>"
 #: a prewarmed worker (a stem) says it is warm
 CONTROL_STEM: Final = f"{CONTROL_ROOT}.stem"
@@ -64,8 +69,11 @@ def run_subject(function: str) -> str:
 
 
 def dlq_subject(kind: str, target: str) -> str:
-    """Where a dead letter of ``kind`` (invocation, dispatch, delivery, …) for ``target`` goes."""
-    return f"{DLQ_ROOT}.{kind}.{target}"
+    """Where a dead letter of ``kind`` (invocation, dispatch, delivery, …) for ``target`` (an
+    internal name) goes: ``dlq.<kind>.<namespace>.<name>``. Letters stored before were on
+    ``dlq.<kind>.<target>`` (`LEGACY_DEAD_LETTERS`)."""
+    namespace, name = split(target)
+    return f"{DLQ_ROOT}.{kind}.{namespace}.{name}"
 
 
 def control_subject(kind: ControlKind, name: str = "*") -> str:

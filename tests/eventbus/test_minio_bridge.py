@@ -28,6 +28,7 @@ from eventbus.storage import (
 )
 from eventbus.storage_events import StorageLedger, storage_event_id
 from eventbus.streams import ensure_layout
+from eventbus.subjects import dlq_subject
 from eventbus.triggers import Trigger, TriggerStore
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, CloudEvent
 from tests.eventbus.test_storage_events import (  # noqa: F401 (fixtures used by name)
@@ -128,8 +129,9 @@ async def send(bus: Bus, bridge: MinioBridge, *bodies: bytes) -> None:
 
 
 async def dead_letters(bus: Bus, subject: str) -> list[DeadLetter]:
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject="dlq.bridge.minio")
-    sub = await bus.js.pull_subscribe("dlq.bridge.minio", stream=DLQ_STREAM, config=config)
+    letters_of = dlq_subject("bridge", "minio")
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject=letters_of)
+    sub = await bus.js.pull_subscribe(letters_of, stream=DLQ_STREAM, config=config)
     try:
         pending = (await sub.consumer_info()).num_pending
         msgs = await sub.fetch(pending, timeout=2) if pending else []
