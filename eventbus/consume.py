@@ -159,6 +159,13 @@ class Puller:
         handed over go back to the consumer at once, not after their ack wait."""
         if self._sub is None:
             return
+        with contextlib.suppress(Exception):
+            # The server stops routing to the inbox first; nats-py's own unsubscribe forgets
+            # the subscription at once, and what the open request sent meanwhile would be
+            # dropped here and come back only after its ack wait. After the flush, all of it
+            # is queued: taken below and given back.
+            await self.nc._send_unsubscribe(self._sub._id)
+            await self.nc.flush()
         self._drain()
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
@@ -195,9 +202,11 @@ class Puller:
                 continue
             self._note(_take(self._sub, got))
             self._drain()
-        msgs = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
-        await self._ask(loop.time())
-        return msgs
+        if len(self._ready) <= limit:
+            # the next request before handing over (a cancel past here loses nothing), and
+            # only when nothing is left over: a dispatcher holds one request's worth at most
+            await self._ask(loop.time())
+        return [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
 
     async def _ask(self, now: float) -> None:
         """Send the next request unless one is open (or the connection is closed)."""

@@ -37,6 +37,7 @@ from eventbus.subjects import (
     DISPATCHER_STATS,
     INBOX_ROOT,
     control_subject,
+    dlq_subject,
     events_subject,
     invoke_subject,
     run_subject,
@@ -245,6 +246,8 @@ def role_permissions(role: str) -> Permissions:
         # default MINIO): any stream but the platform's own
         publish += [
             events_subject("storage.>"),
+            # a MinIO message it cannot read is dead-lettered, not redelivered for ever
+            dlq_subject("bridge", "*"),
             *kv_write(LEDGER_KV, create=True),
             *kv_read(BUCKETS_KV),
             "$JS.API.STREAM.CREATE.*",

@@ -23,6 +23,7 @@ from nats.js.api import KeyValueConfig, StreamConfig
 from eventbus.codec import to_nats
 from eventbus.connection import Bus
 from eventbus.credentials import RoleCredentials
+from eventbus.dlq import dead_letter
 from eventbus.errors import BusUnavailableError
 from eventbus.minio_bridge import ensure_minio_stream
 from eventbus.permissions import ROLES
@@ -317,6 +318,11 @@ async def test_the_bridge_keeps_to_minio_s_stream(
         pull = await bridge.js.pull_subscribe("minio.t", durable="bridge-t", stream="MINIO_T")
         await (await pull.fetch(1, timeout=2))[0].ack()
         await pull.unsubscribe()
+        poison = CloudEvent.create(id="p", type="t", source="/storage/minio", data={})
+        # a message it cannot read goes to the dead letters (it used to time out, so the
+        # bridge left it to be redelivered for ever)
+        await dead_letter(bridge, kind="bridge", target="minio", event=poison, error="x",
+                          attempts=1)  # fmt: skip
         js = bridge.nc.jetstream(timeout=0.5)
         events = StreamConfig(name=EVENTS_STREAM, subjects=["events.>", "minio.x"])
         await denied(caplog, "$JS.API.STREAM.UPDATE.EVENTS", js.update_stream(events))
