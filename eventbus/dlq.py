@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,8 +18,9 @@ from pydantic import BaseModel
 from eventbus.codec import from_structured_json, to_structured_json
 from eventbus.connection import Bus
 from eventbus.consume import Puller
+from eventbus.errors import BusUnavailableError
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
-from eventbus.namespaces import SEPARATOR, is_qualified_name, namespace_of
+from eventbus.namespaces import NAME, SEPARATOR, is_qualified_name, namespace_of
 from eventbus.publish import MSG_ID_HEADER
 from eventbus.subjects import DLQ_ROOT, LEGACY_DEAD_LETTERS, dlq_subject
 from eventbus.types import DLQ_STREAM, CloudEvent
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 LIST_IDLE_S = 30.0
 #: how long a listing waits for letters the server said it holds
 LIST_WAIT_S = 2.0
+#: the last letters a listing of one namespace or target reads first (then 4x, 16x, ...)
+FIRST_WINDOW = 256
+WINDOW_BATCH = 256
+#: a target as stored: a function's or a subscription's internal name (subject-safe)
+_TARGET = re.compile(rf"({NAME}{SEPARATOR})?[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}")
 
 
 class DeadLetter(BaseModel):
@@ -94,9 +100,8 @@ async def get_dead_letter(bus: Bus, seq: int, *, namespace: str | None = None) -
         msg = await bus.js.get_msg(DLQ_STREAM, seq)
     except NotFoundError as exc:
         raise DeepfaasNotFoundError(f"no dead letter {seq}", seq=seq) from exc
-    letter = DeadLetter.model_validate_json(msg.data or b"{}")
-    letter.seq = seq
-    if namespace is not None and letter.owner != namespace:
+    letter = _letter(msg.data, seq)
+    if letter is None or (namespace is not None and letter.owner != namespace):
         raise DeepfaasNotFoundError(f"no dead letter {seq}", seq=seq)
     return letter
 
@@ -111,7 +116,7 @@ async def list_dead_letters(
     read through a consumer that filters their subjects (and those stored before subjects
     named the namespace), so another namespace's letters, however many, cost nothing."""
     if target is not None:
-        if not is_qualified_name(target) or (
+        if not _TARGET.fullmatch(target) or (
             namespace is not None and namespace_of(target) != namespace
         ):
             return []  # a name that cannot exist (or is another's) has no letters
@@ -134,38 +139,72 @@ async def list_dead_letters(
 async def _filtered(
     bus: Bus, subjects: list[str], wanted: Callable[[DeadLetter], bool], limit: int
 ) -> list[DeadLetter]:
-    """The newest ``limit`` wanted letters on ``subjects``, newest first, read through a
-    consumer of this call's own."""
+    """The newest ``limit`` wanted letters on ``subjects``, newest first: the stream is read
+    back in windows, each four times the last, through a consumer of the window's own that
+    filters the subjects, until ``limit`` are found or the stream's start is reached. A
+    namespace with many letters is served by the first window; one with few among many of
+    others' by a few (their letters are never read)."""
+    info = await bus.js.stream_info(DLQ_STREAM)
+    first, end = max(1, int(info.state.first_seq)), int(info.state.last_seq) + 1
+    found: list[DeadLetter] = []
+    span = max(FIRST_WINDOW, 4 * limit)
+    while end > first and len(found) < limit:
+        start = max(first, end - span)
+        found.extend(reversed(await _window(bus, subjects, wanted, start, end)))
+        end, span = start, span * 4
+    return found[:limit]
+
+
+async def _window(
+    bus: Bus, subjects: list[str], wanted: Callable[[DeadLetter], bool], start: int, end: int
+) -> list[DeadLetter]:
+    """The wanted letters on ``subjects`` with a sequence in [start, end), oldest first."""
     name = f"dlq-list-{uuid.uuid4().hex}"
     config = ConsumerConfig(
         name=name,
         filter_subjects=subjects,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start,
         ack_policy=AckPolicy.NONE,
         mem_storage=True,
         inactive_threshold=LIST_IDLE_S,
     )
-    info = await bus.js.add_consumer(DLQ_STREAM, config)
-    newest: collections.deque[DeadLetter] = collections.deque(maxlen=limit)
-    pull = Puller(bus.nc, DLQ_STREAM, name)
+    consumer = await bus.js.add_consumer(DLQ_STREAM, config)
+    letters: list[DeadLetter] = []
+    pull = Puller(bus.nc, DLQ_STREAM, name, batch=WINDOW_BATCH)
     await pull.start()
     try:
-        left = info.num_pending or 0
-        while left > 0:
-            msgs = await pull.take(left, timeout=LIST_WAIT_S)
+        pending = consumer.num_pending or 0
+        while pending:
+            msgs = await pull.take(WINDOW_BATCH, timeout=LIST_WAIT_S)
             if not msgs:
-                break  # the rest went away meanwhile (its age ran out)
-            left -= len(msgs)
+                pending = (await bus.js.consumer_info(DLQ_STREAM, name)).num_pending or 0
+                if pending:  # the server holds letters it did not send: a restart, a failover
+                    raise BusUnavailableError("the dead letters could not be read now; try again")
+                break  # the rest went away meanwhile (replayed, deleted, aged out)
             for msg in msgs:
-                letter = DeadLetter.model_validate_json(msg.data or b"{}")
-                letter.seq = msg.metadata.sequence.stream
-                if wanted(letter):
-                    newest.append(letter)
+                seq, pending = msg.metadata.sequence.stream, msg.metadata.num_pending
+                if seq >= end:
+                    return letters  # the next window's, read already
+                letter = _letter(msg.data, seq)
+                if letter is not None and wanted(letter):
+                    letters.append(letter)
     finally:
         await pull.stop()
         with contextlib.suppress(Exception):
             await bus.js.delete_consumer(DLQ_STREAM, name)
-    return list(reversed(newest))
+    return letters
+
+
+def _letter(data: bytes | None, seq: int) -> DeadLetter | None:
+    """A stored letter, or None (logged) for one that is not a letter: it hides no other."""
+    try:
+        letter = DeadLetter.model_validate_json(data or b"{}")
+    except ValueError as exc:
+        log.warning("dead letter %d is not readable: %s", seq, exc)
+        return None
+    letter.seq = seq
+    return letter
 
 
 async def _newest(bus: Bus, limit: int) -> list[DeadLetter]:

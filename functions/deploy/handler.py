@@ -20,6 +20,7 @@ from functions.deploy.settings import DeploySettings
 from functions.errors import InvalidInputError
 from runtimes.control.deployments_client import DeploymentsClient, Ranking, error_body
 from runtimes.errors import CapacityError
+from runtimes.placement.placer import PlacementError
 from runtimes.placement.ranking import (
     CandidateSite,
     Preferences,
@@ -50,7 +51,8 @@ async def handle(inp: DeployInput, ctx: Context) -> DeployOutput:
                             message=f"deployment {name!r} ready on {record.site!r}")  # fmt: skip
     if inp.action == "redeploy" and name:
         old = await client.get(name)
-        ranking = await _rank(client, ctx, settings, old.spec, old.placement)
+        # its constraints are the record's, not this request's: none is the caller's fault
+        ranking = await _rank(client, ctx, settings, old.spec, old.placement, strict=False)
         record = await client.redeploy(name, ranking)
         return DeployOutput(action=inp.action, deployment=record, message=f"on {record.site!r}")
     if inp.action == "delete" and name:
@@ -67,19 +69,22 @@ async def handle(inp: DeployInput, ctx: Context) -> DeployOutput:
 
 async def _rank(
     client: DeploymentsClient, ctx: Context, settings: DeploySettings,
-    spec: RuntimeSpec, placement: dict[str, Any],
+    spec: RuntimeSpec, placement: dict[str, Any], *, strict: bool = True,
 ) -> Ranking:  # fmt: skip
     """The sites to try, best first, as `rank` orders them; or why there are none (the
     controller records a failed deployment with that reason, as with any failed placement).
 
     Constraints that no configured site can ever meet (a site name that does not exist, a
     region or label no site has, more than any site holds) are the request's fault:
-    `InvalidInputError`, nothing recorded.
+    `InvalidInputError`, nothing recorded; not ``strict`` (a redeploy, on the constraints
+    recorded), a failed placement like any other.
     """
     try:
         return Ranking(sites=await _ranked(client, ctx, settings, spec, placement))
-    except InvalidInputError:
-        raise
+    except InvalidInputError as exc:
+        if strict:
+            raise
+        return Ranking(error={**error_body(exc), "code": PlacementError.code})
     except DeepfaasError as exc:
         return Ranking(error=error_body(exc))
 

@@ -44,7 +44,7 @@ from functions.rank.models import (
     RankOutput,
     Requirements,
 )
-from runtimes.placement.sites import GpuCapacity, gpu_model_matches
+from runtimes.placement.sites import GpuCapacity, Site, gpu_model_matches
 from runtimes.types import Context
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,12 @@ def rank(inp: RankInput) -> RankOutput:
 def _check(c: CandidateSite, ask: _Ask) -> _Fit | _Row:
     site, fig, req = c.site, c.figures, ask.req
 
-    def out(constraint: Constraint, detail: str, lasting: bool = True) -> _Row:
-        return {"site": site.name, "constraint": constraint, "detail": detail, "lasting": lasting}
+    def out(constraint: Constraint, detail: str) -> _Row:
+        return {"site": site.name, "constraint": constraint, "detail": detail,
+                "lasting": _never(site, ask)}  # fmt: skip
 
     if fig is not None and not fig.reachable:
-        return out(Constraint.REACHABLE, "live figures say the site is unreachable", False)
+        return out(Constraint.REACHABLE, "live figures say the site is unreachable")
     if ask.regions and site.region.casefold() not in ask.regions:
         return out(Constraint.REGION, f"region {site.region!r} is not one of {list(req.regions)}")
     if ask.datacentres and (site.datacentre or "").casefold() not in ask.datacentres:
@@ -156,34 +157,29 @@ def _check(c: CandidateSite, ask: _Ask) -> _Fit | _Row:
     cap = site.capacity
     free_cpus = min(cap.cpus, fig.free_cpus) if fig and fig.free_cpus is not None else cap.cpus
     if req.cpu > free_cpus:
-        detail = f"needs {req.cpu:g} CPUs; {free_cpus:g} free of {cap.cpus:g}"
-        return out(Constraint.CPU, detail, req.cpu > cap.cpus)
+        return out(Constraint.CPU, f"needs {req.cpu:g} CPUs; {free_cpus:g} free of {cap.cpus:g}")
     free_mem = cap.memory_mb
     if fig is not None and fig.free_memory_mb is not None:
         free_mem = min(cap.memory_mb, fig.free_memory_mb)
     if req.memory_mb > free_mem:
-        detail = f"needs {req.memory_mb} MB; {free_mem} MB free of {cap.memory_mb}"
-        return out(Constraint.MEMORY, detail, req.memory_mb > cap.memory_mb)
+        return out(
+            Constraint.MEMORY, f"needs {req.memory_mb} MB; {free_mem} MB free of {cap.memory_mb}"
+        )
     headroom = [(free_cpus - req.cpu) / cap.cpus, (free_mem - req.memory_mb) / cap.memory_mb]
     gpu: GpuCapacity | None = None
-    least_gpu_cost = 0.0  # per hour, of the cheapest GPUs that could ever take the request
     if req.gpu.count > 0:
         offers = [(g, _free_gpus(c, g)) for g in cap.gpus]
         matching = [(g, n) for g, n in offers if _gpu_matches(req, g)]
         fitting = [(g, n) for g, n in matching if n >= req.gpu.count]
-        ever = [g.cost_per_hour for g, _ in matching if g.count >= req.gpu.count]
         if not fitting:
-            return out(Constraint.GPU, _gpu_detail(req, matching, offers), not ever)
+            return out(Constraint.GPU, _gpu_detail(req, matching, offers))
         gpu, free = min(fitting, key=lambda o: (o[0].cost_per_hour, o[0].model.casefold()))
         headroom.append((free - req.gpu.count) / gpu.count)
-        least_gpu_cost = req.gpu.count * min(ever)
     cost = site.cost_per_hour + (req.gpu.count * gpu.cost_per_hour if gpu else 0.0)
     if req.max_cost_per_hour is not None and cost > req.max_cost_per_hour:
-        # Cheaper GPUs busy now may take it later: lasting only when even they cost too much.
         return out(
             Constraint.MAX_COST,
             f"estimated cost {cost:g}/h exceeds the maximum {req.max_cost_per_hour:g}/h",
-            site.cost_per_hour + least_gpu_cost > req.max_cost_per_hour,
         )
     raw = (
         _nines(site.sla.availability),
@@ -195,6 +191,30 @@ def _check(c: CandidateSite, ask: _Ask) -> _Fit | _Row:
         _locality(c, ask),
     )
     return _Fit(site.name, c, raw, cost, gpu.model if gpu else None)
+
+
+def _never(site: Site, ask: _Ask) -> bool:
+    """Whether the site's configuration alone rules the placement out, whatever its live
+    figures say (an excluded site's first failed constraint may be a live one that hides it:
+    unreachable now, and in another region)."""
+    req, cap = ask.req, site.capacity
+    if (
+        (ask.regions and site.region.casefold() not in ask.regions)
+        or (ask.datacentres and (site.datacentre or "").casefold() not in ask.datacentres)
+        or any(site.labels.get(key) != value for key, value in req.labels.items())
+        or (req.min_availability is not None and site.sla.availability < req.min_availability)
+        or req.cpu > cap.cpus
+        or req.memory_mb > cap.memory_mb
+    ):
+        return True
+    least = site.cost_per_hour
+    if req.gpu.count > 0:
+        ever = [g.cost_per_hour for g in cap.gpus
+                if _gpu_matches(req, g) and g.count >= req.gpu.count]  # fmt: skip
+        if not ever:
+            return True
+        least += req.gpu.count * min(ever)  # the cheapest GPUs that could ever take it
+    return req.max_cost_per_hour is not None and least > req.max_cost_per_hour
 
 
 def _score(fits: list[_Fit], prefs: Preferences) -> list[_Row]:

@@ -145,7 +145,7 @@ class ExcludedSite(BaseModel):
     constraint: Constraint
     detail: str
     lasting: bool = Field(
-        default=True,
+        default=False,
         description="the site's configuration rules it out, not its live figures: it will not "
         "take this placement until the sites file changes",
     )

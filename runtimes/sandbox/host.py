@@ -34,14 +34,12 @@ from runtimes.sandbox.process import (
 )
 from runtimes.sandbox.types import Egress, Network, SandboxLimits
 from runtimes.types import ActivationStatus, Context, FunctionSpec
-from runtimes.worker.executor import Outcome
+from runtimes.worker.executor import Outcome, error_code
 
 log = logging.getLogger(__name__)
 #: how long past its deadline a run may stay unanswered before its runner is replaced
 DEADLINE_GRACE_S = 2.0
 START_TIMEOUT_S = 30.0
-#: the longest error code a runner may report (a longer one, or one not a word, is dropped)
-MAX_ERROR_CODE = 64
 
 
 class SandboxFactory:
@@ -206,7 +204,7 @@ class SandboxedExecutor:
             status=ActivationStatus(answer["status"]),
             result=payload if answer.get("bytes") else answer.get("result"),
             error=answer.get("error"),
-            error_code=_error_code(answer.get("error_code")),
+            error_code=error_code(answer.get("error_code")),
             error_detail=answer.get("error_detail"),
             logs=list(answer.get("logs") or []),
             start=datetime.fromisoformat(answer["start"]),
@@ -300,10 +298,3 @@ def _death_reason(reason: str, limits: SandboxLimits) -> str:
     if "SIGKILL" in reason:
         return f"{reason}; the function's memory limit is {limits.memory_mb} MiB"
     return reason
-
-
-def _error_code(value: object) -> str | None:
-    """A runner's error code as the record keeps it: a short word, or none."""
-    if isinstance(value, str) and 0 < len(value) <= MAX_ERROR_CODE and value.isidentifier():
-        return value
-    return None

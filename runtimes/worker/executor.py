@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # pydantic loads with a handler that declares types (the load
 #: the activation is `invalid`, not retried
 INPUT_ERROR_CODES = frozenset({"invalid", "not_found", "bad_request", "forbidden"})
 MAX_LOG_LINES = 1000
+#: the longest error code a record keeps
+MAX_ERROR_CODE = 64
 MAX_LOG_LINE = 4096
 #: the logs of one activation, in all: the record must stay well under the bus's 1 MiB
 MAX_LOG_BYTES = 256 * 1024
@@ -103,6 +105,14 @@ class Outcome:
     def retryable(self) -> bool:
         """Only a handler that raised is worth another try; bad input, timeouts, limits not."""
         return self.status is ActivationStatus.ERROR and not self.final
+
+
+def error_code(value: object) -> str | None:
+    """An error code as a record keeps it: a short word, or none (a handler's, or a sandboxed
+    runner's, may be anything)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_ERROR_CODE and value.isidentifier():
+        return value
+    return None
 
 
 def _stamp() -> str:
@@ -264,7 +274,7 @@ class Executor:
             final = exc.code in INPUT_ERROR_CODES
             out.status = ActivationStatus.INVALID if final else ActivationStatus.ERROR
             out.error = str(exc) if final else f"{type(exc).__name__}: {exc}"
-            out.error_code = exc.code
+            out.error_code = error_code(exc.code)
             out.error_detail = (
                 _jsonable(exc.fields) if final else "".join(traceback.format_exception(exc))
             )

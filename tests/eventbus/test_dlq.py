@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,14 +24,17 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     await bus.close()
 
 
-async def _letters(bus: Bus, target: str, count: int, tag: str = "") -> None:
+async def _letters(bus: Bus, target: str, count: int) -> None:
+    """``count`` letters for ``target`` (event ids ``<target>-<i>``, once per test: the
+    stream's duplicate window outlives the purge between tests, so each test's are its own)."""
+    tag = f"{uuid.uuid4().hex[:6]}-"
     await asyncio.gather(
         *(
             dead_letter(
                 bus,
                 kind="invoke",
                 target=target,
-                event=CloudEvent.create(id=f"{target}-{tag}{i}", type="t", source="/s", data={}),
+                event=CloudEvent.create(id=f"{tag}{target}-{i}", type="t", source="/s", data={}),
                 error="boom",
                 attempts=3,
             )
@@ -60,8 +64,8 @@ async def test_one_namespaces_letters_are_read_without_walking_anothers(bus: Bus
     reads = await _reads(bus)
     mine = await list_dead_letters(bus, namespace="team-a", limit=50)
     one = await list_dead_letters(bus, target="team-a=fn", namespace="team-a", limit=2)
-    assert [d.event["id"] for d in mine] == ["team-a=fn-2", "team-a=fn-1", "team-a=fn-0"]
-    assert [d.event["id"] for d in one] == ["team-a=fn-2", "team-a=fn-1"]
+    assert [d.event["id"][7:] for d in mine] == ["team-a=fn-2", "team-a=fn-1", "team-a=fn-0"]
+    assert [d.event["id"][7:] for d in one] == ["team-a=fn-2", "team-a=fn-1"]
     assert all(d.seq > 0 and d.target == "team-a=fn" for d in mine)
     assert reads == []  # not one letter read one by one
     assert await list_dead_letters(bus, target="team-b=noisy", namespace="team-a") == []
@@ -82,8 +86,30 @@ async def test_letters_stored_on_the_old_subjects_are_still_listed(bus: Bus) -> 
     assert [d.target for d in await list_dead_letters(bus, target="team-b=old")] == ["team-b=old"]
 
 
-@pytest.mark.parametrize("name", ["*", ">", "a.b", "a b", "fn\n", "x" * 300, "a=b=c"])
+async def test_an_empty_dead_letter_stream_lists_nothing(bus: Bus) -> None:
+    assert await list_dead_letters(bus, namespace="team-a") == []
+    assert await list_dead_letters(bus, target="fn") == []
+    assert await list_dead_letters(bus) == []
+
+
+@pytest.mark.parametrize("name", ["*", ">", "a.b", "a b", "fn\n", "x" * 300, "a=b=c", "a=>"])
 async def test_a_name_that_cannot_exist_has_no_letters(bus: Bus, name: str) -> None:
     await _letters(bus, "fn", 1)
     assert await list_dead_letters(bus, target=name) == []
     assert await list_dead_letters(bus, namespace=name) == []
+
+
+async def test_the_newest_of_many_come_first_and_odd_targets_are_found(bus: Bus) -> None:
+    """A namespace with more letters than asked for: its newest, in order, from the last
+    window; a subscription's id (capitals allowed) names its letters; a letter that is not one
+    (a bad body on an old subject) hides no other."""
+    await _letters(bus, "team-a=fn", 300)
+    await _letters(bus, "team-a=MyHook-1", 2)
+    await bus.js.publish("dlq.delivery.team-a=broken", b"not a letter")
+    newest = await list_dead_letters(bus, namespace="team-a", limit=52)
+    assert [d.target for d in newest[:2]] == ["team-a=MyHook-1"] * 2
+    assert len(newest) == 52 and len({d.seq for d in newest}) == 52
+    assert [d.seq for d in newest] == sorted((d.seq for d in newest), reverse=True)
+    hooks = await list_dead_letters(bus, target="team-a=MyHook-1", namespace="team-a")
+    assert {d.event["id"][7:] for d in hooks} == {"team-a=MyHook-1-0", "team-a=MyHook-1-1"}
+    assert len(await list_dead_letters(bus, limit=500)) == 302  # the operator's too

@@ -167,8 +167,9 @@ def test_every_excluded_site_names_the_first_constraint_it_failed() -> None:
     assert [e.site for e in out.excluded] == sorted(why(out))
     assert all(e.detail for e in out.excluded)
     assert "needs label tier=prod; site has tier=dev" in out.excluded[-1].detail
-    # What the sites file decides lasts; what live figures say (down, full) may change.
-    assert {e.site for e in out.excluded if not e.lasting} == {"down", "full"}
+    # Each also fails something its configuration decides (down: its region; full: it has no
+    # GPU), whatever its first failed constraint: every exclusion lasts.
+    assert all(e.lasting for e in out.excluded)
 
 
 def test_an_exclusion_lasts_only_when_the_site_could_never_take_it() -> None:
@@ -181,6 +182,11 @@ def test_an_exclusion_lasts_only_when_the_site_could_never_take_it() -> None:
     assert not lasting({"cpu": 8}, cpus=16, figures={"free_cpus": 4})
     assert lasting({"memory_mb": 64000}, memory_mb=32768, figures={"free_memory_mb": 10})
     assert not lasting({"memory_mb": 2048}, figures={"free_memory_mb": 1024})
+    # a live constraint failed first hides a lasting one: busy CPUs and too little memory,
+    # unreachable and in another region
+    assert lasting({"cpu": 8, "memory_mb": 64000}, memory_mb=4096, figures={"free_cpus": 1})
+    assert lasting({"regions": ["us"]}, region="eu", figures={"reachable": False})
+    assert not lasting({"regions": ["eu"]}, region="eu", figures={"reachable": False})
     gpus = {"gpu": {"count": 2, "model": "a100"}}
     assert lasting(gpus, gpus=[("a100", 1, 1.0), ("t4", 8, 0.1)])
     assert not lasting(gpus, gpus=[("a100", 4, 1.0)], figures={"free_gpus": {"a100": 1}})
