@@ -22,10 +22,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import orjson
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
+
+from eventbus.errors import BusUnavailableError
 
 log = logging.getLogger(__name__)
 #: seconds to wait after a failed fetch, while the client reconnects
@@ -38,6 +42,9 @@ AFTER_FIRST_S: Final = 0.005
 EARLY_END_PAUSE_S: Final = 0.05
 #: the shortest pull request asked for (1 ms)
 MIN_EXPIRES_NS: Final = 1_000_000
+#: how long a snapshot waits for messages the server said it holds
+SNAPSHOT_WAIT_S: Final = 2.0
+SNAPSHOT_BATCH: Final = 256
 #: the statuses that end a pull request with nothing wrong: no messages (left), expired
 _ENDED: Final = ("404", "408")
 #: a heartbeat or a flow-control message: not an end
@@ -248,6 +255,39 @@ class Puller:
                       (msg.headers or {}).get("Description", ""))  # fmt: skip
             # the next request waits a moment: asked again at once, the same answer
             self._open = (0, 0, asyncio.get_running_loop().time() + PAUSE_S)
+
+
+async def snapshot(
+    nc: Any, js: Any, stream: str, config: ConsumerConfig, *, wait: float = SNAPSHOT_WAIT_S
+) -> AsyncGenerator[list[Msg], None]:
+    """Batches of what a consumer of ``config`` (a name of its own, no acks) holds when it is
+    made, read once and the consumer deleted after (use with `contextlib.aclosing` when the
+    reader may stop early).
+
+    The count comes with the consumer's creation, before anything is delivered: nothing is
+    missed or taken for the end of the stream (nats-py's `KeyValue.keys` read it from a push
+    consumer already delivering, and now and then found an empty bucket in a full one). The
+    server holding messages it does not send (a restart mid-read) is `BusUnavailableError`,
+    never a short answer; messages removed meanwhile end the read."""
+    name = str(config.name)
+    info = await js.add_consumer(stream, config)
+    pending = info.num_pending or 0
+    pull = Puller(nc, stream, name, batch=SNAPSHOT_BATCH)
+    await pull.start()
+    try:
+        while pending:
+            msgs = await pull.take(SNAPSHOT_BATCH, timeout=wait)
+            if not msgs:
+                pending = (await js.consumer_info(stream, name)).num_pending or 0
+                if pending:
+                    raise BusUnavailableError(f"{stream} could not be read now; try again")
+                return
+            pending = msgs[-1].metadata.num_pending
+            yield msgs
+    finally:
+        await pull.stop()
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(stream, name)
 
 
 def _take(inner: Any, msg: Msg) -> Msg:

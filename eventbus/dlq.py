@@ -17,8 +17,7 @@ from pydantic import BaseModel
 
 from eventbus.codec import from_structured_json, to_structured_json
 from eventbus.connection import Bus
-from eventbus.consume import Puller
-from eventbus.errors import BusUnavailableError
+from eventbus.consume import snapshot
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
 from eventbus.namespaces import NAME, SEPARATOR, is_qualified_name, namespace_of
 from eventbus.publish import MSG_ID_HEADER
@@ -28,11 +27,8 @@ from eventbus.types import DLQ_STREAM, CloudEvent
 log = logging.getLogger(__name__)
 #: how long a listing's own consumer outlives a listing that died before deleting it
 LIST_IDLE_S = 30.0
-#: how long a listing waits for letters the server said it holds
-LIST_WAIT_S = 2.0
 #: the last letters a listing of one namespace or target reads first (then 4x, 16x, ...)
 FIRST_WINDOW = 256
-WINDOW_BATCH = 256
 #: a target as stored: a function's or a subscription's internal name (subject-safe)
 _TARGET = re.compile(rf"({NAME}{SEPARATOR})?[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}")
 
@@ -169,30 +165,16 @@ async def _window(
         mem_storage=True,
         inactive_threshold=LIST_IDLE_S,
     )
-    consumer = await bus.js.add_consumer(DLQ_STREAM, config)
     letters: list[DeadLetter] = []
-    pull = Puller(bus.nc, DLQ_STREAM, name, batch=WINDOW_BATCH)
-    await pull.start()
-    try:
-        pending = consumer.num_pending or 0
-        while pending:
-            msgs = await pull.take(WINDOW_BATCH, timeout=LIST_WAIT_S)
-            if not msgs:
-                pending = (await bus.js.consumer_info(DLQ_STREAM, name)).num_pending or 0
-                if pending:  # the server holds letters it did not send: a restart, a failover
-                    raise BusUnavailableError("the dead letters could not be read now; try again")
-                break  # the rest went away meanwhile (replayed, deleted, aged out)
+    async with contextlib.aclosing(snapshot(bus.nc, bus.js, DLQ_STREAM, config)) as batches:
+        async for msgs in batches:
             for msg in msgs:
-                seq, pending = msg.metadata.sequence.stream, msg.metadata.num_pending
+                seq = msg.metadata.sequence.stream
                 if seq >= end:
                     return letters  # the next window's, read already
                 letter = _letter(msg.data, seq)
                 if letter is not None and wanted(letter):
                     letters.append(letter)
-    finally:
-        await pull.stop()
-        with contextlib.suppress(Exception):
-            await bus.js.delete_consumer(DLQ_STREAM, name)
     return letters
 
 

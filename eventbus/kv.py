@@ -2,9 +2,9 @@
 
 Every store on the bus (functions, triggers, subscriptions, keys, catalog, deployments, the
 OpenWhisk documents, activation claims, leases, schedules) lists and updates its entries through
-these helpers, so that "the bucket is empty" and "the bus is down" never read alike: only
-nats-py's no-keys error means empty, only its not-found error means absent, and only its
-wrong-last-sequence error means another writer came first.
+these helpers, so that "the bucket is empty" and "the bus is down" never read alike: only a
+consumer's count of nothing means empty, only nats-py's not-found error means absent, and only
+its wrong-last-sequence error means another writer came first.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from eventbus.consume import snapshot
 from eventbus.errors import ConflictError
 
 if TYPE_CHECKING:
@@ -28,16 +32,44 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 #: compare-and-set attempts before a writer is told the entry keeps changing
 CAS_TRIES = 20
+#: the header of a KV message that says it removes its key, and the values that do
+OPERATION_HEADER = "KV-Operation"
+REMOVED = frozenset({"DEL", "PURGE"})
+#: how long a listing's own consumer outlives a listing that died before deleting it
+SNAPSHOT_IDLE_S = 30.0
+#: keys' tokens the server may filter on (no wildcards)
+_KEY_TOKENS = re.compile(r"[A-Za-z0-9_=/-]+(\.[A-Za-z0-9_=/-]+)*")
 
 
 async def keys(kv: KeyValue, prefix: str = "") -> list[str]:
-    """Keys of live entries that start with ``prefix``; an empty bucket has none."""
-    # nats-py 2.16's `keys(filters=…)` finds nothing on nats-server 2.15: filter here instead.
-    try:
-        found = await kv.keys()
-    except NoKeysError:
-        return []
-    return [key for key in found if key.startswith(prefix)]
+    """Keys of live entries that start with ``prefix``; an empty bucket has none, a bus that
+    does not answer is an error.
+
+    Read through a consumer of the call's own (the last entry of each key, headers only),
+    whose count comes with its creation: nats-py's `KeyValue.keys` read the count from a push
+    consumer already delivering and now and then found an empty bucket in a full one (a CI
+    run caught it)."""
+    pre: str = kv._pre  # ``$KV.<bucket>.``
+    # a prefix of whole tokens is filtered by the server; any other here
+    tokens = prefix.endswith(".") and _KEY_TOKENS.fullmatch(prefix[:-1]) is not None
+    config = ConsumerConfig(
+        name=f"keys-{uuid.uuid4().hex}",
+        filter_subject=f"{pre}{prefix}>" if tokens else f"{pre}>",
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.NONE,
+        headers_only=True,
+        mem_storage=True,
+        inactive_threshold=SNAPSHOT_IDLE_S,
+    )
+    found: list[str] = []
+    async with contextlib.aclosing(snapshot(kv._js._nc, kv._js, kv._stream, config)) as batches:
+        async for msgs in batches:
+            for msg in msgs:
+                operation = (msg.headers or {}).get(OPERATION_HEADER)
+                key = msg.subject[len(pre) :]
+                if operation not in REMOVED and key.startswith(prefix):
+                    found.append(key)
+    return found
 
 
 async def entry(kv: KeyValue, key: str) -> KeyValue.Entry | None:

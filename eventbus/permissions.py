@@ -89,7 +89,8 @@ def inbox_prefix(role: str) -> str:
 
 
 def kv_read(bucket: str) -> list[str]:
-    """Bind, get (direct or not), watch and list keys of a KV bucket."""
+    """Bind, get (direct or not), watch and list keys of a KV bucket (a listing pulls from a
+    consumer of its own: `eventbus.kv.keys`)."""
     stream = f"KV_{bucket}"
     return [
         f"$JS.API.STREAM.INFO.{stream}",
@@ -100,6 +101,7 @@ def kv_read(bucket: str) -> list[str]:
         f"$JS.API.CONSUMER.CREATE.{stream}.>",
         f"$JS.API.CONSUMER.DELETE.{stream}.>",
         f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
         f"$JS.FC.{stream}.>",
     ]
 

@@ -38,6 +38,25 @@ async def test_an_empty_bucket_has_no_keys_and_prefixes_filter(nc: Any) -> None:
     assert await keys(kv, "a.") == ["a.1"]
 
 
+async def test_a_full_bucket_is_never_listed_empty(nc: Any) -> None:
+    """Listings side by side of a bucket being written to: each has every key written before
+    it began (nats-py's own `keys` now and then answered none: a CI run caught it)."""
+    kv = await bucket(nc, "kv_many")
+    await asyncio.gather(*(kv.put(f"k.{i}", b"{}") for i in range(300)))
+
+    async def writes() -> None:
+        for i in range(300, 400):
+            await kv.put(f"k.{i}", b"{}")
+
+    writer = asyncio.create_task(writes())
+    listings = await asyncio.gather(*(keys(kv, "k.") for _ in range(20)))
+    await writer
+    assert all(set(listing) >= {f"k.{i}" for i in range(300)} for listing in listings)
+    assert len(await keys(kv)) == 400 and await keys(kv, "k.1") == [
+        key for key in await keys(kv) if key.startswith("k.1")
+    ]
+
+
 async def test_a_bus_that_is_gone_is_an_error_not_an_empty_list(nats_url: str) -> None:
     conn = await nats.connect(nats_url)
     kv = await bucket(conn, "kv_gone")

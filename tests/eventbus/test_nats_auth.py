@@ -25,6 +25,7 @@ from eventbus.connection import Bus
 from eventbus.credentials import RoleCredentials
 from eventbus.dlq import dead_letter
 from eventbus.errors import BusUnavailableError
+from eventbus.kv import keys as kv_keys
 from eventbus.minio_bridge import ensure_minio_stream
 from eventbus.permissions import ROLES
 from eventbus.publish import publish_event
@@ -171,6 +172,7 @@ async def test_the_worker_role_does_its_work(nats_server: EmbeddedNats, admin: B
         await ensure_layout(worker.js)  # reads only: everything exists
         await ensure_consumer(worker.js, fn, ack_wait=5)  # the same config: reads only
         assert (await (await worker.kv(FUNCTIONS_KV)).get(fn)).value == b'{"name": "authfn"}'
+        assert fn in await kv_keys(await worker.kv(FUNCTIONS_KV))  # a listing of its own
         activations = await worker.kv(ACTIVATIONS_KV)
         await activations.put("a1", b"claimed")
         assert (await activations.get("a1")).value == b"claimed"
