@@ -31,6 +31,13 @@ SOURCES = ("template", "template_path", "spec")
 #: take the runtime now (503, try later) or every site tried failed (502); either way the
 #: deployment is recorded as failed with the reason
 REFUSALS = ("no_capacity", "placement_failed", "credentials", "provisioning_failed")
+#: their titles (a 502 here is the sites', not a function's failure)
+REFUSAL_TITLES = {
+    "no_capacity": "No capacity",
+    "placement_failed": "Placement failed",
+    "credentials": "Placement failed",
+    "provisioning_failed": "Placement failed",
+}
 
 
 def _one_source(schema: dict[str, Any]) -> None:
@@ -95,9 +102,11 @@ async def _invoke(
         return _accepted(outcome.activation_id, name)
     if record.status is ActivationStatus.ERROR and record.error_code in REFUSALS:
         status = STATUS_BY_CODE[record.error_code]
+        detail = (record.error or record.error_code).removeprefix("ControlPlaneError: ")
         response = problem(
-            status, record.error or record.error_code, kind=record.error_code.replace("_", "-"),
-            deployment=name, location=f"/v1/deployments/{name}", activation_id=record.id,
+            status, detail, kind=record.error_code.replace("_", "-"),
+            title=REFUSAL_TITLES.get(record.error_code), deployment=name,
+            location=f"/v1/deployments/{name}", activation_id=record.id,
         )  # fmt: skip
         response.headers["x-activation-id"] = record.id
         if status == 503:

@@ -241,6 +241,8 @@ def test_a_waiting_caller_gets_the_placements_failure_as_a_problem(platform: Pla
         problem = r.json()
         assert r.headers["content-type"].startswith("application/problem+json")
         assert problem["type"].endswith("/placement-failed")
+        assert problem["title"] == "Placement failed"
+        assert problem["detail"].startswith("deployment 'waited': no site could provision it")
         assert problem["deployment"] == "waited"
         assert problem["location"] == "/v1/deployments/waited"
         assert "DEEPFAAS_TEST_OW_AUTH_UNSET is not set" in problem["detail"]
