@@ -45,6 +45,8 @@ MIN_EXPIRES_NS: Final = 1_000_000
 #: how long a snapshot waits for messages the server said it holds
 SNAPSHOT_WAIT_S: Final = 2.0
 SNAPSHOT_BATCH: Final = 256
+#: how long a snapshot waits for the next message before it asks the consumer what is left
+SNAPSHOT_CHECK_S: Final = 0.2
 #: the statuses that end a pull request with nothing wrong: no messages (left), expired
 _ENDED: Final = ("404", "408")
 #: a heartbeat or a flow-control message: not an end
@@ -268,20 +270,26 @@ async def snapshot(
     missed or taken for the end of the stream (nats-py's `KeyValue.keys` read it from a push
     consumer already delivering, and now and then found an empty bucket in a full one). The
     server holding messages it does not send (a restart mid-read) is `BusUnavailableError`,
-    never a short answer; messages removed meanwhile end the read."""
+    never a short answer; messages removed meanwhile end the read (within `SNAPSHOT_CHECK_S`).
+    """
     name = str(config.name)
     info = await js.add_consumer(stream, config)
     pending = info.num_pending or 0
     pull = Puller(nc, stream, name, batch=SNAPSHOT_BATCH)
     await pull.start()
+    loop = asyncio.get_running_loop()
     try:
+        quiet_since = loop.time()
         while pending:
-            msgs = await pull.take(SNAPSHOT_BATCH, timeout=wait)
+            msgs = await pull.take(SNAPSHOT_BATCH, timeout=SNAPSHOT_CHECK_S)
             if not msgs:
+                # what it still counts: none when the rest was removed meanwhile (a replay, a
+                # delete, an age limit); some the server does not send, past ``wait``: gone
                 pending = (await js.consumer_info(stream, name)).num_pending or 0
-                if pending:
+                if pending and loop.time() - quiet_since > wait:
                     raise BusUnavailableError(f"{stream} could not be read now; try again")
-                return
+                continue
+            quiet_since = loop.time()
             pending = msgs[-1].metadata.num_pending
             yield msgs
     finally:

@@ -4,11 +4,14 @@ nats-server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from typing import Any
 
 import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from eventbus.consume import Puller, fetch
+from eventbus.consume import Puller, fetch, snapshot
 from eventbus.server import EmbeddedNats
 
 
@@ -245,3 +248,27 @@ async def _published(js: Any, subject: str, data: bytes) -> None:
             return
         except Exception:
             await asyncio.sleep(0.1)
+
+
+async def test_a_snapshot_reads_what_was_there_once_and_leaves_no_consumer(nc: Any) -> None:
+    await _consumer(nc, "snap", 600)
+    js = nc.jetstream()
+
+    def config(subject: str) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=f"s{uuid.uuid4().hex}",
+            filter_subject=subject,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+
+    seen = [
+        int(m.data) async for batch in snapshot(nc, js, "snap", config("snap.x")) for m in batch
+    ]
+    assert seen == list(range(600))
+    assert [b async for b in snapshot(nc, js, "snap", config("snap.none"))] == []
+    async with contextlib.aclosing(snapshot(nc, js, "snap", config("snap.x"))) as early:
+        async for _ in early:
+            break  # a reader that stops at once
+    names = [c.name for c in await js.consumers_info("snap")]
+    assert names == ["reader"]  # the durable only: each snapshot's own is gone
