@@ -22,12 +22,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import orjson
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from eventbus.errors import BusUnavailableError
 
@@ -47,6 +48,8 @@ SNAPSHOT_WAIT_S: Final = 2.0
 SNAPSHOT_BATCH: Final = 256
 #: how long a snapshot waits for the next message before it asks the consumer what is left
 SNAPSHOT_CHECK_S: Final = 0.2
+#: how long a snapshot's consumer outlives a reader that died before deleting it
+SNAPSHOT_IDLE_S: Final = 30.0
 #: the statuses that end a pull request with nothing wrong: no messages (left), expired
 _ENDED: Final = ("404", "408")
 #: a heartbeat or a flow-control message: not an end
@@ -262,9 +265,10 @@ class Puller:
 async def snapshot(
     nc: Any, js: Any, stream: str, config: ConsumerConfig, *, wait: float = SNAPSHOT_WAIT_S
 ) -> AsyncGenerator[list[Msg], None]:
-    """Batches of what a consumer of ``config`` (a name of its own, no acks) holds when it is
-    made, read once and the consumer deleted after (use with `contextlib.aclosing` when the
-    reader may stop early).
+    """Batches of what a consumer of ``config`` (what to read: its filter and where to start)
+    holds when it is made, read once through a consumer of this call's own (a name, no acks,
+    in memory, gone after `SNAPSHOT_IDLE_S` if this reader dies first) deleted after (use
+    with `contextlib.aclosing` when the reader may stop early).
 
     The count comes with the consumer's creation, before anything is delivered: nothing is
     missed or taken for the end of the stream (nats-py's `KeyValue.keys` read it from a push
@@ -272,7 +276,10 @@ async def snapshot(
     server holding messages it does not send (a restart mid-read) is `BusUnavailableError`,
     never a short answer; messages removed meanwhile end the read (within `SNAPSHOT_CHECK_S`).
     """
-    name = str(config.name)
+    name = f"snapshot-{uuid.uuid4().hex}"
+    config = config.evolve(
+        name=name, ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=SNAPSHOT_IDLE_S
+    )
     info = await js.add_consumer(stream, config)
     pending = info.num_pending or 0
     pull = Puller(nc, stream, name, batch=SNAPSHOT_BATCH)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
@@ -19,18 +18,18 @@ from eventbus.codec import from_structured_json, to_structured_json
 from eventbus.connection import Bus
 from eventbus.consume import snapshot
 from eventbus.errors import NotFoundError as DeepfaasNotFoundError
-from eventbus.namespaces import NAME, SEPARATOR, is_qualified_name, namespace_of
+from eventbus.namespaces import SEPARATOR, is_qualified_name, namespace_of
 from eventbus.publish import MSG_ID_HEADER
 from eventbus.subjects import DLQ_ROOT, LEGACY_DEAD_LETTERS, dlq_subject
+from eventbus.subscriptions import SUBSCRIPTION_KEY_PATTERN
 from eventbus.types import DLQ_STREAM, CloudEvent
 
 log = logging.getLogger(__name__)
-#: how long a listing's own consumer outlives a listing that died before deleting it
-LIST_IDLE_S = 30.0
 #: the last letters a listing of one namespace or target reads first (then 4x, 16x, ...)
 FIRST_WINDOW = 256
-#: a target as stored: a function's or a subscription's internal name (subject-safe)
-_TARGET = re.compile(rf"({NAME}{SEPARATOR})?[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}")
+#: a target as stored: a function's or a subscription's internal name (the second allows
+#: more than the first: capitals), both safe in a subject
+_TARGET = re.compile(SUBSCRIPTION_KEY_PATTERN)
 
 
 class DeadLetter(BaseModel):
@@ -155,15 +154,10 @@ async def _window(
     bus: Bus, subjects: list[str], wanted: Callable[[DeadLetter], bool], start: int, end: int
 ) -> list[DeadLetter]:
     """The wanted letters on ``subjects`` with a sequence in [start, end), oldest first."""
-    name = f"dlq-list-{uuid.uuid4().hex}"
     config = ConsumerConfig(
-        name=name,
         filter_subjects=subjects,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=start,
-        ack_policy=AckPolicy.NONE,
-        mem_storage=True,
-        inactive_threshold=LIST_IDLE_S,
     )
     letters: list[DeadLetter] = []
     async with contextlib.aclosing(snapshot(bus.nc, bus.js, DLQ_STREAM, config)) as batches:

@@ -16,6 +16,7 @@ them, so what is checked is what it would connect to; an IPv6 address that embed
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -66,6 +67,7 @@ class EgressPolicy:
     allow: tuple[IPNetwork, ...] = ()
 
     @classmethod
+    @functools.lru_cache(maxsize=16)  # read per request that carries a callback or a sink
     def parse(cls, text: str) -> EgressPolicy:
         """From ``DEEPFAAS_EGRESS_ALLOW``: comma-separated CIDRs or addresses (ValueError)."""
         return cls(parse_networks(text, SETTING))

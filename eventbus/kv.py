@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -35,8 +34,6 @@ CAS_TRIES = 20
 #: the header of a KV message that says it removes its key, and the values that do
 OPERATION_HEADER = "KV-Operation"
 REMOVED = frozenset({"DEL", "PURGE"})
-#: how long a listing's own consumer outlives a listing that died before deleting it
-SNAPSHOT_IDLE_S = 30.0
 #: keys' tokens the server may filter on (no wildcards)
 _KEY_TOKENS = re.compile(r"[A-Za-z0-9_=/-]+(\.[A-Za-z0-9_=/-]+)*")
 
@@ -53,13 +50,9 @@ async def keys(kv: KeyValue, prefix: str = "") -> list[str]:
     # a prefix of whole tokens is filtered by the server; any other here
     tokens = prefix.endswith(".") and _KEY_TOKENS.fullmatch(prefix[:-1]) is not None
     config = ConsumerConfig(
-        name=f"keys-{uuid.uuid4().hex}",
         filter_subject=f"{pre}{prefix}>" if tokens else f"{pre}>",
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        ack_policy=AckPolicy.NONE,
         headers_only=True,
-        mem_storage=True,
-        inactive_threshold=SNAPSHOT_IDLE_S,
     )
     found: list[str] = []
     async with contextlib.aclosing(snapshot(kv._js._nc, kv._js, kv._stream, config)) as batches:
@@ -162,7 +155,7 @@ class KVMirror(Generic[M]):
                         self._synced.set()
                         continue
                     name = found.key.removeprefix(self.prefix)
-                    if found.operation in ("DEL", "PURGE") or not found.value:
+                    if found.operation in REMOVED or not found.value:
                         self.values.pop(name, None)
                         continue
                     try:

@@ -19,7 +19,7 @@ NAME: Final = r"[a-z0-9][a-z0-9_-]{0,62}"
 NAMESPACE_PATTERN: Final = rf"^{NAME}$"
 QUALIFIED_NAME_PATTERN: Final = rf"^({NAME}{SEPARATOR})?{NAME}$"
 _NAME = re.compile(NAMESPACE_PATTERN)
-_QUALIFIED = re.compile(QUALIFIED_NAME_PATTERN.strip("^$"))
+_QUALIFIED = re.compile(QUALIFIED_NAME_PATTERN)
 
 
 def is_name(text: str) -> bool:

@@ -138,22 +138,9 @@ def _check(c: CandidateSite, ask: _Ask) -> _Fit | _Row:
 
     if fig is not None and not fig.reachable:
         return out(Constraint.REACHABLE, "live figures say the site is unreachable")
-    if ask.regions and site.region.casefold() not in ask.regions:
-        return out(Constraint.REGION, f"region {site.region!r} is not one of {list(req.regions)}")
-    if ask.datacentres and (site.datacentre or "").casefold() not in ask.datacentres:
-        return out(
-            Constraint.DATACENTRE,
-            f"datacentre {site.datacentre!r} is not one of {list(req.datacentres)}",
-        )
-    for key in sorted(req.labels):
-        if site.labels.get(key) != req.labels[key]:
-            has = f"has {key}={site.labels[key]}" if key in site.labels else f"has no {key!r}"
-            return out(Constraint.LABELS, f"needs label {key}={req.labels[key]}; site {has}")
-    if req.min_availability is not None and site.sla.availability < req.min_availability:
-        return out(
-            Constraint.AVAILABILITY,
-            f"SLA availability {site.sla.availability} < {req.min_availability} asked",
-        )
+    failed = _configured(site, ask)
+    if failed is not None:
+        return out(*failed)
     cap = site.capacity
     free_cpus = min(cap.cpus, fig.free_cpus) if fig and fig.free_cpus is not None else cap.cpus
     if req.cpu > free_cpus:
@@ -193,19 +180,35 @@ def _check(c: CandidateSite, ask: _Ask) -> _Fit | _Row:
     return _Fit(site.name, c, raw, cost, gpu.model if gpu else None)
 
 
+def _configured(site: Site, ask: _Ask) -> tuple[Constraint, str] | None:
+    """The first of the constraints only the site's entry decides (region, datacentre, labels,
+    SLA) that the placement fails, and why; None when it meets them all."""
+    req = ask.req
+    if ask.regions and site.region.casefold() not in ask.regions:
+        return Constraint.REGION, f"region {site.region!r} is not one of {list(req.regions)}"
+    if ask.datacentres and (site.datacentre or "").casefold() not in ask.datacentres:
+        return (
+            Constraint.DATACENTRE,
+            f"datacentre {site.datacentre!r} is not one of {list(req.datacentres)}",
+        )
+    for key in sorted(req.labels):
+        if site.labels.get(key) != req.labels[key]:
+            has = f"has {key}={site.labels[key]}" if key in site.labels else f"has no {key!r}"
+            return Constraint.LABELS, f"needs label {key}={req.labels[key]}; site {has}"
+    if req.min_availability is not None and site.sla.availability < req.min_availability:
+        return (
+            Constraint.AVAILABILITY,
+            f"SLA availability {site.sla.availability} < {req.min_availability} asked",
+        )
+    return None
+
+
 def _never(site: Site, ask: _Ask) -> bool:
     """Whether the site's configuration alone rules the placement out, whatever its live
     figures say (an excluded site's first failed constraint may be a live one that hides it:
     unreachable now, and in another region)."""
     req, cap = ask.req, site.capacity
-    if (
-        (ask.regions and site.region.casefold() not in ask.regions)
-        or (ask.datacentres and (site.datacentre or "").casefold() not in ask.datacentres)
-        or any(site.labels.get(key) != value for key, value in req.labels.items())
-        or (req.min_availability is not None and site.sla.availability < req.min_availability)
-        or req.cpu > cap.cpus
-        or req.memory_mb > cap.memory_mb
-    ):
+    if _configured(site, ask) is not None or req.cpu > cap.cpus or req.memory_mb > cap.memory_mb:
         return True
     least = site.cost_per_hour
     if req.gpu.count > 0:

@@ -27,12 +27,10 @@ router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 NamePath = Path(pattern=QUALIFIED_NAME_PATTERN, description="deployment name")
 DEPLOY = "deploy"
 SOURCES = ("template", "template_path", "spec")
-#: the control plane's refusals that a waiting caller gets as their own problem: no site can
-#: take the runtime now (503, try later) or every site tried failed (502); either way the
-#: deployment is recorded as failed with the reason
-REFUSALS = ("no_capacity", "placement_failed", "credentials", "provisioning_failed")
-#: their titles (a 502 here is the sites', not a function's failure)
-REFUSAL_TITLES = {
+#: the control plane's refusals that a waiting caller gets as their own problem, by title: no
+#: site can take the runtime now (503, try later) or every site tried failed (502: the sites',
+#: not a function's failure); either way the deployment is recorded as failed with the reason
+REFUSALS = {
     "no_capacity": "No capacity",
     "placement_failed": "Placement failed",
     "credentials": "Placement failed",
@@ -105,7 +103,7 @@ async def _invoke(
         detail = (record.error or record.error_code).removeprefix("ControlPlaneError: ")
         response = problem(
             status, detail, kind=record.error_code.replace("_", "-"),
-            title=REFUSAL_TITLES.get(record.error_code), deployment=name,
+            title=REFUSALS[record.error_code], deployment=name,
             location=f"/v1/deployments/{name}", activation_id=record.id,
         )  # fmt: skip
         response.headers["x-activation-id"] = record.id

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from typing import Any
 
 import nats
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from eventbus.consume import Puller, fetch, snapshot
 from eventbus.server import EmbeddedNats
@@ -255,12 +254,7 @@ async def test_a_snapshot_reads_what_was_there_once_and_leaves_no_consumer(nc: A
     js = nc.jetstream()
 
     def config(subject: str) -> ConsumerConfig:
-        return ConsumerConfig(
-            name=f"s{uuid.uuid4().hex}",
-            filter_subject=subject,
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        return ConsumerConfig(filter_subject=subject, deliver_policy=DeliverPolicy.ALL)
 
     seen = [
         int(m.data) async for batch in snapshot(nc, js, "snap", config("snap.x")) for m in batch
