@@ -139,16 +139,21 @@ class CatalogStore:
     async def list_versions(self, name: str) -> list[ModelVersion]:
         """Every version of a module, oldest first."""
         kv = await self._kv()
-        await self.get_module(name)
+        module = await self.get_module(name)
         versions = []
         for key in await keys(kv, f"versions.{name}."):
             found = await read(kv, key, ModelVersion)
             if found is not None:
-                versions.append(found[0])
+                versions.append(_as_served(found[0], module.promoted))
         return sorted(versions, key=lambda v: v.version)
 
     async def get_version(self, name: str, version: int) -> ModelVersion:
         """One version, or `ModelNotFoundError` naming the versions that exist."""
+        module = await self.get_module(name)
+        return _as_served(await self._version(name, version), module.promoted)
+
+    async def _version(self, name: str, version: int) -> ModelVersion:
+        """One version as stored: its `state` may lag the module's pointer (see `_as_served`)."""
         found = await read(await self._kv(), _version_key(name, version), ModelVersion)
         if found is None:
             known = [v.version for v in await self.list_versions(name)]
@@ -171,7 +176,8 @@ class CatalogStore:
 
     async def promoted(self, name: str) -> ModelVersion:
         """The version inference serves by default; `ModelNotFoundError` if none is promoted."""
-        return await self.get_version(name, await self.promoted_number(name))
+        number = await self.promoted_number(name)
+        return _as_served(await self._version(name, number), number)
 
     async def add_version(
         self,
@@ -217,7 +223,7 @@ class CatalogStore:
     async def promote(self, name: str, version: int, *, reason: str = "promoted") -> ModelVersion:
         """Serve ``version`` from now on; the one it replaces goes back to `candidate`."""
         await self.check_owner(name)
-        target = await self.get_version(name, version)
+        target = await self._version(name, version)
         if target.state is VersionState.RETIRED:
             raise ConflictError(
                 f"version {version} of {name!r} is retired; it cannot be promoted",
@@ -271,7 +277,7 @@ class CatalogStore:
             for number in reversed(module.promotions):
                 if number == module.promoted:
                     continue
-                candidate = await self.get_version(name, number)
+                candidate = await self._version(name, number)
                 if candidate.state is not VersionState.RETIRED:
                     to = number
                     break
@@ -284,8 +290,8 @@ class CatalogStore:
     async def gate(self, name: str, version: int) -> tuple[GateDecision, ModelVersion]:
         """Promote a candidate if the gate allows, else leave it a candidate with the reason."""
         module = await self.check_owner(name)
-        candidate = await self.get_version(name, version)
-        current = await self.get_version(name, module.promoted) if module.promoted else None
+        candidate = await self._version(name, version)
+        current = await self._version(name, module.promoted) if module.promoted else None
         decision = decide(candidate, current, module.tolerance)
         if decision.promote:
             return decision, await self.promote(name, version, reason=decision.reason)
@@ -378,6 +384,25 @@ def _authorize(actor: str | None, name: str, owner: str | None) -> str:
             model=name,
         )
     return actor
+
+
+def _as_served(version: ModelVersion, promoted: int | None) -> ModelVersion:
+    """``version`` with the state the module's pointer gives it.
+
+    A promotion moves the pointer (one compare-and-set) and then writes the two versions'
+    states; a reader in between, or after a crash in between, would see the module serving a
+    `candidate`. The pointer is the truth: the version it names is `promoted`, another that
+    still says `promoted` is a `candidate`. A retired version stays retired.
+    """
+    if version.state is VersionState.RETIRED:
+        return version
+    if version.version == promoted:
+        state = VersionState.PROMOTED
+    elif version.state is VersionState.PROMOTED:
+        state = VersionState.CANDIDATE
+    else:
+        return version
+    return version if state is version.state else version.model_copy(update={"state": state})
 
 
 def _module_key(name: str) -> str:

@@ -14,7 +14,7 @@ from eventbus.connection import Bus
 from eventbus.errors import ConflictError
 from eventbus.storage.local import LocalStorage
 from eventbus.streams import ensure_layout
-from runtimes.catalog import CatalogStore, Lineage, ModuleSpec, VersionState
+from runtimes.catalog import CATALOG_KV, CatalogStore, Lineage, ModuleSpec, VersionState
 from runtimes.errors import ModelError, ModelNotFoundError
 from tests.support import eventually
 
@@ -113,6 +113,33 @@ async def test_rollback_retire_and_errors(catalog: CatalogStore, name: str) -> N
         await catalog.get_version(name, 9)
     with pytest.raises(ModelNotFoundError, match="no module"):
         await catalog.get_module("no-such-module")
+
+
+async def test_the_module_s_pointer_decides_which_version_reads_as_promoted(
+    catalog: CatalogStore, name: str
+) -> None:
+    """A promotion moves the module's pointer, then writes the versions' states: a reader in
+    between (CI saw one: the module serving 2, version 2 a `candidate`), or a crash in between,
+    must not see the module serve a version that says otherwise. The crash is made here by
+    moving the pointer alone, as the first step of `promote` does."""
+    await catalog.publish(ModuleSpec(name=name))
+    for accuracy in (0.8, 0.9):
+        await _version(catalog, name, accuracy)
+    await catalog.promote(name, 1)
+    kv = await catalog.bus.js.key_value(CATALOG_KV)
+    entry = await kv.get(f"modules.{name}")
+    module = orjson.loads(entry.value)
+    await kv.update(f"modules.{name}", orjson.dumps({**module, "promoted": 2}), entry.revision)
+    stored = orjson.loads((await kv.get(f"versions.{name}.2")).value)
+    assert stored["state"] == "candidate"  # the states were not written
+
+    assert (await catalog.get_version(name, 2)).state is VersionState.PROMOTED
+    assert (await catalog.get_version(name, 1)).state is VersionState.CANDIDATE
+    assert (await catalog.promoted(name)).state is VersionState.PROMOTED
+    states = {v.version: v.state for v in await catalog.list_versions(name)}
+    assert states == {1: VersionState.CANDIDATE, 2: VersionState.PROMOTED}
+    await catalog.retire(name, 1)
+    assert (await catalog.get_version(name, 1)).state is VersionState.RETIRED
 
 
 async def test_retried_training_run_adds_one_version(catalog: CatalogStore, name: str) -> None:
