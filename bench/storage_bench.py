@@ -3,7 +3,7 @@
 Both run against a fresh platform (local storage backend, embedded NATS) in a temporary
 folder. The latency figure is end to end: ``t0`` is taken just before the client sends the
 PUT, ``t1`` is ``time.time()`` at the entry of the triggered function, which returns it (with
-its key) in its result; the completion events on ``events.activation.completed`` carry it
+its key) in its result; the completion events on ``activation.completed`` carry it
 back. Uploads go one at a time (each waits for its function to start and finish), so the
 figure is latency, not queueing. Floors in the same run: the same PUT to a bucket no trigger
 watches, and raw NATS request-reply. Throughput streams a file from disk with ``sendfile``
@@ -45,7 +45,7 @@ WATCHED, PLAIN, BULK = "inputs", "plain", "bulk"
 SMALL = 1024
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-COMPLETED = "events.activation.completed"
+COMPLETED = "activation.completed"
 TARGET_P50_MS = 20.0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ from eventbus.errors import InvalidEventError, NotFoundError
 from eventbus.http_codec import to_http
 from eventbus.publish import MSG_ID_HEADER
 from eventbus.streams import SUBSCRIPTIONS_KV
-from eventbus.subjects import ALL_EVENTS
+from eventbus.subjects import EVENT_SUBJECTS
 from eventbus.subscriptions import (
     Matcher,
     Subscription,
@@ -175,14 +176,21 @@ class Deliverer:
     async def _ensure_consumer(self, subscription: Subscription) -> None:
         name = consumer_name(subscription.key)
         with contextlib.suppress(JsNotFoundError):
-            await self.bus.js.consumer_info(EVENTS_STREAM, name)
+            current = (await self.bus.js.consumer_info(EVENTS_STREAM, name)).config
+            if sorted(current.filter_subjects or []) != sorted(EVENT_SUBJECTS):
+                # made before activation events had a root of their own: read that one too
+                # from here on (the filter is one of the fields an update may change)
+                changed = dataclasses.replace(
+                    current, filter_subject=None, filter_subjects=list(EVENT_SUBJECTS)
+                )
+                await self.bus.js.add_consumer(EVENTS_STREAM, changed)
             return
         start = subscription.created
         config = ConsumerConfig(
             durable_name=name,
             deliver_policy=DeliverPolicy.BY_START_TIME if start else DeliverPolicy.NEW,
             opt_start_time=start,
-            filter_subject=ALL_EVENTS,
+            filter_subjects=list(EVENT_SUBJECTS),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             max_deliver=-1,

@@ -5,6 +5,9 @@ meaning ``default``). The activation id of (event, trigger) is derived from both
 redelivered event is de-duplicated by JetStream (`Nats-Msg-Id`) within the window and by the
 worker's claim after. An event is acknowledged only once every invocation it causes is enqueued.
 
+The platform's activation events (``activation.>``: every completion) are read only while a
+trigger may want them, through a consumer of their own (`Dispatcher._follow_activations`).
+
 Scheduled triggers (and event schedules) are fired by the `Scheduler` each dispatcher runs:
 ticks come from the clock the settings name, and each tick is claimed once across dispatchers.
 """
@@ -18,14 +21,14 @@ import gc
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_structured_json
@@ -49,13 +52,21 @@ from eventbus.scheduler import (
 )
 from eventbus.schedules import Clock, SystemClock
 from eventbus.streams import FUNCTIONS_KV, SCHEDULES_KV, TRIGGERS_KV, ensure_layout
-from eventbus.subjects import ALL_EVENTS, DISPATCHER_STATS
+from eventbus.subjects import ALL_ACTIVATION_EVENTS, ALL_EVENTS, DISPATCHER_STATS
 from eventbus.triggers import Trigger, invocation_for, storage_object
 from eventbus.types import EVENTS_STREAM, CloudEvent
 from eventbus.wake import Waker
 
 log = logging.getLogger(__name__)
 DURABLE: Final = "dispatcher"
+#: the consumer of the activation events, there only while a trigger may want them
+ACTIVATIONS_DURABLE: Final = "dispatcher-activations"
+#: how long before the earliest trigger that wants activation events their consumer starts
+#: (a trigger's `created` is the gateway's clock, a stored event's time the server's)
+START_MARGIN_S: Final = 5.0
+#: how often a dispatcher that reads activation events checks that their consumer is there
+#: (another dispatcher that saw the last such trigger go may have deleted it)
+FOLLOW_CHECK_S: Final = 5.0
 SKIPPED_SUFFIX: Final = "trigger.skipped"
 STATS_SUBJECT: Final = DISPATCHER_STATS
 #: how long a fetch waits for events when none is held
@@ -96,12 +107,16 @@ class Dispatcher:
         self._skipped_type = bus.event_type(SKIPPED_SUFFIX)
         self._activation_prefix = bus.event_type("activation.")
         self._tasks: list[asyncio.Task[None]] = []
-        self._pull: Puller | None = None
+        #: the consumers read, by durable name: `DURABLE`, and `ACTIVATIONS_DURABLE` when wanted
+        self._pulls: dict[str, Puller] = {}
         self._stats_sub: Any = None
         self._stopping = asyncio.Event()
-        self._in_hand: asyncio.Future[list[None]] | None = None
-        #: events held for the trigger index's freshness check (`_consume`)
-        self._held: list[Msg] = []
+        #: batches being dispatched (a stop gives them a grace period)
+        self._in_hand: set[asyncio.Future[list[None]]] = set()
+        #: events held for the trigger index's freshness check (`_consume`), by consumer
+        self._held: dict[str, list[Msg]] = {}
+        #: set when the triggers change: whether activation events are wanted may have too
+        self._triggers_changed = asyncio.Event()
         #: the last KV revision each watch has applied, and a signal on every step
         self._applied: dict[str, int] = {}
         self._watch_step = asyncio.Event()
@@ -146,10 +161,11 @@ class Dispatcher:
             await self.bus.js.add_consumer(EVENTS_STREAM, config)
         except BadRequestError as exc:  # a field that cannot change: keep the consumer as it is
             log.warning("dispatcher consumer kept as it was: %s", exc)
-        pull = self._pull = Puller(self.bus.nc, EVENTS_STREAM, DURABLE, batch=self.batch)
+        pull = self._pulls[DURABLE] = Puller(self.bus.nc, EVENTS_STREAM, DURABLE, batch=self.batch)
         await pull.start()
         self._stats_sub = await self.bus.nc.subscribe(STATS_SUBJECT, cb=self._on_stats)
-        self._tasks.append(asyncio.create_task(self._consume(pull), name="dispatch"))
+        self._tasks.append(asyncio.create_task(self._consume(pull, DURABLE), name="dispatch"))
+        self._tasks.append(asyncio.create_task(self._follow_activations(), name="activations"))
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="schedule"))
         log.info(
             "dispatcher started: %d triggers, %d functions", len(self.index), len(self.functions)
@@ -158,21 +174,22 @@ class Dispatcher:
     async def stop(self, *, grace: float = 5.0) -> None:
         """Stop consuming (the batch in hand gets ``grace`` seconds) and unsubscribe."""
         self._stopping.set()
-        if self._in_hand is not None:
+        if self._in_hand:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._in_hand), grace)
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(*self._in_hand)), grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._pull is not None:
-            await self._pull.stop()
+        for pull in list(self._pulls.values()):
+            await pull.stop()
+        self._pulls.clear()
         if self._stats_sub is not None:
             with contextlib.suppress(Exception):
                 await self._stats_sub.unsubscribe()
         # Events held for the freshness check go back to the consumer at once, not after its
         # ack wait; once unsubscribed, so that the server does not hand them to a pull request
         # of this dispatcher's that is still open.
-        held = self._held[:]
+        held = [msg for msgs in self._held.values() for msg in msgs]
         self._held.clear()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(msg.nak() for msg in held))
@@ -271,6 +288,7 @@ class Dispatcher:
                 self._drop_trigger(name)
                 continue
             self.triggers[name] = trigger
+        self._triggers_changed.set()
 
     def _drop_trigger(self, name: str) -> None:
         self.index.remove(name)
@@ -328,9 +346,103 @@ class Dispatcher:
 
     # -- events --------------------------------------------------------------------------
 
-    async def _consume(self, pull: Puller) -> None:
+    async def _follow_activations(self) -> None:
+        """Read the activation events while a trigger may want them (its filters admit a type
+        under ``<prefix>.activation.``), through a consumer made for them then and deleted
+        when no trigger wants them any more.
+
+        Nearly every activation ends with a completion event, and almost none is wanted: read
+        and acked by the dispatcher, each cost a sync call about a seventh of its CPU. NATS
+        filters name subjects to take, never ones to leave out, so these events have a root of
+        their own (`eventbus.subjects.ACTIVATION_ROOT`). The consumer starts at the earliest
+        such trigger's creation (less `START_MARGIN_S`): an event stored after a trigger's
+        creation was answered fires it, as on ``events.>``. A consumer another dispatcher
+        deleted meanwhile (its view of the triggers behind this one's) is made again from
+        there; what is read twice then is de-duplicated as a redelivery is.
+        """
+        reading: asyncio.Task[None] | None = None
+        present: bool | None = None  # whether the consumer is there, as far as known
         loop = asyncio.get_running_loop()
-        held = self._held  # fetched events that no trigger wants, by the index as it stands
+        checked = 0.0
+        try:
+            while not self._stopping.is_set():
+                self._triggers_changed.clear()
+                wanted = self.index.might_match_prefix(self._activation_prefix)
+                try:
+                    if wanted and (reading is None or loop.time() - checked >= FOLLOW_CHECK_S):
+                        checked = loop.time()
+                        await self._ensure_activations_consumer()
+                        present = True
+                        if reading is None:
+                            pull = Puller(
+                                self.bus.nc, EVENTS_STREAM, ACTIVATIONS_DURABLE, batch=self.batch
+                            )
+                            await pull.start()
+                            self._pulls[ACTIVATIONS_DURABLE] = pull
+                            reading = asyncio.create_task(
+                                self._consume(pull, ACTIVATIONS_DURABLE),
+                                name="dispatch-activations",
+                            )
+                            log.info("reading activation events: a trigger wants them")
+                    elif not wanted and (reading is not None or present is not False):
+                        await self._catch_up_triggers()
+                        if not self.index.might_match_prefix(self._activation_prefix):
+                            await self._stop_reading(reading)
+                            reading = None
+                            with contextlib.suppress(NotFoundError):
+                                await self.bus.js.delete_consumer(
+                                    EVENTS_STREAM, ACTIVATIONS_DURABLE
+                                )
+                            present = False
+                        continue
+                except Exception as exc:  # the bus recovering: the next turn tries again
+                    log.warning("activation events' consumer: %s; trying again", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._triggers_changed.wait(), FOLLOW_CHECK_S)
+        finally:
+            await self._stop_reading(reading)
+
+    async def _stop_reading(self, reading: asyncio.Task[None] | None) -> None:
+        if reading is not None:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        pull = self._pulls.pop(ACTIVATIONS_DURABLE, None)
+        if pull is not None:
+            await pull.stop()
+        held = self._held.pop(ACTIVATIONS_DURABLE, [])
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(msg.nak() for msg in held))
+
+    async def _ensure_activations_consumer(self) -> None:
+        """Make the activation events' consumer if it is not there."""
+        with contextlib.suppress(NotFoundError):
+            await self.bus.js.consumer_info(EVENTS_STREAM, ACTIVATIONS_DURABLE)
+            return
+        wanting = self.index.keys_matching_prefix(self._activation_prefix)
+        created = [self.triggers[n].created if n in self.triggers else None for n in wanting]
+        config = ConsumerConfig(
+            durable_name=ACTIVATIONS_DURABLE,
+            filter_subject=ALL_ACTIVATION_EVENTS,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max(1000, self.batch * 4),
+        )
+        if created and None not in created:  # a trigger written before `created` was: all
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = min(c for c in created if c is not None) - timedelta(
+                seconds=START_MARGIN_S
+            )
+        with contextlib.suppress(BadRequestError):  # made by another dispatcher just now
+            await self.bus.js.add_consumer(EVENTS_STREAM, config)
+
+    async def _consume(self, pull: Puller, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        # fetched events that no trigger wants, by the index as it stands
+        held = self._held.setdefault(name, [])
         due = 0.0
         while not self._stopping.is_set():
             wait = due - loop.time() if held else FETCH_WAIT_S
@@ -363,11 +475,12 @@ class Dispatcher:
                 wanted.append(msg)
         if not wanted:
             return
-        self._in_hand = asyncio.gather(*(self._handle(msg) for msg in wanted))
+        in_hand = asyncio.gather(*(self._handle(msg) for msg in wanted))
+        self._in_hand.add(in_hand)
         try:
-            await self._in_hand
+            await in_hand
         finally:
-            self._in_hand = None
+            self._in_hand.discard(in_hand)
 
     def _looks_unwanted(self, msg: Msg) -> bool:
         """Whether the event's type alone shows that no trigger in the index matches it."""

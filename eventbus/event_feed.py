@@ -20,7 +20,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
 from eventbus.errors import InvalidEventError, ValidationFailedError
-from eventbus.subjects import ALL_EVENTS
+from eventbus.subjects import ALL_EVENTS, EVENT_SUBJECTS
 from eventbus.types import EVENTS_STREAM, CloudEvent
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class EventFeed:
 
         A ``since`` that cannot be a UTC time raises `ValidationFailedError`.
         """
-        config = ConsumerConfig()
+        config = ConsumerConfig(filter_subjects=list(EVENT_SUBJECTS))
         if after_seq is None and since is not None:
             start_after: int | None = None
             config.deliver_policy = DeliverPolicy.BY_START_TIME

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
@@ -284,6 +284,28 @@ class FilterIndex(Generic[K]):
             return True
         return any(event_type[:n] in self._prefix for n in self._lengths if n <= len(event_type))
 
+    def might_match_prefix(self, type_prefix: str) -> bool:
+        """Whether any registered set could match an event whose type starts with
+        ``type_prefix`` (sets that require no type, or only a bucket, could)."""
+        if self._residual or self._bucket_only:
+            return True
+        return any(_overlaps(kind, text, type_prefix) for kind, text in self._type_slots())
+
+    def keys_matching_prefix(self, type_prefix: str) -> set[K]:
+        """The keys of the sets `might_match_prefix` is about."""
+        return {
+            key
+            for key, entry in self._entries.items()
+            if any(
+                kind in ("residual", "bucket") or _overlaps(kind, text or "", type_prefix)
+                for kind, text, _ in entry.slots
+            )
+        }
+
+    def _type_slots(self) -> Iterator[tuple[str, str]]:
+        yield from (("exact", text) for text in self._exact)
+        yield from (("prefix", text) for text in self._prefix)
+
     def candidates(self, event: CloudEvent) -> set[K]:
         """Keys whose sets could match ``event`` (a superset of `match`)."""
         found = set(self._residual)
@@ -304,6 +326,13 @@ class FilterIndex(Generic[K]):
         """Keys of every registered set that ``event`` satisfies."""
         entries = self._entries
         return {key for key in self.candidates(event) if entries[key].predicate(event)}
+
+
+def _overlaps(kind: str, text: str, type_prefix: str) -> bool:
+    """Whether a type ``kind`` (exact or prefix) ``text`` admits a type under ``type_prefix``."""
+    if kind == "exact":
+        return text.startswith(type_prefix)
+    return text.startswith(type_prefix) or type_prefix.startswith(text)
 
 
 def _update(table: dict[Any, set[Any]], slot: Any, key: Any, *, add: bool) -> None:

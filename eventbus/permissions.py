@@ -26,6 +26,7 @@ from eventbus.streams import (
     stream_names,
 )
 from eventbus.subjects import (
+    ALL_ACTIVATION_EVENTS,
     ALL_CONTROL,
     ALL_DEAD_LETTERS,
     ALL_EVENTS,
@@ -129,6 +130,12 @@ def consume(stream: str, consumer: str = "*", *, create: bool = False) -> list[s
     return subjects
 
 
+#: where activation events were published before they had a root of their own: still open
+#: to the roles that publish them, so that a process of the previous version (an upgrade under
+#: way) is not refused; such an event is stored under `events.>` and dispatched as it was
+LEGACY_ACTIVATION_EVENTS: Final = (events_subject("activation.>"),)
+
+
 def _base(role: str) -> tuple[list[str], list[str]]:
     publish = [
         f"{INBOX_ROOT}.>",
@@ -145,7 +152,8 @@ def _worker(role: str) -> tuple[list[str], list[str]]:
         control_subject("heartbeat"),
         control_subject("stopped"),
         CONTROL_STEM,
-        events_subject("activation.>"),
+        ALL_ACTIVATION_EVENTS,
+        *LEGACY_ACTIVATION_EVENTS,
         # A trigger's output is announced by the worker that wrote it (`runtimes/worker/results.py`
         # `write_output`); every other storage event (deletes, MinIO notifications) stays out.
         events_subject("storage.object.created"),
@@ -185,6 +193,7 @@ def role_permissions(role: str) -> Permissions:
         # serves functions or reads the control plane's announcements.
         publish += [
             ALL_EVENTS,
+            ALL_ACTIVATION_EVENTS,  # a sequence's completion (`gateway/openwhisk/sequences.py`)
             ALL_INVOCATIONS,
             ALL_RUNS,
             control_subject("wake"),
@@ -196,10 +205,11 @@ def role_permissions(role: str) -> Permissions:
             "$JS.ACK.>",
             "$JS.FC.>",
         ]
-        subscribe += [ALL_EVENTS]
+        subscribe += [ALL_EVENTS, ALL_ACTIVATION_EVENTS]
     elif role == CONTROLLER:
         publish += [
-            events_subject("activation.>"),
+            ALL_ACTIVATION_EVENTS,
+            *LEGACY_ACTIVATION_EVENTS,
             events_subject("runtime.>"),
             ALL_DEAD_LETTERS,
             *kv_read(FUNCTIONS_KV),
@@ -232,6 +242,7 @@ def role_permissions(role: str) -> Permissions:
             subscribe=tuple(subscribe),
             publish_deny=(
                 ALL_EVENTS,
+                ALL_ACTIVATION_EVENTS,
                 ALL_INVOCATIONS,
                 ALL_RUNS,
                 ALL_CONTROL,

@@ -40,7 +40,7 @@ from eventbus.stream_sync import (
     sync_stream,
     wait_for_jetstream,
 )
-from eventbus.subjects import ALL_DEAD_LETTERS, ALL_EVENTS, ALL_INVOCATIONS, invoke_subject
+from eventbus.subjects import ALL_DEAD_LETTERS, ALL_INVOCATIONS, EVENT_SUBJECTS, invoke_subject
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class StreamSpec(Budgeted):
     """A stream of the layout."""
 
     name: str = ""
-    subject: str = ""
+    subjects: tuple[str, ...] = ()
     retention: RetentionPolicy = RetentionPolicy.LIMITS
     #: the `Layout` field holding its age limit, or "" for none
     max_age_of: str = ""
@@ -113,9 +113,9 @@ class BucketSpec(Budgeted):
 OLD, NEW = DiscardPolicy.OLD, DiscardPolicy.NEW
 #: every stream: add a line here for a new one
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec(0.28, OLD, EVENTS_STREAM, ALL_EVENTS, RetentionPolicy.LIMITS, "events_max_age"),
-    StreamSpec(0.15, NEW, INVOCATIONS_STREAM, ALL_INVOCATIONS, RetentionPolicy.WORK_QUEUE),
-    StreamSpec(0.05, OLD, DLQ_STREAM, ALL_DEAD_LETTERS, RetentionPolicy.LIMITS, "dlq_max_age"),
+    StreamSpec(0.28, OLD, EVENTS_STREAM, EVENT_SUBJECTS, RetentionPolicy.LIMITS, "events_max_age"),
+    StreamSpec(0.15, NEW, INVOCATIONS_STREAM, (ALL_INVOCATIONS,), RetentionPolicy.WORK_QUEUE),
+    StreamSpec(0.05, OLD, DLQ_STREAM, (ALL_DEAD_LETTERS,), RetentionPolicy.LIMITS, "dlq_max_age"),
 )
 #: every KV bucket: add a line here for a new one
 BUCKETS: tuple[BucketSpec, ...] = (
@@ -177,7 +177,7 @@ def _stream_config(spec: StreamSpec, layout: Layout) -> StreamConfig:
     max_age = getattr(layout, spec.max_age_of) if spec.max_age_of else None
     return StreamConfig(
         name=spec.name,
-        subjects=[spec.subject],
+        subjects=list(spec.subjects),
         retention=spec.retention,
         max_age=max_age,
         storage=StorageType.FILE,

@@ -1,6 +1,8 @@
 """Every subject the platform uses on the bus, named once.
 
-Stored (JetStream): ``events.<type less prefix>`` (the EVENTS stream), ``invoke.<function>``
+Stored (JetStream): ``events.<type less prefix>`` and ``activation.<completed|failed>`` (the
+EVENTS stream: the platform's activation events on a root of their own, which a consumer reads
+only if it asks for them), ``invoke.<function>``
 (INVOCATIONS, a work queue per function), ``dlq.<kind>.<namespace>.<name>`` (DLQ: the
 target's namespace a token of its own, so one namespace's letters are read alone). Not stored:
 ``run.<function>`` (sync requests, queue group ``workers``), ``control.<kind>.<function>``
@@ -17,6 +19,10 @@ from typing import Final, Literal
 from eventbus.namespaces import split
 
 EVENTS_ROOT: Final = "events"
+#: the platform's activation events (``<prefix>.activation.*``), stored in EVENTS beside
+#: ``events.>``: most are completions no trigger wants, and a consumer of ``events.>`` (the
+#: dispatcher's) does not read them
+ACTIVATION_ROOT: Final = "activation"
 INVOKE_ROOT: Final = "invoke"
 RUN_ROOT: Final = "run"
 DLQ_ROOT: Final = "dlq"
@@ -25,10 +31,13 @@ CONTROL_ROOT: Final = "control"
 INBOX_ROOT: Final = "_INBOX"
 #: first tokens that belong to the platform (a subscription's NATS sink may use none of them)
 PLATFORM_ROOTS: Final = frozenset(
-    {EVENTS_ROOT, INVOKE_ROOT, RUN_ROOT, DLQ_ROOT, CONTROL_ROOT, INBOX_ROOT}
+    {EVENTS_ROOT, ACTIVATION_ROOT, INVOKE_ROOT, RUN_ROOT, DLQ_ROOT, CONTROL_ROOT, INBOX_ROOT}
 )
 
 ALL_EVENTS: Final = f"{EVENTS_ROOT}.>"
+ALL_ACTIVATION_EVENTS: Final = f"{ACTIVATION_ROOT}.>"
+#: every subject the EVENTS stream holds: a reader of all events filters on both
+EVENT_SUBJECTS: Final = (ALL_EVENTS, ALL_ACTIVATION_EVENTS)
 ALL_INVOCATIONS: Final = f"{INVOKE_ROOT}.>"
 ALL_RUNS: Final = f"{RUN_ROOT}.>"
 ALL_DEAD_LETTERS: Final = f"{DLQ_ROOT}.>"
@@ -53,9 +62,19 @@ def events_subject(suffix: str) -> str:
 
 
 def event_subject(event_type: str, prefix: str) -> str:
-    """The ``events.…`` subject of an event type: the type less its prefix, dots kept."""
-    rest = event_type[len(prefix) + 1 :] if event_type.startswith(prefix + ".") else event_type
-    return events_subject(_subject_token(rest, keep_dots=True))
+    """The subject of an event type: ``events.`` and the type less its prefix, dots kept; the
+    platform's activation events (``<prefix>.activation.…``) on ``activation.…``."""
+    platform = event_type.startswith(prefix + ".")
+    rest = event_type[len(prefix) + 1 :] if platform else event_type
+    subject = _subject_token(rest, keep_dots=True)
+    return (
+        subject if platform and rest.startswith(f"{ACTIVATION_ROOT}.") else events_subject(subject)
+    )
+
+
+def activation_subject(outcome: str = "*") -> str:
+    """Where the platform's ``activation.<outcome>`` events are stored (``*``: all of them)."""
+    return f"{ACTIVATION_ROOT}.{outcome}"
 
 
 def invoke_subject(function: str) -> str:

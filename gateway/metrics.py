@@ -21,7 +21,7 @@ from eventbus.bodies import subscribe_bodies
 from eventbus.connection import Bus
 from eventbus.namespaces import namespace_of
 from eventbus.streams import queue_depth
-from eventbus.subjects import events_subject
+from eventbus.subjects import activation_subject, events_subject
 from gateway.bus_usage import BusUsage
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Metrics:
         self.bus_usage = BusUsage(self.registry)
 
     async def start(self, bus: Bus) -> None:
-        """Follow `events.activation.*` (a plain subscription: it sees what JetStream stores).
+        """Follow `activation.*` (a plain subscription: it sees what JetStream stores).
 
         In a queue group: with several gateways each event is counted by one of them, so their
         counters add up (sum every gateway's /metrics) instead of each counting everything.
@@ -107,7 +107,7 @@ class Metrics:
         """
         queue = "gateway-metrics"
         self._sub = await subscribe_bodies(
-            bus.nc, events_subject("activation.*"), self._on_event, queue=queue
+            bus.nc, activation_subject(), self._on_event, queue=queue
         )
         self._skip_sub = await subscribe_bodies(
             bus.nc, events_subject("trigger.skipped"), self._on_skipped, queue=queue

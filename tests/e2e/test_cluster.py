@@ -136,7 +136,7 @@ async def _completions(url: str) -> collections.Counter[str]:
     seen: collections.Counter[str] = collections.Counter()
     try:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0)
-        sub = await bus.js.pull_subscribe("events.activation.completed", config=config)
+        sub = await bus.js.pull_subscribe("activation.completed", config=config)
         while True:
             try:
                 msgs = await sub.fetch(500, timeout=2)

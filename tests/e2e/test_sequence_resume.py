@@ -58,7 +58,7 @@ def _completions(nats_url: str, activation_id: str) -> int:
         nc = await nats.connect(nats_url)
         try:
             js = nc.jetstream()
-            sub = await js.subscribe("events.>", ordered_consumer=True)
+            sub = await js.subscribe("activation.>", ordered_consumer=True)
             found = 0
             while True:
                 try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from eventbus.codec import from_nats
@@ -241,6 +242,41 @@ async def test_a_nats_sink_receives_the_event_in_binary_mode(
     assert msg.headers["Nats-Msg-Id"] == event.id
     assert from_nats(msg.headers, msg.data) == event
     await eventually(lambda: _state_when(store, sub.key, delivered=1))
+
+
+async def test_activation_events_reach_a_subscription_also_through_a_consumer_made_before(
+    bus: Bus, store: SubscriptionStore, receiver: Receiver
+) -> None:
+    """Activation events are stored on `activation.>` beside `events.>`: a subscription reads
+    both, and one whose consumer was made when everything was under `events.>` (filtered on
+    it alone) is given the second filter when its deliverer starts."""
+    done = "io.deepfaas.activation.completed"
+    old = await _subscribe(store, sink=receiver.url + "/old", types=[done])
+    await _subscribe(store, sink=receiver.url + "/new", types=[done])
+    await bus.js.add_consumer(
+        EVENTS_STREAM,
+        ConsumerConfig(
+            durable_name=consumer_name(old.key),
+            filter_subject="events.>",
+            deliver_policy=DeliverPolicy.NEW,
+            ack_policy=AckPolicy.EXPLICIT,
+        ),
+    )
+    deliverer = Deliverer(bus, ack_wait=5, base_delay=0.05, max_delay=0.2, egress=RECEIVERS)
+    await deliverer.start()
+    try:
+
+        async def both_filters() -> bool:
+            info = await bus.js.consumer_info(EVENTS_STREAM, consumer_name(old.key))
+            return sorted(info.config.filter_subjects or []) == ["activation.>", "events.>"]
+
+        await eventually(both_filters)
+        event = CloudEvent.create(type=done, source="/functions/f", data={"function": "f"})
+        assert (await publish_event(bus, event)).stream == EVENTS_STREAM
+        await eventually(lambda: receiver.at("/old") and receiver.at("/new"))
+    finally:
+        await deliverer.stop()
+    assert [r.headers["ce-id"] for r in receiver.at("/old") + receiver.at("/new")] == [event.id] * 2
 
 
 async def test_deleting_a_subscription_stops_its_delivery(

@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 
 from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
-from eventbus.dispatcher import STATS_SUBJECT, Dispatcher
+from eventbus.dispatcher import ACTIVATIONS_DURABLE, STATS_SUBJECT, Dispatcher
 from eventbus.dlq import list_dead_letters
 from eventbus.errors import ConflictError, NotFoundError
 from eventbus.publish import MSG_ID_HEADER, publish_event
@@ -58,6 +58,8 @@ async def stored(
     """(subject, headers, body) of every message a stream holds, oldest first."""
     info = await bus.js.stream_info(stream)
     found = []
+    if not info.state.messages:
+        return found
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         with contextlib.suppress(JsNotFoundError):
             msg = await bus.js.get_msg(stream, seq)
@@ -512,7 +514,7 @@ async def test_events_held_for_the_freshness_check_go_back_at_once_on_stop(bus: 
             info = await bus.js.consumer_info(EVENTS_STREAM, "dispatcher")
             # in the dispatcher's hands: a stop while the message is still on its way in
             # (a fetch cancelled) leaves it to the ack wait (docs/architecture.md)
-            return info.num_ack_pending == 1 and len(held._held) == 1
+            return info.num_ack_pending == 1 and len(held._held.get("dispatcher", [])) == 1
 
         await eventually(delivered)
         assert held.stats["events_seen"] == 0  # held, not looked at yet
@@ -525,3 +527,91 @@ async def test_events_held_for_the_freshness_check_go_back_at_once_on_stop(bus: 
         assert again.stats["events_unmatched"] == 1
     finally:
         await again.stop()
+
+
+def completion(function: str = "train", **kw: Any) -> CloudEvent:
+    return CloudEvent.create(
+        type=f"{PREFIX}.activation.completed",
+        source=f"/functions/{function}",
+        data={"function": function},
+        **kw,
+    )
+
+
+async def _reads_activations(bus: Bus) -> bool:
+    try:
+        await bus.js.consumer_info(EVENTS_STREAM, ACTIVATIONS_DURABLE)
+    except JsNotFoundError:
+        return False
+    return True
+
+
+async def test_activation_events_are_read_only_while_a_trigger_wants_them(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    """Completions are stored on `activation.>`, which the dispatcher's `events.>` does not
+    take: with no trigger that could want one, none is read (nor acked); the first trigger
+    that wants them brings their consumer, the last one's removal deletes it."""
+    await add_function(bus, "report")
+    await publish_event(bus, completion(id="before"))
+    await publish_event(bus, CloudEvent.create(type="x.other", source="/t", data={}))
+    await settled(dispatcher, 1)  # the other event; the completion is not handed over
+    assert dispatcher.stats["events_seen"] == 1
+    assert not await _reads_activations(bus)
+    assert [s for s, _, _ in await stored(bus, EVENTS_STREAM)] == [
+        "activation.completed",
+        "events.x.other",
+    ]
+    # a trigger that does not admit activation types changes nothing
+    store = TriggerStore(bus)
+    await store.put(Trigger(name="uploads", function="report", event_types=[CREATED]))
+    await knows(dispatcher, "uploads")
+    await asyncio.sleep(0.2)
+    assert not await _reads_activations(bus)
+
+    await store.put(
+        Trigger(name="after", function="report", event_types=[f"{PREFIX}.activation.completed"])
+    )
+    await publish_event(bus, completion(id="after-1"))  # maybe before the dispatcher knows
+    await eventually(lambda: _fired(bus, "after-1"))
+    assert await _reads_activations(bus)
+
+    await store.delete("after")
+    await eventually(lambda: _forgot(dispatcher, "after"))
+    await eventually(lambda: _not(_reads_activations(bus)))
+    seen = dispatcher.stats["events_seen"]
+    await publish_event(bus, completion(id="after-2"))
+    await asyncio.sleep(0.5)
+    assert dispatcher.stats["events_seen"] == seen
+    assert not await _fired(bus, "after-2")
+
+
+async def test_a_broad_trigger_reads_activation_events_and_a_lost_consumer_comes_back(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    """A trigger on every platform type (a prefix) wants activation events too. Their consumer
+    deleted meanwhile (another dispatcher that saw the trigger go before this one saw it come)
+    is made again, from the trigger's creation: a completion stored while it was gone fires."""
+    await add_function(bus, "audit")
+    await TriggerStore(bus).put(
+        Trigger(name="all", function="audit", filters=[{"prefix": {"type": f"{PREFIX}."}}])
+    )
+    await knows(dispatcher, "all")
+    await eventually(lambda: _reads_activations(bus))
+    await publish_event(bus, completion(id="one"))
+    await eventually(lambda: _fired(bus, "one"))
+
+    await bus.js.delete_consumer(EVENTS_STREAM, ACTIVATIONS_DURABLE)
+    await publish_event(bus, completion(id="while-gone"))
+    await eventually(lambda: _reads_activations(bus))
+    await eventually(lambda: _fired(bus, "while-gone"))
+    fired = [inv.extensions["causeid"] for _, _, inv in await invocations(bus)]
+    assert sorted(fired) == ["one", "while-gone"]  # `one` again: a duplicate, not enqueued
+
+
+async def _fired(bus: Bus, event_id: str) -> bool:
+    return any(inv.extensions.get("causeid") == event_id for _, _, inv in await invocations(bus))
+
+
+async def _not(check: Any) -> bool:
+    return not await check

@@ -80,6 +80,23 @@ async def test_a_feed_starts_after_a_sequence_or_from_a_time(bus: Bus) -> None:
         await feed.close()
 
 
+async def test_activation_events_come_in_order_with_the_others(bus: Bus) -> None:
+    """They are stored on `activation.>`, beside `events.>`: a feed reads both."""
+    feed = await EventFeed.open(bus)
+    try:
+        first = await publish(bus)
+        done = CloudEvent.create(
+            type="io.deepfaas.activation.completed", source="/functions/f", data={}
+        )
+        middle = (await publish_event(bus, done)).seq
+        last = await publish(bus)
+        got = await read(feed, 3)
+        assert [s.seq for s in got] == [first, middle, last]
+        assert got[1].event == done
+    finally:
+        await feed.close()
+
+
 async def test_a_message_that_is_not_a_cloudevent_is_skipped(bus: Bus) -> None:
     feed = await EventFeed.open(bus)
     try:

@@ -225,6 +225,33 @@ def test_index_add_replaces_and_rejects_bad_filters() -> None:
 # -- the trigger model ----------------------------------------------------------------------
 
 
+def test_whether_any_set_could_match_a_type_prefix() -> None:
+    """What the dispatcher asks before reading the activation events at all."""
+    done = "io.deepfaas.activation."
+    index: FilterIndex[str] = FilterIndex()
+    assert not index.might_match_prefix(done)
+    index.add("upload", [{"exact": {"type": "io.deepfaas.storage.object.created"}}])
+    index.add("mine", [{"prefix": {"type": "com.example."}}])
+    index.add(
+        "narrow", [{"any": [{"exact": {"type": "a"}}, {"prefix": {"type": "io.deepfaas.c"}}]}]
+    )
+    assert not index.might_match_prefix(done) and index.keys_matching_prefix(done) == set()
+    cases: dict[str, list[dict[str, Any]]] = {
+        "exact": [{"exact": {"type": "io.deepfaas.activation.failed"}}],
+        "longer prefix": [{"prefix": {"type": "io.deepfaas.activation.comp"}}],
+        "shorter prefix": [{"prefix": {"type": "io.deepfaas."}}],
+        "no type": [{"exact": {"source": "/functions/train"}}],
+        "bucket only": [{"exact": {"bucket": "b"}}],
+        "not a type": [{"not": {"exact": {"type": "x"}}}],
+    }
+    for name, filters in cases.items():
+        index.add(name, filters)
+        assert index.might_match_prefix(done), name
+        assert index.keys_matching_prefix(done) == {name}
+        index.remove(name)
+        assert not index.might_match_prefix(done), name
+
+
 def test_storage_shortcuts_become_filters_with_object_created_by_default() -> None:
     trigger = Trigger(name="t", function="f", bucket="images", key_prefix="in/", key_suffix=".jpg")
     predicate = compile_filters(trigger.effective_filters(PREFIX))

@@ -342,7 +342,12 @@ async def test_the_deliverer_cannot_publish_platform_subjects(
 ) -> None:
     deliverer = await connect(nats_server, "deliverer")
     try:
-        for subject in ("events.storage.object.created", "invoke.other", "run.other"):
+        for subject in (
+            "events.storage.object.created",
+            "activation.completed",  # a forged completion would fire chained functions
+            "invoke.other",
+            "run.other",
+        ):
             await no_message(admin, subject, deliverer.nc.publish(subject, orjson.dumps({})))
     finally:
         await deliverer.close()

@@ -25,7 +25,13 @@ def test_each_family_has_one_shape() -> None:
         "events.storage.object.created"
     )
     assert event_subject("com.example.a b", "io.deepfaas") == "events.com.example.a_b"
-    assert events_subject("activation.*") == "events.activation.*"
+    assert events_subject("trigger.*") == "events.trigger.*"
+    # the platform's activation events have a root of their own; a type without the prefix not
+    assert event_subject("io.deepfaas.activation.completed", "io.deepfaas") == (
+        "activation.completed"
+    )
+    assert event_subject("activation.completed", "io.deepfaas") == "events.activation.completed"
+    assert event_subject("io.deepfaas.activation", "io.deepfaas") == "events.activation"
     assert invoke_subject("f") == "invoke.f" and run_subject("f") == "run.f"
     assert dlq_subject("delivery", "s1") == "dlq.delivery.default.s1"
     assert dlq_subject("invoke", "team-b=fn") == "dlq.invoke.team-b.fn"

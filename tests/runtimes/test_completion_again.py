@@ -39,7 +39,7 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 
 async def completions(bus: Bus, event_id: str) -> int:
     """How many completion events with ``event_id`` the EVENTS stream holds."""
-    sub = await bus.js.pull_subscribe("events.activation.>", stream=EVENTS_STREAM)
+    sub = await bus.js.pull_subscribe("activation.>", stream=EVENTS_STREAM)
     try:
         pending = (await sub.consumer_info()).num_pending
         count = 0
