@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,6 @@ from eventbus.errors import InvalidEventError, NotFoundError
 from eventbus.http_codec import to_http
 from eventbus.publish import MSG_ID_HEADER
 from eventbus.streams import SUBSCRIPTIONS_KV
-from eventbus.subjects import EVENT_SUBJECTS
 from eventbus.subscriptions import (
     Matcher,
     Subscription,
@@ -43,6 +41,8 @@ from eventbus.subscriptions import (
     consumer_name,
     nats_sink_subject,
     sink_problem,
+    subject_filter,
+    sync_consumer_subjects,
 )
 from eventbus.types import EVENTS_STREAM, CloudEvent
 
@@ -152,7 +152,14 @@ class Deliverer:
         if feed is None:
             feed = self._feeds[key] = _Feed(subscription, matches)
         else:
+            before = feed.subscription.event_subjects(self.bus.prefix)
             feed.subscription, feed.matches = subscription, matches
+            if subscription.event_subjects(self.bus.prefix) != before:
+                # replaced: the store updated its consumer as it answered, unless that failed
+                try:
+                    await sync_consumer_subjects(self.bus, subscription)
+                except Exception as exc:  # its next bind tries again
+                    log.warning("subscription %s: consumer not updated (%s)", key, exc)
         if subscription.enabled and feed.task is None:
             feed.task = asyncio.create_task(self._run(feed), name=f"feed-{key}")
         elif not subscription.enabled and feed.task is not None:
@@ -174,27 +181,21 @@ class Deliverer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _ensure_consumer(self, subscription: Subscription) -> None:
-        name = consumer_name(subscription.key)
-        with contextlib.suppress(JsNotFoundError):
-            current = (await self.bus.js.consumer_info(EVENTS_STREAM, name)).config
-            if sorted(current.filter_subjects or []) != sorted(EVENT_SUBJECTS):
-                # made before activation events had a root of their own: read that one too
-                # from here on (the filter is one of the fields an update may change)
-                changed = dataclasses.replace(
-                    current, filter_subject=None, filter_subjects=list(EVENT_SUBJECTS)
-                )
-                await self.bus.js.add_consumer(EVENTS_STREAM, changed)
+        # one made before (by an earlier version, or before a replacement) reads what the
+        # subscription wants now
+        if await sync_consumer_subjects(self.bus, subscription):
             return
+        name = consumer_name(subscription.key)
         start = subscription.created
         config = ConsumerConfig(
             durable_name=name,
             deliver_policy=DeliverPolicy.BY_START_TIME if start else DeliverPolicy.NEW,
             opt_start_time=start,
-            filter_subjects=list(EVENT_SUBJECTS),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             max_deliver=-1,
             max_ack_pending=max(self.batch * 4, 256),
+            **subject_filter(subscription.event_subjects(self.bus.prefix)),
         )
         await self.bus.js.add_consumer(EVENTS_STREAM, config)
 

@@ -328,6 +328,13 @@ class FilterIndex(Generic[K]):
         return {key for key in self.candidates(event) if entries[key].predicate(event)}
 
 
+def filters_might_match_prefix(filters: FilterList, type_prefix: str) -> bool:
+    """Whether ``filters`` could match an event whose type starts with ``type_prefix`` (they
+    could unless they require types that all lie elsewhere)."""
+    types = _required_types(filters)
+    return types is None or any(_overlaps(kind, text, type_prefix) for kind, text in types)
+
+
 def _overlaps(kind: str, text: str, type_prefix: str) -> bool:
     """Whether a type ``kind`` (exact or prefix) ``text`` admits a type under ``type_prefix``."""
     if kind == "exact":

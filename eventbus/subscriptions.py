@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 from collections import defaultdict
@@ -26,12 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
-from eventbus.filters import compile_filters
+from eventbus.filters import compile_filters, filters_might_match_prefix
 from eventbus.kv import cas, read, write
 from eventbus.kv import keys as kv_keys
 from eventbus.namespaces import DEFAULT_NAMESPACE, NAME, SEPARATOR, event_namespace, is_name
 from eventbus.streams import DELIVERIES_KV, SUBSCRIPTIONS_KV
-from eventbus.subjects import PLATFORM_ROOTS
+from eventbus.subjects import ACTIVATION_ROOT, ALL_EVENTS, EVENT_SUBJECTS, PLATFORM_ROOTS
 from eventbus.types import EVENTS_STREAM, CloudEvent, new_id
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,16 @@ class Subscription(BaseModel):
         """The namespace the subscription belongs to (from its key; ``default`` before that)."""
         return split_key(self.id)[0] if self.id else DEFAULT_NAMESPACE
 
+    def event_subjects(self, prefix: str) -> list[str]:
+        """What its consumer on EVENTS reads: ``events.>``, and ``activation.>`` only if its
+        types and filters admit one of the platform's activation events (most do not, and
+        their consumers would be handed every completion)."""
+        activation = f"{prefix}.{ACTIVATION_ROOT}."
+        wanted = (
+            not self.types or any(t.startswith(activation) for t in self.types)
+        ) and filters_might_match_prefix(self.filters, activation)
+        return list(EVENT_SUBJECTS) if wanted else [ALL_EVENTS]
+
     def matcher(self) -> Matcher:
         """A predicate for the events this subscription wants: its namespace's, filtered."""
         source, types, accept = self.source, frozenset(self.types), compile_filters(self.filters)
@@ -352,7 +363,37 @@ class SubscriptionStore:
                 f"subscription {subscription_id!r} changed concurrently; retry",
                 subscription=subscription_id,
             )
+        if current is not None:
+            # A replacement that now wants activation events reads them from its answer on,
+            # not from when its deliverer hears of it (the deliverer does it too, failing this)
+            try:
+                await sync_consumer_subjects(self.bus, stored)
+            except Exception as exc:
+                log.warning("subscription %s: consumer not updated here (%s)", stored.key, exc)
         return stored, current is None
+
+
+def subject_filter(subjects: list[str]) -> dict[str, Any]:
+    """The `ConsumerConfig` fields that make a consumer read ``subjects``."""
+    if len(subjects) == 1:
+        return {"filter_subject": subjects[0], "filter_subjects": None}
+    return {"filter_subject": None, "filter_subjects": list(subjects)}
+
+
+async def sync_consumer_subjects(bus: Bus, subscription: Subscription) -> bool:
+    """Give the subscription's consumer the subjects it reads now (`Subscription.event_subjects`)
+    if they changed; False if it has no consumer yet."""
+    name = consumer_name(subscription.key)
+    try:
+        current = (await bus.js.consumer_info(EVENTS_STREAM, name)).config
+    except JsNotFoundError:
+        return False
+    wanted = subscription.event_subjects(bus.prefix)
+    if sorted(current.filter_subjects or [current.filter_subject or ""]) != sorted(wanted):
+        # one of the fields an update may change: it applies to what is stored after it
+        changed = dataclasses.replace(current, **subject_filter(wanted))
+        await bus.js.add_consumer(EVENTS_STREAM, changed)
+    return True
 
 
 def _not_found(subscription_id: str) -> NotFoundError:

@@ -279,6 +279,45 @@ async def test_activation_events_reach_a_subscription_also_through_a_consumer_ma
     assert [r.headers["ce-id"] for r in receiver.at("/old") + receiver.at("/new")] == [event.id] * 2
 
 
+async def test_a_subscription_reads_activation_events_only_if_it_could_want_one(
+    bus: Bus, store: SubscriptionStore, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    """Its consumer filters `events.>` alone unless its types and filters admit a platform
+    activation event; a replacement that does is given `activation.>` before its answer, so
+    a completion stored right after reaches it."""
+
+    async def subjects(sub: Subscription) -> list[str]:
+        config = (await bus.js.consumer_info(EVENTS_STREAM, consumer_name(sub.key))).config
+        return sorted(config.filter_subjects or [config.filter_subject or ""])
+
+    done = "io.deepfaas.activation.completed"
+    narrow = await _subscribe(store, sink=receiver.url + "/narrow", types=["com.example.test.x"])
+    broad = await _subscribe(
+        store, sink=receiver.url + "/broad", filters=[{"prefix": {"type": "io.deepfaas."}}]
+    )
+    await eventually(lambda: len(deliverer.active()) == 2)
+    for sub in (narrow, broad):
+        await eventually(lambda sub=sub: _has_consumer(bus, sub))
+    assert await subjects(narrow) == ["events.>"]
+    assert await subjects(broad) == ["activation.>", "events.>"]
+
+    replaced = narrow.model_copy(update={"types": [done]})
+    await store.put(narrow.key, replaced)
+    assert await subjects(narrow) == ["activation.>", "events.>"]  # already, no waiting
+    event = CloudEvent.create(type=done, source="/functions/f", data={"function": "f"})
+    await publish_event(bus, event)
+    await eventually(lambda: receiver.at("/narrow") and receiver.at("/broad"))
+    assert [r.headers["ce-id"] for r in receiver.at("/narrow")] == [event.id]
+
+
+async def _has_consumer(bus: Bus, sub: Subscription) -> bool:
+    try:
+        await bus.js.consumer_info(EVENTS_STREAM, consumer_name(sub.key))
+    except JsNotFoundError:
+        return False
+    return True
+
+
 async def test_deleting_a_subscription_stops_its_delivery(
     bus: Bus, store: SubscriptionStore, deliverer: Deliverer, receiver: Receiver
 ) -> None:

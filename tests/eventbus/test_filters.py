@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from eventbus.errors import ValidationFailedError
-from eventbus.filters import FilterIndex, compile_filters
+from eventbus.filters import FilterIndex, compile_filters, filters_might_match_prefix
 from eventbus.triggers import Trigger, check_key_template, render_key, storage_object
 from eventbus.types import CloudEvent
 
@@ -244,7 +244,10 @@ def test_whether_any_set_could_match_a_type_prefix() -> None:
         "bucket only": [{"exact": {"bucket": "b"}}],
         "not a type": [{"not": {"exact": {"type": "x"}}}],
     }
+    for narrow in ([{"prefix": {"type": "com.example."}}], [{"exact": {"type": "a"}}]):
+        assert not filters_might_match_prefix(narrow, done)
     for name, filters in cases.items():
+        assert filters_might_match_prefix(filters, done), name
         index.add(name, filters)
         assert index.might_match_prefix(done), name
         assert index.keys_matching_prefix(done) == {name}
