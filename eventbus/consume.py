@@ -285,19 +285,26 @@ async def snapshot(
     pull = Puller(nc, stream, name, batch=SNAPSHOT_BATCH)
     await pull.start()
     loop = asyncio.get_running_loop()
+    taken = 0  # the consumer sequence of the last message taken
     try:
         quiet_since = loop.time()
         while pending:
             msgs = await pull.take(SNAPSHOT_BATCH, timeout=SNAPSHOT_CHECK_S)
             if not msgs:
-                # what it still counts: none when the rest was removed meanwhile (a replay, a
-                # delete, an age limit); some the server does not send, past ``wait``: gone
-                pending = (await js.consumer_info(stream, name)).num_pending or 0
+                # What it still counts: none when the rest was removed meanwhile (a replay, a
+                # delete, an age limit); some the server does not send, past ``wait``: gone.
+                # What it sent and this reader has not taken yet (a busy event loop had not
+                # read it off the socket when the wait ended) is still to come: a CI run lost
+                # keys of a listing that ended on the server's "none left" alone.
+                info = await js.consumer_info(stream, name)
+                sent = (info.delivered.consumer_seq or 0) if info.delivered else 0
+                pending = (info.num_pending or 0) + max(0, sent - taken)
                 if pending and loop.time() - quiet_since > wait:
                     raise BusUnavailableError(f"{stream} could not be read now; try again")
                 continue
             quiet_since = loop.time()
-            pending = msgs[-1].metadata.num_pending
+            last = msgs[-1].metadata
+            taken, pending = last.sequence.consumer, last.num_pending
             yield msgs
     finally:
         await pull.stop()
