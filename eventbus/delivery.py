@@ -152,14 +152,9 @@ class Deliverer:
         if feed is None:
             feed = self._feeds[key] = _Feed(subscription, matches)
         else:
-            before = feed.subscription.event_subjects(self.bus.prefix)
             feed.subscription, feed.matches = subscription, matches
-            if subscription.event_subjects(self.bus.prefix) != before:
-                # replaced: the store updated its consumer as it answered, unless that failed
-                try:
-                    await sync_consumer_subjects(self.bus, subscription)
-                except Exception as exc:  # its next bind tries again
-                    log.warning("subscription %s: consumer not updated (%s)", key, exc)
+            # replaced: the store updated its consumer as it answered, unless that failed
+            await self._sync_subjects(subscription)
         if subscription.enabled and feed.task is None:
             feed.task = asyncio.create_task(self._run(feed), name=f"feed-{key}")
         elif not subscription.enabled and feed.task is not None:
@@ -182,8 +177,8 @@ class Deliverer:
 
     async def _ensure_consumer(self, subscription: Subscription) -> None:
         # one made before (by an earlier version, or before a replacement) reads what the
-        # subscription wants now
-        if await sync_consumer_subjects(self.bus, subscription):
+        # subscription wants now; one that cannot be changed is read as it is
+        if await self._sync_subjects(subscription) is not False:
             return
         name = consumer_name(subscription.key)
         start = subscription.created
@@ -198,6 +193,16 @@ class Deliverer:
             **subject_filter(subscription.event_subjects(self.bus.prefix)),
         )
         await self.bus.js.add_consumer(EVENTS_STREAM, config)
+
+    async def _sync_subjects(self, subscription: Subscription) -> bool | None:
+        """`sync_consumer_subjects`; None (logged) when it failed."""
+        try:
+            return await sync_consumer_subjects(self.bus, subscription)
+        except Exception as exc:  # its next bind (or replacement) tries again
+            log.warning(
+                "subscription %s: consumer's filter not updated (%s)", subscription.key, exc
+            )
+            return None
 
     async def _run(self, feed: _Feed) -> None:
         key = feed.subscription.key

@@ -52,7 +52,12 @@ from eventbus.scheduler import (
 )
 from eventbus.schedules import Clock, SystemClock
 from eventbus.streams import FUNCTIONS_KV, SCHEDULES_KV, TRIGGERS_KV, ensure_layout
-from eventbus.subjects import ALL_ACTIVATION_EVENTS, ALL_EVENTS, DISPATCHER_STATS
+from eventbus.subjects import (
+    ACTIVATION_ROOT,
+    ALL_ACTIVATION_EVENTS,
+    ALL_EVENTS,
+    DISPATCHER_STATS,
+)
 from eventbus.triggers import Trigger, invocation_for, storage_object
 from eventbus.types import EVENTS_STREAM, CloudEvent
 from eventbus.wake import Waker
@@ -61,12 +66,15 @@ log = logging.getLogger(__name__)
 DURABLE: Final = "dispatcher"
 #: the consumer of the activation events, there only while a trigger may want them
 ACTIVATIONS_DURABLE: Final = "dispatcher-activations"
-#: how long before the earliest trigger that wants activation events their consumer starts
-#: (a trigger's `created` is the gateway's clock, a stored event's time the server's)
-START_MARGIN_S: Final = 5.0
+#: how much earlier than a trigger's `activations_since` (the gateway's clock) an activation
+#: event may have been stored (the server's clock) and still fire it
+CLOCK_MARGIN_S: Final = 1.0
 #: how often a dispatcher that reads activation events checks that their consumer is there
 #: (another dispatcher that saw the last such trigger go may have deleted it)
 FOLLOW_CHECK_S: Final = 5.0
+ACTIVATION_SUBJECTS: Final = f"{ACTIVATION_ROOT}."
+#: how long a dispatch loop waits after a batch failed before it reads on
+RETRY_PAUSE_S: Final = 0.5
 SKIPPED_SUFFIX: Final = "trigger.skipped"
 STATS_SUBJECT: Final = DISPATCHER_STATS
 #: how long a fetch waits for events when none is held
@@ -245,7 +253,7 @@ class Dispatcher:
         self._applied[bucket] = max(self._applied.get(bucket, 0), revision)
         self._watch_step.set()
 
-    async def _catch_up_triggers(self, *, timeout: float = 2.0) -> None:
+    async def _catch_up_triggers(self, *, timeout: float = 2.0) -> bool:
         """Wait until the trigger watch has applied every trigger written before now.
 
         Events in a fetched batch were stored before the fetch, so a trigger whose creation
@@ -256,17 +264,18 @@ class Dispatcher:
             info = await self.bus.js.stream_info(f"KV_{TRIGGERS_KV}")
         except (NatsError, TimeoutError) as exc:
             log.debug("trigger index freshness unknown: %s", exc)
-            return
+            return False
         last = info.state.last_seq or 0
         deadline = asyncio.get_running_loop().time() + timeout
         while self._applied.get(TRIGGERS_KV, 0) < last:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 log.warning("trigger index behind the bucket (%s < %s)", self._applied, last)
-                return
+                return False
             self._watch_step.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._watch_step.wait(), left)
+        return True
 
     def _load_triggers(self, values: dict[str, bytes], snapshot: bool) -> None:
         if snapshot:
@@ -354,11 +363,12 @@ class Dispatcher:
         Nearly every activation ends with a completion event, and almost none is wanted: read
         and acked by the dispatcher, each cost a sync call about a seventh of its CPU. NATS
         filters name subjects to take, never ones to leave out, so these events have a root of
-        their own (`eventbus.subjects.ACTIVATION_ROOT`). The consumer starts at the earliest
-        such trigger's creation (less `START_MARGIN_S`): an event stored after a trigger's
-        creation was answered fires it, as on ``events.>``. A consumer another dispatcher
-        deleted meanwhile (its view of the triggers behind this one's) is made again from
-        there; what is read twice then is de-duplicated as a redelivery is.
+        their own (`eventbus.subjects.ACTIVATION_ROOT`). A trigger fires for the activation events
+        stored since it began to want them (`Trigger.activations_since`, set by the store, less
+        `CLOCK_MARGIN_S`), whether or not their consumer was there then: the consumer starts at
+        the earliest such time, and `_handle` leaves out the triggers that began later. A
+        consumer another dispatcher deleted meanwhile (its view of the triggers behind this
+        one's) is made again from there; what is read twice is de-duplicated as a redelivery.
         """
         reading: asyncio.Task[None] | None = None
         present: bool | None = None  # whether the consumer is there, as far as known
@@ -368,6 +378,11 @@ class Dispatcher:
             while not self._stopping.is_set():
                 self._triggers_changed.clear()
                 wanted = self.index.might_match_prefix(self._activation_prefix)
+                if reading is not None and reading.done():  # it failed: read again
+                    if not reading.cancelled() and reading.exception() is not None:
+                        log.error("reading activation events failed: %r", reading.exception())
+                    await self._stop_reading(reading)
+                    reading = None
                 try:
                     if wanted and (reading is None or loop.time() - checked >= FOLLOW_CHECK_S):
                         checked = loop.time()
@@ -377,16 +392,18 @@ class Dispatcher:
                             pull = Puller(
                                 self.bus.nc, EVENTS_STREAM, ACTIVATIONS_DURABLE, batch=self.batch
                             )
-                            await pull.start()
                             self._pulls[ACTIVATIONS_DURABLE] = pull
+                            await pull.start()
                             reading = asyncio.create_task(
                                 self._consume(pull, ACTIVATIONS_DURABLE),
                                 name="dispatch-activations",
                             )
                             log.info("reading activation events: a trigger wants them")
                     elif not wanted and (reading is not None or present is not False):
-                        await self._catch_up_triggers()
-                        if not self.index.might_match_prefix(self._activation_prefix):
+                        # only on a fresh index: a stale one may not know the trigger that
+                        # wants them (another dispatcher would make the consumer again)
+                        caught_up = await self._catch_up_triggers()
+                        if caught_up and not self.index.might_match_prefix(self._activation_prefix):
                             await self._stop_reading(reading)
                             reading = None
                             with contextlib.suppress(NotFoundError):
@@ -394,6 +411,8 @@ class Dispatcher:
                                     EVENTS_STREAM, ACTIVATIONS_DURABLE
                                 )
                             present = False
+                        elif not caught_up:
+                            await asyncio.sleep(0.5)
                         continue
                 except Exception as exc:  # the bus recovering: the next turn tries again
                     log.warning("activation events' consumer: %s; trying again", exc)
@@ -420,8 +439,11 @@ class Dispatcher:
         with contextlib.suppress(NotFoundError):
             await self.bus.js.consumer_info(EVENTS_STREAM, ACTIVATIONS_DURABLE)
             return
+        await self._catch_up_triggers()  # a start from the triggers as they are now
         wanting = self.index.keys_matching_prefix(self._activation_prefix)
-        created = [self.triggers[n].created if n in self.triggers else None for n in wanting]
+        since = [
+            self.triggers[n].activations_since if n in self.triggers else None for n in wanting
+        ]
         config = ConsumerConfig(
             durable_name=ACTIVATIONS_DURABLE,
             filter_subject=ALL_ACTIVATION_EVENTS,
@@ -431,10 +453,12 @@ class Dispatcher:
             max_deliver=-1,
             max_ack_pending=max(1000, self.batch * 4),
         )
-        if created and None not in created:  # a trigger written before `created` was: all
+        # from the earliest trigger's start, or all (a trigger stored before it was recorded:
+        # there are activation events here only since that version)
+        if since and None not in since:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
-            config.opt_start_time = min(c for c in created if c is not None) - timedelta(
-                seconds=START_MARGIN_S
+            config.opt_start_time = min(t for t in since if t is not None) - timedelta(
+                seconds=CLOCK_MARGIN_S
             )
         with contextlib.suppress(BadRequestError):  # made by another dispatcher just now
             await self.bus.js.add_consumer(EVENTS_STREAM, config)
@@ -462,11 +486,15 @@ class Dispatcher:
             await self._catch_up_triggers()
             msgs = held[:]
             held.clear()
-            await self._dispatch(msgs)
+            try:
+                await self._dispatch(msgs)
+            except Exception as exc:  # an ack on a lost connection: what is unacked comes back
+                log.warning("dispatching %d events failed (%r); they come back", len(msgs), exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
 
     async def _dispatch(self, msgs: list[Msg]) -> None:
-        # Events no trigger can want (most are: every activation's completion) are acked
-        # here, in this task, their acks in one write; only the others get a task each.
+        # Events no trigger can want (most, where triggers are few) are acked here, in this
+        # task, their acks in one write; only the others get a task each.
         wanted = []
         for msg in msgs:
             if self._unwanted(msg):
@@ -510,6 +538,8 @@ class Dispatcher:
         if names:
             namespace = event_namespace(event.extensions)
             names = {n for n in names if namespace_of(n) == namespace}
+        if names and msg.subject.startswith(ACTIVATION_SUBJECTS):
+            names = self._wanting_since(names, msg.metadata.timestamp)
         if not names:
             self.stats["events_unmatched"] += 1
             await msg.ack()
@@ -534,6 +564,15 @@ class Dispatcher:
             await msg.nak(delay=delay)
             return
         await msg.ack()
+
+    def _wanting_since(self, names: set[str], stored: datetime) -> set[str]:
+        """The triggers that wanted activation events when this one was stored."""
+        kept = set()
+        for name in names:
+            since = self.triggers[name].activations_since
+            if since is None or stored >= since - timedelta(seconds=CLOCK_MARGIN_S):
+                kept.add(name)
+        return kept
 
     async def _fire(
         self, event: CloudEvent, event_json: bytes, obj: dict[str, Any] | None, trigger: Trigger

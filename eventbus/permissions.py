@@ -41,6 +41,7 @@ from eventbus.subjects import (
     dlq_subject,
     events_subject,
     invoke_subject,
+    legacy_activation_subject,
     run_subject,
 )
 from eventbus.types import DLQ_STREAM, EVENTS_STREAM, INVOCATIONS_STREAM
@@ -133,7 +134,7 @@ def consume(stream: str, consumer: str = "*", *, create: bool = False) -> list[s
 #: where activation events were published before they had a root of their own: still open
 #: to the roles that publish them, so that a process of the previous version (an upgrade under
 #: way) is not refused; such an event is stored under `events.>` and dispatched as it was
-LEGACY_ACTIVATION_EVENTS: Final = (events_subject("activation.>"),)
+LEGACY_ACTIVATION_EVENTS: Final = (legacy_activation_subject(">"),)
 
 
 def _base(role: str) -> tuple[list[str], list[str]]:

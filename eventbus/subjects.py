@@ -57,7 +57,7 @@ ControlKind = Literal["ready", "heartbeat", "stopped", "wake", "instances", "dep
 
 
 def events_subject(suffix: str) -> str:
-    """The ``events.…`` subject of an event type given less its prefix (``activation.*``)."""
+    """The ``events.…`` subject of an event type given less its prefix (``storage.*``)."""
     return f"{EVENTS_ROOT}.{suffix}"
 
 
@@ -75,6 +75,12 @@ def event_subject(event_type: str, prefix: str) -> str:
 def activation_subject(outcome: str = "*") -> str:
     """Where the platform's ``activation.<outcome>`` events are stored (``*``: all of them)."""
     return f"{ACTIVATION_ROOT}.{outcome}"
+
+
+def legacy_activation_subject(outcome: str = "*") -> str:
+    """Where they were stored before they had a root of their own (``events.activation.…``):
+    still stored and dispatched, for processes of the previous version during an upgrade."""
+    return events_subject(f"{ACTIVATION_ROOT}.{outcome}")
 
 
 def invoke_subject(function: str) -> str:

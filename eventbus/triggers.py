@@ -22,7 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from eventbus.codec import to_structured_json
 from eventbus.connection import Bus
 from eventbus.errors import ConflictError, NotFoundError, ValidationFailedError
-from eventbus.filters import FilterList, compile_filters, storage_filters
+from eventbus.filters import (
+    FilterList,
+    compile_filters,
+    filters_might_match_prefix,
+    storage_filters,
+)
 from eventbus.invocations import new_invocation
 from eventbus.kv import keys as kv_keys
 from eventbus.kv import read, write
@@ -117,6 +122,9 @@ class Trigger(BaseModel):
     version: int = Field(default=1, ge=1)
     created: datetime | None = None
     updated: datetime | None = None
+    #: since when its filters have admitted the platform's activation events (this version's
+    #: or an earlier one's): it fires for those stored from then on (`eventbus.dispatcher`)
+    activations_since: datetime | None = None
 
     @field_validator("filters")
     @classmethod
@@ -176,6 +184,13 @@ class Trigger(BaseModel):
             event_types=types,
         )
         return [*self.own_filters(), *shortcuts]
+
+    def admits_types_under(self, prefix: str, type_prefix: str) -> bool:
+        """Whether events of a type under ``type_prefix`` could fire it (``prefix``: the
+        platform's event type prefix, for the storage shortcuts' default type)."""
+        return self.matches_events and filters_might_match_prefix(
+            self.effective_filters(prefix), type_prefix
+        )
 
     def own_filters(self) -> FilterList:
         """The filters less the subject confinement that triggers outside ``default`` got before
@@ -336,10 +351,22 @@ class TriggerStore:
                 "version": current.version + 1 if current else 1,
                 "created": current.created if current else now,
                 "updated": now,
+                "activations_since": self._activations_since(trigger, current),
             }
         )
         await self._write(stored, revision)
         return stored
+
+    def _activations_since(self, trigger: Trigger, current: Trigger | None) -> datetime | None:
+        """Kept while the filters go on admitting activation events; now (this machine's
+        clock, which the bus's stored times are compared with, not the schedules' clock)
+        when they begin to; None when they do not (or did before it was recorded)."""
+        prefix, activation = self.bus.prefix, self.bus.event_type("activation.")
+        if not trigger.admits_types_under(prefix, activation):
+            return None
+        if current is not None and current.admits_types_under(prefix, activation):
+            return current.activations_since
+        return datetime.now(UTC)
 
     async def set_enabled(self, name: str, enabled: bool) -> Trigger:
         """Enable or disable a trigger (an update: the version is bumped)."""

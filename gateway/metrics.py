@@ -21,7 +21,7 @@ from eventbus.bodies import subscribe_bodies
 from eventbus.connection import Bus
 from eventbus.namespaces import namespace_of
 from eventbus.streams import queue_depth
-from eventbus.subjects import activation_subject, events_subject
+from eventbus.subjects import activation_subject, events_subject, legacy_activation_subject
 from gateway.bus_usage import BusUsage
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,13 @@ class Metrics:
             ["trigger", "function", "reason"],
             registry=self.registry,
         )
-        self._sub: Any = None
-        self._skip_sub: Any = None
+        self._subs: list[Any] = []
         #: the bus's streams against their disk budgets (and a warning near the limit)
         self.bus_usage = BusUsage(self.registry)
 
     async def start(self, bus: Bus) -> None:
-        """Follow `activation.*` (a plain subscription: it sees what JetStream stores).
+        """Follow `activation.*` and `trigger.skipped` (plain subscriptions: they see what
+        JetStream stores).
 
         In a queue group: with several gateways each event is counted by one of them, so their
         counters add up (sum every gateway's /metrics) instead of each counting everything.
@@ -106,21 +106,25 @@ class Metrics:
         decoding the headers of every completion cost this process more than counting it.
         """
         queue = "gateway-metrics"
-        self._sub = await subscribe_bodies(
-            bus.nc, activation_subject(), self._on_event, queue=queue
-        )
-        self._skip_sub = await subscribe_bodies(
-            bus.nc, events_subject("trigger.skipped"), self._on_skipped, queue=queue
+        self._subs = [
+            # and where a process of the previous version publishes them (an upgrade)
+            await subscribe_bodies(bus.nc, subject, self._on_event, queue=queue)
+            for subject in (activation_subject(), legacy_activation_subject())
+        ]
+        self._subs.append(
+            await subscribe_bodies(
+                bus.nc, events_subject("trigger.skipped"), self._on_skipped, queue=queue
+            )
         )
         self.bus_usage.start(bus)
 
     async def stop(self) -> None:
         """Stop following events."""
         await self.bus_usage.stop()
-        for sub in (self._sub, self._skip_sub):
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
 
     def _on_skipped(self, body: bytes) -> None:
         try:

@@ -113,6 +113,7 @@ class TriggerIn(BaseModel):
     version: Any = Field(default=None, description="ignored (the platform's)")
     created: Any = Field(default=None, description="ignored (the platform's)")
     updated: Any = Field(default=None, description="ignored (the platform's)")
+    activations_since: Any = Field(default=None, description="ignored (the platform's)")
     next_fires: Any = Field(default=None, description="ignored (computed)")
     last_tick: Any = Field(default=None, description="ignored (computed)")
 
@@ -129,7 +130,15 @@ def _store(request: Request) -> TriggerStore:
 
 async def _trigger_from(request: Request, body: TriggerIn, name: str | None) -> Trigger:
     data = body.model_dump(
-        exclude_unset=True, exclude={"version", "created", "updated", "next_fires", "last_tick"}
+        exclude_unset=True,
+        exclude={
+            "version",
+            "created",
+            "updated",
+            "activations_since",
+            "next_fires",
+            "last_tick",
+        },
     )
     if name is not None:
         if data.get("name") not in (None, name):

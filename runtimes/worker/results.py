@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
+from nats.js.errors import NoStreamResponseError
 
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
@@ -25,6 +26,7 @@ from eventbus.storage import Storage
 from eventbus.storage.errors import BucketExistsError, NoSuchBucketError
 from eventbus.storage_events import emit_created
 from eventbus.streams import Layout
+from eventbus.subjects import legacy_activation_subject
 from eventbus.types import CloudEvent
 from runtimes.types import ActivationRecord, ActivationStatus
 
@@ -120,9 +122,17 @@ async def emit_completion(
     invocation redelivered, whose worker sends the completion again."""
     deadline = time.monotonic() + patience
     delay = 0.1
+    event = completion_event(bus, record)
+    suffix = event.type.rsplit(".", 1)[-1]
     while True:
         try:
-            await publish_event(bus, completion_event(bus, record))
+            try:
+                await publish_event(bus, event)
+            except NoStreamResponseError:
+                # No stream holds `activation.>`: a process of the previous version put EVENTS
+                # back as it knew it (an upgrade under way). The subject it used is still
+                # stored and dispatched, and still open to this role.
+                await publish_event(bus, event, subject=legacy_activation_subject(suffix))
             return True
         except Exception as exc:
             if time.monotonic() + delay >= deadline:

@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 
 from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
-from eventbus.dispatcher import ACTIVATIONS_DURABLE, STATS_SUBJECT, Dispatcher
+from eventbus.dispatcher import ACTIVATIONS_DURABLE, CLOCK_MARGIN_S, STATS_SUBJECT, Dispatcher
 from eventbus.dlq import list_dead_letters
 from eventbus.errors import ConflictError, NotFoundError
 from eventbus.publish import MSG_ID_HEADER, publish_event
@@ -569,12 +569,14 @@ async def test_activation_events_are_read_only_while_a_trigger_wants_them(
     await asyncio.sleep(0.2)
     assert not await _reads_activations(bus)
 
+    await asyncio.sleep(CLOCK_MARGIN_S + 0.2)  # `before` is older than the trigger
     await store.put(
         Trigger(name="after", function="report", event_types=[f"{PREFIX}.activation.completed"])
     )
     await publish_event(bus, completion(id="after-1"))  # maybe before the dispatcher knows
     await eventually(lambda: _fired(bus, "after-1"))
     assert await _reads_activations(bus)
+    assert not await _fired(bus, "before")  # read (the consumer starts before it), not fired
 
     await store.delete("after")
     await eventually(lambda: _forgot(dispatcher, "after"))
@@ -615,3 +617,39 @@ async def _fired(bus: Bus, event_id: str) -> bool:
 
 async def _not(check: Any) -> bool:
     return not await check
+
+
+async def test_a_trigger_fires_for_activation_events_since_it_began_to_want_them(
+    bus: Bus, dispatcher: Dispatcher
+) -> None:
+    """A trigger made long ago and replaced to want completions does not fire for those stored
+    before the replacement (its `created` is old; its `activations_since` is the replacement's),
+    nor after a restart of the dispatcher with the consumer gone; a later replacement that
+    goes on wanting them keeps its time."""
+    await add_function(bus, "report")
+    store = TriggerStore(bus)
+    made = await store.put(Trigger(name="chain", function="report", event_types=["x.other"]))
+    assert made.activations_since is None
+    await publish_event(bus, completion(id="old"))
+    await asyncio.sleep(CLOCK_MARGIN_S + 0.2)
+    done = [f"{PREFIX}.activation.completed"]
+    wanting = await store.put(made.model_copy(update={"event_types": done}))
+    assert wanting.activations_since is not None and wanting.created == made.created
+    again = await store.put(wanting.model_copy(update={"params": {"x": 1}}))
+    assert again.activations_since == wanting.activations_since
+    await publish_event(bus, completion(id="new"))
+    await eventually(lambda: _fired(bus, "new"))
+    assert not await _fired(bus, "old")
+
+    await dispatcher.stop()
+    await bus.js.delete_consumer(EVENTS_STREAM, ACTIVATIONS_DURABLE)
+    await publish_event(bus, completion(id="while-down"))
+    restarted = Dispatcher(bus, ack_wait=2, retry_base=0.05, retry_max=0.2)
+    await restarted.start()
+    try:
+        await eventually(lambda: _fired(bus, "while-down"))
+        await asyncio.sleep(0.3)
+        causes = sorted(inv.extensions["causeid"] for _, _, inv in await invocations(bus))
+        assert causes == ["new", "while-down"]
+    finally:
+        await restarted.stop()

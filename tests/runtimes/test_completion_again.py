@@ -103,3 +103,25 @@ async def test_a_completion_waits_out_a_bus_that_cannot_take_it(tmp_path: Path) 
     finally:
         await bus.close()
         server.stop()
+
+
+async def test_a_completion_finds_the_old_subject_when_an_old_process_reverted_the_stream(
+    tmp_path: Path,
+) -> None:
+    """A process of the previous version (an upgrade under way) puts EVENTS back to `events.>`
+    alone: no stream takes `activation.>`, and the completion goes where that version put it,
+    which its dispatcher and subscriptions still read."""
+    server = EmbeddedNats(store_dir=tmp_path).start()
+    bus = await Bus.connect(server.admin_url, name="test-completion-legacy")
+    try:
+        await ensure_layout(bus.js)
+        config = (await bus.js.stream_info(EVENTS_STREAM)).config
+        config.subjects = ["events.>"]
+        await bus.js.update_stream(config)
+        record = finished(datetime.now(UTC))
+        assert await emit_completion(bus, record, patience=5)
+        info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=">")
+        assert info.state.subjects == {"events.activation.completed": 1}
+    finally:
+        await bus.close()
+        server.stop()
