@@ -20,13 +20,11 @@ import functools
 import gc
 import logging
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -35,11 +33,11 @@ from eventbus.codec import from_nats, to_structured_json
 from eventbus.connection import Bus
 from eventbus.consume import Puller
 from eventbus.credentials import BusAuth
+from eventbus.dispatch_state import KnownState
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.filters import FilterIndex
 from eventbus.invocations import enqueue
-from eventbus.kv import entry
 from eventbus.namespaces import EVENT_ATTRIBUTE, event_namespace, namespace_of
 from eventbus.publish import publish_event
 from eventbus.scheduler import (
@@ -51,7 +49,7 @@ from eventbus.scheduler import (
     tick_event,
 )
 from eventbus.schedules import Clock, SystemClock
-from eventbus.streams import FUNCTIONS_KV, SCHEDULES_KV, TRIGGERS_KV, ensure_layout
+from eventbus.streams import ensure_layout
 from eventbus.subjects import (
     ACTIVATION_ROOT,
     ALL_ACTIVATION_EVENTS,
@@ -80,7 +78,8 @@ STATS_SUBJECT: Final = DISPATCHER_STATS
 #: how long a fetch waits for events when none is held
 FETCH_WAIT_S: Final = 1.0
 #: how long events that no trigger wants may wait for the trigger index's freshness check
-#: (`_catch_up_triggers`, one JetStream request): one check for all those fetched meanwhile
+#: (`KnownState.catch_up_triggers`, one JetStream request): one check for all those fetched
+#: meanwhile
 HOLD_S: Final = 0.05
 #: a hold with less left than this is over (a fetch asks for at least a millisecond)
 MIN_WAIT_S: Final = 0.001
@@ -107,10 +106,9 @@ class Dispatcher:
         self.ack_wait = ack_wait
         self.batch = batch
         self.backoff = Backoff(retry_base, retry_max)
-        self.index: FilterIndex[str] = FilterIndex()
-        self.triggers: dict[str, Trigger] = {}
-        self.functions: set[str] = set()
         self.stats: Counter[str] = Counter()
+        #: triggers (and their index), functions and event schedules, from KV
+        self.known = KnownState(bus, self.stats)
         self.waker = Waker(bus)
         self._skipped_type = bus.event_type(SKIPPED_SUFFIX)
         self._activation_prefix = bus.event_type("activation.")
@@ -123,12 +121,6 @@ class Dispatcher:
         self._in_hand: set[asyncio.Future[list[None]]] = set()
         #: events held for the trigger index's freshness check (`_consume`), by consumer
         self._held: dict[str, list[Msg]] = {}
-        #: set when the triggers change: whether activation events are wanted may have too
-        self._triggers_changed = asyncio.Event()
-        #: the last KV revision each watch has applied, and a signal on every step
-        self._applied: dict[str, int] = {}
-        self._watch_step = asyncio.Event()
-        self.event_schedules: dict[str, EventSchedule] = {}
         self.scheduler = Scheduler(
             bus,
             clock or SystemClock(),
@@ -137,20 +129,23 @@ class Dispatcher:
             poll_s=schedule_poll_s,
         )
 
+    @property
+    def index(self) -> FilterIndex[str]:
+        """Every trigger's filters, by trigger name."""
+        return self.known.index
+
+    @property
+    def triggers(self) -> dict[str, Trigger]:
+        """The triggers known, by name."""
+        return self.known.triggers
+
     def counters(self) -> dict[str, int]:
         """Events seen, matched and unmatched, invocations enqueued, skips by reason, and more."""
         return dict(self.stats)
 
     async def start(self, *, sync_timeout: float = 10.0) -> None:
         """Load triggers and functions, then consume EVENTS with the durable `dispatcher`."""
-        synced = [asyncio.Event(), asyncio.Event(), asyncio.Event()]
-        self._tasks = [
-            asyncio.create_task(self._watch(TRIGGERS_KV, self._load_triggers, synced[0])),
-            asyncio.create_task(self._watch(FUNCTIONS_KV, self._load_functions, synced[1])),
-            asyncio.create_task(
-                self._watch(SCHEDULES_KV, self._load_event_schedules, synced[2], EMIT_PREFIX)
-            ),
-        ]
+        self._tasks, synced = self.known.watches()
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in synced)), sync_timeout)
         except BaseException:
@@ -176,7 +171,9 @@ class Dispatcher:
         self._tasks.append(asyncio.create_task(self._follow_activations(), name="activations"))
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="schedule"))
         log.info(
-            "dispatcher started: %d triggers, %d functions", len(self.index), len(self.functions)
+            "dispatcher started: %d triggers, %d functions",
+            len(self.index),
+            len(self.known.functions),
         )
 
     async def stop(self, *, grace: float = 5.0) -> None:
@@ -202,120 +199,7 @@ class Dispatcher:
         with contextlib.suppress(Exception):
             await asyncio.gather(*(msg.nak() for msg in held))
 
-    # -- state from KV -------------------------------------------------------------------
-
-    async def _watch(
-        self,
-        bucket: str,
-        load: Callable[[dict[str, bytes], bool], None],
-        synced: asyncio.Event,
-        prefix: str = "",
-    ) -> None:
-        """Follow a bucket (its keys under ``prefix``); after each (re)connect the snapshot
-        replaces what was known."""
-        while True:
-            watcher: Any = None
-            try:
-                kv = await self.bus.kv(bucket)
-                watcher = await (kv.watch(prefix + ">") if prefix else kv.watchall())
-                snapshot: dict[str, bytes] = {}
-                live = False
-                pending = 0
-                async for entry in watcher:
-                    if entry is None:
-                        load(snapshot, True)
-                        live = True
-                        synced.set()
-                        self._applied_up_to(bucket, pending)
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE") or not entry.value
-                    change = {entry.key: b"" if deleted else bytes(entry.value)}
-                    if live:
-                        load(change, False)
-                        self._applied_up_to(bucket, entry.revision or 0)
-                    else:
-                        pending = max(pending, entry.revision or 0)
-                        if deleted:
-                            snapshot.pop(entry.key, None)
-                        else:
-                            snapshot.update(change)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("watch of %s ended (%s); watching again", bucket, exc)
-                await asyncio.sleep(0.5)
-            finally:
-                if watcher is not None:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()
-
-    def _applied_up_to(self, bucket: str, revision: int) -> None:
-        self._applied[bucket] = max(self._applied.get(bucket, 0), revision)
-        self._watch_step.set()
-
-    async def _catch_up_triggers(self, *, timeout: float = 2.0) -> bool:
-        """Wait until the trigger watch has applied every trigger written before now.
-
-        Events in a fetched batch were stored before the fetch, so a trigger whose creation
-        was answered before its event was published is in the index when the event is matched
-        (a watch alone may lag it: an upload right after a new trigger would go unmatched).
-        """
-        try:
-            info = await self.bus.js.stream_info(f"KV_{TRIGGERS_KV}")
-        except (NatsError, TimeoutError) as exc:
-            log.debug("trigger index freshness unknown: %s", exc)
-            return False
-        last = info.state.last_seq or 0
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._applied.get(TRIGGERS_KV, 0) < last:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                log.warning("trigger index behind the bucket (%s < %s)", self._applied, last)
-                return False
-            self._watch_step.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._watch_step.wait(), left)
-        return True
-
-    def _load_triggers(self, values: dict[str, bytes], snapshot: bool) -> None:
-        if snapshot:
-            for name in set(self.triggers) - set(values):
-                self._drop_trigger(name)
-        for name, value in values.items():
-            if not value:
-                self._drop_trigger(name)
-                continue
-            try:
-                trigger = Trigger.model_validate_json(value)
-                if trigger.matches_events:
-                    self.index.add(name, trigger.effective_filters(self.bus.prefix))
-                else:  # schedule only: no filter at all would match every event
-                    self.index.remove(name)
-            except Exception as exc:  # a stored trigger this version cannot read
-                log.error("trigger %s ignored: %s", name, exc)
-                self.stats["triggers_unreadable"] += 1
-                self._drop_trigger(name)
-                continue
-            self.triggers[name] = trigger
-        self._triggers_changed.set()
-
-    def _drop_trigger(self, name: str) -> None:
-        self.index.remove(name)
-        self.triggers.pop(name, None)
-
-    def _load_event_schedules(self, values: dict[str, bytes], snapshot: bool) -> None:
-        if snapshot:
-            self.event_schedules.clear()
-        for key, value in values.items():
-            name = key.removeprefix(EMIT_PREFIX)
-            if not value:
-                self.event_schedules.pop(name, None)
-                continue
-            try:
-                self.event_schedules[name] = EventSchedule.model_validate_json(value)
-            except Exception as exc:  # a stored schedule this version cannot read
-                log.error("event schedule %s ignored: %s", name, exc)
-                self.event_schedules.pop(name, None)
+    # -- schedules -------------------------------------------------------------------------
 
     def _scheduled(self) -> list[Scheduled]:
         """What the scheduler fires: scheduled triggers, then event schedules."""
@@ -325,7 +209,7 @@ class Dispatcher:
             if schedule is not None and created is not None:
                 fire = functools.partial(self._fire_tick, trigger)
                 found.append(Scheduled(trigger.name, schedule, created, trigger.enabled, fire))
-        for name, emit in list(self.event_schedules.items()):
+        for name, emit in list(self.known.event_schedules.items()):
             fire = functools.partial(self._emit_tick, emit)
             found.append(Scheduled(EMIT_PREFIX + name, emit.schedule, emit.created, True, fire))
         return found
@@ -339,19 +223,6 @@ class Dispatcher:
     async def _emit_tick(self, emit: EventSchedule, tick: datetime) -> None:
         self.stats["schedule_events"] += 1
         await publish_event(self.bus, emitted_event(emit, tick))
-
-    def _load_functions(self, values: dict[str, bytes], snapshot: bool) -> None:
-        if snapshot:
-            self.functions = {name for name, value in values.items() if value}
-            return
-        for name, value in values.items():
-            (self.functions.add if value else self.functions.discard)(name)
-
-    async def _function_exists(self, name: str) -> bool:
-        if name in self.functions:
-            return True
-        kv = await self.bus.kv(FUNCTIONS_KV)  # the watch may lag a function just created
-        return await entry(kv, name) is not None
 
     # -- events --------------------------------------------------------------------------
 
@@ -376,7 +247,7 @@ class Dispatcher:
         checked = 0.0
         try:
             while not self._stopping.is_set():
-                self._triggers_changed.clear()
+                self.known.triggers_changed.clear()
                 wanted = self.index.might_match_prefix(self._activation_prefix)
                 if reading is not None and reading.done():  # it failed: read again
                     if not reading.cancelled() and reading.exception() is not None:
@@ -402,7 +273,7 @@ class Dispatcher:
                     elif not wanted and (reading is not None or present is not False):
                         # only on a fresh index: a stale one may not know the trigger that
                         # wants them (another dispatcher would make the consumer again)
-                        caught_up = await self._catch_up_triggers()
+                        caught_up = await self.known.catch_up_triggers()
                         if caught_up and not self.index.might_match_prefix(self._activation_prefix):
                             await self._stop_reading(reading)
                             reading = None
@@ -419,7 +290,7 @@ class Dispatcher:
                     await asyncio.sleep(0.5)
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._triggers_changed.wait(), FOLLOW_CHECK_S)
+                    await asyncio.wait_for(self.known.triggers_changed.wait(), FOLLOW_CHECK_S)
         finally:
             await self._stop_reading(reading)
 
@@ -439,7 +310,7 @@ class Dispatcher:
         with contextlib.suppress(NotFoundError):
             await self.bus.js.consumer_info(EVENTS_STREAM, ACTIVATIONS_DURABLE)
             return
-        await self._catch_up_triggers()  # a start from the triggers as they are now
+        await self.known.catch_up_triggers()  # a start from the triggers as they are now
         wanting = self.index.keys_matching_prefix(self._activation_prefix)
         since = [
             self.triggers[n].activations_since if n in self.triggers else None for n in wanting
@@ -483,7 +354,7 @@ class Dispatcher:
                     # Such events' freshness check (a JetStream request) waits a moment
                     # to serve all those fetched meanwhile; any other event ends the wait.
                     continue
-            await self._catch_up_triggers()
+            await self.known.catch_up_triggers()
             msgs = held[:]
             held.clear()
             try:
@@ -584,7 +455,7 @@ class Dispatcher:
             event.source == f"/functions/{trigger.function}"
         ):
             await self._skip(event, trigger, invocation, "loop")
-        elif not await self._function_exists(trigger.function):
+        elif not await self.known.function_exists(trigger.function):
             await self._skip(event, trigger, invocation, "function_missing")
         else:
             ack = await enqueue(self.bus, invocation)
