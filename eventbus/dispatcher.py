@@ -151,17 +151,8 @@ class Dispatcher:
         except BaseException:
             await self.stop()
             raise
-        config = ConsumerConfig(
-            durable_name=DURABLE,
-            filter_subject=ALL_EVENTS,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self.ack_wait,
-            max_deliver=-1,
-            max_ack_pending=max(1000, self.batch * 4),
-        )
         try:
-            await self.bus.js.add_consumer(EVENTS_STREAM, config)
+            await self.bus.js.add_consumer(EVENTS_STREAM, self._consumer(DURABLE, ALL_EVENTS))
         except BadRequestError as exc:  # a field that cannot change: keep the consumer as it is
             log.warning("dispatcher consumer kept as it was: %s", exc)
         pull = self._pulls[DURABLE] = Puller(self.bus.nc, EVENTS_STREAM, DURABLE, batch=self.batch)
@@ -315,15 +306,7 @@ class Dispatcher:
         since = [
             self.triggers[n].activations_since if n in self.triggers else None for n in wanting
         ]
-        config = ConsumerConfig(
-            durable_name=ACTIVATIONS_DURABLE,
-            filter_subject=ALL_ACTIVATION_EVENTS,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self.ack_wait,
-            max_deliver=-1,
-            max_ack_pending=max(1000, self.batch * 4),
-        )
+        config = self._consumer(ACTIVATIONS_DURABLE, ALL_ACTIVATION_EVENTS)
         # from the earliest trigger's start, or all (a trigger stored before it was recorded:
         # there are activation events here only since that version)
         if since and None not in since:
@@ -333,6 +316,18 @@ class Dispatcher:
             )
         with contextlib.suppress(BadRequestError):  # made by another dispatcher just now
             await self.bus.js.add_consumer(EVENTS_STREAM, config)
+
+    def _consumer(self, name: str, subject: str) -> ConsumerConfig:
+        """A dispatcher's durable consumer of ``subject`` on EVENTS, from the start."""
+        return ConsumerConfig(
+            durable_name=name,
+            filter_subject=subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max(1000, self.batch * 4),
+        )
 
     async def _consume(self, pull: Puller, name: str) -> None:
         loop = asyncio.get_running_loop()
