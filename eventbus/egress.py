@@ -39,7 +39,8 @@ LOCAL_NAT64: Final = ipaddress.ip_network("64:ff9b:1::/48")
 COMPATIBLE: Final = ipaddress.ip_network("::/96")
 #: a host of numbers only (decimal, octal or hex parts), which the resolver reads as IPv4
 _NUMERIC: Final = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)(\.(0[xX][0-9A-Fa-f]*|[0-9]+)){0,3}")
-_HOSTNAME: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+#: one label of a host name (letters, digits, `_`, inner `-`; 1 to 63 of them)
+_LABEL: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 class EgressRefusedError(ValidationFailedError):
@@ -121,6 +122,8 @@ class EgressPolicy:
                 )
             except OSError as exc:
                 raise UnresolvedHostError(f"{name!r} does not resolve now: {exc}") from exc
+            except UnicodeError as exc:  # a name no resolver can take, stored before the check
+                raise EgressRefusedError(f"{url!r} has no valid host name", url=url) from exc
             found = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
         reasons = []
         for candidate in found:
@@ -154,11 +157,18 @@ def _parse(url: str) -> httpx.URL:
     try:
         ipaddress.ip_address(parsed.host)
     except ValueError:
-        if not _HOSTNAME.fullmatch(parsed.raw_host.decode("ascii", "replace")):
+        if not _is_host_name(parsed.raw_host.decode("ascii", "replace")):
             raise EgressRefusedError(f"{url!r} has no valid host name", url=url) from None
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise EgressRefusedError(f"{url!r} has no valid port", url=url)
     return parsed
+
+
+def _is_host_name(host: str) -> bool:
+    """Whether DNS could answer for ``host``: labels of 1 to 63 characters, 253 in all (an
+    empty label, as in ``0..0``, made the resolver raise instead of answering no)."""
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _numeric(host: str) -> IPAddress | None:

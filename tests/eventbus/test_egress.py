@@ -78,6 +78,11 @@ def test_global_addresses_and_names_pass_the_literal_check() -> None:
         "http://[",
         "http://a.org:99999/",
         "http://a%2eb.org/",
+        "https://0..0",  # an empty label: the resolver raised on it (schemathesis found one)
+        "http://a..example.org/",
+        "http://.example.org/",
+        f"http://{'a' * 64}.org/",  # a label past 63
+        f"http://{'a.' * 127}org/",  # a name past 253
     ],
 )
 def test_only_http_urls_with_a_host(url: str) -> None:
