@@ -90,7 +90,7 @@ def _attribute_pair(value: Any, where: str) -> tuple[str, str]:
     if not isinstance(value, dict) or len(value) != 1:
         raise _invalid(where, "must map exactly one attribute name to a string")
     ((name, text),) = value.items()
-    if not isinstance(name, str) or not _ATTRIBUTE_NAME.match(name):
+    if not isinstance(name, str) or not _ATTRIBUTE_NAME.fullmatch(name):
         raise _invalid(where, f"{name!r} is not a CloudEvents attribute name (1-20 of a-z, 0-9)")
     if not isinstance(text, str):
         raise _invalid(f"{where}.{name}", "the value must be a string")

@@ -24,7 +24,7 @@ _QUALIFIED = re.compile(QUALIFIED_NAME_PATTERN)
 
 def is_name(text: str) -> bool:
     """Whether ``text`` is a valid user name or namespace."""
-    return bool(_NAME.match(text))
+    return _NAME.fullmatch(text) is not None  # `match` let a trailing newline through (`$`)
 
 
 def is_qualified_name(text: str) -> bool:

@@ -77,7 +77,7 @@ def nats_sink_subject(sink: str) -> str:
     """The subject of a ``nats:<subject>`` sink, checked; `ValueError` names what is wrong."""
     subject = sink[len(NATS_SINK_SCHEME) :]
     tokens = subject.split(".")
-    if not subject or not all(_SUBJECT_TOKEN.match(token) for token in tokens):
+    if not subject or not all(_SUBJECT_TOKEN.fullmatch(token) for token in tokens):
         raise ValueError(
             f"NATS sink subject {subject!r} must be dot-separated tokens of printable ASCII "
             "without spaces or wildcards"
@@ -116,7 +116,11 @@ class ProtocolSettings(BaseModel):
     def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
             lower = name.lower()
-            if not _HEADER_NAME.match(name) or lower.startswith("ce-") or lower == "content-type":
+            if (
+                not _HEADER_NAME.fullmatch(name)
+                or lower.startswith("ce-")
+                or lower == "content-type"
+            ):
                 raise ValueError(
                     f"header {name!r} is not a valid extra header (ce-* and Content-Type are "
                     "the event's own)"

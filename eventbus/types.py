@@ -46,7 +46,7 @@ class CloudEvent(BaseModel):
     @classmethod
     def _check_extension_names(cls, value: dict[str, ExtensionValue]) -> dict[str, ExtensionValue]:
         for name in value:
-            if not _EXTENSION_NAME.match(name) or name in CORE_ATTRIBUTES or name == "data":
+            if not _EXTENSION_NAME.fullmatch(name) or name in CORE_ATTRIBUTES or name == "data":
                 raise ValueError(
                     f"extension attribute name {name!r} must be 1-20 lower-case letters or "
                     "digits and not a core attribute"

@@ -34,7 +34,7 @@ class AuthMiddleware:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         send = _with_request_id(send, request_id)
         method, path = scope["method"], scope["path"]
         auth: Authenticator = scope["app"].state.auth

@@ -192,7 +192,7 @@ async def train(request: Request, name: Name) -> Response:
 
 
 async def _training_record(request: Request, name: str, uuid: str) -> ActivationRecord:
-    if not TRAINING_ID.match(uuid):
+    if not TRAINING_ID.fullmatch(uuid):
         raise NotFoundError(f"no training {uuid!r} of {name!r}", model=name, uuid=uuid)
     try:
         record = await state_of(request).activations.get(uuid)

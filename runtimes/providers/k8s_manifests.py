@@ -74,7 +74,7 @@ def runtime_labels(spec: RuntimeSpec) -> dict[str, str]:
     labels: dict[str, str] = {}
     for key, value in spec.labels.items():
         prefix, _, name = key.rpartition("/")
-        if not _LABEL_NAME.match(name) or (prefix and not _LABEL_PREFIX.match(prefix)):
+        if not _LABEL_NAME.fullmatch(name) or (prefix and not _LABEL_PREFIX.fullmatch(prefix)):
             raise ProvisioningError(
                 f"label key {key!r} is not a valid Kubernetes label key",
                 runtime=spec.name,

@@ -381,7 +381,7 @@ def test_invalid_extension_names_are_refused(name: str) -> None:
         from_nats({**BASE_HEADERS, f"ce-{name}": "v"}, b"")
 
 
-@pytest.mark.parametrize("name", ["Foo", "foo_bar", "x" * 21, "über"])
+@pytest.mark.parametrize("name", ["Foo", "foo_bar", "x" * 21, "über", "foo\n"])
 def test_invalid_extension_names_are_refused_in_structured_mode(name: str) -> None:
     doc = VALID | {name: "v"}
     with pytest.raises(InvalidEventError, match="extension attribute name"):

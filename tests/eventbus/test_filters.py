@@ -102,6 +102,7 @@ BAD_FILTERS: list[tuple[Any, str]] = [
     ([{"exact": "type"}], "filters[0].exact"),
     ([{"prefix": {"Type": "a"}}], "filters[0].prefix"),
     ([{"suffix": {"a" * 21: "a"}}], "filters[0].suffix"),
+    ([{"exact": {"type\n": "a"}}], "filters[0].exact"),
     ([{"exact": {"type": 5}}], "filters[0].exact.type"),
     ([{"exact": {"type": None}}], "filters[0].exact.type"),
     ([{"all": []}], "filters[0].all"),

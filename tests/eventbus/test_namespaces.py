@@ -52,7 +52,9 @@ def test_no_user_name_collides_with_a_qualified_one() -> None:
     }
 
 
-@pytest.mark.parametrize("bad", ["", "A", "a.b", "a b", "a/b", "a*", "a>", "_", "-a", "a=b"])
+@pytest.mark.parametrize(
+    "bad", ["", "A", "a.b", "a b", "a/b", "a*", "a>", "_", "-a", "a=b", "a\n", "team\n"]
+)
 def test_invalid_names_are_refused(bad: str) -> None:
     assert not is_name(bad)
     with pytest.raises(ValueError):
