@@ -20,6 +20,9 @@ from gateway.problems import problem
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: control characters, which no path of the API holds (Starlette would route ``/x\n`` as
+#: ``/x``, its patterns ending in ``$``)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AuthMiddleware:
@@ -37,6 +40,10 @@ class AuthMiddleware:
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         send = _with_request_id(send, request_id)
         method, path = scope["method"], scope["path"]
+        if _CONTROL.search(path):
+            response = problem(404, "no resource has a control character in its path")
+            await response(scope, receive, send)
+            return
         auth: Authenticator = scope["app"].state.auth
         anonymous = policy.is_anonymous(method, path) or _open_predict(scope, method, path)
         principal: Principal | None = None

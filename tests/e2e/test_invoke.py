@@ -52,6 +52,11 @@ def test_sync_invoke_returns_result_and_records_activation(client: httpx.Client)
     assert result["success"] is True and result["result"]["greeting"].startswith("Hello Ada")
     listed = client.get("/v1/activations", params={"function": "hello"}).json()
     assert activation_id in [a["id"] for a in listed]
+    # a path that only ends like an invoke (a newline after it) invokes nothing
+    for odd in ("/v1/functions/hello/invoke%0A", "/v1/functions/hello%00/invoke"):
+        answer = client.post(odd, json={"name": "x"})
+        assert answer.status_code == 404, odd
+        assert answer.headers["content-type"] == "application/problem+json"
 
 
 def test_first_invocation_is_a_cold_start_with_init_time(client: httpx.Client) -> None:
