@@ -183,13 +183,15 @@ class RuntimeSpec(BaseModel):
     function_version: int = Field(default=1, ge=1)
     image: str | None = Field(default=None, description="container image (kubernetes)")
     module: str | None = Field(default=None, description="`module:function` (local, openwhisk)")
-    cpu: float = Field(default=1.0, gt=0)
-    memory_mb: int = Field(default=256, ge=64)
+    cpu: float = Field(default=1.0, gt=0, le=128)
+    memory_mb: int = Field(default=256, ge=64, le=262_144)
     gpu: GpuRequest = Field(default_factory=GpuRequest)
     env: dict[str, str] = Field(default_factory=dict)
-    min_scale: int = Field(default=0, ge=0)
-    max_scale: int = Field(default=1, ge=1)
-    concurrency: int = Field(default=1, ge=1)
+    # the bounds of a function's spec: a deployment asking the local site for 10,000 workers
+    # started them (schemathesis found it; the machine stopped answering)
+    min_scale: int = Field(default=0, ge=0, le=100)
+    max_scale: int = Field(default=1, ge=1, le=100)
+    concurrency: int = Field(default=1, ge=1, le=1000)
     labels: dict[str, str] = Field(default_factory=dict)
 
 

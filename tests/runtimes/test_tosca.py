@@ -433,6 +433,10 @@ def test_host_that_is_not_compute() -> None:
         ('handler: "app.main:handle"', "handler: app", "handler"),
         ('handler: "app.main:handle"', "concurrency: 2", "handler"),
         ("function: fn", "function: fn, min_scale: 3, max_scale: 2", "min_scale"),
+        # past a function spec's bounds: the local site started every one of 10,000 workers
+        ("function: fn", "function: fn, min_scale: 10000, max_scale: 10000", "min_scale"),
+        ("function: fn", "function: fn, max_scale: 101", "max_scale"),
+        ("function: fn", "function: fn, concurrency: 100000", "concurrency"),
         ("function: fn", "function: Not_A_Name", "function"),
         ("mem_size: 512 MB", "mem_size: 16 MB", "mem_size"),
         ("{get_input: gpus}", "32", "num_gpus"),
