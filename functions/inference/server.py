@@ -90,7 +90,7 @@ class ModelServer:
         """The pinned version (not retired), or the promoted one: one KV read when promoted."""
         if pinned is None:
             return await self.catalog.promoted_number(name)
-        version = await self.catalog.get_version(name, pinned)
+        version = await self.catalog.stored_version(name, pinned)  # retired is never derived
         if version.state is VersionState.RETIRED:
             raise ModelNotFoundError(
                 f"version {pinned} of {name!r} is retired: {version.reason or 'no reason given'}",
@@ -111,7 +111,7 @@ class ModelServer:
             if ready is not None:
                 return ready, False
             module = await self.catalog.get_module(name)
-            version = await self.catalog.get_version(name, number)
+            version = await self.catalog.stored_version(name, number)
             plugin = await self._plugin(module.plugin_name)
             artifact = await self.catalog.read_artifact(version)
             model = await asyncio.to_thread(plugin.load, artifact)

@@ -150,9 +150,9 @@ class CatalogStore:
     async def get_version(self, name: str, version: int) -> ModelVersion:
         """One version, or `ModelNotFoundError` naming the versions that exist."""
         module = await self.get_module(name)
-        return _as_served(await self._version(name, version), module.promoted)
+        return _as_served(await self.stored_version(name, version), module.promoted)
 
-    async def _version(self, name: str, version: int) -> ModelVersion:
+    async def stored_version(self, name: str, version: int) -> ModelVersion:
         """One version as stored: its `state` may lag the module's pointer (see `_as_served`)."""
         found = await read(await self._kv(), _version_key(name, version), ModelVersion)
         if found is None:
@@ -177,7 +177,7 @@ class CatalogStore:
     async def promoted(self, name: str) -> ModelVersion:
         """The version inference serves by default; `ModelNotFoundError` if none is promoted."""
         number = await self.promoted_number(name)
-        return _as_served(await self._version(name, number), number)
+        return _as_served(await self.stored_version(name, number), number)
 
     async def add_version(
         self,
@@ -223,7 +223,7 @@ class CatalogStore:
     async def promote(self, name: str, version: int, *, reason: str = "promoted") -> ModelVersion:
         """Serve ``version`` from now on; the one it replaces goes back to `candidate`."""
         await self.check_owner(name)
-        target = await self._version(name, version)
+        target = await self.stored_version(name, version)
         if target.state is VersionState.RETIRED:
             raise ConflictError(
                 f"version {version} of {name!r} is retired; it cannot be promoted",
@@ -277,7 +277,7 @@ class CatalogStore:
             for number in reversed(module.promotions):
                 if number == module.promoted:
                     continue
-                candidate = await self._version(name, number)
+                candidate = await self.stored_version(name, number)
                 if candidate.state is not VersionState.RETIRED:
                     to = number
                     break
@@ -290,8 +290,8 @@ class CatalogStore:
     async def gate(self, name: str, version: int) -> tuple[GateDecision, ModelVersion]:
         """Promote a candidate if the gate allows, else leave it a candidate with the reason."""
         module = await self.check_owner(name)
-        candidate = await self._version(name, version)
-        current = await self._version(name, module.promoted) if module.promoted else None
+        candidate = await self.stored_version(name, version)
+        current = await self.stored_version(name, module.promoted) if module.promoted else None
         decision = decide(candidate, current, module.tolerance)
         if decision.promote:
             return decision, await self.promote(name, version, reason=decision.reason)
