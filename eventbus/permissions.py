@@ -32,6 +32,7 @@ from eventbus.subjects import (
     ALL_EVENTS,
     ALL_INVOCATIONS,
     ALL_RUNS,
+    CONTROL_METRICS,
     CONTROL_ROOT,
     CONTROL_RUNTIMES,
     CONTROL_STEM,
@@ -155,6 +156,7 @@ def _worker(role: str) -> tuple[list[str], list[str]]:
         CONTROL_STEM,
         ALL_ACTIVATION_EVENTS,
         *LEGACY_ACTIVATION_EVENTS,
+        CONTROL_METRICS,  # counts of what it finished (`runtimes/tally.py`)
         # A trigger's output is announced by the worker that wrote it (`runtimes/worker/results.py`
         # `write_output`); every other storage event (deletes, MinIO notifications) stays out.
         events_subject("storage.object.created"),
@@ -195,6 +197,7 @@ def role_permissions(role: str) -> Permissions:
         publish += [
             ALL_EVENTS,
             ALL_ACTIVATION_EVENTS,  # a sequence's completion (`gateway/openwhisk/sequences.py`)
+            CONTROL_METRICS,  # and its count (`runtimes/tally.py`)
             ALL_INVOCATIONS,
             ALL_RUNS,
             control_subject("wake"),
@@ -206,11 +209,12 @@ def role_permissions(role: str) -> Permissions:
             "$JS.ACK.>",
             "$JS.FC.>",
         ]
-        subscribe += [ALL_EVENTS, ALL_ACTIVATION_EVENTS]
+        subscribe += [ALL_EVENTS, ALL_ACTIVATION_EVENTS, CONTROL_METRICS]
     elif role == CONTROLLER:
         publish += [
             ALL_ACTIVATION_EVENTS,
             *LEGACY_ACTIVATION_EVENTS,
+            CONTROL_METRICS,
             events_subject("runtime.>"),
             ALL_DEAD_LETTERS,
             *kv_read(FUNCTIONS_KV),

@@ -46,6 +46,8 @@ LEGACY_DEAD_LETTERS: Final = f"{DLQ_ROOT}.*.*"
 ALL_CONTROL: Final = f"{CONTROL_ROOT}.>"
 #: a prewarmed worker (a stem) says it is warm
 CONTROL_STEM: Final = f"{CONTROL_ROOT}.stem"
+#: counts of finished activations, from each process that publishes completions, to the gateways
+CONTROL_METRICS: Final = f"{CONTROL_ROOT}.metrics"
 #: request: each function's runtime state (read-only)
 CONTROL_RUNTIMES: Final = f"{CONTROL_ROOT}.runtimes"
 #: request: a dispatcher's counters

@@ -1,4 +1,5 @@
-"""Prometheus metrics, fed by the activation events every worker publishes.
+"""Prometheus metrics: finished activations as counted where they finish (`runtimes.tally`),
+invocations as accepted here, queue depths and the bus's disk use as read when scraped.
 
 Series are labelled by function (and trigger), whose names belong to namespaces. `render` shows
 a namespace only its own labelled series; without a namespace (an anonymous scrape) it sums
@@ -8,26 +9,27 @@ every series over its `function` and `trigger` labels, so no name of any namespa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from eventbus.bodies import subscribe_bodies
 from eventbus.connection import Bus
 from eventbus.namespaces import namespace_of
 from eventbus.streams import queue_depth
-from eventbus.subjects import activation_subject, events_subject, legacy_activation_subject
+from eventbus.subjects import CONTROL_METRICS, events_subject
 from gateway.bus_usage import BusUsage
+from runtimes.tally import BUCKETS, CompletionTally, FunctionTally, Histogram, read_tally
 
 log = logging.getLogger(__name__)
 #: labels that carry a namespace's object names
 NAMED: tuple[str, ...] = ("function", "trigger")
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class Metrics:
@@ -35,39 +37,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.invocations = Counter(
-            "deepfaas_invocations",
-            "Completed activations by function and final status",
-            ["function", "status"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "deepfaas_activation_duration_seconds",
-            "Run time of activations",
-            ["function"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.wait = Histogram(
-            "deepfaas_activation_wait_seconds",
-            "Time from acceptance to start",
-            ["function"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.cold_starts = Counter(
-            "deepfaas_cold_starts",
-            "Activations that ran on a fresh worker",
-            ["function"],
-            registry=self.registry,
-        )
-        self.init_time = Histogram(
-            "deepfaas_cold_start_init_seconds",
-            "Worker start-up time on cold starts",
-            ["function"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
+        #: activations this process finished (a sequence's end), counted as the others'
+        self.finished = CompletionTally()
+        self._finished = _Finished(self.finished)
+        self.registry.register(self._finished)
         self.accepted = Counter(
             "deepfaas_invocations_accepted",
             "Invocations accepted by the gateway, by mode",
@@ -97,25 +70,20 @@ class Metrics:
         self.bus_usage = BusUsage(self.registry)
 
     async def start(self, bus: Bus) -> None:
-        """Follow `activation.*` and `trigger.skipped` (plain subscriptions: they see what
-        JetStream stores).
+        """Follow the tallies of finished activations (`runtimes.tally`, ``control.metrics``)
+        and `trigger.skipped` events (plain subscriptions).
 
-        In a queue group: with several gateways each event is counted by one of them, so their
-        counters add up (sum every gateway's /metrics) instead of each counting everything.
-        Only the bodies are read (`eventbus.bodies`): every figure is in the event's data, and
-        decoding the headers of every completion cost this process more than counting it.
+        In a queue group: with several gateways each message is counted by one of them, so
+        their counters add up (sum every gateway's /metrics) instead of each counting
+        everything. Only the bodies are read (`eventbus.bodies`).
         """
         queue = "gateway-metrics"
         self._subs = [
-            # and where a process of the previous version publishes them (an upgrade)
-            await subscribe_bodies(bus.nc, subject, self._on_event, queue=queue)
-            for subject in (activation_subject(), legacy_activation_subject())
-        ]
-        self._subs.append(
+            await subscribe_bodies(bus.nc, CONTROL_METRICS, self._on_tally, queue=queue),
             await subscribe_bodies(
                 bus.nc, events_subject("trigger.skipped"), self._on_skipped, queue=queue
-            )
-        )
+            ),
+        ]
         self.bus_usage.start(bus)
 
     async def stop(self) -> None:
@@ -138,23 +106,10 @@ class Metrics:
                 str(data.get("reason", "")),
             ).inc()
 
-    def _on_event(self, body: bytes) -> None:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(data, dict) or "function" not in data:
-            return
-        fn = str(data["function"])
-        self.invocations.labels(fn, str(data.get("status", "unknown"))).inc()
-        if isinstance(data.get("duration_ms"), int | float):
-            self.duration.labels(fn).observe(data["duration_ms"] / 1000)
-        if isinstance(data.get("wait_ms"), int | float):
-            self.wait.labels(fn).observe(max(0.0, data["wait_ms"] / 1000))
-        if data.get("cold_start"):
-            self.cold_starts.labels(fn).inc()
-            if isinstance(data.get("init_ms"), int | float):
-                self.init_time.labels(fn).observe(data["init_ms"] / 1000)
+    def _on_tally(self, body: bytes) -> None:
+        tally = read_tally(body)
+        if tally is not None:
+            self._finished.add(tally.functions)
 
     async def render(self, bus: Bus, functions: list[str], namespace: str | None) -> bytes:
         """The exposition text, with queue depths read now: ``namespace``'s own series, or
@@ -172,6 +127,68 @@ class Metrics:
             _Aggregate(self.registry) if namespace is None else _Own(self.registry, namespace)
         )
         return bytes(generate_latest(view))
+
+
+class _Finished:
+    """The families of finished activations: every tally received, and this process's own."""
+
+    def __init__(self, own: CompletionTally) -> None:
+        self.own = own
+        self.totals: dict[str, FunctionTally] = {}
+
+    def add(self, functions: dict[str, FunctionTally]) -> None:
+        for name, counts in functions.items():
+            total = self.totals.get(name)
+            if total is None:
+                self.totals[name] = counts.model_copy(deep=True)
+            else:
+                total.add(counts)
+
+    def collect(self) -> Iterator[Metric]:
+        self.add(self.own.take_counts())
+        invocations = CounterMetricFamily(
+            "deepfaas_invocations",
+            "Completed activations by function and final status",
+            labels=["function", "status"],
+        )
+        cold_starts = CounterMetricFamily(
+            "deepfaas_cold_starts", "Activations that ran on a fresh worker", labels=["function"]
+        )
+        histograms = {
+            "duration": HistogramMetricFamily(
+                "deepfaas_activation_duration_seconds",
+                "Run time of activations",
+                labels=["function"],
+            ),
+            "wait": HistogramMetricFamily(
+                "deepfaas_activation_wait_seconds",
+                "Time from acceptance to start",
+                labels=["function"],
+            ),
+            "init": HistogramMetricFamily(
+                "deepfaas_cold_start_init_seconds",
+                "Worker start-up time on cold starts",
+                labels=["function"],
+            ),
+        }
+        for name, counts in sorted(self.totals.items()):
+            for status, n in sorted(counts.statuses.items()):
+                invocations.add_metric([name, status], n)
+            if counts.cold_starts:
+                cold_starts.add_metric([name], counts.cold_starts)
+            for attribute, family in histograms.items():
+                histogram: Histogram = getattr(counts, attribute)
+                if histogram.count:
+                    family.add_metric([name], _cumulative(histogram), histogram.total)
+        yield invocations
+        yield from histograms.values()
+        yield cold_starts
+
+
+def _cumulative(histogram: Histogram) -> list[tuple[str, float]]:
+    """Prometheus's buckets: each counts every observation up to its bound."""
+    bounds = [*(repr(float(b)) for b in BUCKETS), "+Inf"]
+    return list(zip(bounds, itertools.accumulate(histogram.counts), strict=True))
 
 
 class _Own:

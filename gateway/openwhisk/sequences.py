@@ -324,7 +324,7 @@ async def run_sequence(
     if earlier is not None and earlier.status.terminal:
         # its gateway may have died before announcing it: again, while that is still a
         # duplicate JetStream drops (a rule's fire delivered much later announces nothing)
-        await emit_completion_again(state.bus, earlier)
+        await emit_completion_again(state.bus, earlier, tally=state.metrics.finished)
         return earlier
     if earlier is not None:
         record, start = earlier, earlier.start or start
@@ -366,7 +366,8 @@ async def run_sequence(
     if before_end is not None:
         await before_end()
     await state.activations.put(final)
-    await emit_completion(state.bus, final)  # `activation.completed|failed`, as a worker's
+    # `activation.completed|failed`, as a worker's, and counted in this gateway's metrics
+    await emit_completion(state.bus, final, tally=state.metrics.finished)
     return final
 
 

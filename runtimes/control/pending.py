@@ -25,6 +25,7 @@ from eventbus.errors import InvalidEventError
 from eventbus.streams import consumer_name
 from eventbus.types import INVOCATIONS_STREAM, CloudEvent, invoke_subject
 from runtimes.activations import ActivationStore, AlreadyDone, Claimed, LostClaimError
+from runtimes.tally import CompletionTally, TallySender
 from runtimes.types import ActivationRecord, ActivationStatus, FunctionSpec
 from runtimes.worker.results import (
     CompletionNotPublishedError,
@@ -45,6 +46,8 @@ class PendingInvocations:
         self.max_wait_s = max_wait_s
         self.store = ActivationStore(bus)
         self._subs: dict[str, Any] = {}
+        #: the failures' counts, sent after each batch (`runtimes.tally`)
+        self._tally = TallySender(bus, CompletionTally())
 
     async def expire(self, spec: FunctionSpec, reason: str) -> int:
         """Fail the invocations that waited ``max_wait_s``; return how many."""
@@ -70,6 +73,8 @@ class PendingInvocations:
                 continue
             await self._fail(spec, invocation, msg, reason, waited)
             failed += 1
+        if failed:
+            await self._tally.send()
         return failed
 
     async def forget(self, function: str) -> None:
@@ -106,7 +111,7 @@ class PendingInvocations:
         if isinstance(claim, AlreadyDone):
             # its completion may not have reached the bus (a failover): send it again
             try:
-                await emit_completion_again(self.bus, claim.record)
+                await emit_completion_again(self.bus, claim.record, tally=self._tally.tally)
             except CompletionNotPublishedError:
                 await msg.nak(delay=RECHECK_S)
                 return
@@ -123,7 +128,10 @@ class PendingInvocations:
                 "annotations": {"pending": reason},
             }
         )
-        writes: list[Any] = [self.store.finish(claim, final), emit_completion(self.bus, final)]
+        writes: list[Any] = [
+            self.store.finish(claim, final),
+            emit_completion(self.bus, final, tally=self._tally.tally),
+        ]
         if mode == "async":
             writes.append(
                 dead_letter(

@@ -28,6 +28,7 @@ from eventbus.storage_events import emit_created
 from eventbus.streams import Layout
 from eventbus.subjects import legacy_activation_subject
 from eventbus.types import CloudEvent
+from runtimes.tally import CompletionTally
 from runtimes.types import ActivationRecord, ActivationStatus
 
 log = logging.getLogger(__name__)
@@ -115,26 +116,37 @@ def completion_event(bus: Bus, record: ActivationRecord) -> CloudEvent:
 
 
 async def emit_completion(
-    bus: Bus, record: ActivationRecord, *, patience: float = COMPLETION_PATIENCE_S
+    bus: Bus,
+    record: ActivationRecord,
+    *,
+    tally: CompletionTally | None,
+    patience: float = COMPLETION_PATIENCE_S,
 ) -> bool:
     """Publish the completion event, retrying while the bus cannot take it (its id makes a
-    repeat a duplicate); whether it was published. A False leaves the caller to have the
-    invocation redelivered, whose worker sends the completion again."""
+    repeat a duplicate), and count it in ``tally`` (the gateways' metrics); whether it was
+    published. A False leaves the caller to have the invocation redelivered, whose worker sends
+    the completion again."""
     deadline = time.monotonic() + patience
     delay = 0.1
     event = completion_event(bus, record)
     suffix = event.type.rsplit(".", 1)[-1]
+    unanswered = False
     while True:
         try:
             try:
-                await publish_event(bus, event)
+                ack = await publish_event(bus, event)
             except NoStreamResponseError:
                 # No stream holds `activation.>`: a process of the previous version put EVENTS
                 # back as it knew it (an upgrade under way). The subject it used is still
                 # stored and dispatched, and still open to this role.
-                await publish_event(bus, event, subject=legacy_activation_subject(suffix))
+                ack = await publish_event(bus, event, subject=legacy_activation_subject(suffix))
+            # a repeat was counted where it was first published, unless that was an earlier
+            # try of this call whose answer did not come
+            if tally is not None and (not ack.duplicate or unanswered):
+                tally.add(record)
             return True
         except Exception as exc:
+            unanswered = True
             if time.monotonic() + delay >= deadline:
                 log.warning("activation %s: completion event not published: %s", record.id, exc)
                 return False
@@ -144,7 +156,11 @@ async def emit_completion(
 
 
 async def emit_completion_again(
-    bus: Bus, record: ActivationRecord, *, patience: float = COMPLETION_PATIENCE_S
+    bus: Bus,
+    record: ActivationRecord,
+    *,
+    tally: CompletionTally | None,
+    patience: float = COMPLETION_PATIENCE_S,
 ) -> bool:
     """Publish a finished activation's completion once more (its worker may have died before
     publishing it), only while JetStream drops it if it is there already; whether it did.
@@ -158,7 +174,7 @@ async def emit_completion_again(
     if left <= 0:
         log.info("activation %s ended %.0f s ago: its completion is not re-sent", record.id, age)
         return False
-    if not await emit_completion(bus, record, patience=min(patience, left)):
+    if not await emit_completion(bus, record, tally=tally, patience=min(patience, left)):
         raise CompletionNotPublishedError(record.id)
     return True
 

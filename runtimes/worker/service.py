@@ -41,6 +41,7 @@ from runtimes.activations import (
 )
 from runtimes.pids import pid_alive
 from runtimes.settings import WorkerSettings
+from runtimes.tally import CompletionTally, TallySender
 from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
 from runtimes.worker.callbacks import Callbacks
 from runtimes.worker.executor import FunctionExecutor, Outcome
@@ -85,6 +86,9 @@ class Worker:
         self.inflight = 0
         self.last_busy = time.time()
         self.completed = 0
+        #: what it finished, for the gateways' metrics
+        self.tally = CompletionTally()
+        self._tally_sender = TallySender(bus, self.tally)
         self.orphaned = False
         self._slots = asyncio.Semaphore(self.spec.concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -127,6 +131,7 @@ class Worker:
             asyncio.create_task(self._pull_loop(), name="pull"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
+        self._tally_sender.start()
         await self._announce("ready")
         log.info(
             "worker %s serving %s v%d (init %.0f ms)",
@@ -154,6 +159,7 @@ class Worker:
         if self._pull_sub is not None:
             with contextlib.suppress(Exception):
                 await self._pull_sub.unsubscribe()
+        await self._tally_sender.stop()
         with contextlib.suppress(Exception):
             await self._announce("stopped")
         await self.executor.close()
@@ -295,7 +301,7 @@ class Worker:
         """Answer for an activation that is done already, or held by a live run elsewhere."""
         if isinstance(claim, AlreadyDone):
             try:
-                await emit_completion_again(self.bus, claim.record)
+                await emit_completion_again(self.bus, claim.record, tally=self.tally)
             except CompletionNotPublishedError:
                 await self._answer(claim.record, invocation, reply, queued, announced=False)
                 return
@@ -493,7 +499,7 @@ class Worker:
         # The record, its completion event and a dead letter are written at once (their acks
         # pipelined); the event and the letter are idempotent (ids from the activation id).
         others: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(emit_completion(self.bus, final))
+            asyncio.ensure_future(emit_completion(self.bus, final, tally=self.tally))
         ]
         if dead:
             letter = dead_letter(

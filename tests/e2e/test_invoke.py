@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import nats
 import orjson
 import pytest
 
+from eventbus.subjects import CONTROL_METRICS
+from runtimes.tally import CompletionTally
+from runtimes.types import ActivationRecord, ActivationStatus
 from tests.e2e.functions import HELLO, NOOP
 from tests.support import Platform, wait_activation, wait_for
 
@@ -121,18 +127,104 @@ def test_async_callback_receives_the_record(
     assert got[0]["status"] == "success" and got[0]["result"]["greeting"] == "Hello Cb!"
 
 
-def test_completion_events_reach_the_metrics(client: httpx.Client) -> None:
+def metric(text: str, sample: str, **labels: str) -> float:
+    """The sum of ``sample``'s values whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name == sample and all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_finished_activations_are_counted_once_in_the_metrics(
+    client: httpx.Client, platform: Platform
+) -> None:
+    """Workers count what they finish and send the counts (`runtimes.tally`): every call is
+    counted once, with its run time, whatever path it took."""
     deploy(client, "hello", HELLO)
-    assert client.post("/v1/functions/hello/invoke", json={"name": "M"}).status_code == 200
+    before = client.get("/metrics").text
+    ids = []
+    for i in range(3):
+        assert client.post("/v1/functions/hello/invoke", json={"name": f"M{i}"}).status_code == 200
+    for _ in range(2):
+        r = client.post("/v1/functions/hello/invoke", params={"async": "true"}, json={"name": "A"})
+        ids.append(r.json()["activation_id"])
+    for activation_id in ids:
+        wait_activation(client, activation_id)
+    success = metric(before, "deepfaas_invocations_total", function="hello", status="success")
+    durations = metric(before, "deepfaas_activation_duration_seconds_count", function="hello")
 
-    def counted() -> bool:
+    def counted() -> str | None:
         text = client.get("/metrics").text
-        return 'deepfaas_invocations_total{function="hello",status="success"}' in text
+        now = metric(text, "deepfaas_invocations_total", function="hello", status="success")
+        return text if now >= success + 5 else None
 
-    wait_for(counted)
-    text = client.get("/metrics").text
-    assert "deepfaas_activation_duration_seconds_bucket" in text
+    text = wait_for(counted)
+    assert metric(text, "deepfaas_invocations_total", function="hello", status="success") == (
+        success + 5
+    )
+    assert metric(text, "deepfaas_activation_duration_seconds_count", function="hello") == (
+        durations + 5
+    )
+    inf = metric(text, "deepfaas_activation_duration_seconds_bucket", function="hello", le="+Inf")
+    assert inf == durations + 5
     assert 'deepfaas_queue_waiting{function="hello"}' in text
+    # anonymous: the same figures summed, and no function's name
+    anonymous = httpx.get(f"{platform.url}/metrics").text
+    assert 'function="' not in anonymous
+    assert metric(anonymous, "deepfaas_invocations_total", status="success") >= success + 5
+
+
+def test_the_metrics_add_up_tallies_from_any_process_and_drop_malformed_ones(
+    client: httpx.Client, platform: Platform
+) -> None:
+    """A tally as another process sends it (a worker elsewhere, the controller) on
+    ``control.metrics`` is added to what the gateway shows; bytes that are no tally change
+    nothing (published here with the server's admin user)."""
+    tally = CompletionTally()
+    tally.add(
+        ActivationRecord(
+            id="a1",
+            start=datetime.now(UTC),
+            function="elsewhere",
+            version=1,
+            mode="async",
+            status=ActivationStatus.TIMEOUT,
+            duration_ms=2.0,
+            wait_ms=None,
+            init_ms=300.0,
+            cold_start=True,
+        )
+    )
+
+    async def send(*bodies: bytes) -> None:
+        nc = await nats.connect(platform.nats.admin_url)
+        try:
+            for body in bodies:
+                await nc.publish(CONTROL_METRICS, body)
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    asyncio.run(send(b"not a tally", b'{"functions": {"elsewhere": {"cold_starts": -1}}}'))
+    asyncio.run(send(*tally.take()))
+
+    def shown() -> str | None:
+        text = client.get("/metrics").text
+        return text if "elsewhere" in text else None
+
+    text = wait_for(shown, timeout=10)
+    assert metric(text, "deepfaas_invocations_total", function="elsewhere") == 1
+    assert metric(text, "deepfaas_invocations_total", function="elsewhere", status="timeout") == 1
+    assert metric(text, "deepfaas_cold_starts_total", function="elsewhere") == 1
+    bucket = "deepfaas_activation_duration_seconds_bucket"
+    assert metric(text, bucket, function="elsewhere", le="0.001") == 0
+    assert metric(text, bucket, function="elsewhere", le="0.0025") == 1
+    assert metric(text, bucket, function="elsewhere", le="+Inf") == 1
+    assert metric(text, "deepfaas_activation_duration_seconds_sum", function="elsewhere") == 0.002
+    assert metric(text, "deepfaas_cold_start_init_seconds_count", function="elsewhere") == 1
+    assert metric(text, "deepfaas_activation_wait_seconds_count", function="elsewhere") == 0
 
 
 def test_health_readiness_and_openapi(client: httpx.Client) -> None:
