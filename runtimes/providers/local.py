@@ -4,6 +4,12 @@ CPU workers come from the prewarmed pool (`runtimes.providers.pool`) when it has
 they are spawned. GPU workers are spawned with their own ``CUDA_VISIBLE_DEVICES`` and only when
 a GPU of the asked model is free: otherwise the runtime stays *pending* with a "no GPU" reason
 and nothing runs on the CPU in its place.
+
+A site runs at most ``max_workers`` workers, and one namespace at most
+``namespace_max_workers`` of them (by default one per 96 MiB of the machine's memory, and half
+of that): a runtime that would pass either stays pending with the reason, so that no tenant's
+``min_scale`` (or a burst of calls) can take the machine, and its invocations wait, then fail
+with that reason as a GPU runtime's do.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from eventbus.backoff import Backoff
+from eventbus.namespaces import namespace_of
 from runtimes.catalog.plugins import plugin_modules
 from runtimes.errors import CapacityError, ProvisioningError
 from runtimes.providers.forkserver import ForkError, ForkServer
@@ -36,6 +43,8 @@ EXIT_LOAD_FAILED = 3
 STEM_WAIT_S = 30.0
 #: how long a function whose workers keep failing waits before the next start
 RESTART_BACKOFF = Backoff(0.5, 30.0)
+#: the default budget: one worker (and its sandbox) per this much of the machine's memory
+MEMORY_PER_WORKER: Final = 96 << 20
 __all__ = ["EXIT_LOAD_FAILED", "Gpu", "LocalProvider", "parse_announcement"]
 
 
@@ -78,8 +87,12 @@ class LocalProvider:
         auth_env: Mapping[str, Mapping[str, str]] | None = None,
         fork_server: bool = False,
         preload_models: bool = False,
+        max_workers: int | None = None,
+        namespace_max_workers: int | None = None,
     ) -> None:
         self.site = site
+        self.max_workers = max_workers or default_max_workers()
+        self.namespace_max_workers = namespace_max_workers or max(1, self.max_workers // 2)
         self.env = dict(env or {})
         # bus credentials (env) of a function's workers; key "" for every other function
         self.auth_env = {name: dict(value) for name, value in (auth_env or {}).items()}
@@ -124,6 +137,8 @@ class LocalProvider:
             prewarm=settings.prewarm,
             fork_server=settings.fork_server,
             preload_models=settings.preload_models,
+            max_workers=settings.local_max_workers,
+            namespace_max_workers=settings.namespace_max_workers,
         )
 
     # -- Provider protocol ------------------------------------------------------------------
@@ -303,6 +318,9 @@ class LocalProvider:
         runtime.pending = ""
         if len(live) < runtime.replicas and time.time() >= runtime.retry_at:
             for _ in range(runtime.replicas - len(live)):
+                runtime.pending = self._over_budget(runtime.spec)
+                if runtime.pending:
+                    break
                 gpus = self._free_gpus(runtime.spec)
                 if gpus is None:
                     runtime.pending = self._no_gpu_reason(runtime.spec)
@@ -381,6 +399,27 @@ class LocalProvider:
                 log.warning("spawning instead of forking: %s", exc)
         return spawn_worker(self.python, env, log_path, site=self.site, stdin=stdin)
 
+    def _over_budget(self, spec: RuntimeSpec) -> str:
+        """Why one more worker of ``spec`` may not start (the site's or the namespace's
+        budget), or "". Workers still stopping count: they hold their memory until gone."""
+        if sum(len(r.instances) for r in self._runtimes.values()) >= self.max_workers:
+            return (
+                f"site {self.site!r} runs as many workers as it may "
+                f"({self.max_workers}); waiting for one to stop"
+            )
+        namespace = namespace_of(spec.function)
+        mine = sum(
+            len(r.instances)
+            for r in self._runtimes.values()
+            if namespace_of(r.spec.function) == namespace
+        )
+        if mine >= self.namespace_max_workers:
+            return (
+                f"namespace {namespace!r} runs {mine} workers on site {self.site!r}, as many as "
+                f"one namespace may; waiting for one of them to stop"
+            )
+        return ""
+
     def _free_gpus(self, spec: RuntimeSpec) -> tuple[int, ...] | None:
         """GPU indexes for one more worker, or None when not enough of the model are free."""
         if spec.gpu.count <= 0:
@@ -401,6 +440,15 @@ class LocalProvider:
     async def _stop(self, inst: _Instance, grace: float = 35.0) -> None:
         inst.stopping = True
         await stop_process(inst.process, grace)
+
+
+def default_max_workers() -> int:
+    """One worker per `MEMORY_PER_WORKER` of this machine's memory: 8 at least, 1,024 at most."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 64
+    return max(8, min(1024, memory // MEMORY_PER_WORKER))
 
 
 def preloads(env: Mapping[str, str], *, models: bool = False) -> str:

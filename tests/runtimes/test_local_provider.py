@@ -120,3 +120,37 @@ async def test_a_gpu_model_the_site_lacks_is_refused_or_kept_pending(tmp_path: P
         assert state["workers"] == 0 and "has 0 such GPU" in state["pending"]
     finally:
         await provider.close()
+
+
+async def test_the_site_and_each_namespace_run_no_more_workers_than_their_budget(
+    tmp_path: Path,
+) -> None:
+    """A tenant's scale (a min_scale, a burst of calls) cannot take the machine: past its
+    namespace's budget, or the site's, a runtime stays pending with the reason, and gets its
+    workers once others stop. Workers are a stand-in interpreter (`fake_python`)."""
+    python, _ = fake_python(tmp_path)
+    provider = LocalProvider(python=python, gpus=[], max_workers=3, namespace_max_workers=2)
+    try:
+        mine = await provider.provision(RuntimeSpec(name="a", function="a", max_scale=5))
+        await provider.scale(mine, 5)
+        state = provider.describe(mine)
+        assert state["workers"] == 2
+        assert "namespace 'default' runs 2 workers" in state["pending"]
+        assert "namespace 'default'" in (await provider.status(mine)).message
+        theirs = await provider.provision(
+            RuntimeSpec(name="team-b=t", function="team-b=t", min_scale=3, max_scale=3)
+        )
+        state = provider.describe(theirs)
+        assert state["workers"] == 1  # the site's third
+        assert "site 'local' runs as many workers as it may (3)" in state["pending"]
+        # one of the first namespace's stops: the other namespace gets its second worker
+        await provider.scale(mine, 1)
+
+        def converged() -> bool:
+            return provider.describe(theirs)["workers"] == 2
+
+        await eventually(converged, timeout=30)
+        assert provider.describe(mine)["pending"] == ""
+        assert "site 'local'" in provider.describe(theirs)["pending"]  # 3 of 3 again
+    finally:
+        await provider.close()
