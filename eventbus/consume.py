@@ -44,6 +44,10 @@ EARLY_END_PAUSE_S: Final = 0.05
 #: the shortest pull request asked for (1 ms)
 MIN_EXPIRES_NS: Final = 1_000_000
 #: how long a snapshot waits for messages the server said it holds
+#: a stopping puller takes the open request's messages while they keep coming this often
+SETTLE_QUIET_S: Final = 0.05
+#: and for this long at most
+SETTLE_MAX_S: Final = 1.0
 SNAPSHOT_WAIT_S: Final = 2.0
 SNAPSHOT_BATCH: Final = 256
 #: how long a snapshot waits for the next message before it asks the consumer what is left
@@ -146,11 +150,20 @@ class Puller:
     """
 
     def __init__(
-        self, nc: Any, stream: str, durable: str, *, batch: int = 256, expires: float = 1.0
+        self,
+        nc: Any,
+        stream: str,
+        durable: str,
+        *,
+        batch: int = 256,
+        expires: float = 1.0,
+        acks: bool = True,
     ) -> None:
         self.nc = nc
         self.batch = batch
         self.expires = expires
+        #: whether its messages are acknowledged (a stop gives back what it did not hand over)
+        self.acks = acks
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = ""
         self._sub: Any = None
@@ -171,6 +184,8 @@ class Puller:
         handed over go back to the consumer at once, not after their ack wait."""
         if self._sub is None:
             return
+        if self.acks:
+            await self._settle()
         with contextlib.suppress(Exception):
             # The server stops routing to the inbox first; nats-py's own unsubscribe forgets
             # the subscription at once, and what the open request sent meanwhile would be
@@ -184,8 +199,33 @@ class Puller:
         self._sub = None
         left = list(self._ready)
         self._ready.clear()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*(msg.nak() for msg in left))
+        if self.acks:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(msg.nak() for msg in left))
+
+    async def _settle(self) -> None:
+        """Before unsubscribing, let the open request's messages already on their way arrive.
+
+        The server goes on sending a request's messages until it sees the unsubscribe, and
+        those it sends after are delivered to no one: they would come back only after their
+        ack wait (a CI run's stop in the middle of a backlog's burst kept some 130 so). Taken
+        while they still come (until `SETTLE_QUIET_S` passes with none, or the request owes
+        nothing), they are given back at once with the rest.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_MAX_S
+        queue: asyncio.Queue[Msg] = self._sub._pending_queue
+        while self._open is not None and self._open[0] > 0 and self._open[1] > 0:
+            self._drain()
+            left = min(SETTLE_QUIET_S, deadline - loop.time())
+            if left <= 0:
+                return
+            try:
+                async with asyncio.timeout(left):
+                    got = await queue.get()
+            except TimeoutError:
+                return  # quiet: nothing more was on its way
+            self._note(_take(self._sub, got))
 
     async def take(self, limit: int, *, timeout: float) -> list[Msg]:
         """Up to ``limit`` messages: those waiting now, else the first to come within
@@ -282,7 +322,7 @@ async def snapshot(
     )
     info = await js.add_consumer(stream, config)
     pending = info.num_pending or 0
-    pull = Puller(nc, stream, name, batch=SNAPSHOT_BATCH)
+    pull = Puller(nc, stream, name, batch=SNAPSHOT_BATCH, acks=False)
     await pull.start()
     loop = asyncio.get_running_loop()
     taken = 0  # the consumer sequence of the last message taken
