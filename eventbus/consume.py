@@ -44,12 +44,12 @@ EARLY_END_PAUSE_S: Final = 0.05
 #: the shortest pull request asked for (1 ms)
 MIN_EXPIRES_NS: Final = 1_000_000
 #: how long a snapshot waits for messages the server said it holds
+SNAPSHOT_WAIT_S: Final = 2.0
+SNAPSHOT_BATCH: Final = 256
 #: a stopping puller takes the open request's messages while they keep coming this often
 SETTLE_QUIET_S: Final = 0.05
 #: and for this long at most
 SETTLE_MAX_S: Final = 1.0
-SNAPSHOT_WAIT_S: Final = 2.0
-SNAPSHOT_BATCH: Final = 256
 #: how long a snapshot waits for the next message before it asks the consumer what is left
 SNAPSHOT_CHECK_S: Final = 0.2
 #: how long a snapshot's consumer outlives a reader that died before deleting it
@@ -184,7 +184,7 @@ class Puller:
         handed over go back to the consumer at once, not after their ack wait."""
         if self._sub is None:
             return
-        if self.acks:
+        if self.acks and not self.nc.is_closed:
             await self._settle()
         with contextlib.suppress(Exception):
             # The server stops routing to the inbox first; nats-py's own unsubscribe forgets

@@ -109,18 +109,6 @@ class ControllerSettings(PlacementSettings):
         description="how long an invocation waits for a free GPU (or for the local site's "
         "worker budget)",
     )
-    local_max_workers: int | None = Field(
-        default=None,
-        ge=1,
-        le=100_000,
-        description="workers the local site runs at most; None: one per 96 MiB of memory",
-    )
-    namespace_max_workers: int | None = Field(
-        default=None,
-        ge=1,
-        le=100_000,
-        description="workers one namespace runs on the local site at most; None: half the site's",
-    )
     leader_ttl_s: float = Field(
         default=10.0,
         gt=0,

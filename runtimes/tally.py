@@ -19,6 +19,7 @@ from typing import Annotated, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from eventbus.connection import Bus
+from eventbus.namespaces import QUALIFIED_NAME_PATTERN
 from eventbus.subjects import CONTROL_METRICS
 from runtimes.types import ActivationRecord
 
@@ -44,6 +45,8 @@ BUCKETS: Final = (
 )
 #: seconds between two messages of one process (none while it counted nothing)
 INTERVAL_S: Final = 1.0
+#: the longest observation counted (an infinite one would make the message invalid JSON)
+MAX_SECONDS: Final = 1e9
 #: names per message at most; a process with more sends several
 MAX_FUNCTIONS: Final = 1000
 
@@ -53,7 +56,7 @@ Count = Annotated[int, Field(ge=0, le=2**53)]
 class Histogram(BaseModel):
     """Observations per bucket (`BUCKETS`, then +Inf) and their sum, in seconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     counts: list[Count] = Field(
         default_factory=lambda: [0] * (len(BUCKETS) + 1),
@@ -63,8 +66,8 @@ class Histogram(BaseModel):
     total: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     def observe(self, seconds: float) -> None:
-        """Count one observation (negative ones as 0)."""
-        seconds = max(0.0, seconds)
+        """Count one observation (negative ones and NaN as 0, past `MAX_SECONDS` as that)."""
+        seconds = min(seconds, MAX_SECONDS) if seconds >= 0 else 0.0
         self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.total += seconds
 
@@ -82,7 +85,7 @@ class FunctionTally(BaseModel):
     """One function's finished activations: by final status, their run and wait times, and
     the cold starts with the worker's start-up time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     statuses: dict[Annotated[str, Field(max_length=64)], Count] = Field(
         default_factory=dict, max_length=16
@@ -103,13 +106,15 @@ class FunctionTally(BaseModel):
 
 
 class TallyMessage(BaseModel):
-    """What one process sends on ``control.metrics``: counts since its last message."""
+    """What one process sends on ``control.metrics``: counts since its last message (fields
+    a later version adds are ignored, so that gateways of this one still count them)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
-    functions: dict[Annotated[str, Field(min_length=1, max_length=256)], FunctionTally] = Field(
-        max_length=MAX_FUNCTIONS
-    )
+    functions: dict[
+        Annotated[str, Field(min_length=1, max_length=256, pattern=QUALIFIED_NAME_PATTERN)],
+        FunctionTally,
+    ] = Field(max_length=MAX_FUNCTIONS)
 
     @model_validator(mode="after")
     def _not_empty(self) -> TallyMessage:

@@ -176,8 +176,9 @@ class Controller:
     ) -> None:
         """Release the old runtime once the new one is ready (rolling update).
 
-        When the new one waits for GPUs that the old one holds, there is no room to surge: the
-        old one goes first (its in-flight work drains) and invocations queue meanwhile.
+        When the new one is pending (no GPU free, or no room in the worker budget) while the old
+        one has workers, there is no room to surge: the old one goes first (its in-flight work
+        drains) and invocations queue meanwhile.
         """
         deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
         while replicas and time.monotonic() < deadline:
@@ -185,7 +186,7 @@ class Controller:
                 status = await self.provider.status(new)
                 if status.ready >= max(1, min(replicas, status.desired)):
                     break
-                if status.pending and (await self.provider.status(old)).gpus:
+                if status.pending and (await self.provider.status(old)).workers:
                     break
             await asyncio.sleep(0.05)
         await self.provider.release(old)

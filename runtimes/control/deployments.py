@@ -72,6 +72,8 @@ def provider_options(
         local_auth_env=dict(local_auth_env or {}),
         local_python=local_python,
         local_log_dir=local_log_dir,
+        local_max_workers=settings.local_max_workers,
+        namespace_max_workers=settings.namespace_max_workers,
         kubernetes=ManifestOptions(
             image=settings.kubernetes_image,
             nats_url=settings.kubernetes_nats_url,

@@ -61,6 +61,14 @@ class PendingInvocations:
             self._subs[spec.name] = sub
         msgs = await fetch_batch(sub, 256, timeout=0.05, pause=0)
         failed = 0
+        try:
+            failed = await self._expire_batch(spec, reason, msgs)
+        finally:
+            await self._tally.send()
+        return failed
+
+    async def _expire_batch(self, spec: FunctionSpec, reason: str, msgs: list[Msg]) -> int:
+        failed = 0
         for msg in msgs:
             try:
                 invocation = from_nats(msg.headers, msg.data)
@@ -73,8 +81,6 @@ class PendingInvocations:
                 continue
             await self._fail(spec, invocation, msg, reason, waited)
             failed += 1
-        if failed:
-            await self._tally.send()
         return failed
 
     async def forget(self, function: str) -> None:
@@ -88,6 +94,7 @@ class PendingInvocations:
         """Unsubscribe everything (pull subscriptions must go before the connection drains)."""
         for function in list(self._subs):
             await self.forget(function)
+        await self._tally.send()
 
     async def _fail(
         self, spec: FunctionSpec, invocation: CloudEvent, msg: Msg, reason: str, waited: float

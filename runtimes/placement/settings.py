@@ -15,6 +15,18 @@ class PlacementSettings(BusSettings):
         default="infra/sites.yaml", description="relative paths resolve against the project root"
     )
     secrets_dir: str | None = None
+    local_max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="workers the local site runs at most; None: one per 96 MiB of memory",
+    )
+    namespace_max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="workers one namespace runs on the local site at most; None: half the site's",
+    )
     ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for a runtime to be ready")
     deployments_reconcile_s: float = Field(
         default=30.0,

@@ -110,6 +110,8 @@ class LocalProvider:
             }
             self.pool = StemPool(prewarm, self.python, base, log_dir, site)
         self._runtimes: dict[str, _Runtime] = {}
+        #: workers of released runtimes, still stopping: (function, instance)
+        self._draining: list[tuple[str, _Instance]] = []
         self._supervisor: asyncio.Task[None] | None = None
         self.preload_models = preload_models
         # CPU workers and stems are forked from it once it is ready (`forkserver`)
@@ -146,11 +148,16 @@ class LocalProvider:
     async def provision(self, spec: RuntimeSpec, *, pending_ok: bool = False) -> RuntimeHandle:
         """Register the runtime and start its minimum replicas.
 
-        A GPU runtime this site can never hold raises `CapacityError` (so placement tries the
-        next site), unless ``pending_ok``: then it is kept pending, visibly, for the controller.
+        A GPU runtime this site can never hold, or a new one with a minimum that the worker
+        budget has no room for now, raises `CapacityError` (so placement tries the next site),
+        unless ``pending_ok``: then it is kept pending, visibly, for the controller.
         """
         if spec.gpu.count > len(self._matching_gpus(spec)) and not pending_ok:
             raise CapacityError(self._no_gpu_reason(spec), site=self.site, runtime=spec.name)
+        if not pending_ok and spec.min_scale and spec.name not in self._runtimes:
+            full = self._over_budget(spec)
+            if full:  # placement tries the next site
+                raise CapacityError(full, site=self.site, runtime=spec.name)
         runtime = self._runtimes.get(spec.name)
         if runtime is None:
             runtime = _Runtime(spec=spec, replicas=spec.min_scale)
@@ -185,7 +192,13 @@ class LocalProvider:
         runtime = self._runtimes.pop(handle.ref, None)
         if runtime is None:
             return
-        await asyncio.gather(*(self._stop(i) for i in runtime.instances))
+        # they hold their memory (and GPUs) until gone: still counted meanwhile
+        draining = [(runtime.spec.function, i) for i in runtime.instances]
+        self._draining.extend(draining)
+        try:
+            await asyncio.gather(*(self._stop(i) for _, i in draining))
+        finally:
+            self._draining = [d for d in self._draining if d not in draining]
 
     # -- local extras -----------------------------------------------------------------------
 
@@ -280,6 +293,7 @@ class LocalProvider:
         while True:
             await asyncio.sleep(self.supervise_s)
             self._ensure_fork_server()
+            self._draining = [d for d in self._draining if d[1].process.poll() is None]
             for runtime in list(self._runtimes.values()):
                 self._reap(runtime)
                 self._converge(runtime)
@@ -402,17 +416,15 @@ class LocalProvider:
     def _over_budget(self, spec: RuntimeSpec) -> str:
         """Why one more worker of ``spec`` may not start (the site's or the namespace's
         budget), or "". Workers still stopping count: they hold their memory until gone."""
-        if sum(len(r.instances) for r in self._runtimes.values()) >= self.max_workers:
+        held = [(r.spec.function, i) for r in self._runtimes.values() for i in r.instances]
+        held += self._draining
+        if len(held) >= self.max_workers:
             return (
                 f"site {self.site!r} runs as many workers as it may "
                 f"({self.max_workers}); waiting for one to stop"
             )
         namespace = namespace_of(spec.function)
-        mine = sum(
-            len(r.instances)
-            for r in self._runtimes.values()
-            if namespace_of(r.spec.function) == namespace
-        )
+        mine = sum(1 for function, _ in held if namespace_of(function) == namespace)
         if mine >= self.namespace_max_workers:
             return (
                 f"namespace {namespace!r} runs {mine} workers on site {self.site!r}, as many as "
@@ -424,13 +436,16 @@ class LocalProvider:
         """GPU indexes for one more worker, or None when not enough of the model are free."""
         if spec.gpu.count <= 0:
             return ()
-        used = {g for r in self._runtimes.values() for i in r.instances for g in i.gpus}
-        free = [g.index for g in self._matching_gpus(spec) if g.index not in used]
+        free = [g.index for g in self._matching_gpus(spec) if g.index not in self._used_gpus()]
         return tuple(free[: spec.gpu.count]) if len(free) >= spec.gpu.count else None
+
+    def _used_gpus(self) -> set[int]:
+        held = [i for r in self._runtimes.values() for i in r.instances]
+        return {g for i in held + [i for _, i in self._draining] for g in i.gpus}
 
     def _no_gpu_reason(self, spec: RuntimeSpec) -> str:
         matching = self._matching_gpus(spec)
-        used = {g for r in self._runtimes.values() for i in r.instances for g in i.gpus}
+        used = self._used_gpus()
         free = sum(1 for g in matching if g.index not in used)
         return (
             f"no GPU free: {spec.gpu.count} x {spec.gpu.model or 'any model'} asked; "
@@ -443,11 +458,16 @@ class LocalProvider:
 
 
 def default_max_workers() -> int:
-    """One worker per `MEMORY_PER_WORKER` of this machine's memory: 8 at least, 1,024 at most."""
+    """One worker per `MEMORY_PER_WORKER` of the memory this machine (or the cgroup this
+    process runs in, a container's limit) has: 8 at least, 1,024 at most."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         return 64
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            memory = min(memory, int(limit))
     return max(8, min(1024, memory // MEMORY_PER_WORKER))
 
 

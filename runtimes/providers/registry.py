@@ -40,6 +40,9 @@ class ProviderOptions:
     local_auth_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     local_python: str | None = None
     local_log_dir: Path | None = None
+    #: the worker budgets of a `local` site (`LocalProvider`; None: its defaults)
+    local_max_workers: int | None = None
+    namespace_max_workers: int | None = None
     request_timeout_s: float = 10.0
     #: what `kubernetes` sites run a spec that names no image with, and how workers there
     #: reach the bus (`runtimes.providers.k8s_manifests.ManifestOptions`)
@@ -66,6 +69,8 @@ def create_provider(site: Site, options: ProviderOptions) -> Provider:
         return LocalProvider(
             site.name, env=dict(options.local_env), gpus=gpus, auth_env=options.local_auth_env,
             python=options.local_python, log_dir=options.local_log_dir,
+            max_workers=options.local_max_workers,
+            namespace_max_workers=options.namespace_max_workers,
         )  # fmt: skip
     secret = resolve_credentials(site, options.env, options.secrets_dir)
     endpoint = site.endpoint or ""

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 SYNC_QUEUE = "workers"
 #: a sync run that ends within this many seconds writes only its final record (no claim first)
 QUICK_S = 0.1
+#: how long a stopping worker waits for the runs its closed executor ends
+AFTER_CLOSE_S = 5.0
 
 
 class Worker:
@@ -159,10 +161,12 @@ class Worker:
         if self._pull_sub is not None:
             with contextlib.suppress(Exception):
                 await self._pull_sub.unsubscribe()
-        await self._tally_sender.stop()
         with contextlib.suppress(Exception):
             await self._announce("stopped")
         await self.executor.close()
+        if self._tasks:  # runs still going past the drain timeout end with the executor
+            await asyncio.wait(set(self._tasks), timeout=AFTER_CLOSE_S)
+        await self._tally_sender.stop()  # last: what those runs finished is counted too
         if self.storage is not None:
             with contextlib.suppress(Exception):
                 await self.storage.close()

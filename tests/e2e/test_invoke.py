@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -164,6 +165,14 @@ def test_finished_activations_are_counted_once_in_the_metrics(
     assert metric(text, "deepfaas_invocations_total", function="hello", status="success") == (
         success + 5
     )
+    # and no process counts them again with its next tally (one a second)
+    until = time.monotonic() + 1.5
+    while time.monotonic() < until:
+        later = client.get("/metrics").text
+        assert metric(later, "deepfaas_invocations_total", function="hello", status="success") == (
+            success + 5
+        )
+        time.sleep(0.1)
     assert metric(text, "deepfaas_activation_duration_seconds_count", function="hello") == (
         durations + 5
     )

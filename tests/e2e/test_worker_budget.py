@@ -66,6 +66,19 @@ def test_a_namespace_past_its_worker_budget_waits_then_fails_with_the_reason(
         assert r.status_code == 200, r.text
         assert r.json() == {"x": 1}
 
+    # a new version of a function that fills the budget: no room to start beside the old
+    # workers, so they go first (a rolling update would otherwise wait out its 120 s)
+    with platform.client() as client:
+        v2 = {"handler": "main", "code": "def main(params):\n    return {'v': 2}\n"}
+        r = client.put("/v1/functions/keeper", json={**v2, "min_scale": 2, "max_scale": 2})
+        assert r.status_code == 200, r.text
+
+        def second_version() -> bool:
+            r = client.post("/v1/functions/keeper/invoke", json={}, timeout=30)
+            return r.status_code == 200 and r.json() == {"v": 2}
+
+        wait_for(second_version, timeout=40)
+
     # the first namespace's budget frees up: its waiting function runs
     with platform.client() as client:
         assert client.delete("/v1/functions/keeper").status_code == 204

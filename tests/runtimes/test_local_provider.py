@@ -154,3 +154,30 @@ async def test_the_site_and_each_namespace_run_no_more_workers_than_their_budget
         assert "site 'local'" in provider.describe(theirs)["pending"]  # 3 of 3 again
     finally:
         await provider.close()
+
+
+async def test_workers_still_stopping_count_against_the_budget(tmp_path: Path) -> None:
+    """A released runtime's workers hold their memory until they exit: no other runtime gets
+    their room before. Stand-in workers take about a second to stop; a new runtime that asks
+    for a minimum the budget has no room for is refused unless it may wait (placement then
+    tries another site)."""
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\ntrap 'sleep 1; exit 0' TERM\nsleep 60 &\nwait\n")
+    slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
+    provider = LocalProvider(python=str(slow), gpus=[], max_workers=2, namespace_max_workers=2)
+    try:
+        first = await provider.provision(RuntimeSpec(name="a", function="a", min_scale=2))
+        assert provider.describe(first)["workers"] == 2
+        await asyncio.sleep(0.2)  # the shells have set their trap
+        releasing = asyncio.create_task(provider.release(first))
+        await asyncio.sleep(0.2)
+        spec = RuntimeSpec(name="team-b=b", function="team-b=b", min_scale=1)
+        with pytest.raises(CapacityError, match="as many workers as it may"):
+            await provider.provision(spec)
+        second = await provider.provision(spec, pending_ok=True)
+        assert provider.describe(second)["workers"] == 0
+        assert not releasing.done()
+        await releasing
+        await eventually(lambda: provider.describe(second)["workers"] == 1, timeout=30)
+    finally:
+        await provider.close()

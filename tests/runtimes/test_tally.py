@@ -98,7 +98,8 @@ def valid() -> dict[str, object]:
     "change",
     [
         lambda d: d.update(functions={}),
-        lambda d: d.update(extra=1),
+        lambda d: d["functions"].update({"not a name!": d["functions"]["fn"]}),
+        lambda d: d["functions"].update({"fn\n": d["functions"]["fn"]}),
         lambda d: d["functions"]["fn"]["duration"].update(counts=[1, 2]),
         lambda d: d["functions"]["fn"]["duration"].update(total=-1),
         lambda d: d["functions"]["fn"].update(cold_starts=-1),
@@ -113,6 +114,25 @@ def test_a_malformed_tally_is_dropped(change: object) -> None:
     assert read_tally(orjson.dumps(data)) is not None
     change(data)  # type: ignore[operator]
     assert read_tally(orjson.dumps(data)) is None
+
+
+def test_fields_of_a_later_version_are_ignored() -> None:
+    """A gateway of this version still counts what a newer process sends (an upgrade)."""
+    data = valid()
+    data["added_later"] = 1
+    data["functions"]["fn"]["also_later"] = {"x": 1}  # type: ignore[index]
+    message = read_tally(orjson.dumps(data))
+    assert message is not None and message.functions["fn"].statuses == {"success": 1}
+
+
+def test_an_infinite_or_nan_time_keeps_the_message_valid() -> None:
+    tally = CompletionTally()
+    tally.add(record(duration_ms=float("inf"), wait_ms=float("nan")))
+    [body] = tally.take()
+    message = read_tally(body)
+    assert message is not None
+    fn = message.functions["fn"]
+    assert fn.duration.counts[len(BUCKETS)] == 1 and fn.wait.counts[0] == 1
 
 
 @pytest.mark.parametrize(
