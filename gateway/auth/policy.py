@@ -18,13 +18,13 @@ CONSOLE: Final = "/ui"
 CONSOLE_FRAGMENTS: Final = "/ui/x"
 #: catalog browsing: anonymous GET/HEAD; other methods need a key
 ANONYMOUS_READ_PREFIXES: Final = ("/v1/catalog", "/v2/models")
-#: platform-wide resources (runtimes, deployments): the operator's only; buckets, dead letters,
-#: subscriptions and events belong to namespaces, and their routes check the owner
+#: platform-wide resources (every runtime, deployments): the operator's only; buckets, dead
+#: letters, subscriptions, events and a function's own runtime belong to namespaces, and their
+#: routes check the owner
 DEFAULT_ONLY_PREFIXES: Final = (
     "/v1/runtimes",
     "/v1/deployments",
 )
-_DEFAULT_ONLY = re.compile(r"^/v1/functions/[^/]+/runtime/?$")
 _PREDICT = re.compile(r"^/v2/models/([^/]+)/predict/?$")
 _INVOKE = re.compile(
     r"^(/v1/functions/[^/]+/(invoke|invocations)|/api/v1/namespaces/[^/]+/actions/[^/]+(/[^/]+)?)/?$"
@@ -65,7 +65,7 @@ def allowed(namespace: str, path: str) -> bool:
     """Whether a caller of ``namespace`` may use ``path`` at all."""
     if namespace == DEFAULT_NAMESPACE:
         return True
-    return not (_under(path, DEFAULT_ONLY_PREFIXES) or _DEFAULT_ONLY.match(path))
+    return not _under(path, DEFAULT_ONLY_PREFIXES)
 
 
 def is_invocation(method: str, path: str) -> bool:

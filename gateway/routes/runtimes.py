@@ -14,7 +14,9 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from eventbus.errors import BusUnavailableError
+from eventbus.namespaces import local_name
 from eventbus.subjects import CONTROL_RUNTIMES
+from gateway.auth.access import qualified
 from gateway.state import state_of
 from runtimes.types import FUNCTION_NAME_PATTERN
 
@@ -71,11 +73,15 @@ async def list_runtimes(request: Request) -> Runtimes:
 
 @router.get("/v1/functions/{name}/runtime", response_model=RuntimeInfo)
 async def get_runtime(request: Request, name: str = NamePath) -> RuntimeInfo:
-    """One function's runtime: replicas, status and the reason when pending."""
-    await state_of(request).registry.get(name)
-    found = (await _ask(request, name)).get("runtimes") or []
+    """One of the caller's functions' runtime: replicas, status and the reason when pending
+    (no GPU free, or its namespace's worker budget spent). Every namespace may read its own
+    functions'; the list of all of them (`/v1/runtimes`) is the operator's."""
+    internal = qualified(request, name)
+    await state_of(request).registry.get(internal)
+    found = (await _ask(request, internal)).get("runtimes") or []
     if not found:
         return RuntimeInfo(
             function=name, status="unknown", reason="the controller does not run it (yet)"
         )
-    return RuntimeInfo.model_validate(found[0])
+    info = RuntimeInfo.model_validate(found[0])
+    return info.model_copy(update={"function": local_name(info.function)})

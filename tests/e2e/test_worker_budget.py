@@ -65,6 +65,11 @@ def test_a_namespace_past_its_worker_budget_waits_then_fails_with_the_reason(
         r = tenant.post("/v1/functions/own/invoke", json={"x": 1})
         assert r.status_code == 200, r.text
         assert r.json() == {"x": 1}
+        # its own runtime it may read (why it waits, when it does); no other's, not the list
+        own = tenant.get("/v1/functions/own/runtime").json()
+        assert own["function"] == "own" and own["workers"] >= 1
+        assert tenant.get("/v1/functions/starved/runtime").status_code == 404
+        assert tenant.get("/v1/runtimes").status_code == 403
 
     # a new version of a function that fills the budget: no room to start beside the old
     # workers, so they go first (a rolling update would otherwise wait out its 120 s)

@@ -94,7 +94,7 @@ def test_policy() -> None:
     owned_paths = ("/v1/buckets/x", "/v1/subscriptions", "/v1/events", "/v1/events/stream")
     for owned in (*owned_paths, "/v1/dlq", "/v1/dlq/3/replay"):
         assert allowed("team", owned)  # the routes check the owner
-    assert not allowed("team", "/v1/functions/f/runtime") and allowed("team", "/v1/functions/f")
+    assert allowed("team", "/v1/functions/f/runtime") and allowed("team", "/v1/functions/f")
     assert is_invocation("POST", "/v1/functions/f/invoke")
     assert is_invocation("POST", "/api/v1/namespaces/_/actions/f")
     assert not is_invocation("PUT", "/api/v1/namespaces/_/actions/f")
