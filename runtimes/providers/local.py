@@ -67,6 +67,8 @@ class _Runtime:
     retry_at: float = 0.0
     last_error: str = ""
     pending: str = ""
+    #: since when (monotonic) it has wanted a worker the budget had no room for
+    short_since: float | None = None
 
 
 class LocalProvider:
@@ -294,8 +296,12 @@ class LocalProvider:
             await asyncio.sleep(self.supervise_s)
             self._ensure_fork_server()
             self._draining = [d for d in self._draining if d[1].process.poll() is None]
-            for runtime in list(self._runtimes.values()):
+            runtimes = list(self._runtimes.values())
+            for runtime in runtimes:
                 self._reap(runtime)
+            # Room freed goes first to a runtime with no worker at all, then to the one that has
+            # waited longest for it: not to whichever was registered first.
+            for runtime in sorted(runtimes, key=_claim_order):
                 self._converge(runtime)
             if self.pool is not None and self._stems_may_start():
                 try:
@@ -330,10 +336,14 @@ class LocalProvider:
     def _converge(self, runtime: _Runtime) -> None:
         live = [i for i in runtime.instances if not i.stopping]
         runtime.pending = ""
+        short = False
         if len(live) < runtime.replicas and time.time() >= runtime.retry_at:
             for _ in range(runtime.replicas - len(live)):
-                runtime.pending = self._over_budget(runtime.spec)
+                runtime.pending = self._over_budget(runtime.spec) or self._queued_behind(runtime)
                 if runtime.pending:
+                    short = True
+                    if runtime.short_since is None:
+                        runtime.short_since = time.monotonic()
                     break
                 gpus = self._free_gpus(runtime.spec)
                 if gpus is None:
@@ -347,6 +357,8 @@ class LocalProvider:
             ]:
                 inst.stopping = True
                 asyncio.get_running_loop().create_task(self._stop(inst))
+        if not short:
+            runtime.short_since = None
 
     def _start(self, spec: RuntimeSpec, gpus: tuple[int, ...]) -> _Instance:
         auth = self.auth_env.get(spec.function)
@@ -432,6 +444,21 @@ class LocalProvider:
             )
         return ""
 
+    def _queued_behind(self, runtime: _Runtime) -> str:
+        """Why ``runtime`` leaves the room there is to one that has waited longer for it and can
+        take it now (the supervisor gives it there next), or ""."""
+        if runtime.short_since is not None and not runtime.instances:
+            return ""  # itself waiting, with no worker: first in line
+        for other in sorted(self._runtimes.values(), key=_claim_order):
+            if other is runtime or other.short_since is None:
+                continue
+            if runtime.short_since is not None and other.short_since >= runtime.short_since:
+                continue
+            if not self._over_budget(other.spec):
+                # no name: the other may be another namespace's
+                return "waiting for its turn: another function has waited longer for a worker"
+        return ""
+
     def _free_gpus(self, spec: RuntimeSpec) -> tuple[int, ...] | None:
         """GPU indexes for one more worker, or None when not enough of the model are free."""
         if spec.gpu.count <= 0:
@@ -455,6 +482,12 @@ class LocalProvider:
     async def _stop(self, inst: _Instance, grace: float = 35.0) -> None:
         inst.stopping = True
         await stop_process(inst.process, grace)
+
+
+def _claim_order(runtime: _Runtime) -> tuple[bool, float]:
+    """Who gets room first: a runtime with no worker, then the one short for longest."""
+    waited = runtime.short_since if runtime.short_since is not None else float("inf")
+    return (bool(runtime.instances), waited)
 
 
 def default_max_workers() -> int:

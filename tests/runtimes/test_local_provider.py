@@ -181,3 +181,27 @@ async def test_workers_still_stopping_count_against_the_budget(tmp_path: Path) -
         await eventually(lambda: provider.describe(second)["workers"] == 1, timeout=30)
     finally:
         await provider.close()
+
+
+async def test_room_freed_goes_to_the_runtime_that_waited_longest(tmp_path: Path) -> None:
+    """Not to whichever runtime was registered first: `late` is registered before `early` but
+    asks for its worker after, and the room one worker leaves goes to `early`."""
+    python, _ = fake_python(tmp_path)
+    provider = LocalProvider(python=python, gpus=[], max_workers=2, namespace_max_workers=2)
+    try:
+        full = await provider.provision(RuntimeSpec(name="full", function="full", min_scale=2))
+        late = await provider.provision(
+            RuntimeSpec(name="team-c=late", function="team-c=late", max_scale=1), pending_ok=True
+        )
+        early = await provider.provision(
+            RuntimeSpec(name="team-b=early", function="team-b=early", min_scale=1),
+            pending_ok=True,
+        )
+        await asyncio.sleep(0.05)
+        await provider.scale(late, 1)
+        assert provider.describe(early)["workers"] == provider.describe(late)["workers"] == 0
+        await provider.scale(full, 1)  # one worker stops: room for one
+        await eventually(lambda: provider.describe(early)["workers"] == 1, timeout=30)
+        assert provider.describe(late)["workers"] == 0 and provider.describe(late)["pending"]
+    finally:
+        await provider.close()
