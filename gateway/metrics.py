@@ -137,10 +137,11 @@ class _Finished:
         self.totals: dict[str, FunctionTally] = {}
 
     def add(self, functions: dict[str, FunctionTally]) -> None:
+        """Add counts this collector may keep (a tally just read, or taken)."""
         for name, counts in functions.items():
             total = self.totals.get(name)
             if total is None:
-                self.totals[name] = counts.model_copy(deep=True)
+                self.totals[name] = counts
             else:
                 total.add(counts)
 

@@ -60,12 +60,10 @@ class PendingInvocations:
             )
             self._subs[spec.name] = sub
         msgs = await fetch_batch(sub, 256, timeout=0.05, pause=0)
-        failed = 0
         try:
-            failed = await self._expire_batch(spec, reason, msgs)
+            return await self._expire_batch(spec, reason, msgs)
         finally:
             await self._tally.send()
-        return failed
 
     async def _expire_batch(self, spec: FunctionSpec, reason: str, msgs: list[Msg]) -> int:
         failed = 0

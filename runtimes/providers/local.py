@@ -5,11 +5,9 @@ they are spawned. GPU workers are spawned with their own ``CUDA_VISIBLE_DEVICES`
 a GPU of the asked model is free: otherwise the runtime stays *pending* with a "no GPU" reason
 and nothing runs on the CPU in its place.
 
-A site runs at most ``max_workers`` workers, and one namespace at most
-``namespace_max_workers`` of them (by default one per 96 MiB of the machine's memory, and half
-of that): a runtime that would pass either stays pending with the reason, so that no tenant's
-``min_scale`` (or a burst of calls) can take the machine, and its invocations wait, then fail
-with that reason as a GPU runtime's do.
+A site runs no more workers than its budget (`runtimes.providers.budget`): a runtime that would
+pass it stays pending with the reason, and its invocations wait, then fail with that reason as
+a GPU runtime's do.
 """
 
 from __future__ import annotations
@@ -23,14 +21,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from eventbus.backoff import Backoff
-from eventbus.namespaces import namespace_of
 from runtimes.catalog.plugins import plugin_modules
 from runtimes.errors import CapacityError, ProvisioningError
+from runtimes.providers.budget import WorkerBudget
 from runtimes.providers.forkserver import ForkError, ForkServer
 from runtimes.providers.gpus import Gpu, gpu_inventory
 from runtimes.providers.pool import StemPool, WorkerProcess, spawn_worker, stop_process
@@ -43,8 +41,6 @@ EXIT_LOAD_FAILED = 3
 STEM_WAIT_S = 30.0
 #: how long a function whose workers keep failing waits before the next start
 RESTART_BACKOFF = Backoff(0.5, 30.0)
-#: the default budget: one worker (and its sandbox) per this much of the machine's memory
-MEMORY_PER_WORKER: Final = 96 << 20
 __all__ = ["EXIT_LOAD_FAILED", "Gpu", "LocalProvider", "parse_announcement"]
 
 
@@ -93,8 +89,7 @@ class LocalProvider:
         namespace_max_workers: int | None = None,
     ) -> None:
         self.site = site
-        self.max_workers = max_workers or default_max_workers()
-        self.namespace_max_workers = namespace_max_workers or max(1, self.max_workers // 2)
+        self.budget = WorkerBudget.of(site, max_workers, namespace_max_workers)
         self.env = dict(env or {})
         # bus credentials (env) of a function's workers; key "" for every other function
         self.auth_env = {name: dict(value) for name, value in (auth_env or {}).items()}
@@ -426,23 +421,10 @@ class LocalProvider:
         return spawn_worker(self.python, env, log_path, site=self.site, stdin=stdin)
 
     def _over_budget(self, spec: RuntimeSpec) -> str:
-        """Why one more worker of ``spec`` may not start (the site's or the namespace's
-        budget), or "". Workers still stopping count: they hold their memory until gone."""
-        held = [(r.spec.function, i) for r in self._runtimes.values() for i in r.instances]
-        held += self._draining
-        if len(held) >= self.max_workers:
-            return (
-                f"site {self.site!r} runs as many workers as it may "
-                f"({self.max_workers}); waiting for one to stop"
-            )
-        namespace = namespace_of(spec.function)
-        mine = sum(1 for function, _ in held if namespace_of(function) == namespace)
-        if mine >= self.namespace_max_workers:
-            return (
-                f"namespace {namespace!r} runs {mine} workers on site {self.site!r}, as many as "
-                f"one namespace may; waiting for one of them to stop"
-            )
-        return ""
+        """Why one more worker of ``spec`` may not start, or "" (workers still stopping count:
+        they hold their memory until gone)."""
+        held = [r.spec.function for r in self._runtimes.values() for _ in r.instances]
+        return self.budget.refusal(spec.function, held + [f for f, _ in self._draining])
 
     def _queued_behind(self, runtime: _Runtime) -> str:
         """Why ``runtime`` leaves the room there is to one that has waited longer for it and can
@@ -488,20 +470,6 @@ def _claim_order(runtime: _Runtime) -> tuple[bool, float]:
     """Who gets room first: a runtime with no worker, then the one short for longest."""
     waited = runtime.short_since if runtime.short_since is not None else float("inf")
     return (bool(runtime.instances), waited)
-
-
-def default_max_workers() -> int:
-    """One worker per `MEMORY_PER_WORKER` of the memory this machine (or the cgroup this
-    process runs in, a container's limit) has: 8 at least, 1,024 at most."""
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 64
-    with contextlib.suppress(OSError, ValueError):
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit.isdigit():
-            memory = min(memory, int(limit))
-    return max(8, min(1024, memory // MEMORY_PER_WORKER))
 
 
 def preloads(env: Mapping[str, str], *, models: bool = False) -> str:
