@@ -34,11 +34,10 @@ from eventbus.connection import Bus
 from eventbus.consume import Puller
 from eventbus.credentials import BusAuth
 from eventbus.dispatch_state import KnownState
-from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.filters import FilterIndex
-from eventbus.invocations import enqueue
-from eventbus.namespaces import EVENT_ATTRIBUTE, event_namespace, namespace_of
+from eventbus.firing import Firing
+from eventbus.namespaces import event_namespace, namespace_of
 from eventbus.publish import publish_event
 from eventbus.scheduler import (
     EMIT_PREFIX,
@@ -56,9 +55,8 @@ from eventbus.subjects import (
     ALL_EVENTS,
     DISPATCHER_STATS,
 )
-from eventbus.triggers import Trigger, invocation_for, storage_object
-from eventbus.types import EVENTS_STREAM, CloudEvent
-from eventbus.wake import Waker
+from eventbus.triggers import Trigger, storage_object
+from eventbus.types import EVENTS_STREAM
 
 log = logging.getLogger(__name__)
 DURABLE: Final = "dispatcher"
@@ -73,7 +71,6 @@ FOLLOW_CHECK_S: Final = 5.0
 ACTIVATION_SUBJECTS: Final = f"{ACTIVATION_ROOT}."
 #: how long a dispatch loop waits after a batch failed before it reads on
 RETRY_PAUSE_S: Final = 0.5
-SKIPPED_SUFFIX: Final = "trigger.skipped"
 STATS_SUBJECT: Final = DISPATCHER_STATS
 #: how long a fetch waits for events when none is held
 FETCH_WAIT_S: Final = 1.0
@@ -109,9 +106,8 @@ class Dispatcher:
         self.stats: Counter[str] = Counter()
         #: triggers (and their index), functions and event schedules, from KV
         self.known = KnownState(bus, self.stats)
-        self.waker = Waker(bus)
-        self._skipped_type = bus.event_type(SKIPPED_SUFFIX)
-        self._activation_prefix = bus.event_type("activation.")
+        self.firing = Firing(bus, self.known, self.stats)
+        self._activation_prefix = self.firing.activation_prefix
         self._tasks: list[asyncio.Task[None]] = []
         #: the consumers read, by durable name: `DURABLE`, and `ACTIVATIONS_DURABLE` when wanted
         self._pulls: dict[str, Puller] = {}
@@ -209,7 +205,7 @@ class Dispatcher:
         payload = trigger.schedule.payload if trigger.schedule else {}
         event = tick_event(self.bus, trigger.name, tick, payload)
         self.stats["schedule_ticks"] += 1
-        await self._fire(event, to_structured_json(event), None, trigger)
+        await self.firing.fire(event, to_structured_json(event), None, trigger)
 
     async def _emit_tick(self, emit: EventSchedule, tick: datetime) -> None:
         self.stats["schedule_events"] += 1
@@ -412,7 +408,7 @@ class Dispatcher:
             return
         self.stats["events_matched"] += 1
         obj = storage_object(event)
-        fired = [self._fire(event, event_json, obj, self.triggers[n]) for n in sorted(names)]
+        fired = [self.firing.fire(event, event_json, obj, self.triggers[n]) for n in sorted(names)]
         results = await asyncio.gather(*fired, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -439,59 +435,6 @@ class Dispatcher:
             if since is None or stored >= since - timedelta(seconds=CLOCK_MARGIN_S):
                 kept.add(name)
         return kept
-
-    async def _fire(
-        self, event: CloudEvent, event_json: bytes, obj: dict[str, Any] | None, trigger: Trigger
-    ) -> None:
-        invocation = invocation_for(self.bus, event, trigger, event_json=event_json, obj=obj)
-        if not trigger.enabled:
-            await self._skip(event, trigger, invocation, "disabled")
-        elif event.type.startswith(self._activation_prefix) and (
-            event.source == f"/functions/{trigger.function}"
-        ):
-            await self._skip(event, trigger, invocation, "loop")
-        elif not await self.known.function_exists(trigger.function):
-            await self._skip(event, trigger, invocation, "function_missing")
-        else:
-            ack = await enqueue(self.bus, invocation)
-            self.stats["invocations_duplicate" if ack.duplicate else "invocations_enqueued"] += 1
-            if not ack.duplicate:
-                await self.waker.wake(trigger.function)
-
-    async def _skip(
-        self, event: CloudEvent, trigger: Trigger, invocation: CloudEvent, reason: str
-    ) -> None:
-        """Make a skipped match visible: a counter, a `trigger.skipped` event, a dead letter."""
-        self.stats[f"skipped_{reason}"] += 1
-        log.info("event %s: trigger %s skipped (%s)", event.id, trigger.name, reason)
-        if event.type == self._skipped_type:
-            return  # never report a skip of a skip notice: that could loop forever
-        notice = CloudEvent.create(
-            id=f"{invocation.id}-skipped",
-            type=self._skipped_type,
-            source=f"/triggers/{trigger.name}",
-            subject=trigger.name,
-            extensions={EVENT_ATTRIBUTE: namespace_of(trigger.name)},
-            data={
-                "trigger": trigger.name,
-                "function": trigger.function,
-                "reason": reason,
-                "event_id": event.id,
-                "event_type": event.type,
-                "activation_id": invocation.id,
-            },
-        )
-        await publish_event(self.bus, notice)
-        if reason == "function_missing":
-            await dead_letter(
-                self.bus,
-                kind="dispatch",
-                target=trigger.function,
-                event=invocation,
-                error=f"function {trigger.function!r} of trigger {trigger.name!r} does not exist",
-                attempts=1,
-                activation_id=invocation.id,
-            )
 
     async def _on_stats(self, msg: Msg) -> None:
         if msg.reply:

@@ -19,11 +19,9 @@ from typing import Any
 import orjson
 from nats.aio.msg import Msg
 
-from eventbus.backoff import Backoff
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
 from eventbus.consume import PAUSE_S, fetch
-from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.invocations import FRESH_ID
 from eventbus.storage import Storage
@@ -45,13 +43,9 @@ from runtimes.tally import CompletionTally, TallySender
 from runtimes.types import ActivationRecord, ActivationStatus, Context, FunctionSpec
 from runtimes.worker.callbacks import Callbacks
 from runtimes.worker.executor import FunctionExecutor, Outcome
-from runtimes.worker.results import (
-    CompletionNotPublishedError,
-    emit_completion,
-    emit_completion_again,
-    output_target,
-    write_output,
-)
+from runtimes.worker.finish import Finisher
+from runtimes.worker.lease import keep_lease
+from runtimes.worker.results import output_target
 
 log = logging.getLogger(__name__)
 SYNC_QUEUE = "workers"
@@ -87,7 +81,6 @@ class Worker:
         self.cold = True
         self.inflight = 0
         self.last_busy = time.time()
-        self.completed = 0
         #: what it finished, for the gateways' metrics
         self.tally = CompletionTally()
         self._tally_sender = TallySender(bus, self.tally)
@@ -97,6 +90,9 @@ class Worker:
         #: callbacks being posted (their queued invocations are acked after)
         self.callbacks = Callbacks(
             settings.egress(), tries=settings.callback_tries, renew_every=self._renew_every
+        )
+        self.finisher = Finisher(
+            bus, self.store, spec, settings, tally=self.tally, callbacks=self.callbacks
         )
         self._stopping = asyncio.Event()
         self._sync_sub: Any = None
@@ -226,7 +222,7 @@ class Worker:
             except Exception:
                 log.exception("activation %s: unexpected failure", invocation.id)
                 if queued is not None:
-                    await queued.nak(delay=self._backoff(1))
+                    await queued.nak(delay=self.finisher.backoff(1))
             finally:
                 self.inflight -= 1
                 self.last_busy = time.time()
@@ -262,7 +258,7 @@ class Worker:
             return
         claim = await self.store.claim(record, lease=self.lease)
         if not isinstance(claim, Claimed):
-            await self._settle_duplicate(claim, invocation, reply, queued)
+            await self.finisher.settle_duplicate(claim, invocation, reply, queued)
             return
         if claim.record.attempts > self.spec.max_attempts:
             lost = claim.record.model_copy(
@@ -272,7 +268,9 @@ class Worker:
                     "error": "the worker running it was lost on every try",
                 }
             )
-            await self._complete(claim, lost, invocation, reply, queued, dead=mode == "async")
+            await self.finisher.complete(
+                claim, lost, invocation, reply, queued, dead=mode == "async"
+            )
             return
         await self._run(invocation, claim, mode, reply, queued)
 
@@ -294,26 +292,6 @@ class Worker:
         finally:
             timer.cancel()
         return await self.store.claim(record, lease=self.lease)
-
-    async def _settle_duplicate(
-        self,
-        claim: AlreadyDone | Busy,
-        invocation: CloudEvent,
-        reply: Msg | None,
-        queued: Msg | None,
-    ) -> None:
-        """Answer for an activation that is done already, or held by a live run elsewhere."""
-        if isinstance(claim, AlreadyDone):
-            try:
-                await emit_completion_again(self.bus, claim.record, tally=self.tally)
-            except CompletionNotPublishedError:
-                await self._answer(claim.record, invocation, reply, queued, announced=False)
-                return
-            await self._answer(claim.record, invocation, reply, queued)
-        elif queued is not None:
-            await queued.nak(delay=claim.retry_after + 0.05)
-        elif reply is not None:
-            await reply.respond(orjson.dumps({"status": "busy", "id": invocation.id}))
 
     async def _run(
         self,
@@ -351,7 +329,16 @@ class Worker:
         def keep(_: object = None, due: bool = False) -> None:
             # a fresh run's claim ends after a quick run: no lease to keep, no task for it
             if not keepers and not run.done():
-                keeper = self._keep_lease(claim_source, holder, queued, run, due=due)
+                keeper = keep_lease(
+                    self.store,
+                    claim_source,
+                    holder,
+                    queued,
+                    run,
+                    lease=self.lease,
+                    every=self._renew_every,
+                    due=due,
+                )
                 keepers.append(asyncio.create_task(keeper))
 
         late: asyncio.TimerHandle | None = None
@@ -382,48 +369,13 @@ class Worker:
         claim = holder[0] if holder else claim_source
         if not isinstance(claim, Claimed):
             if isinstance(claim, AlreadyDone | Busy):
-                await self._settle_duplicate(claim, invocation, reply, queued)
+                await self.finisher.settle_duplicate(claim, invocation, reply, queued)
             return
         if outcome is None:
             return  # another worker took the activation over; it answers
-        final = claim.record.model_copy(
-            update={
-                "status": outcome.status,
-                "start": outcome.start,
-                "end": datetime.now(UTC),
-                "duration_ms": round(outcome.duration_ms, 3),
-                "result": outcome.result,
-                "logs": outcome.logs,
-                "error": outcome.error,
-                "error_code": outcome.error_code,
-                "error_detail": outcome.error_detail,
-                "cold_start": cold,
-                "init_ms": round(self.init_ms, 3) if cold else None,
-                "annotations": dict(ctx.annotations),
-            }
+        final = await self.finisher.final_record(
+            claim, outcome, ctx, self.storage, cold=cold, init_ms=self.init_ms
         )
-        if final.status is ActivationStatus.SUCCESS and ctx.output and outcome.result is not None:
-            try:
-                written = await write_output(
-                    self.bus,
-                    self.storage,
-                    ctx.output,
-                    outcome.result,
-                    announce=self.settings.storage_events == "platform",
-                )
-                update: dict[str, Any] = {"output": written}
-                if isinstance(outcome.result, bytes):
-                    update["result"] = {"output": written}
-                final = final.model_copy(update=update)
-            except Exception as exc:
-                outcome.status = ActivationStatus.ERROR
-                final = final.model_copy(
-                    update={
-                        "status": ActivationStatus.ERROR,
-                        "error": f"could not write the result to {ctx.output['bucket']}/"
-                        f"{ctx.output['key']}: {exc}",
-                    }
-                )
         # Only async invocations retry and dead-letter: a sync caller is answered either way.
         is_async = queued is not None and mode == "async"
         if (
@@ -437,7 +389,7 @@ class Worker:
                 await self.store.finish(claim, retrying)
             except LostClaimError:
                 return
-            delay = self._backoff(final.attempts)
+            delay = self.finisher.backoff(final.attempts)
             log.warning(
                 "activation %s failed (try %d of %d), retrying in %.1f s: %s",
                 final.id,
@@ -449,133 +401,7 @@ class Worker:
             await queued.nak(delay=delay)
             return
         dead = is_async and final.status is not ActivationStatus.SUCCESS
-        await self._complete(claim, final, invocation, reply, queued, dead=dead)
-
-    async def _keep_lease(
-        self,
-        source: Claimed | asyncio.Task[ClaimResult],
-        holder: list[ClaimResult],
-        queued: Msg | None,
-        run: asyncio.Task[Outcome],
-        *,
-        due: bool = False,
-    ) -> None:
-        """Renew the claim every `_renew_every` seconds while the run goes (at once when
-        ``due``: started that late); cancel the run when another worker took it over."""
-        claim = await source if isinstance(source, asyncio.Task) else source
-        holder.append(claim)
-        if not isinstance(claim, Claimed):
-            run.cancel()  # a duplicate of an activation that is done or held elsewhere
-            raise LostClaimError(claim)
-        while True:
-            if not due:
-                await asyncio.sleep(self._renew_every)
-            due = False
-            if queued is not None:
-                with contextlib.suppress(Exception):
-                    await queued.in_progress()
-            current = holder[0]
-            assert isinstance(current, Claimed)
-            # A renewal cancelled mid-write would leave the claim's revision stale and the final
-            # write would then fail as if another worker had taken over: finish it first.
-            renewing = asyncio.ensure_future(self.store.renew(current, lease=self.lease))
-            try:
-                holder[0] = await asyncio.shield(renewing)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    holder[0] = await renewing
-                raise
-            except LostClaimError:
-                log.warning("activation %s was taken over; cancelling this run", current.record.id)
-                run.cancel()
-                raise
-
-    async def _complete(
-        self,
-        claim: Claimed,
-        final: ActivationRecord,
-        invocation: CloudEvent,
-        reply: Msg | None,
-        queued: Msg | None,
-        *,
-        dead: bool,
-    ) -> None:
-        # The record, its completion event and a dead letter are written at once (their acks
-        # pipelined); the event and the letter are idempotent (ids from the activation id).
-        others: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(emit_completion(self.bus, final, tally=self.tally))
-        ]
-        if dead:
-            letter = dead_letter(
-                self.bus,
-                kind="invoke",
-                target=self.spec.name,
-                event=invocation,
-                error=final.error or final.status.value,
-                traceback=final.error_detail if isinstance(final.error_detail, str) else None,
-                attempts=final.attempts,
-                activation_id=final.id,
-            )
-            others.append(asyncio.ensure_future(letter))
-        recorded: BaseException | None = None
-        try:
-            await self.store.finish(claim, final)  # in this task: one task fewer per run
-        except asyncio.CancelledError:
-            for other in others:
-                other.cancel()
-            raise
-        except Exception as exc:
-            recorded = exc
-        written = [recorded, *await asyncio.gather(*others, return_exceptions=True)]
-        if isinstance(written[0], LostClaimError):
-            log.warning("activation %s finished elsewhere; dropping this result", final.id)
-            if queued is not None:
-                await queued.ack()
-            return
-        for result in written:
-            if isinstance(result, BaseException):
-                raise result
-        self.completed += 1
-        await self._answer(final, invocation, reply, queued, announced=written[1] is True)
-
-    async def _answer(
-        self,
-        record: ActivationRecord,
-        invocation: CloudEvent,
-        reply: Msg | None,
-        queued: Msg | None,
-        *,
-        announced: bool = True,
-    ) -> None:
-        """Answer the caller and settle the queued message; one whose completion event the bus
-        did not take is redelivered instead, and its next worker sends the event again.
-
-        A queued activation with a callback is acked once the callback was tried: a worker
-        that dies before leaves it to the next delivery, whose worker finds it done and posts
-        the callback again (at least once, as webhooks are)."""
-        replyto = invocation.extensions.get("replyto")
-        if reply is not None or (isinstance(replyto, str) and replyto):
-            body = record.model_dump_json().encode()
-            if reply is not None:
-                await reply.respond(body)
-            if isinstance(replyto, str) and replyto:
-                with contextlib.suppress(Exception):
-                    await self.bus.nc.publish(replyto, body)
-        callback = invocation.extensions.get("callback")
-        callback = callback if isinstance(callback, str) and callback else None
-        if queued is None:
-            if callback is not None:  # nothing to hold back: posted once, from here
-                self.callbacks.post(callback, record, None)
-            return
-        if not announced:
-            await queued.nak(delay=self._backoff(1))
-        elif callback is not None:
-            self.callbacks.post(callback, record, queued)
-        else:
-            await queued.ack()
-
-    def _backoff(self, attempt: int) -> float:
-        return Backoff(self.settings.retry_base_s, self.settings.retry_max_s).delay(attempt)
+        await self.finisher.complete(claim, final, invocation, reply, queued, dead=dead)
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():
@@ -601,7 +427,7 @@ class Worker:
             "version": self.spec.version,
             "inflight": self.inflight,
             "capacity": self.spec.concurrency,
-            "completed": self.completed,
+            "completed": self.finisher.completed,
             "idle_s": 0.0 if self.inflight else round(time.time() - self.last_busy, 3),
             "init_ms": round(self.init_ms, 3),
         }
