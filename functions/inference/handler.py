@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from functions.inference.models import InferenceInput, InferenceOutput
 from functions.inference.server import ModelServer
 from runtimes.catalog import CatalogStore
@@ -24,12 +26,21 @@ def server_for(ctx: Context) -> ModelServer:
 async def handle(inp: InferenceInput, ctx: Context) -> InferenceOutput:
     """Read the input, predict with the version the catalog says, name that version."""
     server = server_for(ctx)
-    version = await server.resolve(inp.model, inp.version)
-    ctx.annotations.update(model=inp.model, model_version=version)
-    data, filename = await _input_bytes(inp, ctx)
-    batcher, loaded = await server.batcher(inp.model, version)
-    answer = await batcher.predict({**inp.args, "data": data, "filename": filename})
-    ctx.annotations.update(batch=answer.batch, loaded=loaded)
+    # the catalog is read while the input is read and the prediction starts (`ModelServer`)
+    resolving = asyncio.ensure_future(server.resolve(inp.model, inp.version))
+    try:
+        data, filename = await _input_bytes(inp, ctx)
+    except Exception:
+        await resolving  # a model that cannot serve is the error named first
+        raise
+    except BaseException:
+        resolving.cancel()
+        raise
+    args = {**inp.args, "data": data, "filename": filename}
+    version, answer, loaded = await server.predict(inp.model, inp.version, resolving, args)
+    ctx.annotations.update(
+        model=inp.model, model_version=version, batch=answer.batch, loaded=loaded
+    )
     if answer.error is not None:
         raise answer.error
     ctx.logger.info(

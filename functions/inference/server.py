@@ -1,10 +1,12 @@
 """What a warm inference worker keeps: loaded model versions, and a batcher for each.
 
 A worker loads a version once (plug-in import, artifact read, checksum, `load`) and keeps it in
-memory; which version serves a call is read from the catalog on every batch, so a promotion is
-seen by the very next invocation without a restart. Inputs that arrive while a batch runs wait
-and go together in the next one: one thread hop for the lot, and one model call when the plug-in
-has `predict_batch`.
+memory; which version serves a call is read from the catalog on every call, so a promotion is
+seen by the very next invocation without a restart. While that read is on its way, the version
+that served the same ask last starts predicting (`ModelServer.predict`): the read costs the call
+no time unless it names another version. Inputs that arrive while a batch runs wait and go
+together in the next one: one thread hop for the lot, and one model call when the plug-in has
+`predict_batch`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +88,37 @@ class ModelServer:
         self._plugins: dict[str, LoadedModelPlugin] = {}
         self._loaded: OrderedDict[tuple[str, int], Batcher] = OrderedDict()
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        #: the version that served each ask (model, pinned version or None) last
+        self._served: dict[tuple[str, int | None], int] = {}
+
+    async def predict(
+        self, name: str, pinned: int | None, resolving: Awaitable[int], args: dict[str, Any]
+    ) -> tuple[int, Prediction, bool]:
+        """The version ``resolving`` names (`resolve` of the same ask), its prediction for
+        ``args``, and whether this call loaded it.
+
+        While ``resolving`` goes, the version that served this ask last, if still loaded,
+        starts predicting: when the read names it again, as it nearly always does, its answer
+        is this call's; when it names another (a promotion, a retirement), that answer is
+        dropped and the version named predicts. Predicting is side-effect free, so a dropped
+        answer costs CPU only."""
+        ask = (name, pinned)
+        guess = self._served.get(ask)
+        ready = self._loaded.get((name, guess)) if guess is not None else None
+        early = asyncio.ensure_future(ready.predict(args)) if ready is not None else None
+        try:
+            version = await resolving
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
+        self._served[ask] = version
+        if early is not None:
+            if version == guess:
+                return version, await early, False
+            early.cancel()
+        batcher, loaded = await self.batcher(name, version)
+        return version, await batcher.predict(args), loaded
 
     async def resolve(self, name: str, pinned: int | None) -> int:
         """The pinned version (not retired), or the promoted one: one KV read when promoted."""

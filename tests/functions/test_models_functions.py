@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from eventbus.connection import Bus
@@ -107,6 +108,41 @@ async def test_a_promotion_is_served_by_the_very_next_call(
     assert trained.version == 2
     # v1 loaded by the first call, v2 by the second; the third is v1 again, still loaded
     assert served == [(1, 1, True), (2, 2, True), (1, 1, False), (1, 1, False)]
+
+
+async def test_an_answer_started_before_the_catalog_read_is_dropped_when_it_names_another(
+    env: tuple[Bus, LocalStorage], module: str
+) -> None:
+    """A call starts predicting with the version that served the same ask last while it reads
+    the catalog. Version 2 is trained on shuffled labels, so it answers the same inputs
+    otherwise than version 1: the call after its promotion gets version 2's answers, not the
+    early ones of version 1; and a pinned version retired since it last served is refused,
+    though it is still loaded."""
+    data = digits()
+    catalog = CatalogStore(*env)
+    labels = data.y[np.random.default_rng(7).permutation(len(data.y))]
+    await retrain(RetrainInput(model=module, data=csv_bytes(data.x, labels), promote="never"),
+                  ctx(env, "r"))  # fmt: skip
+    inputs = npy(data.x[:40])
+
+    async def labels_of(version: int | None) -> tuple[int, list[int]]:
+        out = await infer(InferenceInput(model=module, version=version, data=inputs),
+                          ctx(env, "inference"))  # fmt: skip
+        return out.version, [p["label"] for p in out.result["predictions"]]
+
+    first, by_one = await labels_of(None)
+    pinned, by_two = await labels_of(2)
+    assert (first, pinned) == (1, 2) and by_one != by_two
+    await labels_of(None)  # version 1 served this ask last, and stays loaded
+    await catalog.promote(module, 2)
+    assert await labels_of(None) == (2, by_two)
+    assert await labels_of(None) == (2, by_two)
+    await catalog.promote(module, 1)
+    assert await labels_of(None) == (1, by_one)
+
+    await catalog.retire(module, 2, reason="shuffled")
+    with pytest.raises(ModelNotFoundError, match="retired"):
+        await labels_of(2)
 
 
 async def test_stored_inputs_and_stored_training_sets(
