@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 from collections import Counter
 from datetime import datetime, timedelta
@@ -37,6 +36,7 @@ from eventbus.dispatch_state import KnownState
 from eventbus.errors import InvalidEventError
 from eventbus.filters import FilterIndex
 from eventbus.firing import Firing
+from eventbus.loop import freeze_startup
 from eventbus.namespaces import event_namespace, namespace_of
 from eventbus.publish import publish_event
 from eventbus.scheduler import (
@@ -457,17 +457,16 @@ async def run_dispatcher(
 ) -> None:
     """Connect, declare the layout and dispatch (and fire schedules) until cancelled.
 
-    ``freeze_gc`` (for a process of its own) moves what is loaded at start, the trigger index
-    above all, out of the garbage collector's full passes: with 10,000 triggers those passes
-    cost about a fifth of the dispatch rate (see `bench/dispatch_bench.py`).
+    ``freeze_gc`` moves what is loaded at start, the trigger index above all, out of the
+    garbage collector's full passes (`eventbus.loop.freeze_startup`): with 10,000 triggers
+    those passes cost about a fifth of the dispatch rate (see `bench/dispatch_bench.py`).
     """
     bus = await Bus.connect(url, name="dispatcher", prefix=prefix, auth=auth)
     await ensure_layout(bus.js)
     dispatcher = Dispatcher(bus, ack_wait=ack_wait, clock=clock, schedule_grace_s=schedule_grace_s)
     await dispatcher.start()
     if freeze_gc:
-        gc.collect()
-        gc.freeze()
+        freeze_startup()
     try:
         await asyncio.Event().wait()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -23,3 +24,15 @@ def run(main: Coroutine[Any, Any, T], *, uvloop: bool = True) -> T:
         else:
             return _uvloop.run(main)
     return asyncio.run(main)
+
+
+def freeze_startup() -> None:
+    """Take what start-up allocated (modules, the app, indexes loaded) out of the garbage
+    collector's full passes, which then walk only what came after.
+
+    Each full pass stops the loop: in `deepfaas up` it walked ~240,000 objects in ~120 ms,
+    every few seconds under load, and every request in flight waited. Call it once the process
+    is serving; objects freed later by reference counting are still freed.
+    """
+    gc.collect()
+    gc.freeze()

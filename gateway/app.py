@@ -15,6 +15,7 @@ from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
 from eventbus.errors import DeepfaasError
 from eventbus.kv import KVMirror
+from eventbus.loop import freeze_startup
 from eventbus.storage.settings import create_storage
 from eventbus.streams import ensure_layout
 from gateway import console, openapi, openwhisk, oscar, problems
@@ -105,6 +106,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await alarms.start()
         sequences = app.state.sequences = SequenceKeeper(app, hold_s=settings.sequence_hold_s)
         await sequences.start()
+        freeze_startup()  # started: what is loaded now stays out of the GC's full passes
         try:
             yield
         finally:

@@ -306,6 +306,7 @@ async def up(settings: UpSettings) -> None:
             auth=settings.bus_auth(DISPATCHER),
             clock=create_clock(settings.schedule_clock),
             schedule_grace_s=settings.schedule_grace_s,
+            freeze_gc=True,
         )
         background.append(asyncio.create_task(dispatch, name="dispatcher"))
     if settings.storage_events == "bridge" and settings.storage_bridge:
