@@ -26,13 +26,16 @@ def run(main: Coroutine[Any, Any, T], *, uvloop: bool = True) -> T:
     return asyncio.run(main)
 
 
-def freeze_startup() -> None:
+def freeze_startup(*, collect: bool = True) -> None:
     """Take what start-up allocated (modules, the app, indexes loaded) out of the garbage
     collector's full passes, which then walk only what came after.
 
     Each full pass stops the loop: in `deepfaas up` it walked ~240,000 objects in ~120 ms,
     every few seconds under load, and every request in flight waited. Call it once the process
-    is serving; objects freed later by reference counting are still freed.
+    is serving; objects freed later by reference counting are still freed. ``collect=False``
+    skips the full pass before (tens of ms over a heap just imported, on a cold start's
+    clock): what start-up left in garbage cycles then stays, once.
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     gc.freeze()

@@ -114,8 +114,9 @@ class Runner:
         self.executor.pool.shutdown(wait=False)  # never started a thread: the prestarted one
         self.executor.pool = pool
         # what the function imported (a framework: ~100,000 objects for scikit-learn, a full
-        # pass of ~45 ms each time) stays out of the garbage collector's full passes
-        freeze_startup()
+        # pass of ~45 ms each time) stays out of the garbage collector's full passes; no pass
+        # first: this is on the cold start's clock
+        freeze_startup(collect=False)
         await self.send(
             {
                 "op": "loaded",

@@ -120,6 +120,8 @@ async def serve(settings: WorkerSettings, started: float) -> int:
         worker = Worker(
             bus, spec, executor, settings, started=started, storage=storage, trusted=in_process
         )
+        # what a spawned worker imported (a GPU framework, say); no pass first: on its clock
+        event_loop.freeze_startup(collect=False)
         await worker.start()
         waiter = asyncio.create_task(worker.wait_stopped())
         stopper = asyncio.create_task(stop.wait())
