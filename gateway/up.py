@@ -239,7 +239,7 @@ async def run_gateway(settings: GatewaySettings) -> None:
     from gateway.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, freeze_gc=True),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from functions.inference.models import InferenceInput, InferenceOutput
 from functions.inference.server import ModelServer
@@ -26,8 +27,10 @@ def server_for(ctx: Context) -> ModelServer:
 async def handle(inp: InferenceInput, ctx: Context) -> InferenceOutput:
     """Read the input, predict with the version the catalog says, name that version."""
     server = server_for(ctx)
+    ctx.annotations["model"] = inp.model
     # the catalog is read while the input is read and the prediction starts (`ModelServer`)
     resolving = asyncio.ensure_future(server.resolve(inp.model, inp.version))
+    resolving.add_done_callback(functools.partial(_annotate_version, ctx))
     try:
         data, filename = await _input_bytes(inp, ctx)
     except Exception:
@@ -38,9 +41,7 @@ async def handle(inp: InferenceInput, ctx: Context) -> InferenceOutput:
         raise
     args = {**inp.args, "data": data, "filename": filename}
     version, answer, loaded = await server.predict(inp.model, inp.version, resolving, args)
-    ctx.annotations.update(
-        model=inp.model, model_version=version, batch=answer.batch, loaded=loaded
-    )
+    ctx.annotations.update(batch=answer.batch, loaded=loaded)
     if answer.error is not None:
         raise answer.error
     ctx.logger.info(
@@ -53,6 +54,13 @@ async def handle(inp: InferenceInput, ctx: Context) -> InferenceOutput:
     return InferenceOutput(
         model=inp.model, version=version, result=answer.result or {}, input=inp.object
     )
+
+
+def _annotate_version(ctx: Context, resolving: asyncio.Future[int]) -> None:
+    """The version the catalog named, in the record even when the call fails after (a bad
+    input, a version that does not load); reading the exception marks it retrieved."""
+    if not resolving.cancelled() and resolving.exception() is None:
+        ctx.annotations["model_version"] = resolving.result()
 
 
 async def _input_bytes(inp: InferenceInput, ctx: Context) -> tuple[bytes, str | None]:

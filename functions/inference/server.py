@@ -56,6 +56,8 @@ class Batcher:
 
     async def _drain(self) -> None:
         while self._waiting:
+            # an input whose caller left (an early prediction dropped) is not predicted
+            self._waiting = [(args, future) for args, future in self._waiting if not future.done()]
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
             try:
@@ -100,8 +102,8 @@ class ModelServer:
         While ``resolving`` goes, the version that served this ask last, if still loaded,
         starts predicting: when the read names it again, as it nearly always does, its answer
         is this call's; when it names another (a promotion, a retirement), that answer is
-        dropped and the version named predicts. Predicting is side-effect free, so a dropped
-        answer costs CPU only."""
+        dropped and the version named predicts (an input not yet in a batch is not predicted at
+        all). Plug-ins' predictions are expected to have no side effects."""
         ask = (name, pinned)
         guess = self._served.get(ask)
         ready = self._loaded.get((name, guess)) if guess is not None else None
@@ -115,6 +117,8 @@ class ModelServer:
         self._served[ask] = version
         if early is not None:
             if version == guess:
+                if (name, guess) in self._loaded:  # in use: the last to be dropped
+                    self._loaded.move_to_end((name, guess))
                 return version, await early, False
             early.cancel()
         batcher, loaded = await self.batcher(name, version)

@@ -29,6 +29,8 @@ import sys
 import traceback
 from typing import NoReturn
 
+from eventbus.loop import freeze_startup
+
 #: the largest request or reply (a few small JSON objects)
 MAX_MESSAGE = 64 * 1024
 
@@ -48,8 +50,7 @@ def preload(ws: bool, modules: list[str]) -> None:
             __import__(module)
         except Exception as exc:  # a preload is an optimisation: the worker imports it again
             print(f"fork server cannot preload {module}: {exc}", file=sys.stderr, flush=True)
-    gc.collect()
-    gc.freeze()
+    freeze_startup()
 
 
 def serve(sock: socket.socket) -> None:

@@ -18,13 +18,15 @@ import numpy as np
 import pytest
 
 from eventbus.connection import Bus
+from eventbus.storage.errors import NoSuchKeyError
 from eventbus.storage.local import LocalStorage
 from eventbus.streams import ensure_layout
 from functions.inference.handler import handle as infer
 from functions.inference.models import InferenceInput
+from functions.inference.server import KEEP_VERSIONS
 from functions.retrain.handler import handle as retrain
 from functions.retrain.models import RetrainInput
-from runtimes.catalog import CatalogStore, ModuleSpec
+from runtimes.catalog import CatalogStore, Lineage, ModuleSpec
 from runtimes.errors import ModelInputError, ModelNotFoundError
 from runtimes.types import Context
 from tests.models.samples import csv_bytes, digits, npy, png
@@ -133,7 +135,6 @@ async def test_an_answer_started_before_the_catalog_read_is_dropped_when_it_name
     first, by_one = await labels_of(None)
     pinned, by_two = await labels_of(2)
     assert (first, pinned) == (1, 2) and by_one != by_two
-    await labels_of(None)  # version 1 served this ask last, and stays loaded
     await catalog.promote(module, 2)
     assert await labels_of(None) == (2, by_two)
     assert await labels_of(None) == (2, by_two)
@@ -143,6 +144,53 @@ async def test_an_answer_started_before_the_catalog_read_is_dropped_when_it_name
     await catalog.retire(module, 2, reason="shuffled")
     with pytest.raises(ModelNotFoundError, match="retired"):
         await labels_of(2)
+
+
+async def test_the_version_in_use_is_the_last_dropped_though_answered_early(
+    env: tuple[Bus, LocalStorage], module: str
+) -> None:
+    """A worker keeps `KEEP_VERSIONS` versions loaded and drops the one used least recently;
+    the promoted version's calls (answered by the early prediction) count as uses: pinned
+    calls to more versions than that evict those, never the one between them."""
+    data = digits()
+    catalog = CatalogStore(*env)
+    artifact = await catalog.read_artifact(await catalog.get_version(module, 1))
+    extra = [
+        await catalog.add_version(
+            module, artifact, metrics={"accuracy": 0.9}, lineage=Lineage(data={"copy": n})
+        )
+        for n in range(KEEP_VERSIONS + 1)
+    ]
+
+    async def loaded(version: int | None) -> bool:
+        c = ctx(env, "inference")
+        await infer(InferenceInput(model=module, version=version, data=png(data.x[3])), c)
+        return bool(c.annotations["loaded"])
+
+    await loaded(None)
+    for version in extra:
+        assert await loaded(version.version)
+        assert not await loaded(None), f"the promoted version was dropped for {version.version}"
+
+
+async def test_a_failed_call_still_names_the_version_the_catalog_gave(
+    env: tuple[Bus, LocalStorage], module: str
+) -> None:
+    """The catalog is read beside the input: a missing input object fails the call, and its
+    record still says which model and version it was for; a missing model is the error named
+    though the input is missing too."""
+    _, storage = env
+    await storage.create_bucket("inputs")
+    c = ctx(env, "inference")
+    missing = {"bucket": "inputs", "key": "no/such.png"}
+    with pytest.raises(NoSuchKeyError):
+        await infer(InferenceInput.model_validate({"model": module, "object": missing}), c)
+    assert (c.annotations["model"], c.annotations["model_version"]) == (module, 1)
+    with pytest.raises(ModelNotFoundError):
+        await infer(
+            InferenceInput.model_validate({"model": "no-such-model", "object": missing}),
+            ctx(env, "inference"),
+        )
 
 
 async def test_stored_inputs_and_stored_training_sets(
