@@ -58,6 +58,8 @@ class Batcher:
         while self._waiting:
             # an input whose caller left (an early prediction dropped) is not predicted
             self._waiting = [(args, future) for args, future in self._waiting if not future.done()]
+            if not self._waiting:
+                break
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
             try:
