@@ -179,12 +179,14 @@ async def test_a_disabled_trigger_claims_its_ticks_without_running(
     schedule = Schedule(interval_s=1)
     store = TriggerStore(bus)
     await store.put(Trigger(name="off", function="tick", schedule=schedule, enabled=False))
-    async with dispatchers(nats_url, fake, 1):
+    async with dispatchers(nats_url, fake, 1) as (d,):
         await eventually(lambda: _armed(bus, "off"))
         tick = fake.advance(1).replace(microsecond=0)
         await eventually(lambda: _settled(bus, "off", tick.isoformat()))
         assert await invocations(bus) == []
         await store.set_enabled("off", True)
+        # the next tick only once the dispatcher knows: else it is claimed as a disabled one
+        await eventually(lambda: d.triggers["off"].enabled)
         nxt = fake.advance(1).replace(microsecond=0)
         found = await count_is(bus, 1)  # the disabled tick is not caught up
     assert ticks_of(found) == [nxt.isoformat()]
