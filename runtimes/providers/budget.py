@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -36,23 +37,27 @@ class WorkerBudget:
         total = max_workers or default_max_workers()
         return cls(site, total, namespace_max_workers or max(1, total // 2))
 
-    def refusal(self, function: str, held: Iterable[str]) -> str:
-        """Why one more worker of ``function`` may not start while workers of ``held`` (a
-        function name per worker) run or stop, or ""."""
-        held = list(held)
-        if len(held) >= self.max_workers:
+    def refusal(self, function: str, held: Mapping[str, int]) -> str:
+        """Why one more worker of ``function`` may not start while ``held`` (workers running
+        or stopping, by namespace: `held_by_namespace`) are, or ""."""
+        if sum(held.values()) >= self.max_workers:
             return (
                 f"site {self.site!r} runs as many workers as it may "
                 f"({self.max_workers}); waiting for one to stop"
             )
         namespace = namespace_of(function)
-        mine = sum(1 for other in held if namespace_of(other) == namespace)
+        mine = held.get(namespace, 0)
         if mine >= self.namespace_max_workers:
             return (
                 f"namespace {namespace!r} runs {mine} workers on site {self.site!r}, as many as "
                 f"one namespace may; waiting for one of them to stop"
             )
         return ""
+
+
+def held_by_namespace(functions: Iterable[str]) -> Counter[str]:
+    """Workers by namespace, from the function name of each."""
+    return Counter(namespace_of(function) for function in functions)
 
 
 def default_max_workers() -> int:

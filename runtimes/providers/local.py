@@ -5,9 +5,8 @@ they are spawned. GPU workers are spawned with their own ``CUDA_VISIBLE_DEVICES`
 a GPU of the asked model is free: otherwise the runtime stays *pending* with a "no GPU" reason
 and nothing runs on the CPU in its place.
 
-A site runs no more workers than its budget (`runtimes.providers.budget`): a runtime that would
-pass it stays pending with the reason, and its invocations wait, then fail with that reason as
-a GPU runtime's do.
+A site runs no more workers than its budget (`runtimes.providers.budget`): a runtime past it is
+pending with the reason, its invocations waiting, then failing with it, as a GPU runtime's do.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +26,10 @@ from typing import Any
 import orjson
 
 from eventbus.backoff import Backoff
+from eventbus.namespaces import namespace_of
 from runtimes.catalog.plugins import plugin_modules
 from runtimes.errors import CapacityError, ProvisioningError
-from runtimes.providers.budget import WorkerBudget
+from runtimes.providers.budget import WorkerBudget, held_by_namespace
 from runtimes.providers.forkserver import ForkError, ForkServer
 from runtimes.providers.gpus import Gpu, gpu_inventory
 from runtimes.providers.pool import StemPool, WorkerProcess, spawn_worker, stop_process
@@ -152,7 +153,7 @@ class LocalProvider:
         if spec.gpu.count > len(self._matching_gpus(spec)) and not pending_ok:
             raise CapacityError(self._no_gpu_reason(spec), site=self.site, runtime=spec.name)
         if not pending_ok and spec.min_scale and spec.name not in self._runtimes:
-            full = self._over_budget(spec)
+            full = self.budget.refusal(spec.function, self._held())
             if full:  # placement tries the next site
                 raise CapacityError(full, site=self.site, runtime=spec.name)
         runtime = self._runtimes.get(spec.name)
@@ -162,7 +163,7 @@ class LocalProvider:
         else:
             runtime.spec = spec
         self._ensure_supervisor()
-        self._converge(runtime)
+        self._converge(runtime, self._held())
         return RuntimeHandle(site=self.site, kind=self.kind, name=spec.name, ref=spec.name)
 
     async def status(self, handle: RuntimeHandle) -> RuntimeStatus:
@@ -182,7 +183,7 @@ class LocalProvider:
         """Start or stop workers to reach ``replicas`` (bounded by the spec's max_scale)."""
         runtime = self._get(handle)
         runtime.replicas = max(0, min(replicas, runtime.spec.max_scale))
-        self._converge(runtime)
+        self._converge(runtime, self._held())
 
     async def release(self, handle: RuntimeHandle) -> None:
         """Stop every worker gracefully (SIGTERM, then SIGKILL after a grace period)."""
@@ -296,8 +297,9 @@ class LocalProvider:
                 self._reap(runtime)
             # Room freed goes first to a runtime with no worker at all, then to the one that has
             # waited longest for it: not to whichever was registered first.
+            held = self._held()  # counted once a pass: a tenant may have 1,000 runtimes waiting
             for runtime in sorted(runtimes, key=_claim_order):
-                self._converge(runtime)
+                self._converge(runtime, held)
             if self.pool is not None and self._stems_may_start():
                 try:
                     self.pool.refill()
@@ -328,13 +330,16 @@ class LocalProvider:
                 delay,
             )
 
-    def _converge(self, runtime: _Runtime) -> None:
+    def _converge(self, runtime: _Runtime, held: Counter[str]) -> None:
+        """Start or stop workers towards ``runtime.replicas``; counts those started in ``held``."""
         live = [i for i in runtime.instances if not i.stopping]
         runtime.pending = ""
         short = False
         if len(live) < runtime.replicas and time.time() >= runtime.retry_at:
             for _ in range(runtime.replicas - len(live)):
-                runtime.pending = self._over_budget(runtime.spec) or self._queued_behind(runtime)
+                runtime.pending = self.budget.refusal(
+                    runtime.spec.function, held
+                ) or self._queued_behind(runtime, held)
                 if runtime.pending:
                     short = True
                     if runtime.short_since is None:
@@ -345,6 +350,7 @@ class LocalProvider:
                     runtime.pending = self._no_gpu_reason(runtime.spec)
                     break
                 runtime.instances.append(self._start(runtime.spec, gpus))
+                held[namespace_of(runtime.spec.function)] += 1
         elif len(live) > runtime.replicas:
             # Stop the youngest first; the oldest are warm.
             for inst in sorted(live, key=lambda i: i.started, reverse=True)[
@@ -420,23 +426,22 @@ class LocalProvider:
                 log.warning("spawning instead of forking: %s", exc)
         return spawn_worker(self.python, env, log_path, site=self.site, stdin=stdin)
 
-    def _over_budget(self, spec: RuntimeSpec) -> str:
-        """Why one more worker of ``spec`` may not start, or "" (workers still stopping count:
-        they hold their memory until gone)."""
-        held = [r.spec.function for r in self._runtimes.values() for _ in r.instances]
-        return self.budget.refusal(spec.function, held + [f for f, _ in self._draining])
+    def _held(self) -> Counter[str]:
+        """Workers by namespace, those still stopping too (they hold their memory until gone)."""
+        running = [r.spec.function for r in self._runtimes.values() for _ in r.instances]
+        return held_by_namespace(running + [f for f, _ in self._draining])
 
-    def _queued_behind(self, runtime: _Runtime) -> str:
+    def _queued_behind(self, runtime: _Runtime, held: Counter[str]) -> str:
         """Why ``runtime`` leaves the room there is to one that has waited longer for it and can
         take it now (the supervisor gives it there next), or ""."""
         if runtime.short_since is not None and not runtime.instances:
             return ""  # itself waiting, with no worker: first in line
-        for other in sorted(self._runtimes.values(), key=_claim_order):
+        for other in self._runtimes.values():
             if other is runtime or other.short_since is None:
                 continue
             if runtime.short_since is not None and other.short_since >= runtime.short_since:
                 continue
-            if not self._over_budget(other.spec):
+            if not self.budget.refusal(other.spec.function, held):
                 # no name: the other may be another namespace's
                 return "waiting for its turn: another function has waited longer for a worker"
         return ""
