@@ -18,7 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -93,6 +93,9 @@ class EmbeddedNats:
     shared_credentials: Path | None = None
     #: SIGTERM it when the process that started it dies, even by SIGKILL (`deepfaas up`'s own)
     die_with_parent: bool = False
+    #: where the server started by `start` writes the ports it listens on, named by its pid
+    ports_dir: Path | None = None
+    _log_from: int = field(default=0, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -134,8 +137,16 @@ class EmbeddedNats:
             body["http"] = f"{self.host}:{self.http_port}"
         if self.cluster is not None:
             body.update(self.cluster.config(self.host))
+        # ready means *this* server listens (its ports file, named by its pid), not that
+        # something accepts on the port: another process may have taken it since it was free
+        self.ports_dir = self.store_dir / "ports"
+        self.ports_dir.mkdir(exist_ok=True)
+        for stale in self.ports_dir.glob("*.ports"):  # a killed server leaves its file
+            stale.unlink(missing_ok=True)
+        body["ports_file_dir"] = str(self.ports_dir)
         write_private(config, orjson.dumps(body, option=orjson.OPT_INDENT_2))
         log = (self.store_dir / "nats.log").open("ab")
+        self._log_from = log.tell()  # what this start logs, for `_exit_reason`
         self.process = subprocess.Popen(
             [find_nats_server(), "-c", str(config)],
             stdout=log,
@@ -149,21 +160,43 @@ class EmbeddedNats:
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Block until the port accepts connections, or raise."""
+        """Block until the server listens on its port, or raise (with the reason it exited).
+
+        A server `start` started is ready when its own ports file names the port; one started
+        otherwise (no ``ports_dir``) when the port accepts connections."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise BusUnavailableError(
-                    f"nats-server exited with {self.process.returncode}; see "
-                    f"{self.store_dir / 'nats.log'}"
-                )
+                raise BusUnavailableError(self._exit_reason(self.process.returncode))
+            if self._listening():
+                return
+            time.sleep(0.01)
+        raise BusUnavailableError(f"nats-server did not listen on {self.url} in {timeout}s")
+
+    def _listening(self) -> bool:
+        if self.ports_dir is None or self.process is None:
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection((self.host, self.port), 0.2),
             ):
-                return
-            time.sleep(0.01)
-        raise BusUnavailableError(f"nats-server did not listen on {self.url} in {timeout}s")
+                return True
+            return False
+        for found in self.ports_dir.glob(f"*_{self.process.pid}.ports"):
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # half written
+                urls = orjson.loads(found.read_bytes()).get("nats") or []
+                return any(url.endswith(f":{self.port}") for url in urls)
+        return False
+
+    def _exit_reason(self, code: int | None) -> str:
+        logged = self.store_dir / "nats.log"
+        with contextlib.suppress(OSError), logged.open("rb") as file:
+            file.seek(self._log_from)
+            if b"address already in use" in file.read():
+                return (
+                    f"nats-server could not listen on {self.host}:{self.port}: another "
+                    f"process holds the port (see {logged})"
+                )
+        return f"nats-server exited with {code}; see {logged}"
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server: SIGTERM and wait (or SIGKILL with ``kill``)."""

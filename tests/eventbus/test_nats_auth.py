@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import stat
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -157,6 +158,41 @@ async def test_restart_reuses_the_credentials(tmp_path: Path) -> None:
         server.restart()
         assert server.auth("gateway") == before
         bus = await Bus.connect(server.url, name="after-restart", auth=before)
+        await bus.close()
+    finally:
+        server.stop()
+
+
+def test_a_port_another_process_holds_is_not_taken_for_ready(tmp_path: Path) -> None:
+    """Something else listening on the port (here a plain socket) does not make a server that
+    could not bind it "ready": start says the port is held, instead of the platform failing
+    later on authentication against whatever answers there."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        server = EmbeddedNats(store_dir=tmp_path / "nats", port=port)
+        with pytest.raises(BusUnavailableError, match=f"127.0.0.1:{port}: another process"):
+            server.start()
+        assert server.process is not None and server.process.poll() is not None
+
+
+async def test_a_restart_is_ready_by_its_own_ports_file(tmp_path: Path) -> None:
+    """A server killed with SIGKILL leaves its ports file; the next start is ready only once
+    the new process has written its own."""
+    server = EmbeddedNats(store_dir=tmp_path / "nats").start()
+    try:
+        assert server.ports_dir is not None
+        first = server.process
+        assert first is not None
+        assert [p.name for p in server.ports_dir.iterdir()] == [f"nats-server_{first.pid}.ports"]
+        server.stop(kill=True)
+        assert list(server.ports_dir.iterdir())  # left behind
+        server.start()
+        assert server.process is not None and server.process.pid != first.pid
+        names = [p.name for p in server.ports_dir.iterdir()]
+        assert names == [f"nats-server_{server.process.pid}.ports"]
+        bus = await Bus.connect(server.url, name="after-kill", auth=server.auth("gateway"))
         await bus.close()
     finally:
         server.stop()
