@@ -104,6 +104,10 @@ async def fetch(
                     got = await queue.get()
             except TimeoutError:
                 break
+            except asyncio.CancelledError:
+                for taken in msgs:  # queued again, for the next fetch or `give_back`
+                    _put_back(inner, taken)
+                raise
         else:
             got = queue.get_nowait()
         msg = _take(inner, got)
@@ -126,6 +130,33 @@ async def fetch(
         # 404, after its messages, ends this fetch early once: asked again, this one's answers.)
         await asyncio.sleep(min(EARLY_END_PAUSE_S, expires - loop.time()))
     return msgs
+
+
+async def give_back(sub: Any) -> int:
+    """Unsubscribe a pull subscription that `fetch` read; the messages delivered to it and
+    not fetched (an open request's, a cancelled fetch's) go back to the consumer at once, not
+    after their ack wait. How many went back.
+
+    The server stops routing to the subscription first (nats-py's own unsubscribe forgets it
+    at once, and what the server sent meanwhile would be dropped here); once a flush has come
+    back, everything it sent before is queued, and an open request with no one listening is
+    not served any more."""
+    inner: Any = sub._sub
+    nc: Any = sub._nc
+    with contextlib.suppress(Exception):
+        await nc._send_unsubscribe(inner._id)
+        await nc.flush()
+    queue: asyncio.Queue[Msg] = inner._pending_queue
+    left = []
+    while not queue.empty():
+        msg = _take(inner, queue.get_nowait())
+        if _status(msg) is None:
+            left.append(msg)
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*(msg.nak() for msg in left))
+    return len(left)
 
 
 async def fetch_batch(
@@ -357,6 +388,12 @@ def _take(inner: Any, msg: Msg) -> Msg:
     inner._pending_queue.task_done()
     inner._pending_size -= len(msg.data)
     return msg
+
+
+def _put_back(inner: Any, msg: Msg) -> None:
+    """Queue a taken message again (at the end), counted as nats-py counts it."""
+    inner._pending_queue.put_nowait(msg)
+    inner._pending_size += len(msg.data)
 
 
 def _status(msg: Msg) -> str | None:

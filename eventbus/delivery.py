@@ -27,7 +27,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 from eventbus.backoff import Backoff
 from eventbus.codec import from_nats, to_nats
 from eventbus.connection import Bus
-from eventbus.consume import fetch
+from eventbus.consume import fetch, give_back
 from eventbus.dlq import dead_letter
 from eventbus.egress import EgressPolicy, EgressRefusedError, UnresolvedHostError
 from eventbus.errors import InvalidEventError, NotFoundError
@@ -233,8 +233,7 @@ class Deliverer:
                 feed.inflight.difference_update(tasks)
         finally:
             if psub is not None:
-                with contextlib.suppress(Exception):
-                    await psub.unsubscribe()
+                await give_back(psub)  # what came and was not handled: redelivered now
 
     async def _still_there(self, key: str) -> bool:
         try:

@@ -34,7 +34,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from eventbus.backoff import Backoff
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
-from eventbus.consume import fetch_batch
+from eventbus.consume import fetch_batch, give_back
 from eventbus.dlq import dead_letter
 from eventbus.namespaces import namespace_of
 from eventbus.publish import publish_event
@@ -162,8 +162,7 @@ class MinioBridge:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._pull is not None:
-            with contextlib.suppress(Exception):
-                await self._pull.unsubscribe()
+            await give_back(self._pull)  # a message fetched but not handled: redelivered now
             self._pull = None
 
     async def _consume(self) -> None:

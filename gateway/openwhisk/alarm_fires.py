@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
 
 from eventbus.codec import from_nats
-from eventbus.consume import fetch_batch
+from eventbus.consume import fetch_batch, give_back
 from eventbus.errors import InvalidEventError
 from eventbus.types import EVENTS_STREAM, event_subject
 from gateway.openwhisk.alarms import ALARM_TYPE_SUFFIX
@@ -65,8 +65,7 @@ class AlarmFires:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._pull is not None:
-            with contextlib.suppress(Exception):
-                await self._pull.unsubscribe()
+            await give_back(self._pull)  # a tick fetched but not fired: redelivered now
 
     def _request(self) -> Request:
         """A request-shaped handle on the app, for the helpers the routes share."""

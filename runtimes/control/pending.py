@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
-from eventbus.consume import fetch_batch
+from eventbus.consume import fetch_batch, give_back
 from eventbus.dlq import dead_letter
 from eventbus.errors import InvalidEventError
 from eventbus.streams import consumer_name
@@ -85,8 +85,9 @@ class PendingInvocations:
         """Stop pulling for a function that is no longer pending."""
         sub = self._subs.pop(function, None)
         if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            # a short request may still have brought one: to the function's workers now, not
+            # after its ack wait
+            await give_back(sub)
 
     async def close(self) -> None:
         """Unsubscribe everything (pull subscriptions must go before the connection drains)."""

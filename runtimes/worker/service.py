@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from eventbus.codec import from_nats
 from eventbus.connection import Bus
-from eventbus.consume import PAUSE_S, fetch
+from eventbus.consume import PAUSE_S, fetch, give_back
 from eventbus.errors import InvalidEventError
 from eventbus.invocations import FRESH_ID
 from eventbus.storage import Storage
@@ -151,12 +151,16 @@ class Worker:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._pull_sub is not None:
+            # before the runs in flight end: what the last pull request brought and no run
+            # took goes to another worker now, not after its ack wait (a rolling update's
+            # queued call waited 30 s)
+            given = await give_back(self._pull_sub)
+            if given:
+                log.info("gave %d queued invocation(s) back on stopping", given)
         if self._tasks or self.callbacks.tasks:
             pending = self._tasks | self.callbacks.tasks
             await asyncio.wait(pending, timeout=self.settings.drain_timeout_s)
-        if self._pull_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._pull_sub.unsubscribe()
         with contextlib.suppress(Exception):
             await self._announce("stopped")
         await self.executor.close()

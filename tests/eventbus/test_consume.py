@@ -10,7 +10,7 @@ from typing import Any
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from eventbus.consume import Puller, fetch, snapshot
+from eventbus.consume import Puller, fetch, give_back, snapshot
 from eventbus.server import EmbeddedNats
 
 
@@ -90,6 +90,34 @@ async def test_a_fetch_hands_over_a_message_the_moment_it_arrives(nc: Any) -> No
             msgs = waiting.result()
             assert [msg.data.decode() for msg in msgs or []] == [f"{round_}{i}"]
             await msgs[0].ack()
+
+
+async def test_a_subscription_given_back_returns_what_its_open_request_brought(
+    nc: Any,
+) -> None:
+    """A worker stopping while its fetch waits: the fetch is cancelled, its request stays open
+    on the server, and an invocation queued then is delivered to it. Given back, it goes to
+    the next reader at once; unsubscribed as before, it came back only after the consumer's
+    ack wait (30 s here): a rolling update's queued sync call waited that long in a CI run."""
+    js = nc.jetstream()
+    await js.add_stream(name="give_back", subjects=["give_back.>"])
+    await js.add_consumer("give_back", durable_name="reader", ack_policy="explicit", ack_wait=30)
+    stopping = await js.pull_subscribe_bind(durable="reader", stream="give_back")
+    waiting = asyncio.create_task(fetch(stopping, 8, timeout=10))
+    await asyncio.sleep(0.05)  # its request is with the server
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await js.publish("give_back.x", b"queued during the stop")
+    await asyncio.sleep(0.05)  # delivered to the open request
+    assert await give_back(stopping) == 1
+    assert stopping._sub._pending_queue.empty()
+    successor = await js.pull_subscribe_bind(durable="reader", stream="give_back")
+    msgs = await fetch(successor, 8, timeout=3)  # well within the ack wait
+    assert [msg.data for msg in msgs or []] == [b"queued during the stop"]
+    assert msgs is not None and msgs[0].metadata.num_delivered == 2
+    await msgs[0].ack()
+    assert await give_back(successor) == 0
 
 
 async def test_a_message_with_a_status_header_is_a_message(nc: Any) -> None:
