@@ -23,6 +23,7 @@ import collections
 import contextlib
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
@@ -54,8 +55,13 @@ SETTLE_MAX_S: Final = 1.0
 SNAPSHOT_CHECK_S: Final = 0.2
 #: how long a snapshot's consumer outlives a reader that died before deleting it
 SNAPSHOT_IDLE_S: Final = 30.0
+#: how long `give_back` waits for the server to take its unsubscribe (and the flush)
+FLUSH_S: Final = 1.0
 #: the statuses that end a pull request with nothing wrong: no messages (left), expired
 _ENDED: Final = ("404", "408")
+#: a subscription's pull requests that `fetch` sent and saw no end of: [how many, the loop
+#: time by which the last of them has surely ended]
+_OPEN: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
 #: a heartbeat or a flow-control message: not an end
 _INFORMATIVE: Final = "100"
 
@@ -74,6 +80,8 @@ async def fetch(
         msg = _take(inner, queue.get_nowait())
         if _status(msg) is None:
             msgs.append(msg)
+        else:
+            _ended(sub, msg)
     if msgs:
         return msgs
     if nc.is_closed:
@@ -90,6 +98,7 @@ async def fetch(
     loop = asyncio.get_running_loop()
     expires = loop.time() + timeout
     deadline = expires + GRACE_S
+    _opened(sub, deadline)
     ended: Msg | None = None  # the server's status that ended the request
     while len(msgs) < batch:
         if queue.empty():
@@ -116,6 +125,7 @@ async def fetch(
             msgs.append(msg)
         elif status != _INFORMATIVE:
             ended = msg
+            _ended(sub, msg)
             break
     status = None if ended is None else _status(ended)
     if ended is not None and status not in _ENDED and not msgs:
@@ -137,26 +147,56 @@ async def give_back(sub: Any) -> int:
     not fetched (an open request's, a cancelled fetch's) go back to the consumer at once, not
     after their ack wait. How many went back.
 
-    The server stops routing to the subscription first (nats-py's own unsubscribe forgets it
-    at once, and what the server sent meanwhile would be dropped here); once a flush has come
-    back, everything it sent before is queued, and an open request with no one listening is
-    not served any more."""
+    On one server, the unsubscribe is enough: once a flush has come back, everything sent
+    before is queued here, and the server serves no request of a subscription it no longer
+    has. In a cluster the server that holds the consumer learns of the unsubscribe later, and
+    sends what comes meanwhile to no one; so there a request `fetch` saw no end of is waited
+    for first (its end, or its expiry: at most `fetch`'s timeout and `GRACE_S`).
+    """
     inner: Any = sub._sub
     nc: Any = sub._nc
-    with contextlib.suppress(Exception):
-        await nc._send_unsubscribe(inner._id)
-        await nc.flush()
     queue: asyncio.Queue[Msg] = inner._pending_queue
-    left = []
-    while not queue.empty():
-        msg = _take(inner, queue.get_nowait())
+    left: list[Msg] = []
+
+    def note(msg: Msg) -> None:
         if _status(msg) is None:
             left.append(msg)
+        else:
+            _ended(sub, msg)
+
+    def drain() -> None:
+        while not queue.empty():
+            note(_take(inner, queue.get_nowait()))
+
+    drain()
+    loop = asyncio.get_running_loop()
+    while _clustered(nc) and nc.is_connected:
+        count, until = _OPEN.get(sub, (0, 0.0))
+        if count <= 0 or loop.time() >= until:
+            break
+        try:
+            async with asyncio.timeout(until - loop.time()):
+                got = await queue.get()
+        except TimeoutError:
+            break
+        note(_take(inner, got))
+        drain()
+    _OPEN.pop(sub, None)
+    if nc.is_connected:
+        with contextlib.suppress(Exception):
+            await nc._send_unsubscribe(inner._id)
+            await nc.flush(timeout=FLUSH_S)
+    drain()
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
-    with contextlib.suppress(Exception):
-        await asyncio.gather(*(msg.nak() for msg in left))
+    await nak_all(left)
     return len(left)
+
+
+async def nak_all(msgs: list[Msg]) -> None:
+    """Give fetched messages back at once (a batch in hand when its reader is cancelled)."""
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*(msg.nak() for msg in msgs))
 
 
 async def fetch_batch(
@@ -388,6 +428,26 @@ def _take(inner: Any, msg: Msg) -> Msg:
     inner._pending_queue.task_done()
     inner._pending_size -= len(msg.data)
     return msg
+
+
+def _opened(sub: Any, until: float) -> None:
+    count, last = _OPEN.get(sub, (0, 0.0))
+    _OPEN[sub] = [count + 1, max(last, until)]
+
+
+def _ended(sub: Any, status: Msg) -> None:
+    """A status of the server's that ends a pull request (a heartbeat ends none)."""
+    if _status(status) == _INFORMATIVE:
+        return
+    state = _OPEN.get(sub)
+    if state is not None:
+        state[0] -= 1
+
+
+def _clustered(nc: Any) -> bool:
+    """Whether the server this client is connected to is one of a cluster (its INFO says)."""
+    info = getattr(nc, "_server_info", None) or {}
+    return bool(info.get("cluster"))
 
 
 def _put_back(inner: Any, msg: Msg) -> None:

@@ -34,7 +34,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from eventbus.backoff import Backoff
 from eventbus.buckets import BucketOwners
 from eventbus.connection import Bus
-from eventbus.consume import fetch_batch, give_back
+from eventbus.consume import fetch_batch, give_back, nak_all
 from eventbus.dlq import dead_letter
 from eventbus.namespaces import namespace_of
 from eventbus.publish import publish_event
@@ -162,7 +162,7 @@ class MinioBridge:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._pull is not None:
-            await give_back(self._pull)  # a message fetched but not handled: redelivered now
+            await give_back(self._pull)  # what came and was not fetched: redelivered now
             self._pull = None
 
     async def _consume(self) -> None:
@@ -172,8 +172,12 @@ class MinioBridge:
                 msgs = await fetch_batch(self._pull, self.batch)
             finally:
                 self._fetching = False
-            for msg in msgs:  # in order: a put and a delete of one key must not swap
-                await self.handle(msg)
+            for index, msg in enumerate(msgs):  # in order: a put and a delete must not swap
+                try:
+                    await self.handle(msg)
+                except asyncio.CancelledError:  # stopped mid-batch: the rest goes back now
+                    await nak_all(msgs[index:])
+                    raise
 
     async def handle(self, msg: Msg) -> None:
         """Forward every record of one MinIO message, then ack (term if malformed, nak if not)."""

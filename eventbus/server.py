@@ -191,11 +191,16 @@ class EmbeddedNats:
         logged = self.store_dir / "nats.log"
         with contextlib.suppress(OSError), logged.open("rb") as file:
             file.seek(self._log_from)
-            if b"address already in use" in file.read():
-                return (
-                    f"nats-server could not listen on {self.host}:{self.port}: another "
-                    f"process holds the port (see {logged})"
-                )
+            for line in file.read().decode(errors="replace").splitlines():
+                if "address already in use" not in line:
+                    continue
+                if f":{self.port}:" in line or f':{self.port}"' in line:
+                    return (
+                        f"nats-server could not listen on {self.host}:{self.port}: another "
+                        f"process holds the port (see {logged})"
+                    )
+                # the monitoring or the cluster port
+                return f"nats-server could not start: {line.strip()}"
         return f"nats-server exited with {code}; see {logged}"
 
     def stop(self, *, kill: bool = False) -> None:

@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
 
 from eventbus.codec import from_nats
-from eventbus.consume import fetch_batch, give_back
+from eventbus.consume import fetch_batch, give_back, nak_all
 from eventbus.errors import InvalidEventError
 from eventbus.types import EVENTS_STREAM, event_subject
 from gateway.openwhisk.alarms import ALARM_TYPE_SUFFIX
@@ -65,7 +65,7 @@ class AlarmFires:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._pull is not None:
-            await give_back(self._pull)  # a tick fetched but not fired: redelivered now
+            await give_back(self._pull)  # what came and was not fetched: redelivered now
 
     def _request(self) -> Request:
         """A request-shaped handle on the app, for the helpers the routes share."""
@@ -73,10 +73,12 @@ class AlarmFires:
 
     async def _consume(self) -> None:
         while True:
-            for msg in await fetch_batch(self._pull, 16):
+            msgs = await fetch_batch(self._pull, 16)
+            for index, msg in enumerate(msgs):
                 try:
                     await self._handle(msg)
-                except asyncio.CancelledError:
+                except asyncio.CancelledError:  # stopped mid-batch: the rest goes back now
+                    await nak_all(msgs[index:])
                     raise
                 except Exception as exc:  # the bus or a store failed: try the tick again
                     log.warning("alarm tick not fired yet (%s); retrying", exc)

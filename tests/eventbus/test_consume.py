@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from eventbus import consume
 from eventbus.consume import Puller, fetch, give_back, snapshot
-from eventbus.server import EmbeddedNats
+from eventbus.server import EmbeddedNats, create_cluster
 
 
 async def _consumer(nc: Any, name: str, count: int) -> Any:
@@ -92,6 +95,15 @@ async def test_a_fetch_hands_over_a_message_the_moment_it_arrives(nc: Any) -> No
             await msgs[0].ack()
 
 
+async def _delivered(sub: Any, count: int) -> None:
+    """Wait until ``count`` messages sit in the subscription's queue."""
+    for _ in range(400):
+        if sub._sub._pending_queue.qsize() >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{count} message(s) never reached the subscription")
+
+
 async def test_a_subscription_given_back_returns_what_its_open_request_brought(
     nc: Any,
 ) -> None:
@@ -109,15 +121,106 @@ async def test_a_subscription_given_back_returns_what_its_open_request_brought(
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
     await js.publish("give_back.x", b"queued during the stop")
-    await asyncio.sleep(0.05)  # delivered to the open request
+    await _delivered(stopping, 1)  # to the open request
     assert await give_back(stopping) == 1
     assert stopping._sub._pending_queue.empty()
+    await js.publish("give_back.x", b"after")  # the open request is served no more
     successor = await js.pull_subscribe_bind(durable="reader", stream="give_back")
     msgs = await fetch(successor, 8, timeout=3)  # well within the ack wait
-    assert [msg.data for msg in msgs or []] == [b"queued during the stop"]
-    assert msgs is not None and msgs[0].metadata.num_delivered == 2
-    await msgs[0].ack()
+    assert [msg.data for msg in msgs or []] == [b"queued during the stop", b"after"]
+    assert [msg.metadata.num_delivered for msg in msgs or []] == [2, 1]
+    await asyncio.gather(*(msg.ack() for msg in msgs or []))
     assert await give_back(successor) == 0
+
+
+async def test_a_fetch_cancelled_with_messages_in_hand_queues_them_again(
+    nc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer at its `max_ack_pending` keeps a request open after its message: the fetch
+    holds the message while it waits briefly for the request's end (`AFTER_FIRST_S`, widened
+    here so that the cancel lands in that wait). The message is queued again, counted as
+    nats-py counts it, and given back with the rest."""
+    monkeypatch.setattr(consume, "AFTER_FIRST_S", 5.0)
+    js = nc.jetstream()
+    await js.add_stream(name="put_back", subjects=["put_back.>"])
+    await js.add_consumer(
+        "put_back", durable_name="reader", ack_policy="explicit", ack_wait=30, max_ack_pending=1
+    )
+    sub = await js.pull_subscribe_bind(durable="reader", stream="put_back")
+    waiting = asyncio.create_task(fetch(sub, 8, timeout=10))
+    await asyncio.sleep(0.05)
+    await js.publish("put_back.x", b"in hand")
+    for _ in range(400):  # taken off the queue by the fetch, which waits on
+        if sub._sub.pending_bytes == 0 and not waiting.done():
+            await asyncio.sleep(0.05)
+            break
+        await asyncio.sleep(0.005)
+    assert not waiting.done()
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    queue = sub._sub._pending_queue
+    assert (queue.qsize(), sub._sub.pending_bytes) == (1, len(b"in hand"))
+    assert await give_back(sub) == 1
+    assert (sub._sub.pending_bytes, queue._unfinished_tasks) == (0, 0)
+    successor = await js.pull_subscribe_bind(durable="reader", stream="put_back")
+    msgs = await fetch(successor, 8, timeout=3)
+    assert [msg.data for msg in msgs or []] == [b"in hand"]
+    await msgs[0].ack()
+    await give_back(successor)
+
+
+async def test_in_a_cluster_a_subscription_is_given_back_once_its_request_ended(
+    tmp_path: Path,
+) -> None:
+    """In a cluster the server holding the consumer learns of an unsubscribe after the
+    client's own server: a message stored meanwhile went to the gone subscriber and waited out
+    the ack wait (without the wait below, several of the 60 here, in each of two runs). Given
+    back, the open request is waited for first (here it expires after 0.25 s), and every
+    message reaches the next reader."""
+    servers = create_cluster(tmp_path / "cluster", 3)
+    for server in servers:
+        server.start(timeout=30)
+    conns: list[Any] = []
+    try:
+        admin = servers[0].auth("admin")
+        for server in servers:
+            url = server.url.replace("nats://", f"nats://{admin.user}:{admin.password}@")
+            conns.append(await nats.connect(url))
+        js = conns[0].jetstream()
+        for _ in range(100):  # the cluster elects its JetStream leader first
+            with contextlib.suppress(Exception):
+                await js.add_stream(name="given", subjects=["given.>"])
+                break
+            await asyncio.sleep(0.2)
+        await js.add_consumer("given", durable_name="reader", ack_policy="explicit", ack_wait=30)
+        leader = (await js.consumer_info("given", "reader")).cluster.leader
+        # the stopping reader on a server that does not hold the consumer
+        far = next(c for c, s in zip(conns, servers, strict=True) if s.cluster.name != leader)
+        near = next(c for c, s in zip(conns, servers, strict=True) if s.cluster.name == leader)
+        lost: list[bytes] = []
+        for i in range(20):
+            stopping = await far.jetstream().pull_subscribe_bind(durable="reader", stream="given")
+            waiting = asyncio.create_task(fetch(stopping, 8, timeout=0.25))
+            await asyncio.sleep(0.02)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            # messages stored while the subscription goes: the race the wait closes
+            sent = [f"{i}.{n}".encode() for n in range(3)]
+            publishes = (near.jetstream().publish("given.x", data) for data in sent)
+            await asyncio.gather(give_back(stopping), *publishes)
+            successor = await near.jetstream().pull_subscribe_bind(durable="reader", stream="given")
+            msgs = await fetch(successor, 8, timeout=1)
+            lost += set(sent) - {msg.data for msg in msgs or []}
+            await asyncio.gather(*(msg.ack() for msg in msgs or []))
+            await give_back(successor)
+        assert lost == []
+    finally:
+        for conn in conns:
+            await conn.close()
+        for server in servers:
+            server.stop()
 
 
 async def test_a_message_with_a_status_header_is_a_message(nc: Any) -> None:

@@ -175,6 +175,11 @@ def test_a_port_another_process_holds_is_not_taken_for_ready(tmp_path: Path) -> 
         with pytest.raises(BusUnavailableError, match=f"127.0.0.1:{port}: another process"):
             server.start()
         assert server.process is not None and server.process.poll() is not None
+        # its monitoring port held instead: the error quotes the server, not the client port
+        monitored = EmbeddedNats(store_dir=tmp_path / "monitored", http_port=port)
+        with pytest.raises(BusUnavailableError, match=f"could not start: .*{port}") as raised:
+            monitored.start()
+        assert "another process holds" not in str(raised.value)
 
 
 async def test_a_restart_is_ready_by_its_own_ports_file(tmp_path: Path) -> None:
