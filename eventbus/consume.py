@@ -127,6 +127,8 @@ async def fetch(
             ended = msg
             _ended(sub, msg)
             break
+    if ended is None and len(msgs) >= batch:
+        _ended(sub, None)  # a request served in full ends with no word
     status = None if ended is None else _status(ended)
     if ended is not None and status not in _ENDED and not msgs:
         # 409: the consumer deleted, too many requests waiting, a leader change
@@ -435,9 +437,10 @@ def _opened(sub: Any, until: float) -> None:
     _OPEN[sub] = [count + 1, max(last, until)]
 
 
-def _ended(sub: Any, status: Msg) -> None:
-    """A status of the server's that ends a pull request (a heartbeat ends none)."""
-    if _status(status) == _INFORMATIVE:
+def _ended(sub: Any, status: Msg | None) -> None:
+    """A pull request ended: the server's status (a heartbeat ends none), or None for one
+    that got all it asked for."""
+    if status is not None and _status(status) == _INFORMATIVE:
         return
     state = _OPEN.get(sub)
     if state is not None:
