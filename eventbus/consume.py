@@ -283,14 +283,22 @@ class Puller:
         those it sends after are delivered to no one: they would come back only after their
         ack wait (a CI run's stop in the middle of a backlog's burst kept some 130 so). Taken
         while they still come (until `SETTLE_QUIET_S` passes with none, or the request owes
-        nothing), they are given back at once with the rest.
+        nothing), they are given back at once with the rest. In a cluster the server holding
+        the consumer learns of the unsubscribe late (`give_back`): there the open request is
+        waited for until it ends or is given up (its expiry and `GRACE_S`).
         """
         loop = asyncio.get_running_loop()
+        clustered = _clustered(self.nc)
         deadline = loop.time() + SETTLE_MAX_S
         queue: asyncio.Queue[Msg] = self._sub._pending_queue
         while self._open is not None and self._open[0] > 0 and self._open[1] > 0:
             self._drain()
-            left = min(SETTLE_QUIET_S, deadline - loop.time())
+            if self._open is None:
+                return
+            if clustered:
+                left = self._open[2] - loop.time()
+            else:
+                left = min(SETTLE_QUIET_S, deadline - loop.time())
             if left <= 0:
                 return
             try:

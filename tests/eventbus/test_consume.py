@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import nats
@@ -164,40 +164,73 @@ async def test_a_fetch_cancelled_with_messages_in_hand_queues_them_again(
     assert await give_back(sub) == 1
     assert (sub._sub.pending_bytes, queue._unfinished_tasks) == (0, 0)
     successor = await js.pull_subscribe_bind(durable="reader", stream="put_back")
-    msgs = await fetch(successor, 8, timeout=3)
-    assert [msg.data for msg in msgs or []] == [b"in hand"]
+    msgs = await fetch(successor, 8, timeout=3) or []
+    assert [msg.data for msg in msgs] == [b"in hand"]
     await msgs[0].ack()
     await give_back(successor)
 
 
-async def test_in_a_cluster_a_subscription_is_given_back_once_its_request_ended(
-    tmp_path: Path,
-) -> None:
-    """In a cluster the server holding the consumer learns of an unsubscribe after the
-    client's own server: a message stored meanwhile went to the gone subscriber and waited out
-    the ack wait (without the wait below, several of the 60 here, in each of two runs). Given
-    back, the open request is waited for first (here it expires after 0.25 s), and every
-    message reaches the next reader."""
-    servers = create_cluster(tmp_path / "cluster", 3)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EmbeddedNats]]:
+    """Three clustered nats-servers (started once for the module's cluster tests)."""
+    servers = create_cluster(tmp_path_factory.mktemp("cluster"), 3)
     for server in servers:
         server.start(timeout=30)
-    conns: list[Any] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def _far_and_near(servers: list[EmbeddedNats], stream: str) -> AsyncIterator[tuple[Any, Any]]:
+    """A stream with a durable ``reader`` (ack wait 30 s), and two connections: one to a
+    server that does not hold the consumer (where the stopping reader is), one that does."""
+    admin = servers[0].auth("admin")
+    conns = []
     try:
-        admin = servers[0].auth("admin")
         for server in servers:
             url = server.url.replace("nats://", f"nats://{admin.user}:{admin.password}@")
             conns.append(await nats.connect(url))
         js = conns[0].jetstream()
         for _ in range(100):  # the cluster elects its JetStream leader first
             with contextlib.suppress(Exception):
-                await js.add_stream(name="given", subjects=["given.>"])
+                await js.add_stream(name=stream, subjects=[f"{stream}.>"])
                 break
             await asyncio.sleep(0.2)
-        await js.add_consumer("given", durable_name="reader", ack_policy="explicit", ack_wait=30)
-        leader = (await js.consumer_info("given", "reader")).cluster.leader
-        # the stopping reader on a server that does not hold the consumer
-        far = next(c for c, s in zip(conns, servers, strict=True) if s.cluster.name != leader)
-        near = next(c for c, s in zip(conns, servers, strict=True) if s.cluster.name == leader)
+        await js.add_consumer(stream, durable_name="reader", ack_policy="explicit", ack_wait=30)
+        leader = (await js.consumer_info(stream, "reader")).cluster.leader
+        names = [server.cluster.name if server.cluster else "" for server in servers]
+        far = next(conn for conn, name in zip(conns, names, strict=True) if name != leader)
+        near = next(conn for conn, name in zip(conns, names, strict=True) if name == leader)
+        yield far, near
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def _all_arrive(near: Any, stream: str, sent: list[bytes]) -> set[bytes]:
+    """What of ``sent`` a new reader on ``near`` gets within 3 s (well within the ack wait),
+    acked; the naks travel to the consumer's server too, so one no-wait fetch may come first."""
+    successor = await near.jetstream().pull_subscribe_bind(durable="reader", stream=stream)
+    got: set[bytes] = set()
+    deadline = asyncio.get_running_loop().time() + 3
+    while got != set(sent) and asyncio.get_running_loop().time() < deadline:
+        msgs = await fetch(successor, 8, timeout=0.5) or []
+        got.update(msg.data for msg in msgs)
+        await asyncio.gather(*(msg.ack() for msg in msgs))
+    await give_back(successor)
+    return got
+
+
+async def test_in_a_cluster_a_subscription_is_given_back_once_its_request_ended(
+    cluster: list[EmbeddedNats],
+) -> None:
+    """In a cluster the server holding the consumer learns of an unsubscribe after the
+    client's own server: a message stored meanwhile went to the gone subscriber and waited out
+    the ack wait (without the wait below, several of the 60 here, in each of five runs). Given
+    back, the open request is waited for first (here it expires after 0.25 s), and every
+    message reaches the next reader."""
+    async with _far_and_near(cluster, "given") as (far, near):
         lost: list[bytes] = []
         for i in range(20):
             stopping = await far.jetstream().pull_subscribe_bind(durable="reader", stream="given")
@@ -210,22 +243,28 @@ async def test_in_a_cluster_a_subscription_is_given_back_once_its_request_ended(
             sent = [f"{i}.{n}".encode() for n in range(3)]
             publishes = (near.jetstream().publish("given.x", data) for data in sent)
             await asyncio.gather(give_back(stopping), *publishes)
-            successor = await near.jetstream().pull_subscribe_bind(durable="reader", stream="given")
-            got: set[bytes] = set()
-            deadline = asyncio.get_running_loop().time() + 3  # well within the ack wait
-            while got != set(sent) and asyncio.get_running_loop().time() < deadline:
-                # the naks travel to the consumer's server too: a first fetch may come first
-                msgs = await fetch(successor, 8, timeout=0.5) or []
-                got.update(msg.data for msg in msgs)
-                await asyncio.gather(*(msg.ack() for msg in msgs))
-            lost += set(sent) - got
-            await give_back(successor)
+            lost += set(sent) - await _all_arrive(near, "given", sent)
         assert lost == []
-    finally:
-        for conn in conns:
-            await conn.close()
-        for server in servers:
-            server.stop()
+
+
+async def test_in_a_cluster_a_stopped_puller_waits_for_its_request_to_end(
+    cluster: list[EmbeddedNats],
+) -> None:
+    """The dispatcher's `Puller` in a cluster, stopped with its request open (0.25 s here),
+    and messages stored right after: none is sent to no one (without the wait, some of the
+    90 were, in each of three runs)."""
+    async with _far_and_near(cluster, "pulled") as (far, near):
+        lost: list[bytes] = []
+        for i in range(30):
+            puller = Puller(far, "pulled", "reader", batch=256, expires=0.25)
+            await puller.start()
+            assert await puller.take(8, timeout=0.02) == []  # its request is open now
+            await puller.stop()
+            # stored at once: the consumer's server may not know of the unsubscribe yet
+            sent = [f"{i}.{n}".encode() for n in range(3)]
+            await asyncio.gather(*(near.jetstream().publish("pulled.x", d) for d in sent))
+            lost += set(sent) - await _all_arrive(near, "pulled", sent)
+        assert lost == []
 
 
 async def test_a_message_with_a_status_header_is_a_message(nc: Any) -> None:
