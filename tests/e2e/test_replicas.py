@@ -147,7 +147,10 @@ class SplitPlatform:
             try:
                 part.process.wait(20)
             except subprocess.TimeoutExpired:
+                # reaped, or its Popen warns as "still running" in whatever test runs next
+                print(f"{part.name} did not stop within 20 s of SIGTERM; killed", flush=True)
                 part.process.kill()
+                part.process.wait(10)
 
 
 def _ready(part: Part) -> bool:
