@@ -184,15 +184,23 @@ async def give_back(sub: Any) -> int:
         note(_take(inner, got))
         drain()
     _OPEN.pop(sub, None)
-    if nc.is_connected:
-        with contextlib.suppress(Exception):
-            await nc._send_unsubscribe(inner._id)
-            await nc.flush(timeout=FLUSH_S)
+    await _unsubscribe_on_server(nc, inner._id)
     drain()
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
     await nak_all(left)
     return len(left)
+
+
+async def _unsubscribe_on_server(nc: Any, sid: int) -> None:
+    """The server stops routing to a subscription, which stays here: once the flush is
+    back, all it sent before is queued (nats-py's own unsubscribe forgets the subscription at
+    once, and what is still on the wire would be dropped and come back after its ack wait)."""
+    if not nc.is_connected:
+        return
+    with contextlib.suppress(Exception):
+        await nc._send_unsubscribe(sid)
+        await nc.flush(timeout=FLUSH_S)
 
 
 async def nak_all(msgs: list[Msg]) -> None:
@@ -259,22 +267,15 @@ class Puller:
             return
         if self.acks and not self.nc.is_closed:
             await self._settle()
-        with contextlib.suppress(Exception):
-            # The server stops routing to the inbox first; nats-py's own unsubscribe forgets
-            # the subscription at once, and what the open request sent meanwhile would be
-            # dropped here and come back only after its ack wait. After the flush, all of it
-            # is queued: taken below and given back.
-            await self.nc._send_unsubscribe(self._sub._id)
-            await self.nc.flush()
-        self._drain()
+        await _unsubscribe_on_server(self.nc, self._sub._id)
+        self._drain()  # all the open request sent: taken here and given back
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
         self._sub = None
         left = list(self._ready)
         self._ready.clear()
         if self.acks:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*(msg.nak() for msg in left))
+            await nak_all(left)
 
     async def _settle(self) -> None:
         """Before unsubscribing, let the open request's messages already on their way arrive.
